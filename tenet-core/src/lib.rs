@@ -1,0 +1,54 @@
+//! Tenants and API keys for SaaS backends.
+//!
+//! `tenet-core` is the whole of Tenet's logic; `tenet-server` puts it behind
+//! HTTP. A Rust service can embed it directly:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> tenet_core::Result<()> {
+//! use std::sync::Arc;
+//! use tenet_core::{MemoryStore, Pepper, Tenet, TenantName};
+//!
+//! let pepper = Pepper::from_config(&Pepper::generate_config())?;
+//! let tenet = Tenet::open(Arc::new(MemoryStore::new()), pepper).await?;
+//!
+//! let tenant = tenet.create_tenant(TenantName::parse("Acme")?).await?;
+//! let issued = tenet.issue_key(tenant.id, None).await?;
+//! let principal = tenet.verify(issued.api_key.expose_secret()).await?;
+//! assert_eq!(principal.tenant_id, tenant.id);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Layout
+//! - [`key`]: the key format, its parser and key metadata;
+//! - [`secret`]: the pepper, key digests and the admin token;
+//! - [`id`], [`name`], [`tenant`]: identifiers and validated values;
+//! - [`store`]: the storage trait and its backends;
+//! - [`service`]: [`Tenet`], the operations;
+//! - [`error`]: the crate's one error type.
+//!
+//! # Guarantees
+//! - No plaintext key is stored or logged; stores keep a BLAKE3 digest keyed
+//!   with the server's pepper, and look keys up by it.
+//! - A found digest is compared again in constant time.
+//! - Secrets (`ApiKey`, `Pepper`, `AdminToken`) never print their value and
+//!   are wiped from memory on drop.
+
+pub mod error;
+pub mod id;
+pub mod key;
+pub mod name;
+pub mod secret;
+pub mod service;
+pub mod store;
+pub mod tenant;
+
+pub use error::{Error, Rejection, Result};
+pub use id::{KeyId, TenantId};
+pub use key::{ApiKey, IssuedKey, KeyInfo, KeyRecord, Principal};
+pub use name::{KeyName, TenantName};
+pub use secret::{AdminToken, AdminTokenDigest, KeyDigest, Pepper};
+pub use service::Tenet;
+pub use store::{MemoryStore, SqliteStore, Store};
+pub use tenant::Tenant;

@@ -1,0 +1,128 @@
+//! An in-process store for embedding and tests. Nothing survives the
+//! process.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use super::Store;
+use crate::error::{Error, Result};
+use crate::id::{KeyId, TenantId};
+use crate::key::{KeyInfo, KeyRecord};
+use crate::secret::KeyDigest;
+use crate::tenant::Tenant;
+
+/// A store that keeps everything in memory.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    state: RwLock<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    // UUIDv7 ids sort by creation time, so ordered maps list oldest first.
+    tenants: BTreeMap<TenantId, Tenant>,
+    keys: BTreeMap<KeyId, KeyRecord>,
+    keys_by_digest: HashMap<KeyDigest, KeyId>,
+    settings: HashMap<String, Vec<u8>>,
+}
+
+impl MemoryStore {
+    /// Creates an empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    // Every update below either completes or changes nothing before it can
+    // panic, so the state behind a poisoned lock is still consistent.
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn insert_tenant(&self, tenant: &Tenant) -> Result<()> {
+        self.write().tenants.insert(tenant.id, tenant.clone());
+        Ok(())
+    }
+
+    async fn tenant(&self, id: TenantId) -> Result<Option<Tenant>> {
+        Ok(self.read().tenants.get(&id).cloned())
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<Tenant>> {
+        Ok(self.read().tenants.values().cloned().collect())
+    }
+
+    async fn insert_key(&self, key: &KeyRecord) -> Result<()> {
+        let mut state = self.write();
+        if !state.tenants.contains_key(&key.info.tenant_id) {
+            return Err(Error::not_found("tenant", key.info.tenant_id));
+        }
+        state.keys_by_digest.insert(key.digest, key.info.id);
+        state.keys.insert(key.info.id, key.clone());
+        Ok(())
+    }
+
+    async fn list_keys(&self, tenant: TenantId) -> Result<Vec<KeyInfo>> {
+        let state = self.read();
+        let keys = state
+            .keys
+            .values()
+            .filter(|key| key.info.tenant_id == tenant)
+            .map(|key| key.info.clone())
+            .collect();
+        Ok(keys)
+    }
+
+    async fn revoke_key(
+        &self,
+        tenant: TenantId,
+        key: KeyId,
+        at: OffsetDateTime,
+    ) -> Result<Option<KeyInfo>> {
+        let mut state = self.write();
+        let Some(record) = state.keys.get_mut(&key) else {
+            return Ok(None);
+        };
+        if record.info.tenant_id != tenant {
+            return Ok(None);
+        }
+        record.info.revoked_at.get_or_insert(at);
+        Ok(Some(record.info.clone()))
+    }
+
+    async fn key_by_digest(&self, digest: &KeyDigest) -> Result<Option<KeyRecord>> {
+        let state = self.read();
+        let record = state
+            .keys_by_digest
+            .get(digest)
+            .and_then(|id| state.keys.get(id))
+            .cloned();
+        Ok(record)
+    }
+
+    async fn setting(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.read().settings.get(name).cloned())
+    }
+
+    async fn init_setting(&self, name: &str, value: &[u8]) -> Result<Vec<u8>> {
+        let mut state = self.write();
+        let stored = state
+            .settings
+            .entry(name.to_owned())
+            .or_insert_with(|| value.to_vec());
+        Ok(stored.clone())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,74 @@
+//! Storage behind one trait, with a module per backend.
+//!
+//! A store keeps tenants, key records (metadata and keyed digest, never the
+//! key) and a few named settings such as the pepper fingerprint. Every write
+//! is durable when its future resolves. Stores do no validation of their
+//! own: [`crate::Tenet`] hands them checked values only.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::error::Result;
+use crate::id::{KeyId, TenantId};
+use crate::key::{KeyInfo, KeyRecord};
+use crate::secret::KeyDigest;
+use crate::tenant::Tenant;
+
+mod memory;
+mod sqlite;
+
+pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
+
+/// A backend for tenants, keys and settings.
+///
+/// Implementations map "backend not reachable in time" to
+/// [`crate::Error::Unavailable`] and every other driver failure to
+/// [`crate::Error::Store`].
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug + 'static {
+    /// Inserts a new tenant.
+    async fn insert_tenant(&self, tenant: &Tenant) -> Result<()>;
+
+    /// Returns the tenant with this id, if any.
+    async fn tenant(&self, id: TenantId) -> Result<Option<Tenant>>;
+
+    /// Lists all tenants, oldest first.
+    async fn list_tenants(&self) -> Result<Vec<Tenant>>;
+
+    /// Inserts a new key record.
+    ///
+    /// Returns [`crate::Error::NotFound`] when the key's tenant does not
+    /// exist, checked in the same transaction as the insert.
+    async fn insert_key(&self, key: &KeyRecord) -> Result<()>;
+
+    /// Lists a tenant's keys, oldest first, revoked ones included.
+    async fn list_keys(&self, tenant: TenantId) -> Result<Vec<KeyInfo>>;
+
+    /// Marks a key of this tenant revoked at `at`, unless it already is.
+    ///
+    /// Returns the key as stored afterwards (a second revoke keeps the first
+    /// time), or `None` when this tenant has no key with this id.
+    async fn revoke_key(
+        &self,
+        tenant: TenantId,
+        key: KeyId,
+        at: OffsetDateTime,
+    ) -> Result<Option<KeyInfo>>;
+
+    /// Finds a key by the digest of its secret through an index.
+    async fn key_by_digest(&self, digest: &KeyDigest) -> Result<Option<KeyRecord>>;
+
+    /// Reads a named setting.
+    async fn setting(&self, name: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Stores a setting unless it already has a value, and returns the value
+    /// stored afterwards, so that replicas starting together agree on the
+    /// first writer's value.
+    async fn init_setting(&self, name: &str, value: &[u8]) -> Result<Vec<u8>>;
+
+    /// Checks that the backend answers.
+    async fn ping(&self) -> Result<()>;
+}

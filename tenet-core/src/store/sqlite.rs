@@ -1,0 +1,381 @@
+//! The embedded store: one SQLite file through rusqlite.
+//!
+//! The database runs in WAL mode with `synchronous=FULL`, so a committed
+//! write survives a crash or power loss once the call returns. One
+//! connection serves all calls on tokio's blocking pool; SQLite serialises
+//! writers anyway, and a single node needs no more.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use time::OffsetDateTime;
+
+use super::Store;
+use crate::error::{Error, Result};
+use crate::id::{KeyId, TenantId};
+use crate::key::{KeyInfo, KeyRecord};
+use crate::name::{KeyName, TenantName};
+use crate::secret::KeyDigest;
+use crate::tenant::Tenant;
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how
+/// many have run. Append new steps; never edit a released one.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE tenants (
+    id          TEXT PRIMARY KEY NOT NULL,
+    name        TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+CREATE TABLE api_keys (
+    id          TEXT PRIMARY KEY NOT NULL,
+    tenant_id   TEXT NOT NULL REFERENCES tenants (id),
+    name        TEXT,
+    prefix      TEXT NOT NULL,
+    digest      BLOB NOT NULL UNIQUE,
+    created_at  INTEGER NOT NULL,
+    revoked_at  INTEGER
+);
+CREATE INDEX api_keys_by_tenant ON api_keys (tenant_id, id);
+CREATE TABLE settings (
+    name   TEXT PRIMARY KEY NOT NULL,
+    value  BLOB NOT NULL
+);
+"#];
+
+const KEY_COLUMNS: &str = "id, tenant_id, name, prefix, digest, created_at, revoked_at";
+
+/// A store in one SQLite database file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    connection: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens or creates the database at `path` and applies any pending
+    /// migrations.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let opened = path.clone();
+        let connection = tokio::task::spawn_blocking(move || open_and_migrate(&opened))
+            .await
+            .map_err(Error::store)??;
+        Ok(Self {
+            connection: Arc::new(Mutex::new(connection)),
+            path,
+        })
+    }
+
+    /// Returns the database file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `work` on the blocking pool with the connection.
+    async fn call<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let connection = Arc::clone(&self.connection);
+        tokio::task::spawn_blocking(move || {
+            // A panic inside `work` rolls back its open transaction when the
+            // transaction is dropped, so the connection is still usable.
+            let mut connection = connection.lock().unwrap_or_else(PoisonError::into_inner);
+            work(&mut connection)
+        })
+        .await
+        .map_err(Error::store)?
+    }
+}
+
+fn open_and_migrate(path: &Path) -> Result<Connection> {
+    let mut connection = Connection::open(path).map_err(|err| {
+        Error::store(format!(
+            "cannot open SQLite database {}: {err}",
+            path.display()
+        ))
+    })?;
+    connection
+        .execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA foreign_keys = ON;
+             PRAGMA busy_timeout = 5000;",
+        )
+        .map_err(Error::store)?;
+    migrate(&mut connection)?;
+    Ok(connection)
+}
+
+fn migrate(connection: &mut Connection) -> Result<()> {
+    let transaction = connection.transaction().map_err(Error::store)?;
+    let applied: usize = transaction
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(Error::store)?;
+    if applied > MIGRATIONS.len() {
+        return Err(Error::Config(format!(
+            "the SQLite database has schema version {applied}, newer than this \
+             build's {}; run a newer tenet-server",
+            MIGRATIONS.len()
+        )));
+    }
+    for (index, step) in MIGRATIONS.iter().enumerate().skip(applied) {
+        transaction.execute_batch(step).map_err(Error::store)?;
+        tracing::debug!(version = index + 1, "applied SQLite migration");
+    }
+    transaction
+        .pragma_update(None, "user_version", MIGRATIONS.len())
+        .map_err(Error::store)?;
+    transaction.commit().map_err(Error::store)
+}
+
+fn to_millis(at: OffsetDateTime) -> i64 {
+    // i64 milliseconds cover ±292 million years; the cast cannot truncate
+    // any time `OffsetDateTime` can hold.
+    (at.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn from_millis(millis: i64) -> rusqlite::Result<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000).map_err(|err| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Integer, err.into())
+    })
+}
+
+fn conversion(err: Error) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, err.into())
+}
+
+fn tenant_from_row(row: &Row<'_>) -> rusqlite::Result<Tenant> {
+    let id: String = row.get(0)?;
+    let name: String = row.get(1)?;
+    Ok(Tenant {
+        id: TenantId::parse(&id).map_err(conversion)?,
+        name: TenantName::parse(&name).map_err(conversion)?,
+        created_at: from_millis(row.get(2)?)?,
+    })
+}
+
+fn key_from_row(row: &Row<'_>) -> rusqlite::Result<KeyRecord> {
+    let id: String = row.get(0)?;
+    let tenant_id: String = row.get(1)?;
+    let name: Option<String> = row.get(2)?;
+    let digest: [u8; 32] = row.get(4)?;
+    let revoked_at: Option<i64> = row.get(6)?;
+    Ok(KeyRecord {
+        info: KeyInfo {
+            id: KeyId::parse(&id).map_err(conversion)?,
+            tenant_id: TenantId::parse(&tenant_id).map_err(conversion)?,
+            name: name
+                .as_deref()
+                .map(KeyName::parse)
+                .transpose()
+                .map_err(conversion)?,
+            prefix: row.get(3)?,
+            created_at: from_millis(row.get(5)?)?,
+            revoked_at: revoked_at.map(from_millis).transpose()?,
+        },
+        digest: KeyDigest::from_bytes(digest),
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn insert_tenant(&self, tenant: &Tenant) -> Result<()> {
+        let tenant = tenant.clone();
+        self.call(move |connection| {
+            connection
+                .execute(
+                    "INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3)",
+                    params![
+                        tenant.id.to_string(),
+                        tenant.name.as_str(),
+                        to_millis(tenant.created_at)
+                    ],
+                )
+                .map_err(Error::store)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn tenant(&self, id: TenantId) -> Result<Option<Tenant>> {
+        self.call(move |connection| {
+            connection
+                .prepare_cached("SELECT id, name, created_at FROM tenants WHERE id = ?1")
+                .and_then(|mut statement| {
+                    statement
+                        .query_row([id.to_string()], tenant_from_row)
+                        .optional()
+                })
+                .map_err(Error::store)
+        })
+        .await
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<Tenant>> {
+        self.call(|connection| {
+            let mut statement = connection
+                .prepare_cached("SELECT id, name, created_at FROM tenants ORDER BY id")
+                .map_err(Error::store)?;
+            let tenants = statement
+                .query_map([], tenant_from_row)
+                .and_then(Iterator::collect)
+                .map_err(Error::store)?;
+            Ok(tenants)
+        })
+        .await
+    }
+
+    async fn insert_key(&self, key: &KeyRecord) -> Result<()> {
+        let key = key.clone();
+        self.call(move |connection| {
+            let transaction = connection.transaction().map_err(Error::store)?;
+            let tenant_exists = transaction
+                .query_row(
+                    "SELECT 1 FROM tenants WHERE id = ?1",
+                    [key.info.tenant_id.to_string()],
+                    |_| Ok(()),
+                )
+                .optional()
+                .map_err(Error::store)?
+                .is_some();
+            if !tenant_exists {
+                return Err(Error::not_found("tenant", key.info.tenant_id));
+            }
+            transaction
+                .execute(
+                    &format!(
+                        "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                    ),
+                    params![
+                        key.info.id.to_string(),
+                        key.info.tenant_id.to_string(),
+                        key.info.name.as_ref().map(KeyName::as_str),
+                        key.info.prefix,
+                        key.digest.as_bytes(),
+                        to_millis(key.info.created_at),
+                        key.info.revoked_at.map(to_millis),
+                    ],
+                )
+                .map_err(Error::store)?;
+            transaction.commit().map_err(Error::store)
+        })
+        .await
+    }
+
+    async fn list_keys(&self, tenant: TenantId) -> Result<Vec<KeyInfo>> {
+        self.call(move |connection| {
+            let mut statement = connection
+                .prepare_cached(&format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = ?1 ORDER BY id"
+                ))
+                .map_err(Error::store)?;
+            let keys = statement
+                .query_map([tenant.to_string()], |row| {
+                    key_from_row(row).map(|key| key.info)
+                })
+                .and_then(Iterator::collect)
+                .map_err(Error::store)?;
+            Ok(keys)
+        })
+        .await
+    }
+
+    async fn revoke_key(
+        &self,
+        tenant: TenantId,
+        key: KeyId,
+        at: OffsetDateTime,
+    ) -> Result<Option<KeyInfo>> {
+        self.call(move |connection| {
+            let transaction = connection.transaction().map_err(Error::store)?;
+            transaction
+                .execute(
+                    "UPDATE api_keys SET revoked_at = ?3
+                     WHERE id = ?1 AND tenant_id = ?2 AND revoked_at IS NULL",
+                    params![key.to_string(), tenant.to_string(), to_millis(at)],
+                )
+                .map_err(Error::store)?;
+            let revoked = transaction
+                .query_row(
+                    &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1 AND tenant_id = ?2"),
+                    [key.to_string(), tenant.to_string()],
+                    key_from_row,
+                )
+                .optional()
+                .map_err(Error::store)?;
+            transaction.commit().map_err(Error::store)?;
+            Ok(revoked.map(|key| key.info))
+        })
+        .await
+    }
+
+    async fn key_by_digest(&self, digest: &KeyDigest) -> Result<Option<KeyRecord>> {
+        let digest = *digest;
+        self.call(move |connection| {
+            connection
+                .prepare_cached(&format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE digest = ?1"
+                ))
+                .and_then(|mut statement| {
+                    statement
+                        .query_row([digest.as_bytes()], key_from_row)
+                        .optional()
+                })
+                .map_err(Error::store)
+        })
+        .await
+    }
+
+    async fn setting(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let name = name.to_owned();
+        self.call(move |connection| {
+            connection
+                .query_row(
+                    "SELECT value FROM settings WHERE name = ?1",
+                    [name],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(Error::store)
+        })
+        .await
+    }
+
+    async fn init_setting(&self, name: &str, value: &[u8]) -> Result<Vec<u8>> {
+        let name = name.to_owned();
+        let value = value.to_vec();
+        self.call(move |connection| {
+            let transaction = connection.transaction().map_err(Error::store)?;
+            transaction
+                .execute(
+                    "INSERT INTO settings (name, value) VALUES (?1, ?2)
+                     ON CONFLICT (name) DO NOTHING",
+                    params![name, value],
+                )
+                .map_err(Error::store)?;
+            let stored = transaction
+                .query_row(
+                    "SELECT value FROM settings WHERE name = ?1",
+                    [&name],
+                    |row| row.get(0),
+                )
+                .map_err(Error::store)?;
+            transaction.commit().map_err(Error::store)?;
+            Ok(stored)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.call(|connection| {
+            connection
+                .query_row("SELECT 1", [], |_| Ok(()))
+                .map_err(Error::store)
+        })
+        .await
+    }
+}
