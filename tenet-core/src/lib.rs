@@ -50,5 +50,5 @@ pub use key::{ApiKey, IssuedKey, KeyInfo, KeyRecord, Principal};
 pub use name::{KeyName, TenantName};
 pub use secret::{AdminToken, AdminTokenDigest, KeyDigest, Pepper};
 pub use service::Tenet;
-pub use store::{MemoryStore, SqliteStore, Store};
+pub use store::{KeyEvent, KeyEvents, MemoryStore, SqliteStore, Store};
 pub use tenant::Tenant;

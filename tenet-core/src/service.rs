@@ -116,7 +116,7 @@ impl Tenet {
             .await?
             .ok_or_else(|| Error::not_found("key", key))?;
         tracing::debug!(tenant_id = %tenant, key_id = %key, "revoked key");
-        Ok(revoked)
+        Ok(revoked.info)
     }
 
     /// Verifies a presented key and returns whom it acts for.

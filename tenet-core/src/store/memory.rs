@@ -87,7 +87,7 @@ impl Store for MemoryStore {
         tenant: TenantId,
         key: KeyId,
         at: OffsetDateTime,
-    ) -> Result<Option<KeyInfo>> {
+    ) -> Result<Option<KeyRecord>> {
         let mut state = self.write();
         let Some(record) = state.keys.get_mut(&key) else {
             return Ok(None);
@@ -96,7 +96,7 @@ impl Store for MemoryStore {
             return Ok(None);
         }
         record.info.revoked_at.get_or_insert(at);
-        Ok(Some(record.info.clone()))
+        Ok(Some(record.clone()))
     }
 
     async fn key_by_digest(&self, digest: &KeyDigest) -> Result<Option<KeyRecord>> {

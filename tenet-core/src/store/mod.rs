@@ -50,13 +50,14 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Marks a key of this tenant revoked at `at`, unless it already is.
     ///
     /// Returns the key as stored afterwards (a second revoke keeps the first
-    /// time), or `None` when this tenant has no key with this id.
+    /// time), or `None` when this tenant has no key with this id. A shared
+    /// store records a [`KeyEvent`] in the same transaction.
     async fn revoke_key(
         &self,
         tenant: TenantId,
         key: KeyId,
         at: OffsetDateTime,
-    ) -> Result<Option<KeyInfo>>;
+    ) -> Result<Option<KeyRecord>>;
 
     /// Finds a key by the digest of its secret through an index.
     async fn key_by_digest(&self, digest: &KeyDigest) -> Result<Option<KeyRecord>>;
@@ -71,4 +72,41 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Checks that the backend answers.
     async fn ping(&self) -> Result<()>;
+
+    /// Whether other processes write to this store too, so that caches must
+    /// learn about their changes through [`Store::key_events`].
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// Returns the store's clock and the key events recorded at or after
+    /// `since` (all of them are returned again on the next call with the
+    /// same `since`: callers must treat events as idempotent).
+    ///
+    /// With `since` of `None`, returns the clock and no events. Stores that
+    /// only this process writes record no events.
+    async fn key_events(&self, since: Option<OffsetDateTime>) -> Result<KeyEvents> {
+        let _ = since;
+        Ok(KeyEvents {
+            now: OffsetDateTime::now_utc(),
+            events: Vec::new(),
+        })
+    }
+}
+
+/// A change to a key that other processes' caches must not miss: the key
+/// was issued or revoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyEvent {
+    /// Unique per event; increases with insertion order but may commit out
+    /// of order.
+    pub seq: i64,
+    pub digest: KeyDigest,
+}
+
+/// Key events read from a store, with the store's clock at the read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyEvents {
+    pub now: OffsetDateTime,
+    pub events: Vec<KeyEvent>,
 }

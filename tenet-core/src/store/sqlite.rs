@@ -289,7 +289,7 @@ impl Store for SqliteStore {
         tenant: TenantId,
         key: KeyId,
         at: OffsetDateTime,
-    ) -> Result<Option<KeyInfo>> {
+    ) -> Result<Option<KeyRecord>> {
         self.call(move |connection| {
             let transaction = connection.transaction().map_err(Error::store)?;
             transaction
@@ -308,7 +308,7 @@ impl Store for SqliteStore {
                 .optional()
                 .map_err(Error::store)?;
             transaction.commit().map_err(Error::store)?;
-            Ok(revoked.map(|key| key.info))
+            Ok(revoked)
         })
         .await
     }
