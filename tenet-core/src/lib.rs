@@ -26,7 +26,8 @@
 //! - [`id`], [`name`], [`tenant`]: identifiers and validated values;
 //! - [`store`]: the storage trait and its backends;
 //! - [`service`]: [`Tenet`], the operations;
-//! - [`error`]: the crate's one error type.
+//! - [`error`]: the crate's one error type;
+//! - [`api`]: the request and response bodies of the HTTP API.
 //!
 //! # Guarantees
 //! - No plaintext key is stored or logged; stores keep a BLAKE3 digest keyed
@@ -35,6 +36,7 @@
 //! - Secrets (`ApiKey`, `Pepper`, `AdminToken`) never print their value and
 //!   are wiped from memory on drop.
 
+pub mod api;
 pub mod error;
 pub mod id;
 pub mod key;

@@ -1,0 +1,315 @@
+//! Request and response bodies of the HTTP API.
+//!
+//! `tenet-server` reads and writes these types, and a typed client can share
+//! them, so every type derives both `Serialize` and `Deserialize`. Requests
+//! reject unknown fields, so a misspelt field is an error instead of being
+//! ignored. Responses accept unknown fields, so older clients keep working
+//! when a response gains a field. Times are RFC 3339 strings in UTC.
+//!
+//! Names travel as plain strings here: the server validates them with
+//! [`TenantName::parse`](crate::TenantName::parse) and
+//! [`KeyName::parse`](crate::KeyName::parse).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::id::{KeyId, TenantId};
+use crate::key::{IssuedKey, KeyInfo, Principal};
+use crate::tenant::Tenant;
+
+/// Body of `POST /tenants`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenantRequest {
+    /// The tenant's display name. A missing field reads as the empty
+    /// string, so a missing and a blank name are rejected the same way.
+    #[serde(default)]
+    pub name: String,
+}
+
+/// Body of `POST /tenants/{id}/keys`; the whole body is optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssueKeyRequest {
+    /// The key's display name, such as "billing worker".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// A tenant, as returned by `POST /tenants` and `GET /tenants/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantResponse {
+    pub id: TenantId,
+    pub name: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl From<Tenant> for TenantResponse {
+    fn from(tenant: Tenant) -> Self {
+        Self {
+            id: tenant.id,
+            name: tenant.name.as_str().to_owned(),
+            created_at: tenant.created_at,
+        }
+    }
+}
+
+/// Body of `GET /tenants`: every tenant, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantListResponse {
+    pub tenants: Vec<TenantResponse>,
+}
+
+/// A key just issued: the only response that carries the plaintext key.
+///
+/// `Debug` prints the key's display prefix only.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedKeyResponse {
+    pub id: KeyId,
+    pub tenant_id: TenantId,
+    pub name: Option<String>,
+    /// The whole API key. The server keeps only its keyed digest, so this
+    /// is the one time anybody can read it.
+    pub api_key: String,
+    /// The key's first characters, which identify it in listings.
+    pub prefix: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl From<&IssuedKey> for IssuedKeyResponse {
+    fn from(issued: &IssuedKey) -> Self {
+        Self {
+            id: issued.info.id,
+            tenant_id: issued.info.tenant_id,
+            name: issued
+                .info
+                .name
+                .as_ref()
+                .map(|name| name.as_str().to_owned()),
+            api_key: issued.api_key.expose_secret().to_owned(),
+            prefix: issued.info.prefix.clone(),
+            created_at: issued.info.created_at,
+        }
+    }
+}
+
+impl fmt::Debug for IssuedKeyResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IssuedKeyResponse")
+            .field("id", &self.id)
+            .field("tenant_id", &self.tenant_id)
+            .field("name", &self.name)
+            .field("api_key", &format_args!("{}…", self.prefix))
+            .field("prefix", &self.prefix)
+            .field("created_at", &self.created_at)
+            .finish()
+    }
+}
+
+/// A key's metadata, as listed by `GET /tenants/{id}/keys`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyResponse {
+    pub id: KeyId,
+    pub tenant_id: TenantId,
+    pub name: Option<String>,
+    pub prefix: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When the key was revoked, or `null` while it is valid.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+impl From<KeyInfo> for KeyResponse {
+    fn from(info: KeyInfo) -> Self {
+        Self {
+            id: info.id,
+            tenant_id: info.tenant_id,
+            name: info.name.map(|name| name.as_str().to_owned()),
+            prefix: info.prefix,
+            created_at: info.created_at,
+            revoked_at: info.revoked_at,
+        }
+    }
+}
+
+/// Body of `GET /tenants/{id}/keys`: the tenant's keys, oldest first,
+/// revoked ones included.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyListResponse {
+    pub keys: Vec<KeyResponse>,
+}
+
+/// Body of a request authenticated by an API key: whom the key acts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrincipalResponse {
+    pub tenant_id: TenantId,
+    pub key_id: KeyId,
+}
+
+impl From<Principal> for PrincipalResponse {
+    fn from(principal: Principal) -> Self {
+        Self {
+            tenant_id: principal.tenant_id,
+            key_id: principal.key_id,
+        }
+    }
+}
+
+/// Body of `GET /healthz` and of a successful `GET /readyz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthResponse {
+    /// `"ok"`.
+    pub status: String,
+}
+
+/// Body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorResponse {
+    pub error: ErrorDetail,
+}
+
+/// An error's stable code for programs and its message for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// A stable snake_case code, such as `tenant_not_found`.
+    pub code: String,
+    /// A sentence for people; its wording may change between releases.
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fmt::Debug;
+
+    use serde::Serialize;
+    use serde::de::DeserializeOwned;
+
+    use super::*;
+    use crate::key::ApiKey;
+    use crate::name::{KeyName, TenantName};
+
+    fn round_trip<T>(value: &T)
+    where
+        T: Serialize + DeserializeOwned + PartialEq + Debug,
+    {
+        let json = serde_json::to_string(value).expect("serializes");
+
+        let back: T = serde_json::from_str(&json).expect("deserializes its own output");
+
+        assert_eq!(&back, value, "round trip through {json}");
+    }
+
+    fn time() -> OffsetDateTime {
+        time::macros::datetime!(2026-12-04 15:57:47.123 UTC)
+    }
+
+    fn key_info(revoked_at: Option<OffsetDateTime>) -> KeyInfo {
+        KeyInfo {
+            id: KeyId::generate(),
+            tenant_id: TenantId::generate(),
+            name: Some(KeyName::parse("billing worker").expect("valid name")),
+            prefix: "tnt_abcdefgh".to_owned(),
+            created_at: time(),
+            revoked_at,
+        }
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        round_trip(&CreateTenantRequest {
+            name: "Acme \"Ltd\" \u{e9}".to_owned(),
+        });
+        round_trip(&IssueKeyRequest {
+            name: Some("billing worker".to_owned()),
+        });
+        round_trip(&IssueKeyRequest { name: None });
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        let tenant = Tenant {
+            id: TenantId::generate(),
+            name: TenantName::parse("Acme").expect("valid name"),
+            created_at: time(),
+        };
+        let tenant = TenantResponse::from(tenant);
+        round_trip(&tenant);
+        round_trip(&TenantListResponse {
+            tenants: vec![tenant.clone(), tenant],
+        });
+
+        let issued = IssuedKey {
+            info: key_info(None),
+            api_key: ApiKey::generate(),
+        };
+        round_trip(&IssuedKeyResponse::from(&issued));
+
+        let valid = KeyResponse::from(key_info(None));
+        let revoked = KeyResponse::from(key_info(Some(time())));
+        round_trip(&valid);
+        round_trip(&revoked);
+        round_trip(&KeyListResponse {
+            keys: vec![valid, revoked],
+        });
+
+        round_trip(&PrincipalResponse {
+            tenant_id: TenantId::generate(),
+            key_id: KeyId::generate(),
+        });
+        round_trip(&HealthResponse {
+            status: "ok".to_owned(),
+        });
+        round_trip(&ErrorResponse {
+            error: ErrorDetail {
+                code: "tenant_not_found".to_owned(),
+                message: "tenant not found".to_owned(),
+            },
+        });
+    }
+
+    #[test]
+    fn requests_reject_unknown_and_duplicate_fields() {
+        let unknown = serde_json::from_str::<CreateTenantRequest>(r#"{"name":"a","x":1}"#);
+        let duplicate = serde_json::from_str::<CreateTenantRequest>(r#"{"name":"a","name":"b"}"#);
+        let unknown_key = serde_json::from_str::<IssueKeyRequest>(r#"{"nam":"a"}"#);
+
+        assert!(unknown.is_err());
+        assert!(duplicate.is_err());
+        assert!(unknown_key.is_err());
+    }
+
+    #[test]
+    fn missing_tenant_name_reads_as_empty() {
+        let request: CreateTenantRequest = serde_json::from_str("{}").expect("valid JSON");
+
+        assert_eq!(request.name, "");
+    }
+
+    #[test]
+    fn times_are_rfc3339() {
+        let json =
+            serde_json::to_value(KeyResponse::from(key_info(Some(time())))).expect("serializes");
+
+        assert_eq!(json["created_at"], "2026-12-04T15:57:47.123Z");
+        assert_eq!(json["revoked_at"], "2026-12-04T15:57:47.123Z");
+    }
+
+    #[test]
+    fn issued_key_debug_hides_the_key() {
+        let issued = IssuedKey {
+            info: key_info(None),
+            api_key: ApiKey::generate(),
+        };
+        let response = IssuedKeyResponse::from(&issued);
+
+        let debug = format!("{response:?}");
+
+        assert!(!debug.contains(issued.api_key.expose_secret()));
+        assert!(debug.contains(&response.prefix));
+    }
+}

@@ -1,0 +1,207 @@
+//! Credentials: the admin token check and API-key extraction.
+//!
+//! Every rejection is the same [`Error::Unauthorized`], whatever the reason,
+//! so a response never reveals whether a key exists. The reason is logged at
+//! debug level with at most the key's display prefix.
+
+use http::header::{self, HeaderMap, HeaderName};
+use tenet_core::key::DISPLAY_PREFIX_LEN;
+use tenet_core::{AdminTokenDigest, Principal, Tenet};
+
+use crate::error::Error;
+
+/// Header that carries an API key as an alternative to
+/// `Authorization: Bearer`.
+pub const API_KEY_HEADER: HeaderName = HeaderName::from_static("x-api-key");
+
+/// The reason the headers yield no single credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// No credential header at all.
+    Missing,
+    /// More than one candidate: repeated headers, both headers, or a comma
+    /// that joins two values.
+    Ambiguous,
+    /// `Authorization` with a scheme other than `Bearer`, or without one.
+    NotBearer,
+    /// A header value with bytes that are not visible ASCII.
+    NotText,
+}
+
+impl Refusal {
+    fn code(self) -> &'static str {
+        match self {
+            Refusal::Missing => "missing",
+            Refusal::Ambiguous => "ambiguous",
+            Refusal::NotBearer => "not_bearer",
+            Refusal::NotText => "not_text",
+        }
+    }
+}
+
+/// Checks `Authorization: Bearer <admin token>` against the stored digest
+/// in constant time.
+pub fn require_admin(headers: &HeaderMap, admin: &AdminTokenDigest) -> Result<(), Error> {
+    let token = match single_value(headers, &header::AUTHORIZATION).and_then(bearer_token) {
+        Ok(token) => token,
+        Err(refusal) => {
+            tracing::debug!(reason = refusal.code(), "rejected admin credentials");
+            return Err(Error::Unauthorized);
+        }
+    };
+
+    if admin.matches(token) {
+        Ok(())
+    } else {
+        tracing::debug!(reason = "wrong_token", "rejected admin credentials");
+        Err(Error::Unauthorized)
+    }
+}
+
+/// Extracts the one API key of a request and verifies it.
+///
+/// The key comes from `X-API-Key` or from `Authorization: Bearer`, with the
+/// scheme matched case-insensitively and the key exactly. Any request that
+/// offers more than one candidate is rejected, never served.
+pub async fn authenticate(headers: &HeaderMap, tenet: &Tenet) -> Result<Principal, Error> {
+    let presented = match extract_api_key(headers) {
+        Ok(presented) => presented,
+        Err(refusal) => {
+            tracing::debug!(reason = refusal.code(), "rejected API key");
+            return Err(Error::Unauthorized);
+        }
+    };
+
+    match tenet.verify(presented).await {
+        Ok(principal) => Ok(principal),
+        Err(tenet_core::Error::Rejected(rejection)) => {
+            // Only a well-formed key has a display prefix; the start of a
+            // malformed one may be some other secret, such as the admin
+            // token.
+            let prefix = match rejection {
+                tenet_core::Rejection::Malformed => "",
+                _ => presented.get(..DISPLAY_PREFIX_LEN).unwrap_or_default(),
+            };
+            tracing::debug!(reason = rejection.code(), prefix, "rejected API key");
+            Err(Error::Unauthorized)
+        }
+        Err(other) => Err(other.into()),
+    }
+}
+
+fn extract_api_key(headers: &HeaderMap) -> Result<&str, Refusal> {
+    let by_header = headers.get_all(API_KEY_HEADER).iter().count();
+    let by_bearer = headers.get_all(header::AUTHORIZATION).iter().count();
+
+    match (by_header, by_bearer) {
+        (0, 0) => Err(Refusal::Missing),
+        (1, 0) => single_value(headers, &API_KEY_HEADER),
+        (0, 1) => single_value(headers, &header::AUTHORIZATION).and_then(bearer_token),
+        _ => Err(Refusal::Ambiguous),
+    }
+}
+
+/// Returns the value of a header that must occur exactly once and hold one
+/// value, so a comma-joined list is ambiguous.
+fn single_value<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<&'a str, Refusal> {
+    let mut values = headers.get_all(name).iter();
+    let value = match (values.next(), values.next()) {
+        (None, _) => return Err(Refusal::Missing),
+        (Some(value), None) => value,
+        (Some(_), Some(_)) => return Err(Refusal::Ambiguous),
+    };
+
+    let text = value.to_str().map_err(|_| Refusal::NotText)?;
+    if text.contains(',') {
+        return Err(Refusal::Ambiguous);
+    }
+    Ok(text)
+}
+
+/// Splits `Bearer <credential>`, matching the scheme case-insensitively.
+/// The credential is everything after the first space, unchanged.
+fn bearer_token(value: &str) -> Result<&str, Refusal> {
+    match value.split_once(' ') {
+        Some((scheme, credential)) if scheme.eq_ignore_ascii_case("bearer") => Ok(credential),
+        _ => Err(Refusal::NotBearer),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn extracts_one_candidate() {
+        let cases = [
+            ("x-api-key", headers(&[("x-api-key", "k")]), Ok("k")),
+            ("bearer", headers(&[("authorization", "Bearer k")]), Ok("k")),
+            (
+                "lowercase scheme",
+                headers(&[("authorization", "bearer k")]),
+                Ok("k"),
+            ),
+            (
+                "upper scheme",
+                headers(&[("authorization", "BEARER k")]),
+                Ok("k"),
+            ),
+            ("no headers", headers(&[]), Err(Refusal::Missing)),
+            (
+                "basic scheme",
+                headers(&[("authorization", "Basic k")]),
+                Err(Refusal::NotBearer),
+            ),
+            (
+                "scheme only",
+                headers(&[("authorization", "Bearer")]),
+                Err(Refusal::NotBearer),
+            ),
+            (
+                "repeated x-api-key",
+                headers(&[("x-api-key", "a"), ("x-api-key", "b")]),
+                Err(Refusal::Ambiguous),
+            ),
+            (
+                "comma in x-api-key",
+                headers(&[("x-api-key", "a,b")]),
+                Err(Refusal::Ambiguous),
+            ),
+            (
+                "both headers",
+                headers(&[("x-api-key", "a"), ("authorization", "Bearer a")]),
+                Err(Refusal::Ambiguous),
+            ),
+            (
+                "repeated authorization",
+                headers(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]),
+                Err(Refusal::Ambiguous),
+            ),
+            (
+                "comma in authorization",
+                headers(&[("authorization", "Bearer a, Bearer b")]),
+                Err(Refusal::Ambiguous),
+            ),
+        ];
+
+        for (description, map, expected) in cases {
+            assert_eq!(extract_api_key(&map), expected, "{description}");
+        }
+    }
+
+    #[test]
+    fn bearer_keeps_the_credential_exactly() {
+        assert_eq!(bearer_token("Bearer  k"), Ok(" k"));
+        assert_eq!(bearer_token("Bearer k "), Ok("k "));
+    }
+}

@@ -1,0 +1,144 @@
+//! Reading JSON request bodies within the size limit.
+//!
+//! No more than the limit is ever read: a `Content-Length` over it is
+//! rejected before reading, and a body that grows past it while being read
+//! is rejected then (both 413). A non-empty body needs
+//! `Content-Type: application/json` (415). Parsing rejects trailing bytes,
+//! unknown and duplicate fields, wrong types and anything but an object
+//! (`invalid_json`).
+
+use bytes::Bytes;
+use http::{HeaderMap, header};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::{Body, Incoming};
+use serde::de::DeserializeOwned;
+
+use crate::error::Error;
+
+/// Reads and parses a JSON body that the route requires.
+pub async fn read_json<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Incoming,
+    limit: u64,
+) -> Result<T, Error> {
+    let bytes = read_limited(body, limit).await?;
+    if bytes.is_empty() {
+        return Err(Error::InvalidJson(
+            "the request body is empty; send a JSON object".to_owned(),
+        ));
+    }
+    parse(headers, &bytes)
+}
+
+/// Reads and parses an optional JSON body: an empty body, with or without a
+/// content type, is `None`.
+pub async fn read_optional_json<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Incoming,
+    limit: u64,
+) -> Result<Option<T>, Error> {
+    let bytes = read_limited(body, limit).await?;
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    parse(headers, &bytes).map(Some)
+}
+
+async fn read_limited(body: Incoming, limit: u64) -> Result<Bytes, Error> {
+    if body.size_hint().lower() > limit {
+        return Err(Error::BodyTooLarge { limit });
+    }
+
+    let max = usize::try_from(limit).unwrap_or(usize::MAX);
+    match Limited::new(body, max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.is::<LengthLimitError>() => Err(Error::BodyTooLarge { limit }),
+        Err(err) => match err.downcast::<hyper::Error>() {
+            Ok(hyper_error) => Err(Error::BodyRead(*hyper_error)),
+            Err(other) => Err(Error::Internal(other)),
+        },
+    }
+}
+
+fn parse<T: DeserializeOwned>(headers: &HeaderMap, bytes: &[u8]) -> Result<T, Error> {
+    check_content_type(headers)?;
+
+    // serde also reads a struct from a JSON array of its field values in
+    // order; the API takes objects only.
+    let first = bytes.iter().find(|byte| !byte.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(Error::InvalidJson(
+            "the request body must be a JSON object".to_owned(),
+        ));
+    }
+
+    serde_json::from_slice(bytes).map_err(|err| Error::InvalidJson(err.to_string()))
+}
+
+/// Accepts exactly one `Content-Type` of `application/json`, with any
+/// parameters, compared case-insensitively. A `charset` parameter must name
+/// UTF-8, the only encoding JSON allows between systems (RFC 8259).
+fn check_content_type(headers: &HeaderMap) -> Result<(), Error> {
+    let mut values = headers.get_all(header::CONTENT_TYPE).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return Err(Error::UnsupportedMediaType);
+    };
+    let text = value.to_str().map_err(|_| Error::UnsupportedMediaType)?;
+
+    if is_json_media_type(text) {
+        Ok(())
+    } else {
+        Err(Error::UnsupportedMediaType)
+    }
+}
+
+fn is_json_media_type(text: &str) -> bool {
+    let mut parts = text.split(';');
+    let essence = parts.next().unwrap_or_default().trim();
+    if !essence.eq_ignore_ascii_case("application/json") {
+        return false;
+    }
+
+    parts.all(|parameter| {
+        let Some((name, value)) = parameter.split_once('=') else {
+            return false;
+        };
+        if !name.trim().eq_ignore_ascii_case("charset") {
+            return true;
+        }
+        let charset = value.trim().trim_matches('"');
+        charset.eq_ignore_ascii_case("utf-8") || charset.eq_ignore_ascii_case("utf8")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_media_types_are_recognised() {
+        let accepted = [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+            "application/json;charset=\"UTF-8\"",
+            "application/json; charset=utf8; other=1",
+        ];
+        let rejected = [
+            "",
+            "text/plain",
+            "application/jsonx",
+            "application/json-patch+json",
+            "application/json; charset=latin1",
+            "application/json; garbage",
+            "multipart/form-data; boundary=x",
+        ];
+
+        for text in accepted {
+            assert!(is_json_media_type(text), "rejected {text:?}");
+        }
+        for text in rejected {
+            assert!(!is_json_media_type(text), "accepted {text:?}");
+        }
+    }
+}

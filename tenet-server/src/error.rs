@@ -1,0 +1,319 @@
+//! The crate's one error type and its HTTP mapping.
+//!
+//! [`Error::parts`] contains the whole mapping to status, stable code and
+//! message. Every error response has the body
+//! `{"error": {"code": "...", "message": "..."}}` and the content type
+//! `application/json`. Client errors get their response without an error log;
+//! server failures get a generic message, and their cause chain is logged
+//! once, when the response is built.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use http::{HeaderValue, StatusCode, header};
+use tenet_core::api::{ErrorDetail, ErrorResponse};
+
+use crate::response::{Response, json};
+
+/// A boxed error kept as the source of a server failure.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can fail in `tenet-server`: a request, or the start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The credentials are missing, malformed, unknown, revoked or
+    /// ambiguous. One variant for every reason, so that a response never
+    /// reveals which keys exist.
+    #[error("unauthorized")]
+    Unauthorized,
+
+    /// No route matches the path.
+    #[error("no route for this path")]
+    RouteNotFound,
+
+    /// The route exists but not with this method; `allow` lists the
+    /// methods it has.
+    #[error("method not allowed")]
+    MethodNotAllowed { allow: &'static str },
+
+    /// The tenant id is malformed or no such tenant exists.
+    #[error("tenant not found")]
+    TenantNotFound,
+
+    /// The key id is malformed or this tenant has no such key.
+    #[error("key not found")]
+    KeyNotFound,
+
+    /// The body is not the expected JSON document.
+    #[error("invalid JSON body: {0}")]
+    InvalidJson(String),
+
+    /// A name failed validation; the message gives the reason.
+    #[error("{0}")]
+    InvalidName(String),
+
+    /// The body is longer than the configured limit, in bytes.
+    #[error("request body over {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+
+    /// A body came with a content type other than `application/json`.
+    #[error("unsupported content type")]
+    UnsupportedMediaType,
+
+    /// The connection failed while the body was read.
+    #[error("failed to read the request body")]
+    BodyRead(#[source] hyper::Error),
+
+    /// The store did not respond in time; retrying later may succeed.
+    #[error("store unavailable")]
+    StoreUnavailable(#[source] tenet_core::Error),
+
+    /// A failure on the server's side; the source has the cause.
+    #[error("internal error")]
+    Internal(#[source] BoxError),
+
+    /// A configuration value is invalid or inconsistent; `setting` names
+    /// the flag or environment variable.
+    #[error("invalid {setting}: {reason}")]
+    Config {
+        setting: &'static str,
+        reason: String,
+    },
+
+    /// A file or directory operation failed at start.
+    #[error("failed to {action} {}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Binding the listening socket failed.
+    #[error("failed to listen on {address}")]
+    Bind {
+        address: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Opening or checking the store failed at start.
+    #[error("failed to open the {kind} store")]
+    OpenStore {
+        kind: &'static str,
+        #[source]
+        source: tenet_core::Error,
+    },
+}
+
+impl From<tenet_core::Error> for Error {
+    fn from(err: tenet_core::Error) -> Self {
+        match err {
+            tenet_core::Error::Invalid { field: "name", .. } => Error::InvalidName(err.to_string()),
+            tenet_core::Error::Invalid {
+                field: "tenant id", ..
+            } => Error::TenantNotFound,
+            tenet_core::Error::Invalid {
+                field: "key id", ..
+            } => Error::KeyNotFound,
+            tenet_core::Error::NotFound { kind: "tenant", .. } => Error::TenantNotFound,
+            tenet_core::Error::NotFound { kind: "key", .. } => Error::KeyNotFound,
+            tenet_core::Error::Rejected(_) => Error::Unauthorized,
+            tenet_core::Error::Unavailable(_) => Error::StoreUnavailable(err),
+            other => Error::Internal(other.into()),
+        }
+    }
+}
+
+impl Error {
+    /// Maps the error to its status, stable code and client-facing message.
+    ///
+    /// Server failures get a generic message, so that no internal detail
+    /// (paths, SQL, driver text) reaches the client.
+    pub fn parts(&self) -> (StatusCode, &'static str, String) {
+        let (status, code, message) = match self {
+            Error::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing or invalid credentials",
+            ),
+            Error::RouteNotFound => (StatusCode::NOT_FOUND, "not_found", "no route for this path"),
+            Error::MethodNotAllowed { .. } => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this method is not allowed on this path; see the Allow header",
+            ),
+            Error::TenantNotFound => (
+                StatusCode::NOT_FOUND,
+                "tenant_not_found",
+                "no tenant with this id",
+            ),
+            Error::KeyNotFound => (
+                StatusCode::NOT_FOUND,
+                "key_not_found",
+                "this tenant has no key with this id",
+            ),
+            Error::InvalidJson(detail) => {
+                return (StatusCode::BAD_REQUEST, "invalid_json", detail.clone());
+            }
+            Error::InvalidName(detail) => {
+                return (StatusCode::BAD_REQUEST, "invalid_name", detail.clone());
+            }
+            Error::BodyTooLarge { limit } => {
+                return (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!("the request body is over the limit of {limit} bytes"),
+                );
+            }
+            Error::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as application/json",
+            ),
+            Error::BodyRead(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                "failed to read the request body",
+            ),
+            Error::StoreUnavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the store is unavailable; retry later",
+            ),
+            Error::Internal(_)
+            | Error::Config { .. }
+            | Error::Io { .. }
+            | Error::Bind { .. }
+            | Error::OpenStore { .. } => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal server error",
+            ),
+        };
+        (status, code, message.to_owned())
+    }
+
+    /// Builds the error response, and logs server failures with their cause
+    /// chain.
+    pub fn into_response(self) -> Response {
+        let (status, code, message) = self.parts();
+
+        if status.is_server_error() {
+            let cause = cause_chain(&self);
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                tracing::warn!(code, error = %cause, "request failed");
+            } else {
+                tracing::error!(code, error = %cause, "request failed");
+            }
+        }
+
+        let body = ErrorResponse {
+            error: ErrorDetail {
+                code: code.to_owned(),
+                message,
+            },
+        };
+        let mut response = json(status, &body);
+
+        let headers = response.headers_mut();
+        match self {
+            Error::Unauthorized => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"tenet\""),
+                );
+            }
+            Error::MethodNotAllowed { allow } => {
+                headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// Formats an error and all its sources on one line, separated by ": ".
+pub fn cause_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        // Some errors repeat their source in their own message; printing
+        // it twice adds nothing.
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            let _ = write!(text, ": {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Returns a panic payload's message, for the log line of a panicked
+/// request.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        text
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text
+    } else {
+        "non-text panic payload"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_errors_map_to_stable_codes() {
+        let cases = [
+            (
+                tenet_core::TenantName::parse("").unwrap_err(),
+                "invalid_name",
+            ),
+            (
+                tenet_core::TenantId::parse("x").unwrap_err(),
+                "tenant_not_found",
+            ),
+            (tenet_core::KeyId::parse("x").unwrap_err(), "key_not_found"),
+            (
+                tenet_core::Error::Rejected(tenet_core::Rejection::Revoked),
+                "unauthorized",
+            ),
+            (
+                tenet_core::Error::unavailable("connection refused"),
+                "store_unavailable",
+            ),
+            (tenet_core::Error::store("disk full"), "internal"),
+        ];
+
+        for (core, code) in cases {
+            let description = core.to_string();
+            assert_eq!(Error::from(core).parts().1, code, "{description}");
+        }
+    }
+
+    #[test]
+    fn server_failures_hide_their_cause() {
+        let err = Error::from(tenet_core::Error::store("/secret/path is corrupt"));
+
+        let (status, _, message) = err.parts();
+
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!message.contains("/secret/path"));
+    }
+
+    #[test]
+    fn cause_chain_joins_sources() {
+        let err = Error::OpenStore {
+            kind: "sqlite",
+            source: tenet_core::Error::store("disk full"),
+        };
+
+        assert_eq!(
+            cause_chain(&err),
+            "failed to open the sqlite store: store failed: disk full"
+        );
+    }
+}

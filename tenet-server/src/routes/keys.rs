@@ -1,0 +1,69 @@
+//! `/tenants/{id}/keys`: issuing, listing and revoking a tenant's API keys.
+
+use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
+use hyper::body::Incoming;
+use tenet_core::api::{IssueKeyRequest, IssuedKeyResponse, KeyListResponse, KeyResponse};
+use tenet_core::{KeyId, KeyName};
+
+use super::parse_tenant_id;
+use crate::auth::require_admin;
+use crate::body::read_optional_json;
+use crate::error::Error;
+use crate::response::{Response, empty, json};
+use crate::setup::State;
+
+/// `POST /tenants/{id}/keys`: issues a key, returning 201 with the
+/// plaintext key. This is the only response that ever carries it, so it is
+/// marked `Cache-Control: no-store`.
+pub async fn issue(
+    state: &State,
+    request: Request<Incoming>,
+    tenant: &str,
+) -> Result<Response, Error> {
+    let (parts, body) = request.into_parts();
+    require_admin(&parts.headers, &state.admin)?;
+    let tenant = parse_tenant_id(tenant)?;
+
+    let request: IssueKeyRequest = read_optional_json(&parts.headers, body, state.max_body_bytes)
+        .await?
+        .unwrap_or_default();
+    let name = request.name.as_deref().map(KeyName::parse).transpose()?;
+    let issued = state.tenet.issue_key(tenant, name).await?;
+
+    let mut response = json(StatusCode::CREATED, &IssuedKeyResponse::from(&issued));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// `GET /tenants/{id}/keys`: lists a tenant's keys without their secrets.
+pub async fn list(state: &State, headers: &HeaderMap, tenant: &str) -> Result<Response, Error> {
+    require_admin(headers, &state.admin)?;
+    let tenant = parse_tenant_id(tenant)?;
+
+    let keys = state.tenet.list_keys(tenant).await?;
+
+    let body = KeyListResponse {
+        keys: keys.into_iter().map(KeyResponse::from).collect(),
+    };
+    Ok(json(StatusCode::OK, &body))
+}
+
+/// `DELETE /tenants/{id}/keys/{key_id}`: revokes a key, returning 204 also
+/// when it was revoked before. A key of another tenant is 404 and stays
+/// valid.
+pub async fn revoke(
+    state: &State,
+    headers: &HeaderMap,
+    tenant: &str,
+    key: &str,
+) -> Result<Response, Error> {
+    require_admin(headers, &state.admin)?;
+    let tenant = parse_tenant_id(tenant)?;
+    let key = KeyId::parse(key).map_err(|_| Error::KeyNotFound)?;
+
+    state.tenet.revoke_key(tenant, key).await?;
+
+    Ok(empty(StatusCode::NO_CONTENT))
+}

@@ -1,0 +1,182 @@
+//! The router: path segments to a route, per-route methods, and dispatch.
+//!
+//! Paths match segment by segment, without percent-decoding, and the query
+//! string is ignored. A known path with another method gets 405 with
+//! `Allow`; an unknown path gets 404 `not_found`.
+
+use http::{Method, Request};
+use hyper::body::Incoming;
+use tenet_core::TenantId;
+
+use crate::error::Error;
+use crate::response::{LogTenant, Response};
+use crate::setup::State;
+
+mod health;
+mod keys;
+mod protected;
+mod tenants;
+
+/// A matched route, with the raw path segments it captures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Tenants,
+    Tenant { tenant: String },
+    TenantKeys { tenant: String },
+    TenantKey { tenant: String, key: String },
+    Protected,
+    Healthz,
+    Readyz,
+}
+
+impl Route {
+    /// Matches a request path; `None` when no route has this path.
+    pub fn from_path(path: &str) -> Option<Self> {
+        let rest = path.strip_prefix('/')?;
+        let segments: Vec<&str> = rest.split('/').collect();
+        if segments.iter().any(|segment| segment.is_empty()) {
+            return None;
+        }
+
+        let route = match segments.as_slice() {
+            ["tenants"] => Route::Tenants,
+            ["tenants", tenant] => Route::Tenant {
+                tenant: (*tenant).to_owned(),
+            },
+            ["tenants", tenant, "keys"] => Route::TenantKeys {
+                tenant: (*tenant).to_owned(),
+            },
+            ["tenants", tenant, "keys", key] => Route::TenantKey {
+                tenant: (*tenant).to_owned(),
+                key: (*key).to_owned(),
+            },
+            ["protected"] => Route::Protected,
+            ["healthz"] => Route::Healthz,
+            ["readyz"] => Route::Readyz,
+            _ => return None,
+        };
+        Some(route)
+    }
+
+    /// Returns the path template, which request logs show instead of the
+    /// raw path.
+    pub fn template(&self) -> &'static str {
+        match self {
+            Route::Tenants => "/tenants",
+            Route::Tenant { .. } => "/tenants/{id}",
+            Route::TenantKeys { .. } => "/tenants/{id}/keys",
+            Route::TenantKey { .. } => "/tenants/{id}/keys/{key_id}",
+            Route::Protected => "/protected",
+            Route::Healthz => "/healthz",
+            Route::Readyz => "/readyz",
+        }
+    }
+
+    /// Returns the methods this route serves and the matching `Allow` value.
+    fn methods(&self) -> (&'static [Method], &'static str) {
+        match self {
+            Route::Tenants | Route::TenantKeys { .. } => {
+                (&[Method::GET, Method::POST], "GET, POST")
+            }
+            Route::TenantKey { .. } => (&[Method::DELETE], "DELETE"),
+            Route::Tenant { .. } | Route::Protected | Route::Healthz | Route::Readyz => {
+                (&[Method::GET], "GET")
+            }
+        }
+    }
+
+    /// Returns the tenant id segment, for routes under `/tenants/{id}`.
+    fn tenant_segment(&self) -> Option<&str> {
+        match self {
+            Route::Tenant { tenant }
+            | Route::TenantKeys { tenant }
+            | Route::TenantKey { tenant, .. } => Some(tenant),
+            _ => None,
+        }
+    }
+}
+
+/// Runs the handler of `route`, or returns 404 or 405, and converts any
+/// error into its response.
+///
+/// A well-formed tenant id from the path is attached to the response as
+/// [`LogTenant`] for the request log, whatever the outcome.
+pub async fn dispatch(state: &State, route: Option<Route>, request: Request<Incoming>) -> Response {
+    let Some(route) = route else {
+        return Error::RouteNotFound.into_response();
+    };
+    let (methods, allow) = route.methods();
+    if !methods.contains(request.method()) {
+        return Error::MethodNotAllowed { allow }.into_response();
+    }
+
+    let path_tenant = route
+        .tenant_segment()
+        .and_then(|segment| TenantId::parse(segment).ok());
+
+    let method = request.method().clone();
+    let result = match (route, method) {
+        (Route::Tenants, Method::POST) => tenants::create(state, request).await,
+        (Route::Tenants, _) => tenants::list(state, request.headers()).await,
+        (Route::Tenant { tenant }, _) => tenants::get(state, request.headers(), &tenant).await,
+        (Route::TenantKeys { tenant }, Method::POST) => keys::issue(state, request, &tenant).await,
+        (Route::TenantKeys { tenant }, _) => keys::list(state, request.headers(), &tenant).await,
+        (Route::TenantKey { tenant, key }, _) => {
+            keys::revoke(state, request.headers(), &tenant, &key).await
+        }
+        (Route::Protected, _) => protected::get(state, request.headers()).await,
+        (Route::Healthz, _) => Ok(health::live()),
+        (Route::Readyz, _) => health::ready(state).await,
+    };
+
+    let mut response = result.unwrap_or_else(Error::into_response);
+    if let Some(tenant) = path_tenant {
+        response.extensions_mut().insert(LogTenant(tenant));
+    }
+    response
+}
+
+/// Parses a tenant id from the path; a malformed one is a tenant that does
+/// not exist.
+fn parse_tenant_id(segment: &str) -> Result<TenantId, Error> {
+    TenantId::parse(segment).map_err(|_| Error::TenantNotFound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_match_routes() {
+        let tenant = || "t".to_owned();
+        let cases = [
+            ("/tenants", Some(Route::Tenants)),
+            ("/tenants/t", Some(Route::Tenant { tenant: tenant() })),
+            (
+                "/tenants/t/keys",
+                Some(Route::TenantKeys { tenant: tenant() }),
+            ),
+            (
+                "/tenants/t/keys/k",
+                Some(Route::TenantKey {
+                    tenant: tenant(),
+                    key: "k".to_owned(),
+                }),
+            ),
+            ("/protected", Some(Route::Protected)),
+            ("/healthz", Some(Route::Healthz)),
+            ("/readyz", Some(Route::Readyz)),
+            ("/", None),
+            ("", None),
+            ("/tenants/", None),
+            ("//tenants", None),
+            ("/tenants/t/keys/k/x", None),
+            ("/tenants/t/other", None),
+            ("/Tenants", None),
+        ];
+
+        for (path, expected) in cases {
+            assert_eq!(Route::from_path(path), expected, "{path:?}");
+        }
+    }
+}

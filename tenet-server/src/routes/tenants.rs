@@ -1,0 +1,54 @@
+//! `/tenants` and `/tenants/{id}`: creating, listing and reading tenants.
+
+use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
+use hyper::body::Incoming;
+use tenet_core::TenantName;
+use tenet_core::api::{CreateTenantRequest, TenantListResponse, TenantResponse};
+
+use super::parse_tenant_id;
+use crate::auth::require_admin;
+use crate::body::read_json;
+use crate::error::Error;
+use crate::response::{LogTenant, Response, json};
+use crate::setup::State;
+
+/// `POST /tenants`: creates a tenant, returning 201 with a `Location`.
+pub async fn create(state: &State, request: Request<Incoming>) -> Result<Response, Error> {
+    let (parts, body) = request.into_parts();
+    require_admin(&parts.headers, &state.admin)?;
+
+    let request: CreateTenantRequest =
+        read_json(&parts.headers, body, state.max_body_bytes).await?;
+    let name = TenantName::parse(&request.name)?;
+    let tenant = state.tenet.create_tenant(name).await?;
+
+    let id = tenant.id;
+    let mut response = json(StatusCode::CREATED, &TenantResponse::from(tenant));
+    if let Ok(location) = HeaderValue::try_from(format!("/tenants/{id}")) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response.extensions_mut().insert(LogTenant(id));
+    Ok(response)
+}
+
+/// `GET /tenants`: lists every tenant, oldest first.
+pub async fn list(state: &State, headers: &HeaderMap) -> Result<Response, Error> {
+    require_admin(headers, &state.admin)?;
+
+    let tenants = state.tenet.list_tenants().await?;
+
+    let body = TenantListResponse {
+        tenants: tenants.into_iter().map(TenantResponse::from).collect(),
+    };
+    Ok(json(StatusCode::OK, &body))
+}
+
+/// `GET /tenants/{id}`: reads one tenant.
+pub async fn get(state: &State, headers: &HeaderMap, tenant: &str) -> Result<Response, Error> {
+    require_admin(headers, &state.admin)?;
+    let tenant = parse_tenant_id(tenant)?;
+
+    let tenant = state.tenet.tenant(tenant).await?;
+
+    Ok(json(StatusCode::OK, &TenantResponse::from(tenant)))
+}

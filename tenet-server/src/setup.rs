@@ -1,0 +1,214 @@
+//! Start-up: the data directory, the store, the pepper, the admin token and
+//! the shared state built from them.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tenet_core::{AdminToken, AdminTokenDigest, Pepper, SqliteStore, Store, Tenet};
+
+use crate::config::{Config, PEPPER_ENV};
+use crate::error::Error;
+use crate::secret_file;
+
+/// Store setting that contains the digest of a generated admin token.
+const ADMIN_TOKEN_DIGEST: &str = "admin_token_digest";
+
+/// File in the data directory that contains a generated admin token.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+/// File in the data directory that contains a generated pepper.
+pub const PEPPER_FILE: &str = "pepper";
+
+/// File in the data directory that contains the SQLite database.
+pub const DATABASE_FILE: &str = "tenet.db";
+
+/// The state that every request handler shares.
+#[derive(Debug)]
+pub struct State {
+    pub tenet: Tenet,
+    /// Digest of the management API's bearer token.
+    pub admin: AdminTokenDigest,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: u64,
+}
+
+/// The storage backends the server can run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// One SQLite file in the data directory.
+    Sqlite,
+}
+
+impl StoreKind {
+    /// Returns the name used in log lines and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreKind::Sqlite => "sqlite",
+        }
+    }
+}
+
+/// Builds the shared state: creates the data directory, opens the store,
+/// and resolves the pepper and the admin token.
+pub async fn build_state(config: &Config) -> Result<(State, StoreKind), Error> {
+    secret_file::create_dir(&config.data_dir).map_err(|source| Error::Io {
+        action: "create the data directory",
+        path: config.data_dir.clone(),
+        source,
+    })?;
+
+    let (store, kind) = open_store(config).await?;
+    let pepper = resolve_pepper(config, kind)?;
+    let tenet = Tenet::open(store, pepper)
+        .await
+        .map_err(|source| Error::OpenStore {
+            kind: kind.as_str(),
+            source,
+        })?;
+    let admin = resolve_admin_token(config, tenet.store().as_ref(), kind).await?;
+
+    let state = State {
+        tenet,
+        admin,
+        max_body_bytes: config.max_body_bytes,
+    };
+    Ok((state, kind))
+}
+
+/// Opens the store that the configuration selects.
+///
+/// This is the one place that chooses a backend; today that is always the
+/// SQLite file `<data-dir>/tenet.db`.
+async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, StoreKind), Error> {
+    let kind = StoreKind::Sqlite;
+    let store = SqliteStore::open(config.data_dir.join(DATABASE_FILE))
+        .await
+        .map_err(|source| Error::OpenStore {
+            kind: kind.as_str(),
+            source,
+        })?;
+    Ok((Arc::new(store), kind))
+}
+
+/// Takes the pepper from `TENET_KEY_PEPPER`; when unset, the embedded store
+/// reads `<data-dir>/pepper`, or generates that file on the first start.
+fn resolve_pepper(config: &Config, kind: StoreKind) -> Result<Pepper, Error> {
+    if let Some(text) = &config.key_pepper {
+        return Pepper::from_config(text).map_err(|err| Error::Config {
+            setting: PEPPER_ENV,
+            reason: err.to_string(),
+        });
+    }
+
+    match kind {
+        StoreKind::Sqlite => pepper_from_file(&config.data_dir.join(PEPPER_FILE)),
+    }
+}
+
+fn pepper_from_file(path: &Path) -> Result<Pepper, Error> {
+    let text = match secret_file::read(path).map_err(|source| read_error(path, source))? {
+        Some(text) => text,
+        None => {
+            let generated = Pepper::generate_config();
+            secret_file::create(path, &generated).map_err(|source| Error::Io {
+                action: "write the generated pepper to",
+                path: path.to_path_buf(),
+                source,
+            })?;
+            tracing::info!(path = %path.display(), "generated the key pepper");
+            generated
+        }
+    };
+
+    Pepper::from_config(&text).map_err(|err| Error::Config {
+        setting: "pepper file",
+        reason: format!("{}: {err}", path.display()),
+    })
+}
+
+/// Takes the admin token from `--admin-token`. When that is unset, uses the
+/// digest that an earlier start stored. Without one, generates a token,
+/// writes it to `<data-dir>/admin-token` and stores its digest.
+async fn resolve_admin_token(
+    config: &Config,
+    store: &dyn Store,
+    kind: StoreKind,
+) -> Result<AdminTokenDigest, Error> {
+    let store_error = |source| Error::OpenStore {
+        kind: kind.as_str(),
+        source,
+    };
+
+    if let Some(text) = &config.admin_token {
+        let token = AdminToken::from_config(text).map_err(|err| Error::Config {
+            setting: "--admin-token (TENET_ADMIN_TOKEN)",
+            reason: err.to_string(),
+        })?;
+        return Ok(token.digest());
+    }
+
+    if let Some(stored) = store
+        .setting(ADMIN_TOKEN_DIGEST)
+        .await
+        .map_err(store_error)?
+    {
+        return digest_from_setting(&stored);
+    }
+
+    let path = config.data_dir.join(ADMIN_TOKEN_FILE);
+    let token = admin_token_file(&path)?;
+    let stored = store
+        .init_setting(ADMIN_TOKEN_DIGEST, token.digest().as_bytes())
+        .await
+        .map_err(store_error)?;
+    tracing::info!(
+        path = %path.display(),
+        "generated the admin token; read it from this file"
+    );
+    digest_from_setting(&stored)
+}
+
+/// Writes a new admin token to `path`, or reads the one a start that
+/// stopped before storing its digest left there.
+fn admin_token_file(path: &Path) -> Result<AdminToken, Error> {
+    let generated = AdminToken::generate();
+    match secret_file::create(path, generated.expose_secret()) {
+        Ok(()) => return Ok(generated),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(source) => {
+            return Err(Error::Io {
+                action: "write the generated admin token to",
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    }
+
+    let text = secret_file::read(path)
+        .map_err(|source| read_error(path, source))?
+        .unwrap_or_default();
+    AdminToken::from_config(&text).map_err(|err| Error::Config {
+        setting: "admin token file",
+        reason: format!("{}: {err}", path.display()),
+    })
+}
+
+fn digest_from_setting(stored: &[u8]) -> Result<AdminTokenDigest, Error> {
+    let bytes = <[u8; 32]>::try_from(stored).map_err(|_| Error::Config {
+        setting: "stored admin token digest",
+        reason: format!(
+            "the store's {ADMIN_TOKEN_DIGEST} setting is {} bytes long instead of 32; \
+             start with --admin-token, which takes precedence",
+            stored.len()
+        ),
+    })?;
+    Ok(AdminTokenDigest::from_bytes(bytes))
+}
+
+fn read_error(path: &Path, source: std::io::Error) -> Error {
+    Error::Io {
+        action: "read",
+        path: PathBuf::from(path),
+        source,
+    }
+}

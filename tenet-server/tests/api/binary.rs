@@ -1,0 +1,262 @@
+//! The real binary: help, invalid flags, restarts on one data directory,
+//! and SIGTERM during a request.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt as _;
+use std::process::{Command, Output};
+use std::time::Instant;
+
+use reqwest::StatusCode;
+use tenet_core::api::IssuedKeyResponse;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+use crate::helpers::{ADMIN_TOKEN, Admin, BINARY_TIMEOUT, BinaryServer};
+use crate::limits::read_response_head;
+
+fn run_binary(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tenet-server"));
+    command
+        .args(args)
+        .env_remove("TENET_ADMIN_TOKEN")
+        .env_remove("TENET_KEY_PEPPER");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().expect("binary runs")
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    fs::metadata(path).expect("file exists").mode() & 0o777
+}
+
+#[test]
+fn help_lists_every_setting() {
+    let output = run_binary(&["--help"], &[]);
+
+    assert_eq!(output.status.code(), Some(0));
+    let help = String::from_utf8(output.stdout).expect("UTF-8 help");
+    for expected in [
+        "--listen",
+        "TENET_LISTEN",
+        "--data-dir",
+        "TENET_DATA_DIR",
+        "--admin-token",
+        "TENET_ADMIN_TOKEN",
+        "--log-format",
+        "TENET_LOG_FORMAT",
+        "--max-body-bytes",
+        "TENET_MAX_BODY_BYTES",
+        "--max-header-bytes",
+        "TENET_MAX_HEADER_BYTES",
+        "--max-connections",
+        "TENET_MAX_CONNECTIONS",
+        "--header-read-timeout",
+        "TENET_HEADER_READ_TIMEOUT",
+        "--shutdown-timeout",
+        "TENET_SHUTDOWN_TIMEOUT",
+        "TENET_KEY_PEPPER",
+        "seconds",
+        "bytes",
+    ] {
+        assert!(help.contains(expected), "--help lacks {expected}");
+    }
+}
+
+#[test]
+fn help_hides_the_admin_token_value() {
+    let output = run_binary(&["--help"], &[("TENET_ADMIN_TOKEN", ADMIN_TOKEN)]);
+
+    let help = String::from_utf8(output.stdout).expect("UTF-8 help");
+    assert!(!help.contains(ADMIN_TOKEN));
+}
+
+#[test]
+fn invalid_flags_exit_2_naming_the_flag() {
+    let cases: [(&str, &[&str], &str); 5] = [
+        ("unknown flag", &["--no-such-flag"], "--no-such-flag"),
+        ("bad address", &["--listen", "nowhere"], "--listen"),
+        (
+            "zero connections",
+            &["--max-connections", "0"],
+            "--max-connections",
+        ),
+        (
+            "tiny header limit",
+            &["--max-header-bytes", "100"],
+            "--max-header-bytes",
+        ),
+        (
+            "unknown log format",
+            &["--log-format", "xml"],
+            "--log-format",
+        ),
+    ];
+
+    for (description, args, flag) in cases {
+        let output = run_binary(args, &[]);
+
+        assert_eq!(output.status.code(), Some(2), "{description}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(flag), "{description}: {stderr}");
+    }
+}
+
+#[test]
+fn short_admin_token_fails_setup() {
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let short = "short-admin-token-value";
+    let data_dir_arg = data_dir.path().display().to_string();
+
+    let output = run_binary(
+        &["--listen", "127.0.0.1:0", "--data-dir", &data_dir_arg],
+        &[("TENET_ADMIN_TOKEN", short)],
+    );
+
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--admin-token"), "{stderr}");
+    assert!(!stderr.contains(short), "{stderr}");
+}
+
+#[test]
+fn other_pepper_fails_setup() {
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let data_dir_arg = data_dir.path().display().to_string();
+    let args = ["--listen", "127.0.0.1:0", "--data-dir", &data_dir_arg];
+    let first_pepper = "first-pepper-0123456789abcdefghijklmnopqrstuvwxyz";
+    let other_pepper = "other-pepper-0123456789abcdefghijklmnopqrstuvwxyz";
+    let first = BinaryServer::start(data_dir.path(), &[("TENET_KEY_PEPPER", first_pepper)]);
+    first.stop();
+
+    let output = run_binary(&args, &[("TENET_KEY_PEPPER", other_pepper)]);
+
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("pepper"), "{stderr}");
+    assert!(!stderr.contains(other_pepper), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_keeps_tenants_keys_and_revocations() {
+    let parent = tempfile::tempdir().expect("temporary directory");
+    let data_dir = parent.path().join("data");
+    let token_file = data_dir.join("admin-token");
+    let pepper_file = data_dir.join("pepper");
+    let client = reqwest::Client::new();
+
+    let first = BinaryServer::start(&data_dir, &[]);
+    assert_eq!(mode(&data_dir), 0o700);
+    assert_eq!(mode(&token_file), 0o600);
+    assert_eq!(mode(&pepper_file), 0o600);
+    let token = fs::read_to_string(&token_file).expect("token file");
+    let token = token.trim_end().to_owned();
+    let pepper = fs::read(&pepper_file).expect("pepper file");
+    let admin = Admin {
+        client: &client,
+        base: first.url(""),
+        token: token.clone(),
+    };
+    let tenant = admin.create_tenant("Acme").await;
+    let kept = admin.issue_key(&tenant).await;
+    let revoked = admin.issue_key(&tenant).await;
+    admin.revoke_key(&tenant, &revoked).await;
+    assert_eq!(protected(&client, &first, &kept).await, StatusCode::OK);
+    first.assert_logs_exclude(&token);
+    first.assert_logs_exclude(&kept.api_key);
+    first.assert_logs_exclude(&revoked.api_key);
+    first.stop();
+
+    let second = BinaryServer::start(&data_dir, &[]);
+    let admin = Admin {
+        client: &client,
+        base: second.url(""),
+        token: token.clone(),
+    };
+
+    assert_eq!(admin.tenants().await, vec![tenant.clone()]);
+    let keys = admin.keys(&tenant).await;
+    assert_eq!(keys.len(), 2);
+    assert!(
+        keys.iter()
+            .any(|k| k.id == kept.id && k.revoked_at.is_none())
+    );
+    assert!(
+        keys.iter()
+            .any(|k| k.id == revoked.id && k.revoked_at.is_some())
+    );
+    assert_eq!(protected(&client, &second, &kept).await, StatusCode::OK);
+    assert_eq!(
+        protected(&client, &second, &revoked).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let token_after = fs::read_to_string(&token_file).expect("token file");
+    assert_eq!(token_after.trim_end(), token);
+    assert_eq!(fs::read(&pepper_file).expect("pepper file"), pepper);
+    assert_eq!(mode(&token_file), 0o600);
+    assert_eq!(mode(&pepper_file), 0o600);
+    second.assert_logs_exclude(&token);
+    second.assert_logs_exclude(&kept.api_key);
+    second.assert_logs_exclude(&revoked.api_key);
+    second.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_in_flight_request_finish() {
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let mut server = BinaryServer::start(data_dir.path(), &[("TENET_ADMIN_TOKEN", ADMIN_TOKEN)]);
+    let body = br#"{"name":"Late"}"#;
+    let head = format!(
+        "POST /tenants HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\
+         Expect: 100-continue\r\n\r\n",
+        body.len()
+    );
+
+    // hyper sends 100 Continue when the handler starts reading the body,
+    // so after it the request is in flight inside the handler.
+    let mut stream = TcpStream::connect(server.addr).await.expect("connects");
+    stream.write_all(head.as_bytes()).await.expect("head sent");
+    let interim = read_response_head(&mut stream).await;
+    assert!(interim.starts_with("HTTP/1.1 100 "), "{interim}");
+
+    server.terminate();
+    wait_until_refused(server.addr).await;
+    stream.write_all(body).await.expect("body sent");
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .await
+        .expect("response read");
+    let response = String::from_utf8_lossy(&response);
+
+    assert!(response.starts_with("HTTP/1.1 201 "), "{response}");
+    let status = server.wait();
+    assert_eq!(status.code(), Some(0), "exit status {status}");
+}
+
+async fn protected(
+    client: &reqwest::Client,
+    server: &BinaryServer,
+    key: &IssuedKeyResponse,
+) -> StatusCode {
+    client
+        .get(server.url("/protected"))
+        .header("x-api-key", &key.api_key)
+        .send()
+        .await
+        .expect("request sent")
+        .status()
+}
+
+/// Waits until the server no longer accepts connections, which shows that
+/// it has handled the signal.
+async fn wait_until_refused(addr: std::net::SocketAddr) {
+    let deadline = Instant::now() + BINARY_TIMEOUT;
+    while TcpStream::connect(addr).await.is_ok() {
+        assert!(Instant::now() < deadline, "the server kept accepting");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,310 @@
+//! Test servers, in process and as the real binary, and API shortcuts.
+
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use clap::Parser as _;
+use reqwest::StatusCode;
+use serde_json::Value;
+use tenet_core::api::{IssuedKeyResponse, KeyResponse, TenantResponse};
+use tenet_server::{App, Config};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Admin token of every in-process test server.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdefghijklmnop";
+
+/// Key pepper of every in-process test server.
+const PEPPER: &str = "test-pepper-0123456789abcdefghijklmnopqrstuvwxyz";
+
+/// Upper bound for a test's wait on the server binary.
+pub const BINARY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A server running in this process on 127.0.0.1 with a temporary data
+/// directory; it shuts down when dropped.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+    _data_dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// Starts a server with the default limits.
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts a server with extra command-line flags.
+    pub async fn start_with(flags: &[&str]) -> Self {
+        let data_dir = tempfile::tempdir().expect("temporary data directory");
+        let mut args = vec![
+            "tenet-server".to_owned(),
+            "--listen".to_owned(),
+            "127.0.0.1:0".to_owned(),
+            "--data-dir".to_owned(),
+            data_dir.path().display().to_string(),
+            "--admin-token".to_owned(),
+            ADMIN_TOKEN.to_owned(),
+        ];
+        args.extend(flags.iter().map(|flag| (*flag).to_owned()));
+        let mut config = Config::try_parse_from(args).expect("valid test flags");
+        config.key_pepper = Some(PEPPER.to_owned());
+
+        let app = App::build(config).await.expect("server starts");
+        let addr = app.local_addr();
+        let (shutdown, stopped) = oneshot::channel();
+        let task = tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
+
+        Self {
+            addr,
+            client: reqwest::Client::new(),
+            shutdown: Some(shutdown),
+            task: Some(task),
+            _data_dir: data_dir,
+        }
+    }
+
+    /// Returns the absolute URL of a path on this server.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Stops the server and waits until it has drained.
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task ends without panicking");
+        }
+    }
+
+    /// Returns an admin API shortcut bound to this server.
+    pub fn admin(&self) -> Admin<'_> {
+        Admin {
+            client: &self.client,
+            base: format!("http://{}", self.addr),
+            token: ADMIN_TOKEN.to_owned(),
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+/// Shortcuts for the management API, asserting success.
+pub struct Admin<'a> {
+    pub client: &'a reqwest::Client,
+    pub base: String,
+    pub token: String,
+}
+
+impl Admin<'_> {
+    pub async fn create_tenant(&self, name: &str) -> TenantResponse {
+        let response = self
+            .client
+            .post(format!("{}/tenants", self.base))
+            .bearer_auth(&self.token)
+            .json(&serde_json::json!({ "name": name }))
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.expect("tenant JSON")
+    }
+
+    pub async fn issue_key(&self, tenant: &TenantResponse) -> IssuedKeyResponse {
+        let response = self
+            .client
+            .post(format!("{}/tenants/{}/keys", self.base, tenant.id))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.expect("issued key JSON")
+    }
+
+    pub async fn revoke_key(&self, tenant: &TenantResponse, key: &IssuedKeyResponse) {
+        let response = self
+            .client
+            .delete(format!(
+                "{}/tenants/{}/keys/{}",
+                self.base, tenant.id, key.id
+            ))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    }
+
+    pub async fn tenants(&self) -> Vec<TenantResponse> {
+        let body: Value = self.get_json("/tenants").await;
+        serde_json::from_value(body["tenants"].clone()).expect("tenant list")
+    }
+
+    pub async fn keys(&self, tenant: &TenantResponse) -> Vec<KeyResponse> {
+        let body: Value = self.get_json(&format!("/tenants/{}/keys", tenant.id)).await;
+        serde_json::from_value(body["keys"].clone()).expect("key list")
+    }
+
+    async fn get_json(&self, path: &str) -> Value {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+        response.json().await.expect("JSON body")
+    }
+}
+
+/// Sends `GET /protected` with the given headers and returns the status.
+pub async fn protected_status(server: &TestServer, headers: &[(&str, &str)]) -> StatusCode {
+    let mut request = server.client.get(server.url("/protected"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.expect("request sent").status()
+}
+
+/// The real `tenet-server` binary, started with JSON debug logs on
+/// 127.0.0.1:0.
+pub struct BinaryServer {
+    pub addr: SocketAddr,
+    /// Every log line the process wrote so far.
+    pub logs: Arc<Mutex<Vec<String>>>,
+    child: Child,
+    _log_reader: std::thread::JoinHandle<()>,
+}
+
+impl BinaryServer {
+    /// Starts the binary on `data_dir` with the given environment, and
+    /// waits for its start line.
+    pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tenet-server"));
+        command
+            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env_remove("TENET_ADMIN_TOKEN")
+            .env_remove("TENET_KEY_PEPPER")
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("binary starts");
+
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (addresses, address) = mpsc::channel();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let lines = Arc::clone(&logs);
+        let log_reader = std::thread::spawn(move || forward_logs(stdout, addresses, lines));
+        let addr = address
+            .recv_timeout(BINARY_TIMEOUT)
+            .expect("the binary logs its start line");
+
+        Self {
+            addr,
+            logs,
+            child,
+            _log_reader: log_reader,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM through `kill(1)`.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits for the process to exit, within [`BINARY_TIMEOUT`].
+    pub fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + BINARY_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("waitable child") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "server did not exit in time");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGTERM and asserts a clean exit.
+    pub fn stop(mut self) {
+        self.terminate();
+        let status = self.wait();
+        assert_eq!(status.code(), Some(0), "exit status {status}");
+    }
+
+    /// Asserts that no log line so far contains `secret`.
+    pub fn assert_logs_exclude(&self, secret: &str) {
+        let logs = self.logs.lock().expect("log lines");
+        assert!(!logs.is_empty(), "the server logged nothing");
+        for line in logs.iter() {
+            assert!(
+                !line.contains(secret),
+                "a log line contains a secret: {line}"
+            );
+        }
+    }
+}
+
+impl Drop for BinaryServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads JSON log lines, sends the address of the start line, and keeps
+/// and echoes every line.
+fn forward_logs(
+    stdout: ChildStdout,
+    addresses: mpsc::Sender<SocketAddr>,
+    lines: Arc<Mutex<Vec<String>>>,
+) {
+    for line in BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        println!("server: {line}");
+        lines.lock().expect("log lines").push(line.clone());
+        let Ok(event) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        if event["message"] == "tenet-server started" {
+            if let Some(addr) = event["address"].as_str().and_then(|a| a.parse().ok()) {
+                let _ = addresses.send(addr);
+            }
+        }
+    }
+}

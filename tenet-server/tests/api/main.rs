@@ -1,0 +1,10 @@
+//! Tests of `tenet-server` over real HTTP: in-process servers on port 0 and
+//! the real binary, each with its own temporary data directory.
+
+mod auth;
+mod binary;
+mod errors;
+mod flow;
+mod helpers;
+mod limits;
+mod protocol;
