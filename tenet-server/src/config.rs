@@ -32,18 +32,33 @@ pub const MIN_HEADER_BYTES: u64 = 8192;
 )]
 pub struct Config {
     /// Sets the address and port to listen on.
-    #[arg(long, env = "TENET_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "TENET_LISTEN",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8080"
+    )]
     pub listen: SocketAddr,
 
     /// Sets the directory for the SQLite database, the generated pepper and
     /// the generated admin token; created with mode 0700 if missing.
-    #[arg(long, env = "TENET_DATA_DIR", default_value = "./tenet-data")]
+    #[arg(
+        long,
+        env = "TENET_DATA_DIR",
+        value_name = "DIR",
+        default_value = "./tenet-data"
+    )]
     pub data_dir: PathBuf,
 
     /// Sets the bearer token of the management API (at least 32 bytes).
-    /// When unset, the server generates one and writes it to
-    /// <data-dir>/admin-token on the first start.
-    #[arg(long, env = "TENET_ADMIN_TOKEN", hide_env_values = true)]
+    /// When unset, the server generates one on the first start and writes
+    /// it to the file admin-token in the data directory.
+    #[arg(
+        long,
+        env = "TENET_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
     pub admin_token: Option<String>,
 
     /// Sets the log line format on standard output. The RUST_LOG
@@ -56,6 +71,7 @@ pub struct Config {
     #[arg(
         long,
         env = "TENET_MAX_BODY_BYTES",
+        value_name = "BYTES",
         default_value_t = 65_536,
         value_parser = clap::value_parser!(u64).range(1..=1_073_741_824)
     )]
@@ -67,6 +83,7 @@ pub struct Config {
     #[arg(
         long,
         env = "TENET_MAX_HEADER_BYTES",
+        value_name = "BYTES",
         default_value_t = 65_536,
         value_parser = clap::value_parser!(u64).range(MIN_HEADER_BYTES..=16_777_216)
     )]
@@ -77,6 +94,7 @@ pub struct Config {
     #[arg(
         long,
         env = "TENET_MAX_CONNECTIONS",
+        value_name = "COUNT",
         default_value_t = 10_000,
         value_parser = clap::value_parser!(u32).range(1..)
     )]
@@ -87,6 +105,7 @@ pub struct Config {
     #[arg(
         long,
         env = "TENET_HEADER_READ_TIMEOUT",
+        value_name = "SECONDS",
         default_value_t = 10,
         value_parser = clap::value_parser!(u64).range(1..=3600)
     )]
@@ -97,6 +116,7 @@ pub struct Config {
     #[arg(
         long,
         env = "TENET_SHUTDOWN_TIMEOUT",
+        value_name = "SECONDS",
         default_value_t = 30,
         value_parser = clap::value_parser!(u64).range(0..=3600)
     )]

@@ -10,7 +10,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::config::Config;
@@ -45,6 +45,7 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(config.max_connections as usize));
     let mut connections = JoinSet::new();
+    let (stopping, stopping_watch) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
 
     loop {
@@ -81,6 +82,7 @@ pub async fn serve(
             peer,
             Arc::clone(&state),
             graceful.watcher(),
+            stopping_watch.clone(),
             config.header_read_timeout(),
         );
         connections.spawn(async move {
@@ -90,6 +92,7 @@ pub async fn serve(
     }
 
     drop(listener);
+    stopping.send_replace(true);
     drain(graceful, connections, config.shutdown_timeout()).await;
 }
 
@@ -98,17 +101,23 @@ pub async fn serve(
 /// hyper's header read timeout starts only once the HTTP version is known,
 /// so a client that connects and sends nothing would hold a connection slot
 /// forever. The first byte must therefore arrive within the header read
-/// timeout too.
+/// timeout too, and a connection still waiting for it when shutdown starts
+/// is closed at once, because it has no request in flight.
 async fn serve_connection(
     builder: auto::Builder<TokioExecutor>,
     stream: TcpStream,
     peer: SocketAddr,
     state: Arc<State>,
     watcher: Watcher,
+    mut stopping: watch::Receiver<bool>,
     first_byte_timeout: Duration,
 ) {
     let mut probe = [0u8; 1];
-    match tokio::time::timeout(first_byte_timeout, stream.peek(&mut probe)).await {
+    let first_byte = tokio::select! {
+        first_byte = tokio::time::timeout(first_byte_timeout, stream.peek(&mut probe)) => first_byte,
+        _ = stopping.wait_for(|stopping| *stopping) => return,
+    };
+    match first_byte {
         Ok(Ok(0)) => return,
         Ok(Ok(_)) => {}
         Ok(Err(err)) => {

@@ -1,13 +1,14 @@
 //! The per-request service: routing, panic safety and the request log line.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::FutureExt as _;
-use http::Request;
-use hyper::body::Incoming;
+use http::{HeaderValue, Request, Version, header};
+use hyper::body::{Body as _, Incoming};
 
 use crate::error::{Error, panic_message};
 use crate::response::{LogTenant, Response};
@@ -23,23 +24,29 @@ const UNMATCHED: &str = "unmatched";
 /// connection and the server keep serving. The log line has the method,
 /// the route template (never the raw path, which may carry ids of any
 /// shape), the status, the latency in microseconds and the tenant id when
-/// one is known.
+/// one is known. An HTTP/1 error response to a request with a body closes
+/// the connection.
 pub async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Response, Infallible> {
     let started = Instant::now();
     let method = request.method().clone();
     let route = Route::from_path(request.uri().path());
     let template = route.as_ref().map_or(UNMATCHED, Route::template);
 
-    let dispatched = AssertUnwindSafe(routes::dispatch(&state, route, request))
-        .catch_unwind()
-        .await;
-    let response = match dispatched {
-        Ok(response) => response,
-        Err(payload) => {
-            let message = panic_message(payload.as_ref()).to_owned();
-            Error::Internal(format!("request handler panicked: {message}").into()).into_response()
-        }
-    };
+    let may_leave_body_unread =
+        request.version() < Version::HTTP_2 && !request.body().is_end_stream();
+
+    let mut response = catch_panic(routes::dispatch(&state, route, request)).await;
+
+    // An error response may be sent before the request body is read to its end.
+    // hyper then closes the connection unless it can drain the rest, and a
+    // client that did not see `Connection: close` may send its next request
+    // into the closed socket.
+    let failed = response.status().is_client_error() || response.status().is_server_error();
+    if may_leave_body_unread && failed {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
 
     let tenant_id = response
         .extensions()
@@ -54,4 +61,51 @@ pub async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Res
         "request"
     );
     Ok(response)
+}
+
+/// Runs a handler future, turning a panic into a 500 with the generic body
+/// and an error log line with the panic message.
+async fn catch_panic(handler: impl Future<Output = Response>) -> Response {
+    match AssertUnwindSafe(handler).catch_unwind().await {
+        Ok(response) => response,
+        Err(payload) => {
+            let message = panic_message(payload.as_ref());
+            Error::Internal(format!("request handler panicked: {message}").into()).into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::StatusCode;
+    use http_body_util::BodyExt as _;
+
+    use super::*;
+    use crate::response::empty;
+
+    #[tokio::test]
+    async fn panic_becomes_generic_500() {
+        let response = catch_panic(async {
+            panic!("secret detail");
+        })
+        .await;
+
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON body");
+        assert_eq!(body["error"]["code"], "internal");
+        assert!(!body.to_string().contains("secret detail"));
+    }
+
+    #[tokio::test]
+    async fn response_without_panic_passes_through() {
+        let response = catch_panic(async { empty(StatusCode::NO_CONTENT) }).await;
+
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    }
 }

@@ -160,12 +160,12 @@ async fn restart_keeps_tenants_keys_and_revocations() {
         token: token.clone(),
     };
     let tenant = admin.create_tenant("Acme").await;
-    let kept = admin.issue_key(&tenant).await;
+    let active = admin.issue_key(&tenant).await;
     let revoked = admin.issue_key(&tenant).await;
     admin.revoke_key(&tenant, &revoked).await;
-    assert_eq!(protected(&client, &first, &kept).await, StatusCode::OK);
+    assert_eq!(protected(&client, &first, &active).await, StatusCode::OK);
     first.assert_logs_exclude(&token);
-    first.assert_logs_exclude(&kept.api_key);
+    first.assert_logs_exclude(&active.api_key);
     first.assert_logs_exclude(&revoked.api_key);
     first.stop();
 
@@ -181,13 +181,13 @@ async fn restart_keeps_tenants_keys_and_revocations() {
     assert_eq!(keys.len(), 2);
     assert!(
         keys.iter()
-            .any(|k| k.id == kept.id && k.revoked_at.is_none())
+            .any(|k| k.id == active.id && k.revoked_at.is_none())
     );
     assert!(
         keys.iter()
             .any(|k| k.id == revoked.id && k.revoked_at.is_some())
     );
-    assert_eq!(protected(&client, &second, &kept).await, StatusCode::OK);
+    assert_eq!(protected(&client, &second, &active).await, StatusCode::OK);
     assert_eq!(
         protected(&client, &second, &revoked).await,
         StatusCode::UNAUTHORIZED
@@ -198,7 +198,7 @@ async fn restart_keeps_tenants_keys_and_revocations() {
     assert_eq!(mode(&token_file), 0o600);
     assert_eq!(mode(&pepper_file), 0o600);
     second.assert_logs_exclude(&token);
-    second.assert_logs_exclude(&kept.api_key);
+    second.assert_logs_exclude(&active.api_key);
     second.assert_logs_exclude(&revoked.api_key);
     second.stop();
 }
