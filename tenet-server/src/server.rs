@@ -142,7 +142,9 @@ async fn serve_connection(
 /// hyper's HTTP/1 header read timeout also closes idle keep-alive
 /// connections, because it runs while the next request head is awaited.
 // NOTE: HTTP/2 has no such timeout here: an idle HTTP/2 connection stays
-// open, holding a connection slot, while its client acknowledges pings.
+// open, holding a connection slot, while its client acknowledges pings. A
+// client that stops inside the 24-byte HTTP/2 preface is not timed out
+// either, because hyper-util's version detection has no timer.
 fn connection_builder(config: &Config) -> auto::Builder<TokioExecutor> {
     let max_header_bytes = usize::try_from(config.max_header_bytes).unwrap_or(usize::MAX);
 
