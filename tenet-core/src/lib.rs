@@ -52,5 +52,8 @@ pub use key::{ApiKey, IssuedKey, KeyInfo, KeyRecord, Principal};
 pub use name::{KeyName, TenantName};
 pub use secret::{AdminToken, AdminTokenDigest, KeyDigest, Pepper};
 pub use service::Tenet;
-pub use store::{KeyEvent, KeyEvents, MemoryStore, SqliteStore, Store};
+pub use store::{
+    KeyEvent, KeyEventKind, KeyEvents, MemoryStore, PostgresOptions, PostgresStore, SqliteStore,
+    Store,
+};
 pub use tenant::Tenant;

@@ -66,6 +66,13 @@ impl Store for MemoryStore {
         if !state.tenants.contains_key(&key.info.tenant_id) {
             return Err(Error::not_found("tenant", key.info.tenant_id));
         }
+        // Mirrors the UNIQUE digest column of the SQL stores.
+        if state.keys_by_digest.contains_key(&key.digest) {
+            return Err(Error::store(format!(
+                "cannot insert key {}: another key has the same digest",
+                key.info.id
+            )));
+        }
         state.keys_by_digest.insert(key.digest, key.info.id);
         state.keys.insert(key.info.id, key.clone());
         Ok(())

@@ -17,9 +17,11 @@ use crate::secret::KeyDigest;
 use crate::tenant::Tenant;
 
 mod memory;
+mod postgres;
 mod sqlite;
 
 pub use memory::MemoryStore;
+pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::SqliteStore;
 
 /// A backend for tenants, keys and settings.
@@ -102,6 +104,15 @@ pub struct KeyEvent {
     /// of order.
     pub seq: i64,
     pub digest: KeyDigest,
+    pub kind: KeyEventKind,
+}
+
+/// What happened to a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyEventKind {
+    Issued,
+    Revoked,
 }
 
 /// Key events read from a store, with the store's clock at the read.

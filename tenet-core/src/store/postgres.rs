@@ -1,0 +1,474 @@
+//! The shared store for several replicas: PostgreSQL through a bb8 pool of
+//! tokio-postgres connections (no TLS).
+//!
+//! Every query is parameterised and prepared once per connection. The
+//! tables come from versioned migrations that [`PostgresStore::migrate`]
+//! applies. The store never migrates on its own, so that an operator can
+//! run the migrations as a separate step.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bb8::{Pool, PooledConnection, RunError};
+use time::OffsetDateTime;
+use tokio_postgres::Row;
+use tokio_postgres::config::Host;
+use tokio_postgres::error::SqlState;
+use uuid::Uuid;
+
+use super::{KeyEvent, KeyEventKind, KeyEvents, Store};
+use crate::error::{Error, Result};
+use crate::id::{KeyId, TenantId};
+use crate::key::{KeyInfo, KeyRecord};
+use crate::name::{KeyName, TenantName};
+use crate::secret::KeyDigest;
+use crate::tenant::Tenant;
+
+mod errors;
+mod migrations;
+mod options;
+mod pool;
+
+pub use options::PostgresOptions;
+
+use errors::Redactor;
+use pool::{ConnectErrorSink, LastConnectError, Manager};
+
+// The key queries return the columns in the order `key_from_row` reads.
+const SELECT_KEYS_OF_TENANT: &str = "\
+    SELECT id, tenant_id, name, prefix, digest, created_at, revoked_at \
+    FROM api_keys WHERE tenant_id = $1 ORDER BY id";
+const SELECT_KEY_BY_DIGEST: &str = "\
+    SELECT id, tenant_id, name, prefix, digest, created_at, revoked_at \
+    FROM api_keys WHERE digest = $1";
+// Each key write records a key event in the same statement, and so in the
+// same transaction.
+const INSERT_KEY: &str = "\
+    WITH inserted AS ( \
+        INSERT INTO api_keys (id, tenant_id, name, prefix, digest, created_at, revoked_at) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7) \
+        RETURNING digest \
+    ) \
+    INSERT INTO key_events (digest, kind) SELECT digest, 'issued' FROM inserted";
+// COALESCE keeps the first revocation time. Under concurrent revokes the
+// second UPDATE re-reads the committed row, so it keeps the first time too.
+// A repeated revoke records another event, which readers handle as a no-op.
+const REVOKE_KEY: &str = "\
+    WITH revoked AS ( \
+        UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $3) \
+        WHERE id = $1 AND tenant_id = $2 \
+        RETURNING id, tenant_id, name, prefix, digest, created_at, revoked_at \
+    ), event AS ( \
+        INSERT INTO key_events (digest, kind) SELECT digest, 'revoked' FROM revoked \
+    ) \
+    SELECT id, tenant_id, name, prefix, digest, created_at, revoked_at FROM revoked";
+const SELECT_KEY_EVENTS: &str = "\
+    SELECT seq, digest, kind FROM key_events WHERE at >= $1 ORDER BY seq";
+const PRUNE_KEY_EVENTS: &str = "\
+    DELETE FROM key_events WHERE at < now() - make_interval(secs => $1)";
+
+/// How long key events are kept. Readers look back a few seconds, or to
+/// when their Redis connection was lost. A Redis entry older than the
+/// cache TTL has expired anyway, so a day is ample for TTLs of minutes.
+const KEY_EVENT_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A store in a PostgreSQL database, shared by any number of replicas.
+///
+/// Cheap to clone; clones share the pool.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool<Manager>,
+    redactor: Redactor,
+    last_connect_error: LastConnectError,
+    /// `host:port/dbname` for messages; never the URL, which may carry a
+    /// password.
+    target: String,
+    options: PostgresOptions,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("target", &self.target)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// The migration version that [`PostgresStore::migrate`] brings a
+    /// database to.
+    pub const SCHEMA_VERSION: u32 = migrations::LATEST_VERSION.unsigned_abs();
+
+    /// Creates the pool for `url` (such as
+    /// `postgres://tenet:secret@db.internal:5432/tenet`) and opens one
+    /// connection to check that the server accepts it.
+    ///
+    /// Fails with [`Error::Config`] for an invalid URL or options. Fails
+    /// with [`Error::Unavailable`] when no connection opens within
+    /// `options.connect_timeout`, and the message then includes the last
+    /// connection error, such as a refused connection or a failed login.
+    /// No message contains the URL's password.
+    pub async fn connect(url: &str, options: PostgresOptions) -> Result<Self> {
+        options.validate()?;
+        let mut config = tokio_postgres::Config::from_str(url).map_err(|err| {
+            let redactor = Redactor::for_unparsed_url(url);
+            Error::Config(format!(
+                "invalid Postgres URL: {}; expected \
+                 postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE",
+                redactor.describe(&err)
+            ))
+        })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(options.connect_timeout);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("tenet");
+        }
+
+        let redactor = Redactor::new(config.get_password());
+        let target = describe_target(&config);
+        let last_connect_error = LastConnectError::default();
+        let manager = Manager::new(config, options.session_setup(), last_connect_error.clone());
+        let pool = Pool::builder()
+            .max_size(options.pool_size)
+            .connection_timeout(options.connect_timeout)
+            .error_sink(Box::new(ConnectErrorSink {
+                last_error: last_connect_error.clone(),
+                redactor: redactor.clone(),
+            }))
+            .build_unchecked(manager);
+
+        let store = Self {
+            pool,
+            redactor,
+            last_connect_error,
+            target,
+            options,
+        };
+        store.connection().await?;
+        tracing::debug!(
+            target = %store.target,
+            schema = ?store.options.schema,
+            pool_size = store.options.pool_size,
+            "connected to Postgres"
+        );
+        Ok(store)
+    }
+
+    /// Applies the pending schema migrations and returns the versions this
+    /// call applied, in order (empty when the schema is current).
+    ///
+    /// Every replica may call it at start, because a transaction-level
+    /// advisory lock makes concurrent callers apply each version exactly
+    /// once. Fails with [`Error::Config`] when the database has a version
+    /// newer than [`PostgresStore::SCHEMA_VERSION`]. The schema set in
+    /// [`PostgresOptions::schema`] must already exist.
+    pub async fn migrate(&self) -> Result<Vec<u32>> {
+        let mut connection = self.connection().await?;
+        migrations::migrate(&mut connection, &self.redactor).await
+    }
+
+    async fn connection(&self) -> Result<PooledConnection<'_, Manager>> {
+        self.pool.get().await.map_err(|err| match err {
+            RunError::User(err) => self.redactor.error(&err, "opening a Postgres connection"),
+            RunError::TimedOut => self.acquire_timeout(),
+        })
+    }
+
+    fn acquire_timeout(&self) -> Error {
+        let reason = match self.last_connect_error.get() {
+            Some(last) => format!("the last connection attempt failed: {last}"),
+            None => format!(
+                "all {} connections were busy; raise the pool size or check for slow queries",
+                self.options.pool_size
+            ),
+        };
+        Error::unavailable(self.redactor.message(format!(
+            "no Postgres connection to {} within {:?}: {reason}",
+            self.target, self.options.connect_timeout
+        )))
+    }
+
+    fn failed(&self, err: &tokio_postgres::Error, action: impl fmt::Display) -> Error {
+        self.redactor.error(err, action)
+    }
+}
+
+/// Describes the first host, port and database of `config` for messages.
+fn describe_target(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(host)) => host.clone(),
+        #[cfg(unix)]
+        Some(Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let database = config
+        .get_dbname()
+        .or(config.get_user())
+        .unwrap_or("postgres");
+    format!("{host}:{port}/{database}")
+}
+
+/// Returns the error for a stored value that does not convert back into
+/// its type, which means that something other than this store wrote it.
+fn invalid_row(what: &str, reason: impl fmt::Display) -> Error {
+    Error::store(format!("stored {what} is invalid: {reason}"))
+}
+
+fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
+    row: &'a Row,
+    index: usize,
+    what: &str,
+) -> Result<T> {
+    row.try_get(index).map_err(|err| invalid_row(what, err))
+}
+
+fn tenant_from_row(row: &Row) -> Result<Tenant> {
+    let name: String = column(row, 1, "tenant name")?;
+    Ok(Tenant {
+        id: TenantId::from_uuid(column(row, 0, "tenant id")?),
+        name: TenantName::parse(&name).map_err(|err| invalid_row("tenant name", err))?,
+        created_at: column(row, 2, "tenant created_at")?,
+    })
+}
+
+fn key_from_row(row: &Row) -> Result<KeyRecord> {
+    let name: Option<String> = column(row, 2, "key name")?;
+    let digest: Vec<u8> = column(row, 4, "key digest")?;
+    let digest: [u8; 32] = digest
+        .try_into()
+        .map_err(|bytes: Vec<u8>| invalid_row("key digest", format!("{} bytes", bytes.len())))?;
+    Ok(KeyRecord {
+        info: KeyInfo {
+            id: KeyId::from_uuid(column(row, 0, "key id")?),
+            tenant_id: TenantId::from_uuid(column(row, 1, "key tenant_id")?),
+            name: name
+                .as_deref()
+                .map(KeyName::parse)
+                .transpose()
+                .map_err(|err| invalid_row("key name", err))?,
+            prefix: column(row, 3, "key prefix")?,
+            created_at: column(row, 5, "key created_at")?,
+            revoked_at: column(row, 6, "key revoked_at")?,
+        },
+        digest: KeyDigest::from_bytes(digest),
+    })
+}
+
+fn key_event_from_row(row: &Row) -> Result<KeyEvent> {
+    let digest: Vec<u8> = column(row, 1, "key event digest")?;
+    let digest: [u8; 32] = digest.try_into().map_err(|bytes: Vec<u8>| {
+        invalid_row("key event digest", format!("{} bytes", bytes.len()))
+    })?;
+    let kind: &str = column(row, 2, "key event kind")?;
+    let kind = match kind {
+        "issued" => KeyEventKind::Issued,
+        "revoked" => KeyEventKind::Revoked,
+        other => return Err(invalid_row("key event kind", format!("{other:?}"))),
+    };
+    Ok(KeyEvent {
+        seq: column(row, 0, "key event seq")?,
+        digest: KeyDigest::from_bytes(digest),
+        kind,
+    })
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn insert_tenant(&self, tenant: &Tenant) -> Result<()> {
+        let id: Uuid = tenant.id.as_uuid();
+        let mut connection = self.connection().await?;
+        connection
+            .execute(
+                "INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)",
+                &[&id, &tenant.name.as_str(), &tenant.created_at],
+            )
+            .await
+            .map_err(|err| self.failed(&err, format_args!("inserting tenant {}", tenant.id)))?;
+        Ok(())
+    }
+
+    async fn tenant(&self, id: TenantId) -> Result<Option<Tenant>> {
+        let uuid = id.as_uuid();
+        let mut connection = self.connection().await?;
+        let row = connection
+            .query_opt(
+                "SELECT id, name, created_at FROM tenants WHERE id = $1",
+                &[&uuid],
+            )
+            .await
+            .map_err(|err| self.failed(&err, format_args!("reading tenant {id}")))?;
+        row.as_ref().map(tenant_from_row).transpose()
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<Tenant>> {
+        let mut connection = self.connection().await?;
+        let rows = connection
+            .query("SELECT id, name, created_at FROM tenants ORDER BY id", &[])
+            .await
+            .map_err(|err| self.failed(&err, "listing tenants"))?;
+        rows.iter().map(tenant_from_row).collect()
+    }
+
+    async fn insert_key(&self, key: &KeyRecord) -> Result<()> {
+        let info = &key.info;
+        let id = info.id.as_uuid();
+        let tenant_id = info.tenant_id.as_uuid();
+        let name = info.name.as_ref().map(KeyName::as_str);
+        let digest = &key.digest.as_bytes()[..];
+
+        // The foreign key checks the tenant inside the INSERT's own
+        // transaction, so a tenant cannot vanish between check and insert.
+        let mut connection = self.connection().await?;
+        let inserted = connection
+            .execute(
+                INSERT_KEY,
+                &[
+                    &id,
+                    &tenant_id,
+                    &name,
+                    &info.prefix,
+                    &digest,
+                    &info.created_at,
+                    &info.revoked_at,
+                ],
+            )
+            .await;
+        match inserted {
+            Ok(_) => {}
+            Err(err) if err.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) => {
+                return Err(Error::not_found("tenant", info.tenant_id));
+            }
+            Err(err) => {
+                return Err(self.failed(
+                    &err,
+                    format_args!("inserting key {} of tenant {}", info.id, info.tenant_id),
+                ));
+            }
+        }
+
+        // Pruning rides on issuing, a rare write, instead of the frequent
+        // event reads. The key is stored already, so a failed prune is
+        // only logged.
+        let retention = KEY_EVENT_RETENTION.as_secs_f64();
+        if let Err(err) = connection.execute(PRUNE_KEY_EVENTS, &[&retention]).await {
+            let err = self.failed(&err, "pruning old key events");
+            tracing::debug!(error = %err, "key event pruning failed");
+        }
+        Ok(())
+    }
+
+    async fn list_keys(&self, tenant: TenantId) -> Result<Vec<KeyInfo>> {
+        let tenant_id = tenant.as_uuid();
+        let mut connection = self.connection().await?;
+        let rows = connection
+            .query(SELECT_KEYS_OF_TENANT, &[&tenant_id])
+            .await
+            .map_err(|err| self.failed(&err, format_args!("listing keys of tenant {tenant}")))?;
+        rows.iter()
+            .map(|row| key_from_row(row).map(|key| key.info))
+            .collect()
+    }
+
+    async fn revoke_key(
+        &self,
+        tenant: TenantId,
+        key: KeyId,
+        at: OffsetDateTime,
+    ) -> Result<Option<KeyRecord>> {
+        let key_id = key.as_uuid();
+        let tenant_id = tenant.as_uuid();
+        let mut connection = self.connection().await?;
+        let row = connection
+            .query_opt(REVOKE_KEY, &[&key_id, &tenant_id, &at])
+            .await
+            .map_err(|err| {
+                self.failed(&err, format_args!("revoking key {key} of tenant {tenant}"))
+            })?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    async fn key_by_digest(&self, digest: &KeyDigest) -> Result<Option<KeyRecord>> {
+        let digest = &digest.as_bytes()[..];
+        let mut connection = self.connection().await?;
+        let row = connection
+            .query_opt(SELECT_KEY_BY_DIGEST, &[&digest])
+            .await
+            .map_err(|err| self.failed(&err, "looking up a key by digest"))?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    async fn setting(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let mut connection = self.connection().await?;
+        let row = connection
+            .query_opt("SELECT value FROM settings WHERE name = $1", &[&name])
+            .await
+            .map_err(|err| self.failed(&err, format_args!("reading setting {name:?}")))?;
+        row.as_ref()
+            .map(|row| column(row, 0, "setting value"))
+            .transpose()
+    }
+
+    async fn init_setting(&self, name: &str, value: &[u8]) -> Result<Vec<u8>> {
+        let mut connection = self.connection().await?;
+
+        // Under READ COMMITTED, an INSERT that conflicts with a concurrent,
+        // uncommitted insert waits for it, and the SELECT that follows takes
+        // a new snapshot, so every replica reads the first writer's value.
+        connection
+            .execute(
+                "INSERT INTO settings (name, value) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO NOTHING",
+                &[&name, &value],
+            )
+            .await
+            .map_err(|err| self.failed(&err, format_args!("initialising setting {name:?}")))?;
+        let row = connection
+            .query_one("SELECT value FROM settings WHERE name = $1", &[&name])
+            .await
+            .map_err(|err| self.failed(&err, format_args!("reading setting {name:?}")))?;
+        column(&row, 0, "setting value")
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let mut connection = self.connection().await?;
+        connection
+            .query_one("SELECT 1", &[])
+            .await
+            .map_err(|err| self.failed(&err, "pinging Postgres"))?;
+        Ok(())
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    async fn key_events(&self, since: Option<OffsetDateTime>) -> Result<KeyEvents> {
+        let mut connection = self.connection().await?;
+
+        // The clock is read before the events, so an event that commits
+        // between the two statements is read again by the next call.
+        let clock = connection
+            .query_one("SELECT now()", &[])
+            .await
+            .map_err(|err| self.failed(&err, "reading the Postgres clock"))?;
+        let now = column(&clock, 0, "server clock")?;
+
+        let Some(since) = since else {
+            return Ok(KeyEvents {
+                now,
+                events: Vec::new(),
+            });
+        };
+        let rows = connection
+            .query(SELECT_KEY_EVENTS, &[&since])
+            .await
+            .map_err(|err| self.failed(&err, format_args!("reading key events since {since}")))?;
+        let events = rows.iter().map(key_event_from_row).collect::<Result<_>>()?;
+        Ok(KeyEvents { now, events })
+    }
+}

@@ -1,0 +1,324 @@
+//! Storage cases that every backend must pass, written against
+//! `Arc<dyn Store>` only.
+
+use std::sync::Arc;
+
+use tenet_core::{
+    Error, KeyDigest, KeyId, KeyInfo, KeyName, KeyRecord, Store, Tenant, TenantId, TenantName,
+};
+use time::OffsetDateTime;
+use time::macros::datetime;
+
+use crate::backend::TestStore;
+
+/// Returns the current time truncated to milliseconds, as the service
+/// stores it.
+fn now() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    now.replace_millisecond(now.millisecond())
+        .expect("a millisecond of the current time is valid")
+}
+
+fn tenant(name: &str) -> Tenant {
+    Tenant {
+        id: TenantId::generate(),
+        name: TenantName::parse(name).expect("valid tenant name"),
+        created_at: now(),
+    }
+}
+
+fn random_digest() -> KeyDigest {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("OS random source");
+    KeyDigest::from_bytes(bytes)
+}
+
+fn key(tenant: TenantId, name: Option<&str>) -> KeyRecord {
+    KeyRecord {
+        info: KeyInfo {
+            id: KeyId::generate(),
+            tenant_id: tenant,
+            name: name.map(|name| KeyName::parse(name).expect("valid key name")),
+            prefix: "tnt_AbCdEfGh".to_owned(),
+            created_at: now(),
+            revoked_at: None,
+        },
+        digest: random_digest(),
+    }
+}
+
+async fn insert_tenant(store: &Arc<dyn Store>, name: &str) -> Tenant {
+    let tenant = tenant(name);
+    store.insert_tenant(&tenant).await.expect("tenant inserts");
+    tenant
+}
+
+async fn insert_key(store: &Arc<dyn Store>, tenant: TenantId) -> KeyRecord {
+    let key = key(tenant, Some("worker"));
+    store.insert_key(&key).await.expect("key inserts");
+    key
+}
+
+pub async fn tenant_round_trips(backend: &TestStore) {
+    let store = backend.store();
+    let tenant = insert_tenant(&store, "Acme").await;
+
+    let found = store.tenant(tenant.id).await.expect("tenant reads");
+    let missing = store
+        .tenant(TenantId::generate())
+        .await
+        .expect("tenant reads");
+
+    assert_eq!(found, Some(tenant));
+    assert_eq!(missing, None);
+}
+
+pub async fn tenants_list_oldest_first(backend: &TestStore) {
+    let store = backend.store();
+    let first = tenant("first");
+    let second = tenant("second");
+    let third = tenant("third");
+
+    // Inserted out of order, so only the listing's ordering can sort them.
+    for tenant in [&third, &first, &second] {
+        store.insert_tenant(tenant).await.expect("tenant inserts");
+    }
+    let listed = store.list_tenants().await.expect("tenants list");
+
+    assert_eq!(listed, vec![first, second, third]);
+}
+
+pub async fn key_for_missing_tenant_is_not_found(backend: &TestStore) {
+    let store = backend.store();
+    let orphan = key(TenantId::generate(), None);
+
+    let inserted = store.insert_key(&orphan).await;
+
+    assert!(
+        matches!(inserted, Err(Error::NotFound { kind: "tenant", .. })),
+        "{inserted:?}"
+    );
+    let found = store
+        .key_by_digest(&orphan.digest)
+        .await
+        .expect("lookup runs");
+    assert_eq!(found, None);
+}
+
+pub async fn keys_list_per_tenant(backend: &TestStore) {
+    let store = backend.store();
+    let acme = insert_tenant(&store, "Acme").await;
+    let globex = insert_tenant(&store, "Globex").await;
+    let acme_first = insert_key(&store, acme.id).await;
+    let globex_key = insert_key(&store, globex.id).await;
+    let acme_second = insert_key(&store, acme.id).await;
+
+    let acme_keys = store.list_keys(acme.id).await.expect("keys list");
+    let globex_keys = store.list_keys(globex.id).await.expect("keys list");
+    let nobody_keys = store
+        .list_keys(TenantId::generate())
+        .await
+        .expect("keys list");
+
+    assert_eq!(acme_keys, vec![acme_first.info, acme_second.info]);
+    assert_eq!(globex_keys, vec![globex_key.info]);
+    assert!(nobody_keys.is_empty());
+}
+
+pub async fn revoke_keeps_first_time(backend: &TestStore) {
+    let store = backend.store();
+    let tenant = insert_tenant(&store, "Acme").await;
+    let key = insert_key(&store, tenant.id).await;
+    let first_time = datetime!(2030-01-02 03:04:05.678 UTC);
+    let second_time = datetime!(2030-01-02 04:00:00.000 UTC);
+
+    let first = store
+        .revoke_key(tenant.id, key.info.id, first_time)
+        .await
+        .expect("revoke runs")
+        .expect("key exists");
+    let second = store
+        .revoke_key(tenant.id, key.info.id, second_time)
+        .await
+        .expect("revoke runs")
+        .expect("key exists");
+
+    assert_eq!(first.info.revoked_at, Some(first_time));
+    assert_eq!(first.digest, key.digest);
+    assert_eq!(second.info.revoked_at, Some(first_time));
+    let listed = store.list_keys(tenant.id).await.expect("keys list");
+    assert_eq!(listed[0].revoked_at, Some(first_time));
+}
+
+pub async fn revoke_of_other_tenant_key_is_none(backend: &TestStore) {
+    let store = backend.store();
+    let owner = insert_tenant(&store, "Owner").await;
+    let intruder = insert_tenant(&store, "Intruder").await;
+    let key = insert_key(&store, owner.id).await;
+
+    let revoked = store
+        .revoke_key(intruder.id, key.info.id, now())
+        .await
+        .expect("revoke runs");
+    let unknown = store
+        .revoke_key(owner.id, KeyId::generate(), now())
+        .await
+        .expect("revoke runs");
+
+    assert_eq!(revoked, None);
+    assert_eq!(unknown, None);
+    let stored = store
+        .key_by_digest(&key.digest)
+        .await
+        .expect("lookup runs")
+        .expect("key still exists");
+    assert_eq!(stored, key, "the key changed");
+}
+
+pub async fn key_found_by_digest(backend: &TestStore) {
+    let store = backend.store();
+    let tenant = insert_tenant(&store, "Acme").await;
+    let key = insert_key(&store, tenant.id).await;
+    let unnamed = key_without_name(&store, tenant.id).await;
+
+    let found = store.key_by_digest(&key.digest).await.expect("lookup runs");
+    let found_unnamed = store
+        .key_by_digest(&unnamed.digest)
+        .await
+        .expect("lookup runs");
+    let unknown = store
+        .key_by_digest(&random_digest())
+        .await
+        .expect("lookup runs");
+
+    assert_eq!(found, Some(key));
+    assert_eq!(found_unnamed, Some(unnamed));
+    assert_eq!(unknown, None);
+}
+
+async fn key_without_name(store: &Arc<dyn Store>, tenant: TenantId) -> KeyRecord {
+    let key = key(tenant, None);
+    store.insert_key(&key).await.expect("key inserts");
+    key
+}
+
+pub async fn duplicate_digest_is_rejected(backend: &TestStore) {
+    let store = backend.store();
+    let tenant = insert_tenant(&store, "Acme").await;
+    let original = insert_key(&store, tenant.id).await;
+    let mut duplicate = key(tenant.id, Some("copy"));
+    duplicate.digest = original.digest;
+
+    let inserted = store.insert_key(&duplicate).await;
+
+    assert!(matches!(inserted, Err(Error::Store(_))), "{inserted:?}");
+    let found = store
+        .key_by_digest(&original.digest)
+        .await
+        .expect("lookup runs");
+    assert_eq!(found, Some(original.clone()));
+    let listed = store.list_keys(tenant.id).await.expect("keys list");
+    assert_eq!(listed, vec![original.info]);
+}
+
+pub async fn init_setting_first_writer_wins(backend: &TestStore) {
+    let store = backend.store();
+
+    let first = store
+        .init_setting("fingerprint", b"first")
+        .await
+        .expect("init runs");
+    let second = store
+        .init_setting("fingerprint", b"second")
+        .await
+        .expect("init runs");
+    let read = store.setting("fingerprint").await.expect("setting reads");
+    let missing = store.setting("missing").await.expect("setting reads");
+
+    assert_eq!(first, b"first");
+    assert_eq!(second, b"first");
+    assert_eq!(read, Some(b"first".to_vec()));
+    assert_eq!(missing, None);
+}
+
+pub async fn concurrent_init_setting_agrees(backend: &TestStore) {
+    let store = backend.store();
+
+    let writers: Vec<_> = (0..8u8)
+        .map(|writer| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.init_setting("shared", &[writer]).await })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for writer in writers {
+        results.push(writer.await.expect("task runs").expect("init runs"));
+    }
+
+    let stored = store.setting("shared").await.expect("setting reads");
+    let stored = stored.expect("a writer stored the setting");
+    for result in results {
+        assert_eq!(result, stored);
+    }
+}
+
+pub async fn timestamps_round_trip_exactly(backend: &TestStore) {
+    let store = backend.store();
+    let times = [
+        datetime!(2031-05-06 07:08:09.123 UTC),
+        datetime!(1969-12-31 23:59:59.999 UTC),
+        datetime!(1970-01-01 00:00:00.001 UTC),
+        datetime!(2262-04-11 23:47:16.854 UTC),
+    ];
+
+    for at in times {
+        let mut tenant = tenant("Timely");
+        tenant.created_at = at;
+        store.insert_tenant(&tenant).await.expect("tenant inserts");
+        let mut key = key(tenant.id, None);
+        key.info.created_at = at;
+        key.info.revoked_at = Some(at);
+        store.insert_key(&key).await.expect("key inserts");
+
+        let read_tenant = store.tenant(tenant.id).await.expect("tenant reads");
+        let read_key = store.key_by_digest(&key.digest).await.expect("lookup runs");
+
+        assert_eq!(read_tenant.map(|tenant| tenant.created_at), Some(at));
+        let read_key = read_key.expect("key exists");
+        assert_eq!(read_key.info.created_at, at);
+        assert_eq!(read_key.info.revoked_at, Some(at));
+    }
+}
+
+pub async fn names_round_trip(backend: &TestStore) {
+    let store = backend.store();
+    let names = [
+        "Zoë's \"quoted\" café",
+        "東京株式会社 🚀",
+        "Robert'); DROP TABLE tenants;--",
+        "back\\slash % _ $1 ?1",
+    ];
+
+    for name in names {
+        let tenant = insert_tenant(&store, name).await;
+        let key = key(tenant.id, Some(name));
+        store.insert_key(&key).await.expect("key inserts");
+
+        let read_tenant = store.tenant(tenant.id).await.expect("tenant reads");
+        let read_keys = store.list_keys(tenant.id).await.expect("keys list");
+
+        assert_eq!(read_tenant.map(|tenant| tenant.name), Some(tenant.name));
+        assert_eq!(read_keys.len(), 1);
+        assert_eq!(read_keys[0].name, key.info.name);
+    }
+    let listed = store.list_tenants().await.expect("tenants list");
+    assert_eq!(listed.len(), names.len());
+}
+
+pub async fn ping_succeeds(backend: &TestStore) {
+    let store = backend.store();
+
+    let pinged = store.ping().await;
+
+    assert!(pinged.is_ok(), "{pinged:?}");
+}

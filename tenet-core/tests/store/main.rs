@@ -1,0 +1,64 @@
+//! The storage suite: the same cases against the memory, SQLite and
+//! Postgres stores, plus Postgres-only tests.
+//!
+//! The Postgres tests need `TENET_TEST_DATABASE_URL` (see
+//! [`database::database_url`]); each runs in a schema of its own.
+
+mod backend;
+mod cases;
+mod database;
+mod postgres;
+mod service;
+
+/// Generates one `#[tokio::test]` per case for a backend: the common
+/// store and service cases, then any backend-specific ones listed after
+/// the opener.
+macro_rules! backend_suite {
+    ($module:ident, $open:path $(, $group:ident :: $case:ident)* $(,)?) => {
+        mod $module {
+            backend_suite!(@cases $open;
+                cases::tenant_round_trips,
+                cases::tenants_list_oldest_first,
+                cases::key_for_missing_tenant_is_not_found,
+                cases::keys_list_per_tenant,
+                cases::revoke_keeps_first_time,
+                cases::revoke_of_other_tenant_key_is_none,
+                cases::key_found_by_digest,
+                cases::duplicate_digest_is_rejected,
+                cases::init_setting_first_writer_wins,
+                cases::concurrent_init_setting_agrees,
+                cases::timestamps_round_trip_exactly,
+                cases::names_round_trip,
+                cases::ping_succeeds,
+                service::issued_key_verifies,
+                service::revoked_key_is_rejected,
+                service::unknown_key_is_rejected,
+                service::other_pepper_is_config_error,
+                $($group :: $case,)*
+            );
+        }
+    };
+    (@cases $open:path; $($group:ident :: $case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(backend) = $open().await else {
+                    return;
+                };
+                crate::$group::$case(&backend).await;
+            }
+        )*
+    };
+}
+
+backend_suite!(on_memory, crate::backend::memory);
+backend_suite!(
+    on_sqlite,
+    crate::backend::sqlite,
+    service::reopen_keeps_tenants_keys_and_revocations,
+);
+backend_suite!(
+    on_postgres,
+    crate::backend::postgres,
+    service::reopen_keeps_tenants_keys_and_revocations,
+);

@@ -1,0 +1,445 @@
+//! Postgres-only behaviour: migrations, options and error mapping.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tenet_core::{
+    Error, KeyDigest, KeyEventKind, KeyId, KeyInfo, KeyRecord, PostgresOptions, PostgresStore,
+    Store, Tenant, TenantId, TenantName,
+};
+use time::OffsetDateTime;
+use tokio_postgres::Client;
+use tokio_postgres::config::{Config, Host};
+
+use crate::database::{TestSchema, database_url};
+
+const PASSWORD: &str = "zq9-Hunter2-secret";
+
+/// Returns the current time truncated to milliseconds.
+fn now() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    now.replace_millisecond(now.millisecond())
+        .expect("a millisecond of the current time is valid")
+}
+
+fn tenant() -> Tenant {
+    Tenant {
+        id: TenantId::generate(),
+        name: TenantName::parse("Acme").expect("valid name"),
+        created_at: now(),
+    }
+}
+
+fn key(tenant: TenantId) -> KeyRecord {
+    let mut digest = [0u8; 32];
+    getrandom::fill(&mut digest).expect("OS random source");
+    KeyRecord {
+        info: KeyInfo {
+            id: KeyId::generate(),
+            tenant_id: tenant,
+            name: None,
+            prefix: "tnt_AbCdEfGh".to_owned(),
+            created_at: now(),
+            revoked_at: None,
+        },
+        digest: KeyDigest::from_bytes(digest),
+    }
+}
+
+/// Waits until a statement in `schema` is blocked on a table lock and
+/// returns the blocked backend's pid.
+async fn blocked_backend(client: &Client, schema: &str) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let row = client
+            .query_opt(
+                "SELECT l.pid FROM pg_locks l \
+                 JOIN pg_class c ON c.oid = l.relation \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE NOT l.granted AND n.nspname = $1 LIMIT 1",
+                &[&schema],
+            )
+            .await
+            .expect("pg_locks reads");
+        if let Some(row) = row {
+            return row.get(0);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no statement blocked on a lock in {schema} within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Locks the settings table from another session until the transaction
+/// ends, so that store statements on it block.
+async fn lock_settings(client: &Client) {
+    client
+        .batch_execute("BEGIN; LOCK TABLE settings IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("settings table locks");
+}
+
+/// Returns a port on 127.0.0.1 that nothing listens on.
+fn closed_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("bound address").port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_migrations_apply_each_version_once() {
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    let mut replicas = Vec::new();
+    for _ in 0..4 {
+        replicas.push(schema.connect(schema.options()).await);
+    }
+
+    let runs: Vec<_> = replicas
+        .iter()
+        .cloned()
+        .map(|store| tokio::spawn(async move { store.migrate().await }))
+        .collect();
+    let mut applied = Vec::new();
+    for run in runs {
+        let versions = run.await.expect("task runs").expect("migrate succeeds");
+        applied.extend(versions);
+    }
+
+    applied.sort_unstable();
+    let expected: Vec<u32> = (1..=PostgresStore::SCHEMA_VERSION).collect();
+    assert_eq!(applied, expected);
+    let rows = schema
+        .client()
+        .await
+        .query(
+            "SELECT version, count(*) FROM tenet_schema_migrations GROUP BY version \
+             ORDER BY version",
+            &[],
+        )
+        .await
+        .expect("migration table reads");
+    let recorded: Vec<(i32, i64)> = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+    let expected_rows: Vec<(i32, i64)> = expected
+        .iter()
+        .map(|&version| (i32::try_from(version).expect("small version"), 1))
+        .collect();
+    assert_eq!(recorded, expected_rows);
+    let again = replicas[0].migrate().await.expect("migrate succeeds");
+    assert_eq!(again, Vec::<u32>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_rejects_newer_schema() {
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    let store = schema.migrated_store().await;
+    let newer = i32::try_from(PostgresStore::SCHEMA_VERSION + 1).expect("small version");
+    schema
+        .client()
+        .await
+        .execute(
+            "INSERT INTO tenet_schema_migrations (version) VALUES ($1)",
+            &[&newer],
+        )
+        .await
+        .expect("version row inserts");
+
+    let migrated = store.migrate().await;
+
+    let Err(Error::Config(message)) = migrated else {
+        panic!("expected a configuration error, got {migrated:?}");
+    };
+    assert!(message.contains("newer"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_before_migrate_ask_for_migrations() {
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    let store = schema.connect(schema.options()).await;
+
+    let listed = store.list_tenants().await;
+
+    let Err(Error::Store(err)) = listed else {
+        panic!("expected a store error, got {listed:?}");
+    };
+    assert!(err.to_string().contains("migrate"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemas_are_isolated() {
+    let (Some(first), Some(second)) = (TestSchema::create().await, TestSchema::create().await)
+    else {
+        return;
+    };
+    let first_store = first.migrated_store().await;
+    let second_store = second.migrated_store().await;
+    let tenant = tenant();
+
+    first_store
+        .insert_tenant(&tenant)
+        .await
+        .expect("tenant inserts");
+
+    let in_first = first_store.list_tenants().await.expect("tenants list");
+    let in_second = second_store.list_tenants().await.expect("tenants list");
+    assert_eq!(in_first, vec![tenant]);
+    assert!(in_second.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_events_record_issue_and_revoke() {
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    let store = schema.migrated_store().await;
+    let tenant = tenant();
+    store.insert_tenant(&tenant).await.expect("tenant inserts");
+
+    let start = store.key_events(None).await.expect("clock reads");
+    let key = key(tenant.id);
+    store.insert_key(&key).await.expect("key inserts");
+    store
+        .revoke_key(tenant.id, key.info.id, key.info.created_at)
+        .await
+        .expect("revoke runs")
+        .expect("key exists");
+    let batch = store
+        .key_events(Some(start.now))
+        .await
+        .expect("events read");
+    let later = store
+        .key_events(Some(batch.now + Duration::from_secs(60)))
+        .await
+        .expect("events read");
+
+    assert!(store.is_shared());
+    assert!(start.events.is_empty());
+    let kinds: Vec<_> = batch.events.iter().map(|event| event.kind).collect();
+    assert_eq!(kinds, vec![KeyEventKind::Issued, KeyEventKind::Revoked]);
+    assert!(batch.events.iter().all(|event| event.digest == key.digest));
+    assert!(batch.events[0].seq < batch.events[1].seq);
+    assert!(batch.now >= start.now);
+    assert!(later.events.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issuing_prunes_day_old_key_events() {
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    let store = schema.migrated_store().await;
+    let client = schema.client().await;
+    client
+        .batch_execute(
+            "INSERT INTO key_events (digest, kind, at) VALUES \
+             (decode(repeat('00', 32), 'hex'), 'revoked', now() - interval '25 hours'), \
+             (decode(repeat('11', 32), 'hex'), 'revoked', now() - interval '23 hours')",
+        )
+        .await
+        .expect("old events insert");
+    let tenant = tenant();
+    store.insert_tenant(&tenant).await.expect("tenant inserts");
+
+    store
+        .insert_key(&key(tenant.id))
+        .await
+        .expect("key inserts");
+
+    let rows = client
+        .query(
+            "SELECT encode(digest, 'hex'), kind FROM key_events ORDER BY seq",
+            &[],
+        )
+        .await
+        .expect("key events read");
+    let remaining: Vec<(String, String)> =
+        rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+    assert_eq!(remaining.len(), 2, "{remaining:?}");
+    assert_eq!(remaining[0], ("11".repeat(32), "revoked".to_owned()));
+    assert_eq!(remaining[1].1, "issued");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_agree_on_init_setting() {
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    let first: Arc<dyn Store> = Arc::new(schema.migrated_store().await);
+    let second: Arc<dyn Store> = Arc::new(schema.connect(schema.options()).await);
+
+    let (from_first, from_second) = tokio::join!(
+        first.init_setting("pepper_fingerprint", b"first"),
+        second.init_setting("pepper_fingerprint", b"second"),
+    );
+
+    let from_first = from_first.expect("init runs");
+    let from_second = from_second.expect("init runs");
+    assert_eq!(from_first, from_second);
+    assert!(from_first == b"first" || from_first == b"second");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_timeout_is_unavailable() {
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    schema.migrated_store().await;
+    let store = schema
+        .connect(PostgresOptions {
+            statement_timeout: Duration::from_millis(200),
+            ..schema.options()
+        })
+        .await;
+    let locker = schema.client().await;
+    lock_settings(&locker).await;
+
+    let blocked = store.setting("pepper_fingerprint").await;
+
+    let Err(Error::Unavailable(err)) = blocked else {
+        panic!("expected the store to be unavailable, got {blocked:?}");
+    };
+    assert!(err.to_string().contains("statement_timeout"), "{err}");
+    locker
+        .batch_execute("ROLLBACK")
+        .await
+        .expect("lock releases");
+    let unblocked = store.setting("pepper_fingerprint").await;
+    assert_eq!(unblocked.ok(), Some(None));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminated_connection_is_unavailable() {
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    schema.migrated_store().await;
+    let store = schema
+        .connect(PostgresOptions {
+            pool_size: 1,
+            statement_timeout: Duration::from_secs(30),
+            ..schema.options()
+        })
+        .await;
+    let locker = schema.client().await;
+    lock_settings(&locker).await;
+
+    let reader = store.clone();
+    let blocked = tokio::spawn(async move { reader.setting("pepper_fingerprint").await });
+    let pid = blocked_backend(&locker, schema.name()).await;
+    locker
+        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .expect("backend terminates");
+    let result = blocked.await.expect("task runs");
+
+    assert!(matches!(result, Err(Error::Unavailable(_))), "{result:?}");
+    locker
+        .batch_execute("ROLLBACK")
+        .await
+        .expect("lock releases");
+    let recovered = store.setting("pepper_fingerprint").await;
+    assert_eq!(recovered.ok(), Some(None));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhausted_pool_is_unavailable() {
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    schema.migrated_store().await;
+    let store = schema
+        .connect(PostgresOptions {
+            pool_size: 1,
+            connect_timeout: Duration::from_millis(300),
+            statement_timeout: Duration::from_secs(30),
+            ..schema.options()
+        })
+        .await;
+    let locker = schema.client().await;
+    lock_settings(&locker).await;
+    let reader = store.clone();
+    let holder = tokio::spawn(async move { reader.setting("pepper_fingerprint").await });
+    blocked_backend(&locker, schema.name()).await;
+
+    let pinged = store.ping().await;
+
+    let Err(Error::Unavailable(err)) = pinged else {
+        panic!("expected the store to be unavailable, got {pinged:?}");
+    };
+    assert!(err.to_string().contains("busy"), "{err}");
+    locker
+        .batch_execute("ROLLBACK")
+        .await
+        .expect("lock releases");
+    let held = holder.await.expect("task runs");
+    assert_eq!(held.ok(), Some(None));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connection_is_unavailable_without_password() {
+    let port = closed_port();
+    let url = format!("postgres://tenet:{PASSWORD}@127.0.0.1:{port}/tenet");
+    let options = PostgresOptions {
+        connect_timeout: Duration::from_millis(500),
+        ..PostgresOptions::default()
+    };
+
+    let connected = PostgresStore::connect(&url, options).await;
+
+    let Err(Error::Unavailable(err)) = connected else {
+        panic!("expected the store to be unavailable, got {connected:?}");
+    };
+    let message = err.to_string();
+    assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}");
+    assert!(message.contains("refused"), "{message}");
+    assert!(!message.contains(PASSWORD), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_error_echoing_password_is_redacted() {
+    let Some(url) = database_url() else {
+        return;
+    };
+    // A database named like the password makes the server's "does not
+    // exist" message contain the password.
+    let config: Config = url.parse().expect("test database URL parses");
+    let Some(Host::Tcp(host)) = config.get_hosts().first() else {
+        panic!("the test database URL must name a TCP host");
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let user = config.get_user().unwrap_or("postgres");
+    let echoing_url = format!("postgres://{user}:{PASSWORD}@{host}:{port}/{PASSWORD}");
+    let options = PostgresOptions {
+        connect_timeout: Duration::from_millis(500),
+        ..PostgresOptions::default()
+    };
+
+    let connected = PostgresStore::connect(&echoing_url, options).await;
+
+    let Err(Error::Unavailable(err)) = connected else {
+        panic!("expected the store to be unavailable, got {connected:?}");
+    };
+    let message = err.to_string();
+    assert!(message.contains("does not exist"), "{message}");
+    assert!(!message.contains(PASSWORD), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_url_is_config_error_without_password() {
+    let url = format!("postgres://tenet:{PASSWORD}@127.0.0.1:not-a-port/tenet");
+
+    let connected = PostgresStore::connect(&url, PostgresOptions::default()).await;
+
+    let Err(Error::Config(message)) = connected else {
+        panic!("expected a configuration error, got {connected:?}");
+    };
+    assert!(message.contains("port"), "{message}");
+    assert!(!message.contains(PASSWORD), "{message}");
+}
