@@ -25,7 +25,9 @@
 //! - [`secret`]: the pepper, key digests and the admin token;
 //! - [`id`], [`name`], [`tenant`]: identifiers and validated values;
 //! - [`store`]: the storage trait and its backends;
+//! - [`cache`]: the verification caches, in process and in Redis;
 //! - [`service`]: [`Tenet`], the operations;
+//! - [`stats`]: cache and connection pool counters for metrics;
 //! - [`error`]: the crate's one error type;
 //! - [`api`]: the request and response bodies of the HTTP API.
 //!
@@ -37,21 +39,25 @@
 //!   are wiped from memory on drop.
 
 pub mod api;
+pub mod cache;
 pub mod error;
 pub mod id;
 pub mod key;
 pub mod name;
 pub mod secret;
 pub mod service;
+pub mod stats;
 pub mod store;
 pub mod tenant;
 
+pub use cache::CacheOptions;
+pub use cache::redis::RedisOptions;
 pub use error::{Error, Rejection, Result};
 pub use id::{KeyId, TenantId};
 pub use key::{ApiKey, IssuedKey, KeyInfo, KeyRecord, Principal};
 pub use name::{KeyName, TenantName};
 pub use secret::{AdminToken, AdminTokenDigest, KeyDigest, Pepper};
-pub use service::Tenet;
+pub use service::{Tenet, TenetBuilder};
 pub use store::{
     KeyEvent, KeyEventKind, KeyEvents, MemoryStore, PostgresOptions, PostgresStore, SqliteStore,
     Store,

@@ -10,8 +10,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use crate::error::{Error, Result};
-use crate::key::SECRET_LEN;
+use crate::error::{Error, Rejection, Result};
+use crate::key::{self, SECRET_LEN};
 
 /// Shortest pepper or admin token accepted from configuration, in bytes.
 pub const MIN_SECRET_CONFIG_LEN: usize = 32;
@@ -84,6 +84,17 @@ impl Pepper {
     /// Computes the keyed digest of a key's secret bytes.
     pub fn digest(&self, secret: &[u8; SECRET_LEN]) -> KeyDigest {
         KeyDigest(*blake3::keyed_hash(&self.0, secret).as_bytes())
+    }
+
+    /// Decodes a presented key and computes its keyed digest: the work
+    /// [`crate::Tenet::verify`] does before any lookup, so that callers and
+    /// benchmarks can index keys the same way without allocating.
+    ///
+    /// Fails with [`Rejection::Malformed`] for every key that
+    /// [`crate::ApiKey::parse`] rejects.
+    pub fn digest_presented(&self, presented: &str) -> Result<KeyDigest, Rejection> {
+        let secret = key::decode(presented)?;
+        Ok(self.digest(&secret))
     }
 
     /// Returns a value that identifies this pepper without revealing it.
@@ -202,6 +213,28 @@ mod tests {
 
         assert_ne!(first.digest(&secret), second.digest(&secret));
         assert_ne!(first.fingerprint(), second.fingerprint());
+    }
+
+    #[test]
+    fn presented_key_digest_matches_its_secret() {
+        let pepper = Pepper::from_config(&Pepper::generate_config()).expect("valid pepper");
+        let key = crate::ApiKey::generate();
+
+        let digest = pepper.digest_presented(key.expose_secret());
+
+        assert_eq!(digest, Ok(pepper.digest(key.secret())));
+    }
+
+    #[test]
+    fn presented_digest_rejects_malformed_key() {
+        let pepper = Pepper::from_config(&Pepper::generate_config()).expect("valid pepper");
+        let key = crate::ApiKey::generate();
+        let truncated = &key.expose_secret()[1..];
+
+        assert_eq!(
+            pepper.digest_presented(truncated),
+            Err(Rejection::Malformed)
+        );
     }
 
     #[test]

@@ -4,35 +4,67 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 
-use crate::error::{Error, Rejection, Result};
+use crate::cache::redis::{RedisCache, RedisOptions};
+use crate::cache::{CacheLayer, CacheOptions, Verdict, feed};
+use crate::error::{Error, Result};
 use crate::id::{KeyId, TenantId};
 use crate::key::{self, ApiKey, IssuedKey, KeyInfo, KeyRecord, Principal};
 use crate::name::{KeyName, TenantName};
-use crate::secret::Pepper;
+use crate::secret::{KeyDigest, Pepper};
+use crate::stats::{CacheStats, PoolStatuses};
 use crate::store::Store;
 use crate::tenant::Tenant;
 
 const PEPPER_FINGERPRINT: &str = "pepper_fingerprint";
 
-/// Tenants and their API keys on top of a [`Store`].
+/// Tenants and their API keys on top of a [`Store`], with optional
+/// verification caches.
 ///
-/// Cheap to clone; clones share the store.
+/// Cheap to clone; clones share the store and the caches.
 #[derive(Debug, Clone)]
 pub struct Tenet {
     store: Arc<dyn Store>,
     pepper: Pepper,
+    cache: Option<Arc<CacheLayer>>,
 }
 
-impl Tenet {
-    /// Opens the service over `store`, checking that `pepper` is the one the
-    /// store's keys were issued under.
+/// Configures a [`Tenet`]; see [`Tenet::builder`].
+#[derive(Debug)]
+pub struct TenetBuilder {
+    store: Arc<dyn Store>,
+    pepper: Pepper,
+    cache: Option<CacheOptions>,
+    redis: Option<RedisOptions>,
+}
+
+impl TenetBuilder {
+    /// Caches verification results in process.
+    pub fn cache(mut self, options: CacheOptions) -> Self {
+        self.cache = Some(options);
+        self
+    }
+
+    /// Shares cached results and revocations with other replicas through
+    /// Redis. Turns on the in-process cache with default options unless
+    /// [`TenetBuilder::cache`] set it.
+    pub fn redis(mut self, options: RedisOptions) -> Self {
+        self.redis = Some(options);
+        self
+    }
+
+    /// Opens the service, checking that the pepper is the one the store's
+    /// keys were issued under, and starts the cache's background tasks.
     ///
     /// The first open of an empty store records the pepper's fingerprint;
     /// later opens with another pepper fail with [`Error::Config`] instead
-    /// of rejecting every key at run time.
-    pub async fn open(store: Arc<dyn Store>, pepper: Pepper) -> Result<Self> {
-        let fingerprint = pepper.fingerprint();
-        let stored = store.init_setting(PEPPER_FINGERPRINT, &fingerprint).await?;
+    /// of rejecting every key at run time. Must run inside a tokio runtime
+    /// when a cache is configured.
+    pub async fn build(self) -> Result<Tenet> {
+        let fingerprint = self.pepper.fingerprint();
+        let stored = self
+            .store
+            .init_setting(PEPPER_FINGERPRINT, &fingerprint)
+            .await?;
         if stored != fingerprint {
             return Err(Error::Config(
                 "the key pepper differs from the one this store's keys were issued \
@@ -41,7 +73,70 @@ impl Tenet {
                     .to_owned(),
             ));
         }
-        Ok(Self { store, pepper })
+
+        let cache_options = match (self.cache, &self.redis) {
+            (Some(options), _) => Some(options),
+            (None, Some(_)) => Some(CacheOptions::default()),
+            (None, None) => None,
+        };
+        let cache = match cache_options {
+            Some(options) => {
+                options.validate()?;
+                let redis = self.redis.map(RedisCache::new).transpose()?;
+                let layer = Arc::new(CacheLayer::new(options, redis, self.store.is_shared()));
+                feed::spawn(&layer, &self.store);
+                Some(layer)
+            }
+            None => None,
+        };
+
+        Ok(Tenet {
+            store: self.store,
+            pepper: self.pepper,
+            cache,
+        })
+    }
+}
+
+impl Tenet {
+    /// Opens the service over `store` without caches; see
+    /// [`TenetBuilder::build`] for the pepper check.
+    pub async fn open(store: Arc<dyn Store>, pepper: Pepper) -> Result<Self> {
+        Self::builder(store, pepper).build().await
+    }
+
+    /// Starts configuring a service over `store`.
+    pub fn builder(store: Arc<dyn Store>, pepper: Pepper) -> TenetBuilder {
+        TenetBuilder {
+            store,
+            pepper,
+            cache: None,
+            redis: None,
+        }
+    }
+
+    /// Returns the number of entries in the in-process verification cache,
+    /// expired ones included; 0 without a cache.
+    pub fn cached_keys(&self) -> usize {
+        self.cache.as_ref().map_or(0, |cache| cache.local.len())
+    }
+
+    /// Returns the cache and invalidation counters; `None` without a cache.
+    pub fn cache_stats(&self) -> Option<&CacheStats> {
+        self.cache.as_ref().map(|cache| &cache.stats)
+    }
+
+    /// Returns the state of the Postgres and Redis connection pools, for
+    /// those of them that this service uses.
+    pub fn pool_statuses(&self) -> PoolStatuses {
+        PoolStatuses {
+            postgres: self.store.pool_status(),
+            redis: self
+                .cache
+                .as_ref()
+                .and_then(|cache| cache.redis.as_ref())
+                .map(RedisCache::pool_status),
+        }
     }
 
     /// Returns the store, for health checks and settings.
@@ -79,7 +174,17 @@ impl Tenet {
     /// The returned [`IssuedKey`] is the only place the plaintext key ever
     /// exists; the store keeps its keyed digest.
     pub async fn issue_key(&self, tenant: TenantId, name: Option<KeyName>) -> Result<IssuedKey> {
-        let api_key = ApiKey::generate();
+        self.issue_chosen_key(tenant, name, ApiKey::generate())
+            .await
+    }
+
+    /// Issues `api_key`, which the caller generated.
+    async fn issue_chosen_key(
+        &self,
+        tenant: TenantId,
+        name: Option<KeyName>,
+        api_key: ApiKey,
+    ) -> Result<IssuedKey> {
         let record = KeyRecord {
             info: KeyInfo {
                 id: KeyId::generate(),
@@ -93,6 +198,13 @@ impl Tenet {
         };
         self.store.insert_key(&record).await?;
         tracing::debug!(tenant_id = %tenant, key_id = %record.info.id, "issued key");
+
+        let principal = Principal {
+            tenant_id: tenant,
+            key_id: record.info.id,
+        };
+        self.announce(&record.digest, Verdict::Valid(principal))
+            .await;
         Ok(IssuedKey {
             info: record.info,
             api_key,
@@ -116,32 +228,102 @@ impl Tenet {
             .await?
             .ok_or_else(|| Error::not_found("key", key))?;
         tracing::debug!(tenant_id = %tenant, key_id = %key, "revoked key");
+
+        self.announce(&revoked.digest, Verdict::Revoked).await;
         Ok(revoked.info)
     }
 
     /// Verifies a presented key and returns whom it acts for.
     ///
     /// Malformed keys are rejected by parsing alone. A well-formed key is
-    /// found by its keyed digest through the store's index, then the digest
-    /// is compared once more in constant time.
+    /// looked up by its keyed digest, in the caches first, then through the
+    /// store's index, where the found digest is compared once more in
+    /// constant time. A warm cache hit allocates nothing.
     pub async fn verify(&self, presented: &str) -> Result<Principal> {
         let secret = key::decode(presented).map_err(Error::Rejected)?;
         let digest = self.pepper.digest(&secret);
 
-        let record = self
-            .store
-            .key_by_digest(&digest)
-            .await?
-            .filter(|record| record.digest.ct_eq(&digest))
-            .ok_or(Error::Rejected(Rejection::Unknown))?;
-        if record.info.revoked_at.is_some() {
-            return Err(Error::Rejected(Rejection::Revoked));
+        let Some(cache) = &self.cache else {
+            return self.verdict_from_store(&digest).await?.into_result();
+        };
+        let now = cache.local.now();
+        if let Some(verdict) = cache.local.get(&digest, now, cache.trust_cutoff(now)) {
+            cache.stats.local_hits.increment();
+            return verdict.into_result();
+        }
+        cache.stats.local_misses.increment();
+        self.verify_uncached(cache, digest).await
+    }
+
+    async fn verify_uncached(
+        &self,
+        cache: &Arc<CacheLayer>,
+        digest: KeyDigest,
+    ) -> Result<Principal> {
+        // Both are taken before any read, see `LocalCache::insert`.
+        let generation = cache.local.generation(&digest);
+        let read_at = cache.local.now();
+
+        if let Some(redis) = &cache.redis {
+            if let Some(verdict) = redis.get(&digest).await {
+                cache.stats.redis_hits.increment();
+                cache.local.insert(digest, verdict, read_at, generation);
+                return verdict.into_result();
+            }
+            cache.stats.redis_misses.increment();
         }
 
-        Ok(Principal {
-            tenant_id: record.info.tenant_id,
-            key_id: record.info.id,
-        })
+        let verdict = self.verdict_from_store(&digest).await?;
+        cache.local.insert(digest, verdict, read_at, generation);
+        if cache.redis.is_some() {
+            let cache = Arc::clone(cache);
+            tokio::spawn(async move {
+                // A fill that took too long may have read the store before a
+                // revoke whose Redis entry has expired since.
+                if cache.local.now().saturating_sub(read_at) > cache.fill_deadline() {
+                    return;
+                }
+                if let Some(redis) = &cache.redis {
+                    redis.put(&digest, verdict, cache.ttl_for(verdict)).await;
+                }
+            });
+        }
+        verdict.into_result()
+    }
+
+    async fn verdict_from_store(&self, digest: &KeyDigest) -> Result<Verdict> {
+        let verdict = match self.store.key_by_digest(digest).await? {
+            Some(record) if record.digest.ct_eq(digest) => {
+                if record.info.revoked_at.is_some() {
+                    Verdict::Revoked
+                } else {
+                    Verdict::Valid(Principal {
+                        tenant_id: record.info.tenant_id,
+                        key_id: record.info.id,
+                    })
+                }
+            }
+            _ => Verdict::Unknown,
+        };
+        Ok(verdict)
+    }
+
+    /// Tells the caches, here and on other replicas, that the key with
+    /// `digest` is now in the `verdict` state. Redis comes before the local
+    /// cache so that a local fill from Redis cannot undo the change.
+    async fn announce(&self, digest: &KeyDigest, verdict: Verdict) {
+        let Some(cache) = &self.cache else {
+            return;
+        };
+        if let Some(redis) = &cache.redis {
+            redis.put(digest, verdict, cache.ttl_for(verdict)).await;
+        }
+        cache.local.invalidate(digest);
+        if let Some(redis) = &cache.redis {
+            if redis.publish(digest).await {
+                cache.stats.invalidations_published.increment();
+            }
+        }
     }
 }
 
@@ -151,4 +333,208 @@ pub(crate) fn now() -> OffsetDateTime {
     let now = OffsetDateTime::now_utc();
     let millis = now.millisecond();
     now.replace_millisecond(millis).unwrap_or(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::error::Rejection;
+    use crate::store::MemoryStore;
+
+    /// Counts store lookups by digest, and can hold the first lookup until
+    /// told to go on, returning what the store held when the lookup began.
+    #[derive(Debug, Default)]
+    struct ProbeStore {
+        inner: MemoryStore,
+        lookups: AtomicUsize,
+        gate: Option<(Notify, Notify)>,
+    }
+
+    #[async_trait]
+    impl Store for ProbeStore {
+        async fn insert_tenant(&self, tenant: &Tenant) -> Result<()> {
+            self.inner.insert_tenant(tenant).await
+        }
+        async fn tenant(&self, id: TenantId) -> Result<Option<Tenant>> {
+            self.inner.tenant(id).await
+        }
+        async fn list_tenants(&self) -> Result<Vec<Tenant>> {
+            self.inner.list_tenants().await
+        }
+        async fn insert_key(&self, key: &KeyRecord) -> Result<()> {
+            self.inner.insert_key(key).await
+        }
+        async fn list_keys(&self, tenant: TenantId) -> Result<Vec<KeyInfo>> {
+            self.inner.list_keys(tenant).await
+        }
+        async fn revoke_key(
+            &self,
+            tenant: TenantId,
+            key: KeyId,
+            at: OffsetDateTime,
+        ) -> Result<Option<KeyRecord>> {
+            self.inner.revoke_key(tenant, key, at).await
+        }
+        async fn key_by_digest(&self, digest: &KeyDigest) -> Result<Option<KeyRecord>> {
+            let earlier = self.lookups.fetch_add(1, Ordering::SeqCst);
+            let snapshot = self.inner.key_by_digest(digest).await;
+            if let (0, Some((reached, release))) = (earlier, &self.gate) {
+                reached.notify_one();
+                release.notified().await;
+            }
+            snapshot
+        }
+        async fn setting(&self, name: &str) -> Result<Option<Vec<u8>>> {
+            self.inner.setting(name).await
+        }
+        async fn init_setting(&self, name: &str, value: &[u8]) -> Result<Vec<u8>> {
+            self.inner.init_setting(name, value).await
+        }
+        async fn ping(&self) -> Result<()> {
+            self.inner.ping().await
+        }
+    }
+
+    fn pepper() -> Pepper {
+        Pepper::from_config(&Pepper::generate_config()).expect("generated pepper is valid")
+    }
+
+    async fn cached(store: Arc<ProbeStore>) -> Tenet {
+        Tenet::builder(store, pepper())
+            .cache(CacheOptions::default())
+            .build()
+            .await
+            .expect("service opens")
+    }
+
+    async fn tenant(tenet: &Tenet) -> TenantId {
+        let name = TenantName::parse("Acme").expect("valid name");
+        tenet.create_tenant(name).await.expect("tenant created").id
+    }
+
+    #[tokio::test]
+    async fn warm_verification_skips_the_store() {
+        let store = Arc::new(ProbeStore::default());
+        let tenet = cached(Arc::clone(&store)).await;
+        let issued = tenet
+            .issue_key(tenant(&tenet).await, None)
+            .await
+            .expect("issued");
+
+        for _ in 0..3 {
+            tenet
+                .verify(issued.api_key.expose_secret())
+                .await
+                .expect("valid key");
+        }
+
+        assert_eq!(store.lookups.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn unknown_key_is_cached_briefly() {
+        let store = Arc::new(ProbeStore::default());
+        let tenet = cached(Arc::clone(&store)).await;
+        let stranger = ApiKey::generate();
+
+        for _ in 0..3 {
+            let err = tenet
+                .verify(stranger.expose_secret())
+                .await
+                .expect_err("unknown key");
+            assert!(matches!(err, Error::Rejected(Rejection::Unknown)));
+        }
+
+        assert_eq!(store.lookups.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn issuing_is_not_shadowed_by_a_cached_miss() {
+        let tenet = cached(Arc::new(ProbeStore::default())).await;
+        let tenant = tenant(&tenet).await;
+        let key = ApiKey::generate();
+        let early = tenet.verify(key.expose_secret()).await;
+        assert!(matches!(early, Err(Error::Rejected(Rejection::Unknown))));
+
+        tenet
+            .issue_chosen_key(tenant, None, key.clone())
+            .await
+            .expect("issued");
+
+        let principal = tenet.verify(key.expose_secret()).await.expect("now valid");
+        assert_eq!(principal.tenant_id, tenant);
+    }
+
+    #[tokio::test]
+    async fn revoke_takes_effect_on_a_warm_cache() {
+        let tenet = cached(Arc::new(ProbeStore::default())).await;
+        let tenant = tenant(&tenet).await;
+        let issued = tenet.issue_key(tenant, None).await.expect("issued");
+        tenet
+            .verify(issued.api_key.expose_secret())
+            .await
+            .expect("valid key");
+
+        tenet
+            .revoke_key(tenant, issued.info.id)
+            .await
+            .expect("revoked");
+
+        let err = tenet
+            .verify(issued.api_key.expose_secret())
+            .await
+            .expect_err("revoked");
+        assert!(matches!(err, Error::Rejected(Rejection::Revoked)));
+    }
+
+    #[tokio::test]
+    async fn fill_racing_a_revoke_does_not_restore_the_key() {
+        let store = Arc::new(ProbeStore {
+            gate: Some((Notify::new(), Notify::new())),
+            ..ProbeStore::default()
+        });
+        let tenet = cached(Arc::clone(&store)).await;
+        let tenant = tenant(&tenet).await;
+        let issued = tenet.issue_key(tenant, None).await.expect("issued");
+        let presented = issued.api_key.expose_secret().to_owned();
+        let (reached, release) = store.gate.as_ref().expect("gated store");
+
+        // The lookup reads the key while it is still valid, then waits.
+        let racing = tokio::spawn({
+            let tenet = tenet.clone();
+            let presented = presented.clone();
+            async move { tenet.verify(&presented).await }
+        });
+        reached.notified().await;
+        tenet
+            .revoke_key(tenant, issued.info.id)
+            .await
+            .expect("revoked");
+        release.notify_one();
+        let raced = racing.await.expect("task finished");
+        assert!(raced.is_ok(), "the lookup began before the revoke");
+
+        let after = tenet.verify(&presented).await;
+        assert!(matches!(after, Err(Error::Rejected(Rejection::Revoked))));
+    }
+
+    #[tokio::test]
+    async fn invalid_cache_options_are_rejected() {
+        let options = CacheOptions {
+            ttl: std::time::Duration::from_millis(500),
+            ..CacheOptions::default()
+        };
+
+        let built = Tenet::builder(Arc::new(MemoryStore::new()), pepper())
+            .cache(options)
+            .build()
+            .await;
+
+        assert!(matches!(built, Err(Error::Config(_))));
+    }
 }

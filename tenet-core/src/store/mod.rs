@@ -14,6 +14,7 @@ use crate::error::Result;
 use crate::id::{KeyId, TenantId};
 use crate::key::{KeyInfo, KeyRecord};
 use crate::secret::KeyDigest;
+use crate::stats::PoolStatus;
 use crate::tenant::Tenant;
 
 mod memory;
@@ -79,6 +80,12 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// learn about their changes through [`Store::key_events`].
     fn is_shared(&self) -> bool {
         false
+    }
+
+    /// Returns the state of the store's connection pool, for metrics;
+    /// `None` for a store without one.
+    fn pool_status(&self) -> Option<PoolStatus> {
+        None
     }
 
     /// Returns the store's clock and the key events recorded at or after

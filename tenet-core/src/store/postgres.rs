@@ -8,7 +8,8 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bb8::{Pool, PooledConnection, RunError};
@@ -24,6 +25,7 @@ use crate::id::{KeyId, TenantId};
 use crate::key::{KeyInfo, KeyRecord};
 use crate::name::{KeyName, TenantName};
 use crate::secret::KeyDigest;
+use crate::stats::{PoolStatus, WaitHistogram};
 use crate::tenant::Tenant;
 
 mod errors;
@@ -86,6 +88,8 @@ pub struct PostgresStore {
     /// password.
     target: String,
     options: PostgresOptions,
+    /// Time each checkout waited for a connection, shared by clones.
+    pool_wait: Arc<WaitHistogram>,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -147,6 +151,7 @@ impl PostgresStore {
             last_connect_error,
             target,
             options,
+            pool_wait: Arc::default(),
         };
         store.connection().await?;
         tracing::debug!(
@@ -172,7 +177,10 @@ impl PostgresStore {
     }
 
     async fn connection(&self) -> Result<PooledConnection<'_, Manager>> {
-        self.pool.get().await.map_err(|err| match err {
+        let started = Instant::now();
+        let checkout = self.pool.get().await;
+        self.pool_wait.record(started.elapsed());
+        checkout.map_err(|err| match err {
             RunError::User(err) => self.redactor.error(&err, "opening a Postgres connection"),
             RunError::TimedOut => self.acquire_timeout(),
         })
@@ -445,6 +453,14 @@ impl Store for PostgresStore {
 
     fn is_shared(&self) -> bool {
         true
+    }
+
+    fn pool_status(&self) -> Option<PoolStatus> {
+        Some(PoolStatus::new(
+            self.pool.state(),
+            self.options.pool_size,
+            &self.pool_wait,
+        ))
     }
 
     async fn key_events(&self, since: Option<OffsetDateTime>) -> Result<KeyEvents> {

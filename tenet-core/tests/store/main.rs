@@ -9,6 +9,7 @@ mod cases;
 mod database;
 mod postgres;
 mod service;
+mod stats;
 
 /// Generates one `#[tokio::test]` per case for a backend: the common
 /// store and service cases, then any backend-specific ones listed after

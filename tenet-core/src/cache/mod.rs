@@ -1,0 +1,200 @@
+//! Verification caches: a bounded in-process cache, optionally backed by
+//! Redis shared between replicas, kept honest by a feed of key events.
+//!
+//! # Staleness bound
+//! A revoked key stops verifying on every replica within
+//! [`CacheOptions::max_staleness`] of the revoke's commit:
+//! - the revoking replica drops its own entry at once;
+//! - the others hear of it through Redis pub/sub within milliseconds, and
+//!   through a poll of the store's key events every
+//!   [`CacheOptions::poll_interval`] even when pub/sub lost the message;
+//! - a replica that can confirm neither (its poll fails and its
+//!   subscription is down) trusts no entry read longer ago than the bound.
+//!
+//! Fills cannot resurrect a revoked entry: the in-process cache discards a
+//! fill whose shard was invalidated after the fill's read began, and Redis
+//! entries only move forward in a key's life (see [`redis`]).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::error::{Error, Rejection, Result};
+use crate::key::Principal;
+use crate::stats::CacheStats;
+
+pub(crate) mod feed;
+pub(crate) mod local;
+pub mod redis;
+
+use local::{LocalCache, Millis};
+use redis::RedisCache;
+
+/// What verification of one key digest concluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Valid(Principal),
+    Revoked,
+    Unknown,
+}
+
+impl Verdict {
+    pub(crate) fn into_result(self) -> Result<Principal> {
+        match self {
+            Verdict::Valid(principal) => Ok(principal),
+            Verdict::Revoked => Err(Error::Rejected(Rejection::Revoked)),
+            Verdict::Unknown => Err(Error::Rejected(Rejection::Unknown)),
+        }
+    }
+}
+
+/// Settings of the verification cache.
+#[derive(Debug, Clone)]
+pub struct CacheOptions {
+    /// Maximum entries in the in-process cache. Default 100,000; an entry
+    /// takes roughly 100 to 200 bytes.
+    pub capacity: usize,
+    /// How long a valid or revoked verdict is cached. Default 60 s.
+    pub ttl: Duration,
+    /// How long an unknown key is cached, so that repeated guesses do not
+    /// each reach the store. Default 5 s.
+    pub negative_ttl: Duration,
+    /// The longest a replica may keep accepting a revoked key. Default 1 s.
+    pub max_staleness: Duration,
+    /// How often a replica reads the store's key events. Default 250 ms;
+    /// must be well under `max_staleness`.
+    pub poll_interval: Duration,
+}
+
+impl Default for CacheOptions {
+    fn default() -> Self {
+        Self {
+            capacity: 100_000,
+            ttl: Duration::from_secs(60),
+            negative_ttl: Duration::from_secs(5),
+            max_staleness: Duration::from_secs(1),
+            poll_interval: Duration::from_millis(250),
+        }
+    }
+}
+
+impl CacheOptions {
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.capacity == 0 {
+            return Err(Error::Config(
+                "the cache capacity must be at least 1".to_owned(),
+            ));
+        }
+        if self.ttl <= self.max_staleness || self.negative_ttl.is_zero() {
+            return Err(Error::Config(format!(
+                "the cache TTL ({:?}) must exceed the staleness bound ({:?}), and the \
+                 negative TTL must be above zero",
+                self.ttl, self.max_staleness
+            )));
+        }
+        if self.poll_interval.is_zero() || self.poll_interval * 2 > self.max_staleness {
+            return Err(Error::Config(format!(
+                "the key event poll interval ({:?}) must be above zero and at most half \
+                 the staleness bound ({:?})",
+                self.poll_interval, self.max_staleness
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The caches in front of the store, and how far they can be trusted.
+#[derive(Debug)]
+pub(crate) struct CacheLayer {
+    pub(crate) local: LocalCache,
+    pub(crate) redis: Option<RedisCache>,
+    pub(crate) options: CacheOptions,
+    /// Present when other processes write to the store.
+    pub(crate) health: Option<FeedHealth>,
+    pub(crate) stats: CacheStats,
+}
+
+impl CacheLayer {
+    pub(crate) fn new(options: CacheOptions, redis: Option<RedisCache>, shared: bool) -> Self {
+        Self {
+            local: LocalCache::new(options.capacity, options.ttl, options.negative_ttl),
+            redis,
+            health: shared.then(FeedHealth::default),
+            options,
+            stats: CacheStats::default(),
+        }
+    }
+
+    /// Returns the earliest read time of an entry that may be used now.
+    pub(crate) fn trust_cutoff(&self, now: Millis) -> Millis {
+        let staleness = millis(self.options.max_staleness);
+        match &self.health {
+            Some(health) if !health.is_current(now, staleness) => now.saturating_sub(staleness),
+            _ => 0,
+        }
+    }
+
+    /// Returns how long Redis should keep `verdict`.
+    pub(crate) fn ttl_for(&self, verdict: Verdict) -> Duration {
+        match verdict {
+            Verdict::Unknown => self.options.negative_ttl,
+            Verdict::Valid(_) | Verdict::Revoked => self.options.ttl,
+        }
+    }
+
+    /// Returns the longest a fill may take from its read to its Redis write
+    /// and still be written; half the staleness bound, so that a revoke's
+    /// Redis entry always outlives a fill that read the store before it.
+    pub(crate) fn fill_deadline(&self) -> Millis {
+        millis(self.options.max_staleness) / 2
+    }
+}
+
+/// Evidence that this replica has heard of every key change so far.
+///
+/// Times are cache times plus one, with 0 meaning "never".
+#[derive(Debug, Default)]
+pub(crate) struct FeedHealth {
+    /// Start of the last poll of key events that succeeded.
+    last_poll: AtomicU64,
+    /// When the current pub/sub subscription was established.
+    subscribed: AtomicU64,
+    /// Last time a ping on the subscription came back.
+    last_ping: AtomicU64,
+}
+
+impl FeedHealth {
+    fn is_current(&self, now: Millis, staleness: Millis) -> bool {
+        let since = |stamp: u64| (stamp != 0).then(|| now.saturating_sub(stamp - 1));
+
+        let last_poll = self.last_poll.load(Ordering::Acquire);
+        if since(last_poll).is_some_and(|age| age < staleness) {
+            return true;
+        }
+
+        // A live subscription is enough only if a poll completed after it
+        // started, so that nothing from before it can be missing.
+        let subscribed = self.subscribed.load(Ordering::Acquire);
+        let pinged = since(self.last_ping.load(Ordering::Acquire));
+        subscribed != 0 && last_poll >= subscribed && pinged.is_some_and(|age| age < staleness / 2)
+    }
+
+    pub(crate) fn record_poll(&self, started: Millis) {
+        self.last_poll.store(started + 1, Ordering::Release);
+    }
+
+    pub(crate) fn record_subscribed(&self, at: Millis) {
+        self.subscribed.store(at + 1, Ordering::Release);
+    }
+
+    pub(crate) fn record_unsubscribed(&self) {
+        self.subscribed.store(0, Ordering::Release);
+    }
+
+    pub(crate) fn record_ping(&self, at: Millis) {
+        self.last_ping.store(at + 1, Ordering::Release);
+    }
+}
+
+pub(crate) fn millis(duration: Duration) -> Millis {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
