@@ -1,0 +1,403 @@
+#!/usr/bin/env bash
+# HTTP load benchmark of tenet-server against a bare hyper server.
+#
+# Builds both in release mode, starts each on loopback, loads it with wrk
+# and prints requests per second, p50 and p99 latency for each scenario,
+# with the throughput as a ratio to the bare server measured in the same
+# run. With Postgres, it also runs `pgbench -S` at the concurrency of the
+# Postgres-only scenario. Then it prints the server's idle resident memory
+# and runs `cache_rss` for the memory per cached key.
+#
+# Every run is bounded by DURATION, and every server started here is
+# stopped on exit. Traffic goes to 127.0.0.1 only; the script refuses
+# Postgres or Redis URLs on other hosts.
+#
+# Settings (environment variables):
+#   DURATION=10          seconds of each measured wrk or pgbench run
+#   WARMUP=3             seconds of the unmeasured wrk run before each one
+#   THREADS=2            wrk threads
+#   CONNECTIONS=32       wrk connections for the HTTP scenarios
+#   PG_CONNECTIONS=8     wrk connections of the Postgres-only scenario and
+#                        pgbench clients (-c), with 2 pgbench threads (-j)
+#   PORT=18480           tenet-server's port; the bare server uses PORT+1
+#   BENCH_PG_URL=postgres://postgres@127.0.0.1:5432
+#                        Postgres server without a database; the script
+#                        creates and drops the databases tenet_bench (for
+#                        pgbench) and tenet_bench_server. Set it empty to
+#                        skip the Postgres scenarios.
+#   BENCH_PG_ADMIN_DB=postgres  database to connect to for CREATE DATABASE
+#   BENCH_REDIS_URL=redis://127.0.0.1:6379
+#                        Redis for the Postgres and Redis scenario, under a
+#                        key prefix of this run that is deleted afterwards.
+#                        Set it empty to skip that scenario.
+#   RSS_KEYS=1000000     cached keys for the memory measurement; 0 skips it
+#
+# Usage: benches/load.sh   (from anywhere inside the repository)
+
+set -euo pipefail
+
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-3}
+THREADS=${THREADS:-2}
+CONNECTIONS=${CONNECTIONS:-32}
+PG_CONNECTIONS=${PG_CONNECTIONS:-8}
+PORT=${PORT:-18480}
+BENCH_PG_URL=${BENCH_PG_URL-postgres://postgres@127.0.0.1:5432}
+BENCH_PG_ADMIN_DB=${BENCH_PG_ADMIN_DB:-postgres}
+BENCH_REDIS_URL=${BENCH_REDIS_URL-redis://127.0.0.1:6379}
+RSS_KEYS=${RSS_KEYS:-1000000}
+
+PGBENCH_DB=tenet_bench
+SERVER_DB=tenet_bench_server
+BARE_PORT=$((PORT + 1))
+HOST=127.0.0.1
+
+fail() {
+    echo "load.sh: $*" >&2
+    exit 1
+}
+
+note() {
+    echo "load.sh: $*" >&2
+}
+
+# --- Tools -----------------------------------------------------------------
+
+command -v wrk >/dev/null || fail "wrk is missing; install it with: apt-get install wrk"
+for tool in cargo curl jq python3 ss; do
+    command -v "$tool" >/dev/null || fail "$tool is missing; install it and run again"
+done
+
+# Returns success when a URL's host is a loopback address.
+is_loopback_url() {
+    local rest=${1#*://}
+    rest=${rest#*@}
+    case "$rest" in
+        127.*|localhost|localhost[:/]*|"[::1]"*) return 0 ;;
+        *) return 1 ;;
+    esac
+}
+
+if [[ -n "$BENCH_PG_URL" ]]; then
+    is_loopback_url "$BENCH_PG_URL" ||
+        fail "BENCH_PG_URL must point at a loopback address (127.0.0.1, localhost or [::1])"
+    if ! command -v psql >/dev/null || ! command -v pgbench >/dev/null; then
+        note "psql or pgbench is missing (apt-get install postgresql-client); skipping Postgres"
+        BENCH_PG_URL=
+    elif ! psql "$BENCH_PG_URL/$BENCH_PG_ADMIN_DB" -Atqc 'SELECT 1' >/dev/null 2>&1; then
+        note "cannot connect to $BENCH_PG_URL/$BENCH_PG_ADMIN_DB; skipping Postgres"
+        BENCH_PG_URL=
+    fi
+fi
+if [[ -n "$BENCH_REDIS_URL" ]]; then
+    is_loopback_url "$BENCH_REDIS_URL" ||
+        fail "BENCH_REDIS_URL must point at a loopback address (127.0.0.1, localhost or [::1])"
+    if ! command -v redis-cli >/dev/null; then
+        note "redis-cli is missing (apt-get install redis-tools); skipping Redis"
+        BENCH_REDIS_URL=
+    elif [[ "$(redis-cli -u "$BENCH_REDIS_URL" PING 2>/dev/null)" != PONG ]]; then
+        note "Redis at $BENCH_REDIS_URL does not answer PING; skipping Redis"
+        BENCH_REDIS_URL=
+    fi
+fi
+
+for port in "$PORT" "$BARE_PORT"; do
+    if [[ -n "$(ss -ltnH "sport = :$port")" ]]; then
+        fail "port $port is in use; set PORT to a free port (PORT and PORT+1 are used)"
+    fi
+done
+
+# --- Build -----------------------------------------------------------------
+
+cd "$(dirname "$0")/.."
+note "building tenet-server and the benchmark binaries in release mode"
+cargo build --release --quiet -p tenet-server -p tenet-benches --bins
+target_dir=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
+TENET_BIN=$target_dir/release/tenet-server
+BARE_BIN=$target_dir/release/bare
+RSS_BIN=$target_dir/release/cache_rss
+
+HELP=$("$TENET_BIN" --help)
+has_flag() {
+    grep -q -- "$1[ =<]" <<<"$HELP"
+}
+
+# --- Run state and cleanup -------------------------------------------------
+
+umask 077
+WORK=$(mktemp -d -t tenet-load.XXXXXX)
+REDIS_PREFIX="tenet-bench-$$-$RANDOM:"
+SERVER_PID=
+STOP_SIGNAL=
+CREATED_DBS=()
+# Keeps psql quiet about "does not exist, skipping" notices.
+export PGOPTIONS='-c client_min_messages=warning'
+
+# Stops the running server with STOP_SIGNAL and waits at most 10 s.
+# tenet-server gets SIGINT, which skips its drain delay. The bare server
+# gets SIGTERM, because background jobs of a script ignore SIGINT.
+stop_server() {
+    [[ -n "$SERVER_PID" ]] || return 0
+    kill "-$STOP_SIGNAL" "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 100); do
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$SERVER_PID" 2>/dev/null; then
+        note "process $SERVER_PID did not stop within 10 s; killing it"
+        kill -KILL "$SERVER_PID" 2>/dev/null || true
+    fi
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=
+}
+
+cleanup() {
+    stop_server
+    for db in "${CREATED_DBS[@]}"; do
+        psql "$BENCH_PG_URL/$BENCH_PG_ADMIN_DB" -Atqc "DROP DATABASE IF EXISTS $db" >/dev/null ||
+            note "cannot drop database $db; drop it by hand"
+    done
+    if [[ -n "$BENCH_REDIS_URL" ]]; then
+        redis-cli -u "$BENCH_REDIS_URL" --scan --pattern "$REDIS_PREFIX*" |
+            xargs -r -n 500 redis-cli -u "$BENCH_REDIS_URL" DEL >/dev/null ||
+            note "cannot delete the Redis keys under $REDIS_PREFIX"
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+random_secret() {
+    head -c 32 /dev/urandom | base64 | tr -d '\n/+='
+}
+
+# Secrets of this run: passed to tenet-server through its environment and
+# to curl and wrk through files in $WORK, never on a command line.
+PEPPER=$(random_secret)
+ADMIN_TOKEN=$(random_secret)
+printf 'Authorization: Bearer %s\n' "$ADMIN_TOKEN" >"$WORK/admin.header"
+
+create_database() {
+    psql "$BENCH_PG_URL/$BENCH_PG_ADMIN_DB" -Atqc "DROP DATABASE IF EXISTS $1" >/dev/null
+    psql "$BENCH_PG_URL/$BENCH_PG_ADMIN_DB" -Atqc "CREATE DATABASE $1" >/dev/null
+    CREATED_DBS+=("$1")
+}
+
+# Waits up to 10 s for a 200 from URL.
+wait_ready() {
+    for _ in $(seq 100); do
+        if curl -fsS -o /dev/null --max-time 1 "$1" 2>/dev/null; then
+            return 0
+        fi
+        kill -0 "$SERVER_PID" 2>/dev/null || fail "the server exited at start; see $2"
+        sleep 0.1
+    done
+    fail "no 200 from $1 within 10 s; see $2"
+}
+
+resident_kib() {
+    awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
+}
+
+# Starts tenet-server on $PORT with a fresh data directory; extra
+# arguments are passed on. Log lines go to /dev/null, errors to a file.
+start_tenet() {
+    local name=$1
+    shift
+    local data="$WORK/$name-data"
+    TENET_KEY_PEPPER=$PEPPER TENET_ADMIN_TOKEN=$ADMIN_TOKEN \
+        "$TENET_BIN" --listen "$HOST:$PORT" --data-dir "$data" "$@" \
+        >/dev/null 2>"$WORK/$name.err" &
+    SERVER_PID=$!
+    STOP_SIGNAL=INT
+    wait_ready "http://$HOST:$PORT/healthz" "$WORK/$name.err"
+}
+
+start_bare() {
+    "$BARE_BIN" "$HOST:$BARE_PORT" >/dev/null 2>"$WORK/bare.err" &
+    SERVER_PID=$!
+    STOP_SIGNAL=TERM
+    wait_ready "http://$HOST:$BARE_PORT/" "$WORK/bare.err"
+}
+
+# Issues a key over the API and writes a wrk script that sends it.
+issue_key_script() {
+    local base="http://$HOST:$PORT" tenant
+    tenant=$(curl -fsS --max-time 10 -H @"$WORK/admin.header" \
+        -H 'Content-Type: application/json' -d '{"name":"Bench"}' "$base/tenants" |
+        jq -r .id) || fail "creating a tenant failed"
+    curl -fsS --max-time 10 -H @"$WORK/admin.header" -X POST "$base/tenants/$tenant/keys" |
+        jq -r '"wrk.headers[\"X-API-Key\"] = \"" + .api_key + "\""' >"$WORK/valid.lua" ||
+        fail "issuing a key to tenant $tenant failed"
+}
+
+# Writes a wrk script with a well-formed key that was never issued:
+# 32 random bytes and their CRC-32 in URL-safe base64, after `tnt_`.
+unknown_key_script() {
+    python3 - >"$WORK/unknown.lua" <<'EOF'
+import base64, os, zlib
+secret = os.urandom(32)
+text = lambda raw: base64.urlsafe_b64encode(raw).decode().rstrip("=")
+key = "tnt_" + text(secret) + text(zlib.crc32(secret).to_bytes(4, "big"))
+print('wrk.headers["X-API-Key"] = "%s"' % key)
+EOF
+}
+
+# --- Measurement -----------------------------------------------------------
+
+RESULTS=()
+declare -A BARE_RPS=()
+LAST_RPS=
+PG_ONLY_RPS=
+
+# Runs wrk against URL with SCRIPT (or none) at CONNECTIONS and records
+# one result row. EXPECT is 2xx or non-2xx: the responses every request
+# must get.
+measure() {
+    local label=$1 url=$2 script=$3 connections=$4 expect=$5
+    local args=(-t "$THREADS" -c "$connections" --latency)
+    if [[ -n "$script" ]]; then
+        args+=(-s "$script")
+    fi
+
+    timeout 600 wrk "${args[@]}" -d "${WARMUP}s" "$url" >/dev/null
+    local out="$WORK/wrk-${#RESULTS[@]}.txt"
+    timeout 600 wrk "${args[@]}" -d "${DURATION}s" "$url" >"$out"
+
+    local rps p50 p99 requests non2xx errors
+    rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
+    p50=$(awk '$1 == "50%" { print $2 }' "$out")
+    p99=$(awk '$1 == "99%" { print $2 }' "$out")
+    requests=$(awk '/requests in/ { print $1 }' "$out")
+    non2xx=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' "$out")
+    errors=$(grep -m1 'Socket errors:' "$out" || true)
+    non2xx=${non2xx:-0}
+    if [[ "$expect" == 2xx && "$non2xx" != 0 ]]; then
+        note "$label: $non2xx of $requests responses were not 2xx"
+    elif [[ "$expect" == non-2xx && "$non2xx" != "$requests" ]]; then
+        note "$label: only $non2xx of $requests responses were errors"
+    fi
+    if [[ -n "$errors" ]]; then
+        note "$label: wrk reported $errors"
+    fi
+
+    # The first run at each connection count is the bare server's.
+    if [[ -z "${BARE_RPS[$connections]:-}" ]]; then
+        BARE_RPS[$connections]=$rps
+    fi
+    local ratio
+    ratio=$(awk -v rps="$rps" -v bare="${BARE_RPS[$connections]}" \
+        'BEGIN { printf "%.2f", rps / bare }')
+    LAST_RPS=$rps
+    RESULTS+=("$(printf '%-44s %11s %9s %9s %8s  -c %s' \
+        "$label" "$rps" "$p50" "$p99" "$ratio" "$connections")")
+    echo "${RESULTS[-1]}" >&2
+}
+
+note "date: $(date -u '+%Y-%m-%d %H:%M UTC'); nproc: $(nproc);" \
+    "CPU: $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+note "wrk -t $THREADS, ${WARMUP}s warm-up then ${DURATION}s measured per scenario"
+
+start_bare
+measure "bare hyper hello world" "http://$HOST:$BARE_PORT/" "" "$CONNECTIONS" 2xx
+measure "bare hyper hello world, -c $PG_CONNECTIONS" "http://$HOST:$BARE_PORT/" "" \
+    "$PG_CONNECTIONS" 2xx
+stop_server
+
+PROTECTED="http://$HOST:$PORT/protected"
+unknown_key_script
+
+if has_flag --cache-capacity; then
+    start_tenet sqlite-cached
+    IDLE_KIB=$(resident_kib "$SERVER_PID")
+    measure "/healthz (no key check)" "http://$HOST:$PORT/healthz" "" "$CONNECTIONS" 2xx
+    issue_key_script
+    measure "/protected valid key, warm cache (SQLite)" "$PROTECTED" "$WORK/valid.lua" \
+        "$CONNECTIONS" 2xx
+    measure "/protected unknown key, cached miss" "$PROTECTED" "$WORK/unknown.lua" \
+        "$CONNECTIONS" non-2xx
+    LOADED_KIB=$(resident_kib "$SERVER_PID")
+    stop_server
+
+    start_tenet sqlite-uncached --cache-capacity 0
+    issue_key_script
+    measure "/protected valid key, SQLite, cache off" "$PROTECTED" "$WORK/valid.lua" \
+        "$CONNECTIONS" 2xx
+    stop_server
+else
+    note "tenet-server has no --cache-capacity flag: it runs without a cache," \
+        "so the warm-cache scenarios are skipped"
+    start_tenet sqlite
+    IDLE_KIB=$(resident_kib "$SERVER_PID")
+    measure "/healthz (no key check)" "http://$HOST:$PORT/healthz" "" "$CONNECTIONS" 2xx
+    issue_key_script
+    measure "/protected valid key, SQLite, no cache" "$PROTECTED" "$WORK/valid.lua" \
+        "$CONNECTIONS" 2xx
+    measure "/protected unknown key, SQLite, no cache" "$PROTECTED" "$WORK/unknown.lua" \
+        "$CONNECTIONS" non-2xx
+    LOADED_KIB=$(resident_kib "$SERVER_PID")
+    stop_server
+fi
+
+PGBENCH_TPS=
+if [[ -z "$BENCH_PG_URL" ]]; then
+    note "Postgres scenarios skipped"
+elif ! has_flag --database-url || ! has_flag --cache-capacity; then
+    note "tenet-server has no --database-url or --cache-capacity flag; Postgres scenarios skipped"
+else
+    create_database "$SERVER_DB"
+    start_tenet postgres --database-url "$BENCH_PG_URL/$SERVER_DB" --cache-capacity 0
+    issue_key_script
+    measure "/protected valid key, Postgres, cache off" "$PROTECTED" "$WORK/valid.lua" \
+        "$PG_CONNECTIONS" 2xx
+    PG_ONLY_RPS=$LAST_RPS
+    stop_server
+
+    if [[ -z "$BENCH_REDIS_URL" ]]; then
+        note "Postgres and Redis scenario skipped"
+    elif ! has_flag --redis-url || ! has_flag --redis-key-prefix; then
+        note "tenet-server has no --redis-url or --redis-key-prefix flag; Redis scenario skipped"
+    else
+        start_tenet postgres-redis --database-url "$BENCH_PG_URL/$SERVER_DB" \
+            --redis-url "$BENCH_REDIS_URL" --redis-key-prefix "$REDIS_PREFIX"
+        issue_key_script
+        measure "/protected valid key, Postgres+Redis, warm" "$PROTECTED" "$WORK/valid.lua" \
+            "$CONNECTIONS" 2xx
+        stop_server
+    fi
+fi
+
+if [[ -n "$BENCH_PG_URL" ]]; then
+    create_database "$PGBENCH_DB"
+    pgbench -q -i -s 1 "$BENCH_PG_URL/$PGBENCH_DB" >/dev/null 2>&1
+    timeout 600 pgbench -S -M prepared -c "$PG_CONNECTIONS" -j 2 -T "$DURATION" -n \
+        "$BENCH_PG_URL/$PGBENCH_DB" >"$WORK/pgbench.txt" 2>&1
+    PGBENCH_TPS=$(awk '/^tps = / { print $3; exit }' "$WORK/pgbench.txt")
+    PGBENCH_LATENCY=$(awk '/^latency average/ { print $4, $5 }' "$WORK/pgbench.txt")
+    note "pgbench -S -M prepared -c $PG_CONNECTIONS -j 2 -T $DURATION: $PGBENCH_TPS tps," \
+        "average latency $PGBENCH_LATENCY"
+fi
+
+# --- Report ----------------------------------------------------------------
+
+echo
+echo "date $(date -u '+%Y-%m-%d %H:%M UTC'), nproc $(nproc)," \
+    "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+echo "wrk -t $THREADS -d ${DURATION}s --latency (after a ${WARMUP}s warm-up);" \
+    "ratio = requests/s over the bare server's at the same connection count"
+printf '%-44s %11s %9s %9s %8s  %s\n' scenario requests/s p50 p99 ratio connections
+printf '%s\n' "${RESULTS[@]}"
+if [[ -n "$PGBENCH_TPS" ]]; then
+    echo "pgbench -S -M prepared -c $PG_CONNECTIONS -j 2: $PGBENCH_TPS tps" \
+        "(average latency $PGBENCH_LATENCY)"
+    if [[ -n "$PG_ONLY_RPS" ]]; then
+        awk -v rps="$PG_ONLY_RPS" -v tps="$PGBENCH_TPS" \
+            'BEGIN { printf "Postgres, cache off: %.2f of pgbench -S tps\n", rps / tps }'
+    fi
+fi
+echo "tenet-server VmRSS: $((IDLE_KIB / 1024)) MiB idle, $((LOADED_KIB / 1024)) MiB after load"
+
+if [[ "$RSS_KEYS" != 0 ]]; then
+    echo "cache_rss $RSS_KEYS:"
+    "$RSS_BIN" "$RSS_KEYS"
+fi

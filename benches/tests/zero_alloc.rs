@@ -1,0 +1,164 @@
+//! A warm-cache `Tenet::verify` allocates nothing.
+//!
+//! This test binary installs a global allocator that counts, per thread,
+//! every allocation the thread makes. The service runs on a current-thread
+//! tokio runtime, so every poll of `verify` happens on the measuring thread
+//! and no allocation of it can escape the count.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::hint::black_box;
+use std::sync::Arc;
+
+use tenet_benches::fixture;
+use tenet_core::{ApiKey, MemoryStore, Tenet};
+
+/// Warm verifications measured per run.
+const VERIFICATIONS: usize = 10_000;
+
+/// Keys in the fixture; the measured verifications cycle through them.
+const KEYS: usize = 1_000;
+
+thread_local! {
+    /// Allocations (including reallocations) made by this thread so far.
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The system allocator, counting the allocations of each thread.
+struct CountingAllocator;
+
+// SAFETY: every method forwards to `System` with the caller's arguments
+// unchanged, so `System`'s guarantees carry over. The counter is a
+// const-initialised thread local without a destructor, whose access never
+// allocates, so counting cannot recurse into the allocator.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count_allocation();
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count_allocation();
+        // SAFETY: the caller upholds `GlobalAlloc::alloc_zeroed`'s contract.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, pointer: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count_allocation();
+        // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract.
+        unsafe { System.realloc(pointer, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, pointer: *mut u8, layout: Layout) {
+        // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
+        unsafe { System.dealloc(pointer, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+fn count_allocation() {
+    // `try_with` fails only while the thread is being torn down; such an
+    // allocation is outside any measurement.
+    let _ = ALLOCATIONS.try_with(|count| count.set(count.get() + 1));
+}
+
+/// Runs `work` and returns its result with the number of allocations this
+/// thread made during it.
+fn allocations_during<T>(work: impl FnOnce() -> T) -> (T, u64) {
+    let before = ALLOCATIONS.with(Cell::get);
+    let result = work();
+    let after = ALLOCATIONS.with(Cell::get);
+    (result, after - before)
+}
+
+fn current_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts")
+}
+
+#[test]
+fn counter_sees_allocations() {
+    let (boxed, allocations) = allocations_during(|| black_box(Box::new(7u64)));
+
+    assert_eq!(*boxed, 7);
+    assert_eq!(allocations, 1);
+}
+
+#[test]
+fn warm_verify_allocates_nothing() {
+    let runtime = current_thread_runtime();
+    let tenet = runtime
+        .block_on(
+            Tenet::builder(Arc::new(MemoryStore::new()), fixture::pepper())
+                .cache(fixture::cache_options(KEYS * 2))
+                .build(),
+        )
+        .expect("the cached memory service opens");
+    let issued = runtime
+        .block_on(fixture::issue(&tenet, KEYS, 1))
+        .expect("keys are issued");
+    runtime.block_on(fixture::warm(&tenet, &issued));
+    let mut keys = issued.cycle();
+
+    let (verified, allocations) = allocations_during(|| {
+        runtime.block_on(async {
+            let mut verified = 0;
+            for _ in 0..VERIFICATIONS {
+                if tenet.verify(keys.next_key()).await.is_ok() {
+                    verified += 1;
+                }
+            }
+            verified
+        })
+    });
+
+    assert_eq!(verified, VERIFICATIONS, "every warm key verifies");
+    assert_eq!(
+        allocations, 0,
+        "allocations in {VERIFICATIONS} warm verifications"
+    );
+}
+
+#[test]
+fn uncached_verify_is_counted() {
+    // The store lookup clones the key record, so this proves that the
+    // counter counts allocations made inside `verify` on this runtime.
+    let runtime = current_thread_runtime();
+    let tenet = runtime
+        .block_on(Tenet::open(Arc::new(MemoryStore::new()), fixture::pepper()))
+        .expect("the memory service opens");
+    let issued = runtime
+        .block_on(fixture::issue(&tenet, 1, 1))
+        .expect("a key is issued");
+    let key = &issued.keys[0];
+
+    let (result, allocations) = allocations_during(|| runtime.block_on(tenet.verify(key)));
+
+    assert!(result.is_ok(), "the issued key verifies");
+    assert!(allocations > 0, "an uncached verification allocates");
+}
+
+#[test]
+fn malformed_key_rejection_allocates_nothing() {
+    let runtime = current_thread_runtime();
+    let tenet = runtime
+        .block_on(
+            Tenet::builder(Arc::new(MemoryStore::new()), fixture::pepper())
+                .cache(fixture::cache_options(16))
+                .build(),
+        )
+        .expect("the cached memory service opens");
+    let key = ApiKey::generate();
+    let truncated = &key.expose_secret()[1..];
+
+    let (result, allocations) = allocations_during(|| runtime.block_on(tenet.verify(truncated)));
+
+    assert!(result.is_err(), "a truncated key is rejected");
+    assert_eq!(allocations, 0);
+}
