@@ -9,6 +9,7 @@ use tenet_core::key::DISPLAY_PREFIX_LEN;
 use tenet_core::{AdminTokenDigest, Principal, Tenet};
 
 use crate::error::Error;
+use crate::metrics::{Metrics, Verification};
 
 /// Header that carries an API key as an alternative to
 /// `Authorization: Bearer`.
@@ -62,8 +63,14 @@ pub fn require_admin(headers: &HeaderMap, admin: &AdminTokenDigest) -> Result<()
 ///
 /// The key comes from `X-API-Key` or from `Authorization: Bearer`, with the
 /// scheme matched case-insensitively and the key exactly. Any request that
-/// offers more than one candidate is rejected, never served.
-pub async fn authenticate(headers: &HeaderMap, tenet: &Tenet) -> Result<Principal, Error> {
+/// offers more than one candidate is rejected, never served. Each presented
+/// key's outcome is counted in `metrics`; a request without exactly one
+/// candidate presents none and is not counted.
+pub async fn authenticate(
+    headers: &HeaderMap,
+    tenet: &Tenet,
+    metrics: &Metrics,
+) -> Result<Principal, Error> {
     let presented = match extract_api_key(headers) {
         Ok(presented) => presented,
         Err(refusal) => {
@@ -72,7 +79,10 @@ pub async fn authenticate(headers: &HeaderMap, tenet: &Tenet) -> Result<Principa
         }
     };
 
-    match tenet.verify(presented).await {
+    let verified = tenet.verify(presented).await;
+    metrics.observe_verification(Verification::of(&verified));
+
+    match verified {
         Ok(principal) => Ok(principal),
         Err(tenet_core::Error::Rejected(rejection)) => {
             // Only a well-formed key has a display prefix; the start of a

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use tenet_core::{CacheOptions, PostgresOptions, RedisOptions};
 
 /// Environment variable that contains the key pepper.
 pub const PEPPER_ENV: &str = "TENET_KEY_PEPPER";
@@ -122,10 +123,169 @@ pub struct Config {
     )]
     pub shutdown_timeout: u64,
 
+    /// Sets how long the server keeps serving after SIGTERM, in seconds,
+    /// with /readyz already returning 503, so that load balancers stop
+    /// sending requests before it stops accepting connections. SIGINT skips
+    /// this delay.
+    #[arg(
+        long,
+        env = "TENET_DRAIN_DELAY",
+        value_name = "SECONDS",
+        default_value_t = 5,
+        value_parser = clap::value_parser!(u64).range(0..=3600)
+    )]
+    pub drain_delay: u64,
+
+    /// Sets a second address and port that serves only /metrics, /healthz
+    /// and /readyz, for scrapers and probes. The main address serves
+    /// /metrics too.
+    #[arg(long, env = "TENET_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Sets the Postgres URL of a store shared by several replicas, for
+    /// example postgres://tenet@db:5432/tenet. Without it the server uses
+    /// the SQLite file in the data directory.
+    #[arg(
+        long,
+        env = "TENET_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true,
+        global = true
+    )]
+    pub database_url: Option<String>,
+
+    /// Sets the maximum number of Postgres connections of this process.
+    #[arg(
+        long,
+        env = "TENET_DATABASE_POOL_SIZE",
+        value_name = "COUNT",
+        default_value_t = 16,
+        value_parser = clap::value_parser!(u32).range(1..=1000),
+        global = true
+    )]
+    pub database_pool_size: u32,
+
+    /// Sets how long a request waits to connect to Postgres or to get a
+    /// pooled connection, in milliseconds; it then fails with 503.
+    #[arg(
+        long,
+        env = "TENET_DATABASE_CONNECT_TIMEOUT_MS",
+        value_name = "MILLISECONDS",
+        default_value_t = 2000,
+        value_parser = clap::value_parser!(u64).range(1..=600_000),
+        global = true
+    )]
+    pub database_connect_timeout_ms: u64,
+
+    /// Sets Postgres's statement_timeout for this server's sessions, in
+    /// milliseconds.
+    #[arg(
+        long,
+        env = "TENET_DATABASE_STATEMENT_TIMEOUT_MS",
+        value_name = "MILLISECONDS",
+        default_value_t = 5000,
+        value_parser = clap::value_parser!(u64).range(1..=3_600_000),
+        global = true
+    )]
+    pub database_statement_timeout_ms: u64,
+
+    /// Sets the Postgres schema that contains Tenet's tables; it must exist.
+    /// Default: the server's search_path (usually public).
+    #[arg(
+        long,
+        env = "TENET_DATABASE_SCHEMA",
+        value_name = "SCHEMA",
+        global = true
+    )]
+    pub database_schema: Option<String>,
+
+    /// Skips applying Postgres schema migrations at start; use it when a
+    /// separate `tenet-server migrate` job applies them.
+    #[arg(long, env = "TENET_SKIP_MIGRATIONS")]
+    pub skip_migrations: bool,
+
+    /// Sets the Redis URL of the cache shared by replicas, for example
+    /// redis://cache:6379. It also carries revocations between replicas,
+    /// and requires --database-url.
+    #[arg(
+        long,
+        env = "TENET_REDIS_URL",
+        value_name = "URL",
+        hide_env_values = true,
+        requires = "database_url"
+    )]
+    pub redis_url: Option<String>,
+
+    /// Sets the longest a request waits on Redis, in milliseconds, before
+    /// going on without it.
+    #[arg(
+        long,
+        env = "TENET_REDIS_TIMEOUT_MS",
+        value_name = "MILLISECONDS",
+        default_value_t = 50,
+        value_parser = clap::value_parser!(u64).range(1..=10_000)
+    )]
+    pub redis_timeout_ms: u64,
+
+    /// Sets the prefix of every Redis key and channel this server uses, so
+    /// that deployments can share one Redis.
+    #[arg(
+        long,
+        env = "TENET_REDIS_KEY_PREFIX",
+        value_name = "PREFIX",
+        default_value = "tenet:"
+    )]
+    pub redis_key_prefix: String,
+
+    /// Sets the maximum number of verification results cached in process;
+    /// 0 turns the in-process cache off (and Redis with it).
+    #[arg(
+        long,
+        env = "TENET_CACHE_CAPACITY",
+        value_name = "ENTRIES",
+        default_value_t = 100_000,
+        value_parser = clap::value_parser!(u64).range(0..=100_000_000)
+    )]
+    pub cache_capacity: u64,
+
+    /// Sets how long a valid or revoked key stays cached, in seconds (at
+    /// least 2). A revoke still takes effect on every replica within 1
+    /// second.
+    #[arg(
+        long,
+        env = "TENET_CACHE_TTL",
+        value_name = "SECONDS",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(2..=86_400)
+    )]
+    pub cache_ttl: u64,
+
+    /// Sets how long an unknown key stays cached, in seconds, so that
+    /// repeated guesses do not each reach the store.
+    #[arg(
+        long,
+        env = "TENET_NEGATIVE_CACHE_TTL",
+        value_name = "SECONDS",
+        default_value_t = 5,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub negative_cache_ttl: u64,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// The key pepper's text, from `TENET_KEY_PEPPER` (see
     /// [`Config::load`]); `None` reads or generates `<data-dir>/pepper`.
     #[arg(skip)]
     pub key_pepper: Option<String>,
+}
+
+/// Subcommands; without one the server runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+pub enum Command {
+    /// Applies pending Postgres schema migrations and exits; needs
+    /// --database-url.
+    Migrate,
 }
 
 /// Format of the log lines.
@@ -154,9 +314,49 @@ impl Config {
         Duration::from_secs(self.header_read_timeout)
     }
 
+    /// Returns the Postgres settings, or `None` for the embedded store.
+    pub fn postgres(&self) -> Option<(&str, PostgresOptions)> {
+        let url = self.database_url.as_deref()?;
+        let options = PostgresOptions {
+            pool_size: self.database_pool_size,
+            connect_timeout: Duration::from_millis(self.database_connect_timeout_ms),
+            statement_timeout: Duration::from_millis(self.database_statement_timeout_ms),
+            schema: self.database_schema.clone(),
+        };
+        Some((url, options))
+    }
+
+    /// Returns the in-process cache settings, or `None` when it is off.
+    pub fn cache(&self) -> Option<CacheOptions> {
+        let capacity = usize::try_from(self.cache_capacity)
+            .ok()
+            .filter(|&n| n > 0)?;
+        Some(CacheOptions {
+            capacity,
+            ttl: Duration::from_secs(self.cache_ttl),
+            negative_ttl: Duration::from_secs(self.negative_cache_ttl),
+            ..CacheOptions::default()
+        })
+    }
+
+    /// Returns the Redis settings, or `None` without Redis.
+    pub fn redis(&self) -> Option<RedisOptions> {
+        let url = self.redis_url.as_deref()?;
+        Some(RedisOptions {
+            timeout: Duration::from_millis(self.redis_timeout_ms),
+            key_prefix: self.redis_key_prefix.clone(),
+            ..RedisOptions::new(url)
+        })
+    }
+
     /// Returns the shutdown drain timeout as a duration.
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout)
+    }
+
+    /// Returns the time to keep serving after SIGTERM as a duration.
+    pub fn drain_delay(&self) -> Duration {
+        Duration::from_secs(self.drain_delay)
     }
 }
 
@@ -173,6 +373,27 @@ impl fmt::Debug for Config {
             .field("max_connections", &self.max_connections)
             .field("header_read_timeout", &self.header_read_timeout)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("drain_delay", &self.drain_delay)
+            .field("metrics_listen", &self.metrics_listen)
+            .field("database_url", &redacted(self.database_url.is_some()))
+            .field("database_pool_size", &self.database_pool_size)
+            .field(
+                "database_connect_timeout_ms",
+                &self.database_connect_timeout_ms,
+            )
+            .field(
+                "database_statement_timeout_ms",
+                &self.database_statement_timeout_ms,
+            )
+            .field("database_schema", &self.database_schema)
+            .field("skip_migrations", &self.skip_migrations)
+            .field("redis_url", &redacted(self.redis_url.is_some()))
+            .field("redis_timeout_ms", &self.redis_timeout_ms)
+            .field("redis_key_prefix", &self.redis_key_prefix)
+            .field("cache_capacity", &self.cache_capacity)
+            .field("cache_ttl", &self.cache_ttl)
+            .field("negative_cache_ttl", &self.negative_cache_ttl)
+            .field("command", &self.command)
             .field("key_pepper", &redacted(self.key_pepper.is_some()))
             .finish()
     }

@@ -68,6 +68,10 @@ pub enum Error {
     #[error("store unavailable")]
     StoreUnavailable(#[source] tenet_core::Error),
 
+    /// The server is shutting down and fails its readiness probe.
+    #[error("shutting down")]
+    ShuttingDown,
+
     /// A failure on the server's side; the source has the cause.
     #[error("internal error")]
     Internal(#[source] BoxError),
@@ -78,6 +82,13 @@ pub enum Error {
     Config {
         setting: &'static str,
         reason: String,
+    },
+
+    /// A setting that this configuration needs is not set.
+    #[error("missing {setting}: {reason}")]
+    Missing {
+        setting: &'static str,
+        reason: &'static str,
     },
 
     /// A file or directory operation failed at start.
@@ -181,8 +192,14 @@ impl Error {
                 "store_unavailable",
                 "the store is unavailable; retry later",
             ),
+            Error::ShuttingDown => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the server is shutting down; send requests to another replica",
+            ),
             Error::Internal(_)
             | Error::Config { .. }
+            | Error::Missing { .. }
             | Error::Io { .. }
             | Error::Bind { .. }
             | Error::OpenStore { .. } => (
@@ -199,7 +216,8 @@ impl Error {
     pub fn into_response(self) -> Response {
         let (status, code, message) = self.parts();
 
-        if status.is_server_error() {
+        // Shutting down is expected, so the probes it fails log nothing.
+        if status.is_server_error() && !matches!(self, Error::ShuttingDown) {
             let cause = cause_chain(&self);
             if status == StatusCode::SERVICE_UNAVAILABLE {
                 tracing::warn!(code, error = %cause, "request failed");

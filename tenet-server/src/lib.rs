@@ -22,7 +22,11 @@
 //! - [`setup`]: the data directory, store, pepper, admin token and the
 //!   shared [`setup::State`];
 //! - [`server`]: the accept loop, connection limits and graceful shutdown;
-//! - [`service`]: one request: routing, panic safety, the request log line;
+//! - [`lifecycle`]: signals, the drain delay and readiness during shutdown;
+//! - [`service`]: one request: routing, the request id, panic safety,
+//!   request metrics and the request log line;
+//! - [`request_id`]: the `X-Request-Id` of each request;
+//! - [`metrics`]: the Prometheus metrics of `/metrics`;
 //! - [`routes`]: the router and one module per resource;
 //! - [`auth`]: the admin token check and API-key extraction;
 //! - [`body`]: JSON request bodies within the size limit;
@@ -36,12 +40,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 pub mod auth;
 pub mod body;
 pub mod config;
 pub mod error;
+pub mod lifecycle;
 pub mod logging;
+pub mod metrics;
+pub mod request_id;
 pub mod response;
 pub mod routes;
 pub mod secret_file;
@@ -52,39 +60,51 @@ pub mod setup;
 pub use config::{Config, LogFormat};
 pub use error::Error;
 
+/// Applies pending Postgres migrations and returns; the `migrate`
+/// subcommand, for a deployment job that runs before the replicas start.
+pub async fn migrate(config: &Config) -> Result<(), Error> {
+    let store = setup::connect_postgres(config)
+        .await?
+        .ok_or(Error::Missing {
+            setting: "--database-url (TENET_DATABASE_URL)",
+            reason: "`migrate` applies Postgres migrations; the embedded SQLite store \
+                 migrates itself when it opens",
+        })?;
+    setup::migrate_postgres(&store).await
+}
+
 /// A server that is set up and bound, ready to serve.
 #[derive(Debug)]
 pub struct App {
     config: Config,
     listener: TcpListener,
     local_addr: SocketAddr,
+    /// The `--metrics-listen` listener and its address.
+    metrics_listener: Option<(TcpListener, SocketAddr)>,
     state: Arc<setup::State>,
     store_kind: setup::StoreKind,
 }
 
 impl App {
     /// Prepares the data directory, opens the store, resolves the pepper
-    /// and the admin token, and binds the listening socket.
+    /// and the admin token, and binds the listening sockets.
     ///
-    /// Port 0 binds a free port; [`App::local_addr`] returns it.
+    /// Port 0 binds a free port; [`App::local_addr`] and
+    /// [`App::metrics_addr`] return the bound addresses.
     pub async fn build(config: Config) -> Result<Self, Error> {
         let (state, store_kind) = setup::build_state(&config).await?;
 
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| Error::Bind {
-                address: config.listen,
-                source,
-            })?;
-        let local_addr = listener.local_addr().map_err(|source| Error::Bind {
-            address: config.listen,
-            source,
-        })?;
+        let (listener, local_addr) = bind(config.listen).await?;
+        let metrics_listener = match config.metrics_listen {
+            Some(address) => Some(bind(address).await?),
+            None => None,
+        };
 
         Ok(Self {
             config,
             listener,
             local_addr,
+            metrics_listener,
             state: Arc::new(state),
             store_kind,
         })
@@ -95,18 +115,84 @@ impl App {
         self.local_addr
     }
 
+    /// Returns the `--metrics-listen` address, when one is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().map(|(_, address)| *address)
+    }
+
+    /// Serves until SIGINT or SIGTERM, then shuts down.
+    ///
+    /// SIGTERM makes `/readyz` return 503 at once, and the server keeps
+    /// serving for `--drain-delay` before it stops accepting; SIGINT stops
+    /// accepting at once. Either way in-flight requests then get up to
+    /// `--shutdown-timeout` to finish. The signal handlers are installed
+    /// before this returns its future, so that no signal is missed. Call it
+    /// inside a tokio runtime, which the handlers need.
+    pub fn run_until_signal(self) -> impl Future<Output = ()> {
+        let signals = lifecycle::Signals::install();
+        let state = Arc::clone(&self.state);
+        let drain_delay = self.config.drain_delay();
+        self.run_until(async move {
+            lifecycle::stop_after_signal(signals, &state.lifecycle, drain_delay).await;
+        })
+    }
+
     /// Serves until `shutdown` resolves, then stops accepting connections
     /// and lets in-flight requests finish within the shutdown timeout.
+    /// `/readyz` returns 503 from the moment `shutdown` resolves.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
         tracing::info!(
             address = %self.local_addr,
+            metrics_address = self.metrics_addr().map(tracing::field::display),
             store = self.store_kind.as_str(),
             data_dir = %self.config.data_dir.display(),
             "tenet-server started"
         );
 
-        server::serve(self.listener, self.state, &self.config, shutdown).await;
+        // Both listeners stop together, when `shutdown` resolves.
+        let (stop, stopped) = watch::channel(false);
+        let trigger = async {
+            shutdown.await;
+            self.state.lifecycle.start_draining();
+            stop.send_replace(true);
+        };
+        let wait_for_stop = |mut stopped: watch::Receiver<bool>| async move {
+            // An error means the sender is gone, which also means stop.
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+
+        let main = server::serve(
+            self.listener,
+            service::Surface::Main,
+            Arc::clone(&self.state),
+            &self.config,
+            wait_for_stop(stopped.clone()),
+        );
+        let metrics = async {
+            if let Some((listener, _)) = self.metrics_listener {
+                server::serve(
+                    listener,
+                    service::Surface::Metrics,
+                    Arc::clone(&self.state),
+                    &self.config,
+                    wait_for_stop(stopped.clone()),
+                )
+                .await;
+            }
+        };
+        tokio::join!(trigger, main, metrics);
 
         tracing::info!(address = %self.local_addr, "tenet-server stopped");
     }
+}
+
+/// Binds a listening socket and returns it with its bound address.
+async fn bind(address: SocketAddr) -> Result<(TcpListener, SocketAddr), Error> {
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(|source| Error::Bind { address, source })?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|source| Error::Bind { address, source })?;
+    Ok((listener, local_addr))
 }

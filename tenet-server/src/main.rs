@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use tenet_server::config::Command;
 use tenet_server::error::cause_chain;
 use tenet_server::{App, Config, logging};
 
@@ -30,36 +31,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> Result<(), tenet_server::Error> {
-    let app = App::build(config).await?;
-    app.run_until(shutdown_signal()).await;
-    Ok(())
-}
-
-/// Resolves on the first SIGINT or SIGTERM.
-///
-/// If a handler cannot be installed, the error is logged and the other
-/// signal still works; without either, the server runs until killed.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-
-    let mut interrupt = signal(SignalKind::interrupt())
-        .inspect_err(|err| tracing::error!(error = %err, "failed to install the SIGINT handler"))
-        .ok();
-    let mut terminate = signal(SignalKind::terminate())
-        .inspect_err(|err| tracing::error!(error = %err, "failed to install the SIGTERM handler"))
-        .ok();
-
-    let received = tokio::select! {
-        Some(()) = recv(&mut interrupt) => "SIGINT",
-        Some(()) = recv(&mut terminate) => "SIGTERM",
-        else => std::future::pending().await,
-    };
-    tracing::info!(signal = received, "shutting down");
-}
-
-async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
-    match signal {
-        Some(signal) => signal.recv().await,
-        None => std::future::pending().await,
+    if config.command == Some(Command::Migrate) {
+        return tenet_server::migrate(&config).await;
     }
+    let app = App::build(config).await?;
+    app.run_until_signal().await;
+    Ok(())
 }

@@ -14,7 +14,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::config::Config;
-use crate::service;
+use crate::service::{self, Surface};
 use crate::setup::State;
 
 /// Pause after a failed `accept`, which bounds the rate of its log line when
@@ -31,12 +31,14 @@ const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Serves connections until `shutdown` resolves, then drains.
 ///
-/// At most `--max-connections` connections are served at once; further
-/// ones wait in the listen backlog. On shutdown the listener is closed, idle
-/// connections are closed, and in-flight requests get up to
-/// `--shutdown-timeout` to finish before their connections are dropped.
+/// `surface` selects the routes that this listener serves. At most
+/// `--max-connections` connections are served at once; further ones wait in
+/// the listen backlog. On shutdown the listener is closed, idle connections
+/// are closed, and in-flight requests get up to `--shutdown-timeout` to
+/// finish before their connections are dropped.
 pub async fn serve(
     listener: TcpListener,
+    surface: Surface,
     state: Arc<State>,
     config: &Config,
     shutdown: impl Future<Output = ()>,
@@ -80,6 +82,7 @@ pub async fn serve(
             builder.clone(),
             stream,
             peer,
+            surface,
             Arc::clone(&state),
             graceful.watcher(),
             stopping_watch.clone(),
@@ -103,10 +106,15 @@ pub async fn serve(
 /// forever. The first byte must therefore arrive within the header read
 /// timeout too, and a connection still waiting for it when shutdown starts
 /// is closed at once, because it has no request in flight.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "each argument is a distinct per-connection input"
+)]
 async fn serve_connection(
     builder: auto::Builder<TokioExecutor>,
     stream: TcpStream,
     peer: SocketAddr,
+    surface: Surface,
     state: Arc<State>,
     watcher: Watcher,
     mut stopping: watch::Receiver<bool>,
@@ -130,7 +138,7 @@ async fn serve_connection(
         }
     }
 
-    let service = service_fn(move |request| service::handle(Arc::clone(&state), request));
+    let service = service_fn(move |request| service::handle(Arc::clone(&state), surface, request));
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     if let Err(err) = watcher.watch(connection).await {
         tracing::debug!(%peer, error = %err, "connection closed with an error");

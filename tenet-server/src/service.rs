@@ -1,4 +1,5 @@
-//! The per-request service: routing, panic safety and the request log line.
+//! The per-request service: routing, the request id and span, panic
+//! safety, request metrics and the request log line.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -9,8 +10,10 @@ use std::time::Instant;
 use futures_util::FutureExt as _;
 use http::{HeaderValue, Request, Version, header};
 use hyper::body::{Body as _, Incoming};
+use tracing::Instrument as _;
 
 use crate::error::{Error, panic_message};
+use crate::request_id::{self, REQUEST_ID_HEADER};
 use crate::response::{LogTenant, Response};
 use crate::routes::{self, Route};
 use crate::setup::State;
@@ -18,18 +21,61 @@ use crate::setup::State;
 /// Template logged for a path that matches no route.
 const UNMATCHED: &str = "unmatched";
 
-/// Handles one request and logs one line for it.
+/// The listener a request arrived on, which decides the routes it reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// `--listen`: every route.
+    Main,
+    /// `--metrics-listen`: `/metrics`, `/healthz` and `/readyz` only.
+    Metrics,
+}
+
+impl Surface {
+    fn serves(self, route: &Route) -> bool {
+        match self {
+            Surface::Main => true,
+            Surface::Metrics => route.is_operational(),
+        }
+    }
+}
+
+/// Handles one request inside a span that carries its request id, and logs
+/// one line for it.
 ///
-/// A panic in a handler becomes a 500 with the generic body, so the
-/// connection and the server keep serving. The log line has the method,
-/// the route template (never the raw path, which may carry ids of any
-/// shape), the status, the latency in microseconds and the tenant id when
-/// one is known. An HTTP/1 error response to a request with a body closes
-/// the connection.
-pub async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Response, Infallible> {
+/// The request id is the client's valid `X-Request-Id` or a new UUIDv7 (see
+/// [`request_id::resolve`]), and the response echoes it. A panic in a
+/// handler becomes a 500 with the generic body, so the connection and the
+/// server keep serving. The log line has the method, the route template
+/// (never the raw path, which may carry ids of any shape), the status, the
+/// latency in microseconds and the tenant id when one is known. An HTTP/1
+/// error response to a request with a body closes the connection.
+pub async fn handle(
+    state: Arc<State>,
+    surface: Surface,
+    request: Request<Incoming>,
+) -> Result<Response, Infallible> {
+    let request_id = request_id::resolve(request.headers());
+    // `resolve` returns visible ASCII only.
+    let span = tracing::info_span!(
+        "request",
+        request_id = request_id.to_str().unwrap_or_default()
+    );
+    let mut response = handle_in_span(state, surface, request)
+        .instrument(span)
+        .await;
+
+    response.headers_mut().insert(REQUEST_ID_HEADER, request_id);
+    Ok(response)
+}
+
+async fn handle_in_span(
+    state: Arc<State>,
+    surface: Surface,
+    request: Request<Incoming>,
+) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let route = Route::from_path(request.uri().path());
+    let route = Route::from_path(request.uri().path()).filter(|route| surface.serves(route));
     let template = route.as_ref().map_or(UNMATCHED, Route::template);
 
     let may_leave_body_unread =
@@ -48,6 +94,11 @@ pub async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Res
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
 
+    let elapsed = started.elapsed();
+    state
+        .metrics
+        .observe_request(template, &method, response.status(), elapsed);
+
     let tenant_id = response
         .extensions()
         .get::<LogTenant>()
@@ -56,11 +107,11 @@ pub async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Res
         method = %method,
         route = template,
         status = response.status().as_u16(),
-        latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
         tenant_id,
         "request"
     );
-    Ok(response)
+    response
 }
 
 /// Runs a handler future, turning a panic into a 500 with the generic body

@@ -4,10 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tenet_core::{AdminToken, AdminTokenDigest, Pepper, SqliteStore, Store, Tenet};
+use tenet_core::{AdminToken, AdminTokenDigest, Pepper, PostgresStore, SqliteStore, Store, Tenet};
 
 use crate::config::{Config, PEPPER_ENV};
 use crate::error::Error;
+use crate::lifecycle::Lifecycle;
+use crate::metrics::Metrics;
 use crate::secret_file;
 
 /// Store setting that contains the digest of a generated admin token.
@@ -30,6 +32,9 @@ pub struct State {
     pub admin: AdminTokenDigest,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: u64,
+    pub metrics: Metrics,
+    /// Whether shutdown has started, which fails `/readyz`.
+    pub lifecycle: Lifecycle,
 }
 
 /// The storage backends the server can run on.
@@ -37,6 +42,8 @@ pub struct State {
 pub enum StoreKind {
     /// One SQLite file in the data directory.
     Sqlite,
+    /// Postgres, shared with other replicas.
+    Postgres,
 }
 
 impl StoreKind {
@@ -44,6 +51,7 @@ impl StoreKind {
     pub fn as_str(self) -> &'static str {
         match self {
             StoreKind::Sqlite => "sqlite",
+            StoreKind::Postgres => "postgres",
         }
     }
 }
@@ -59,27 +67,41 @@ pub async fn build_state(config: &Config) -> Result<(State, StoreKind), Error> {
 
     let (store, kind) = open_store(config).await?;
     let pepper = resolve_pepper(config, kind)?;
-    let tenet = Tenet::open(store, pepper)
-        .await
-        .map_err(|source| Error::OpenStore {
-            kind: kind.as_str(),
-            source,
-        })?;
+    let mut builder = Tenet::builder(store, pepper);
+    if let Some(cache) = config.cache() {
+        builder = builder.cache(cache);
+        if let Some(redis) = config.redis() {
+            builder = builder.redis(redis);
+        }
+    }
+    let tenet = builder.build().await.map_err(|source| Error::OpenStore {
+        kind: kind.as_str(),
+        source,
+    })?;
     let admin = resolve_admin_token(config, tenet.store().as_ref(), kind).await?;
 
     let state = State {
+        metrics: Metrics::new(tenet.clone()),
         tenet,
         admin,
         max_body_bytes: config.max_body_bytes,
+        lifecycle: Lifecycle::default(),
     };
     Ok((state, kind))
 }
 
-/// Opens the store that the configuration selects.
-///
-/// This is the one place that chooses a backend; today that is always the
-/// SQLite file `<data-dir>/tenet.db`.
+/// Opens the store that the configuration selects: Postgres when
+/// `--database-url` is set (migrated unless `--skip-migrations`), else the
+/// SQLite file `<data-dir>/tenet.db`. This is the one place that chooses a
+/// backend.
 async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, StoreKind), Error> {
+    if let Some(store) = connect_postgres(config).await? {
+        if !config.skip_migrations {
+            migrate_postgres(&store).await?;
+        }
+        return Ok((Arc::new(store), StoreKind::Postgres));
+    }
+
     let kind = StoreKind::Sqlite;
     let store = SqliteStore::open(config.data_dir.join(DATABASE_FILE))
         .await
@@ -88,6 +110,34 @@ async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, StoreKind), Erro
             source,
         })?;
     Ok((Arc::new(store), kind))
+}
+
+/// Connects to Postgres when `--database-url` is set.
+pub async fn connect_postgres(config: &Config) -> Result<Option<PostgresStore>, Error> {
+    let Some((url, options)) = config.postgres() else {
+        return Ok(None);
+    };
+    let store = PostgresStore::connect(url, options)
+        .await
+        .map_err(|source| Error::OpenStore {
+            kind: StoreKind::Postgres.as_str(),
+            source,
+        })?;
+    Ok(Some(store))
+}
+
+/// Applies pending migrations; replicas starting together take turns.
+pub async fn migrate_postgres(store: &PostgresStore) -> Result<(), Error> {
+    let applied = store.migrate().await.map_err(|source| Error::OpenStore {
+        kind: StoreKind::Postgres.as_str(),
+        source,
+    })?;
+    if applied.is_empty() {
+        tracing::info!("Postgres schema is up to date");
+    } else {
+        tracing::info!(versions = ?applied, "applied Postgres migrations");
+    }
+    Ok(())
 }
 
 /// Takes the pepper from `TENET_KEY_PEPPER`; when unset, the embedded store
@@ -102,6 +152,14 @@ fn resolve_pepper(config: &Config, kind: StoreKind) -> Result<Pepper, Error> {
 
     match kind {
         StoreKind::Sqlite => pepper_from_file(&config.data_dir.join(PEPPER_FILE)),
+        // A generated pepper would differ per replica and lock out keys
+        // issued elsewhere.
+        StoreKind::Postgres => Err(Error::Missing {
+            setting: PEPPER_ENV,
+            reason: "every replica on --database-url must digest keys with the same \
+                     pepper; set it to the same random value of at least 32 bytes on \
+                     every replica",
+        }),
     }
 }
 
@@ -145,6 +203,15 @@ async fn resolve_admin_token(
             reason: err.to_string(),
         })?;
         return Ok(token.digest());
+    }
+
+    if kind == StoreKind::Postgres {
+        // A generated token would live in one replica's data directory only.
+        return Err(Error::Missing {
+            setting: "--admin-token (TENET_ADMIN_TOKEN)",
+            reason: "replicas on --database-url cannot share a generated token; set \
+                     the same token of at least 32 bytes on every replica",
+        });
     }
 
     if let Some(stored) = store

@@ -187,7 +187,7 @@ async fn listen(weak: &Weak<CacheLayer>) -> Listen {
             }
             _ = ticker.tick() => {
                 let Some(layer) = weak.upgrade() else { return Listen::Stopped };
-                let pinged = timeout(limit, sink.ping::<String>()).await;
+                let pinged = timeout(limit, sink.ping::<redis::Value>()).await;
                 if !matches!(pinged, Ok(Ok(_))) {
                     break Listen::Lost("ping on the subscription failed".to_owned());
                 }

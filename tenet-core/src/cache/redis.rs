@@ -109,7 +109,10 @@ impl RedisCache {
         let pool = Pool::builder()
             .max_size(options.pool_size.max(1))
             .connection_timeout(options.timeout)
-            .test_on_check_out(false)
+            // bb8-redis cannot tell that a multiplexed connection died, so
+            // each checkout pings it and replaces a dead one. Redis is off
+            // the warm path, so the extra round trip is affordable.
+            .test_on_check_out(true)
             .build_unchecked(manager);
         Ok(Self {
             pool,

@@ -13,16 +13,29 @@ pub fn live() -> Response {
     ok()
 }
 
-/// `GET /readyz`: 200 when the store responds to a ping, else 503
-/// `store_unavailable`.
+/// `GET /readyz`: 200 when the store responds to a ping; 503
+/// `shutting_down` once shutdown has started, and 503 `store_unavailable`
+/// while the store does not respond.
 pub async fn ready(state: &State) -> Result<Response, Error> {
-    state
-        .tenet
-        .store()
-        .ping()
-        .await
-        .map_err(Error::StoreUnavailable)?;
+    check_ready(state).await?;
     Ok(ok())
+}
+
+/// Checks readiness like `/readyz` and records the result in the
+/// `tenet_ready` metric.
+pub async fn check_ready(state: &State) -> Result<(), Error> {
+    let result = if state.lifecycle.is_draining() {
+        Err(Error::ShuttingDown)
+    } else {
+        state
+            .tenet
+            .store()
+            .ping()
+            .await
+            .map_err(Error::StoreUnavailable)
+    };
+    state.metrics.set_ready(result.is_ok());
+    result
 }
 
 fn ok() -> Response {

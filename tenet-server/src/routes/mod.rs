@@ -14,6 +14,7 @@ use crate::setup::State;
 
 mod health;
 mod keys;
+mod metrics;
 mod protected;
 mod tenants;
 
@@ -27,6 +28,7 @@ pub enum Route {
     Protected,
     Healthz,
     Readyz,
+    Metrics,
 }
 
 impl Route {
@@ -53,6 +55,7 @@ impl Route {
             ["protected"] => Route::Protected,
             ["healthz"] => Route::Healthz,
             ["readyz"] => Route::Readyz,
+            ["metrics"] => Route::Metrics,
             _ => return None,
         };
         Some(route)
@@ -69,7 +72,14 @@ impl Route {
             Route::Protected => "/protected",
             Route::Healthz => "/healthz",
             Route::Readyz => "/readyz",
+            Route::Metrics => "/metrics",
         }
+    }
+
+    /// Returns whether the route serves operators rather than API clients,
+    /// which makes it available on the `--metrics-listen` address too.
+    pub fn is_operational(&self) -> bool {
+        matches!(self, Route::Healthz | Route::Readyz | Route::Metrics)
     }
 
     /// Returns the methods this route serves and the matching `Allow` value.
@@ -79,9 +89,11 @@ impl Route {
                 (&[Method::GET, Method::POST], "GET, POST")
             }
             Route::TenantKey { .. } => (&[Method::DELETE], "DELETE"),
-            Route::Tenant { .. } | Route::Protected | Route::Healthz | Route::Readyz => {
-                (&[Method::GET], "GET")
-            }
+            Route::Tenant { .. }
+            | Route::Protected
+            | Route::Healthz
+            | Route::Readyz
+            | Route::Metrics => (&[Method::GET], "GET"),
         }
     }
 
@@ -127,6 +139,7 @@ pub async fn dispatch(state: &State, route: Option<Route>, request: Request<Inco
         (Route::Protected, _) => protected::get(state, request.headers()).await,
         (Route::Healthz, _) => Ok(health::live()),
         (Route::Readyz, _) => health::ready(state).await,
+        (Route::Metrics, _) => Ok(metrics::get(state).await),
     };
 
     let mut response = result.unwrap_or_else(Error::into_response);
@@ -166,6 +179,7 @@ mod tests {
             ("/protected", Some(Route::Protected)),
             ("/healthz", Some(Route::Healthz)),
             ("/readyz", Some(Route::Readyz)),
+            ("/metrics", Some(Route::Metrics)),
             ("/", None),
             ("", None),
             ("/tenants/", None),

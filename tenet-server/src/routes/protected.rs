@@ -11,7 +11,7 @@ use crate::setup::State;
 
 /// `GET /protected`: 200 with the key's tenant and key id, or 401.
 pub async fn get(state: &State, headers: &HeaderMap) -> Result<Response, Error> {
-    let principal = authenticate(headers, &state.tenet).await?;
+    let principal = authenticate(headers, &state.tenet, &state.metrics).await?;
 
     let mut response = json(StatusCode::OK, &PrincipalResponse::from(principal));
     response

@@ -28,6 +28,8 @@ pub const BINARY_TIMEOUT: Duration = Duration::from_secs(60);
 /// directory; it shuts down when dropped.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The `--metrics-listen` address, when the flags set one.
+    pub metrics_addr: Option<SocketAddr>,
     pub client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -58,6 +60,7 @@ impl TestServer {
 
         let app = App::build(config).await.expect("server starts");
         let addr = app.local_addr();
+        let metrics_addr = app.metrics_addr();
         let (shutdown, stopped) = oneshot::channel();
         let task = tokio::spawn(app.run_until(async {
             let _ = stopped.await;
@@ -65,6 +68,7 @@ impl TestServer {
 
         Self {
             addr,
+            metrics_addr,
             client: reqwest::Client::new(),
             shutdown: Some(shutdown),
             task: Some(task),
@@ -185,7 +189,7 @@ pub async fn protected_status(server: &TestServer, headers: &[(&str, &str)]) -> 
 }
 
 /// The real `tenet-server` binary, started with JSON debug logs on
-/// 127.0.0.1:0.
+/// 127.0.0.1:0 and no drain delay unless `env` sets one.
 pub struct BinaryServer {
     pub addr: SocketAddr,
     /// Every log line the process wrote so far.
@@ -206,6 +210,7 @@ impl BinaryServer {
             .env_remove("TENET_ADMIN_TOKEN")
             .env_remove("TENET_KEY_PEPPER")
             .env("RUST_LOG", "debug")
+            .env("TENET_DRAIN_DELAY", "0")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());

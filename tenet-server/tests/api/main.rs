@@ -3,8 +3,12 @@
 
 mod auth;
 mod binary;
+mod cluster;
+mod deploy;
+mod drain;
 mod errors;
 mod flow;
 mod helpers;
 mod limits;
+mod observability;
 mod protocol;

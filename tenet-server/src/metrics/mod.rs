@@ -1,0 +1,292 @@
+//! Prometheus metrics, served by `GET /metrics` in the text format 0.0.4.
+//!
+//! Request and verification metrics are counted here as requests finish.
+//! The cache, Redis invalidation and connection pool metrics are counted by
+//! `tenet-core` in plain atomics, which [`collector`] reads at scrape time.
+//!
+//! Label values come from fixed sets only: route templates (never the raw
+//! path), a fixed list of methods, status classes, outcomes and pool
+//! names. No key, tenant name, id or path ever becomes a label value, which
+//! also keeps the number of series bounded.
+
+use std::sync::atomic::AtomicI64;
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+use tenet_core::{Rejection, Tenet};
+
+mod collector;
+
+/// `Content-Type` of the `/metrics` response.
+pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// Upper bounds of the request duration histogram's buckets, in seconds.
+const REQUEST_DURATION_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Labels of the request metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    /// The route template, such as `/tenants/{id}/keys`, or `unmatched`.
+    route: &'static str,
+    method: &'static str,
+    /// `2xx`, `4xx` and so on.
+    status_class: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+/// The outcome of verifying one presented API key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verification {
+    Valid,
+    /// Not a Tenet key; rejected by parsing alone.
+    Malformed,
+    /// Well-formed, but never issued.
+    Unknown,
+    Revoked,
+    /// The store could not be asked, so nothing was concluded.
+    Unavailable,
+}
+
+impl Verification {
+    const ALL: [Verification; 5] = [
+        Verification::Valid,
+        Verification::Malformed,
+        Verification::Unknown,
+        Verification::Revoked,
+        Verification::Unavailable,
+    ];
+
+    /// Classifies the result of [`Tenet::verify`].
+    pub fn of<T>(result: &tenet_core::Result<T>) -> Self {
+        match result {
+            Ok(_) => Verification::Valid,
+            Err(tenet_core::Error::Rejected(Rejection::Malformed)) => Verification::Malformed,
+            Err(tenet_core::Error::Rejected(Rejection::Revoked)) => Verification::Revoked,
+            Err(tenet_core::Error::Rejected(_)) => Verification::Unknown,
+            Err(_) => Verification::Unavailable,
+        }
+    }
+
+    /// Returns the `outcome` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verification::Valid => "valid",
+            Verification::Malformed => "malformed",
+            Verification::Unknown => "unknown",
+            Verification::Revoked => "revoked",
+            Verification::Unavailable => "unavailable",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Every metric of one server, and the registry that encodes them.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    /// One counter per [`Verification`], in [`Verification::ALL`] order,
+    /// so that counting takes no lookup.
+    verifications: [Counter; 5],
+    ready: Gauge<i64, AtomicI64>,
+}
+
+impl Metrics {
+    /// Registers every metric; the `tenet-core` ones read `tenet` at scrape
+    /// time.
+    pub fn new(tenet: Tenet) -> Self {
+        let mut registry = Registry::default();
+
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "tenet_http_requests",
+            "HTTP requests served, by route template, method and status class",
+            requests.clone(),
+        );
+        let request_duration: Family<RequestLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(|| Histogram::new(REQUEST_DURATION_BUCKETS));
+        registry.register(
+            "tenet_http_request_duration_seconds",
+            "Time from reading a request head to building its response, in seconds",
+            request_duration.clone(),
+        );
+
+        let outcomes = Family::<OutcomeLabels, Counter>::default();
+        let verifications = Verification::ALL.map(|outcome| {
+            outcomes
+                .get_or_create(&OutcomeLabels {
+                    outcome: outcome.as_str(),
+                })
+                .clone()
+        });
+        registry.register(
+            "tenet_verifications",
+            "Presented API keys verified, by outcome",
+            outcomes,
+        );
+
+        let ready = Gauge::default();
+        registry.register(
+            "tenet_ready",
+            "1 while /readyz returns 200, 0 while it returns 503; set by each /readyz \
+             and /metrics request",
+            ready.clone(),
+        );
+        registry.register(
+            "tenet_build",
+            "The running tenet-server version, always 1",
+            Info::new([("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        registry.register_collector(Box::new(collector::CoreCollector::new(tenet)));
+
+        Self {
+            registry,
+            requests,
+            request_duration,
+            verifications,
+            ready,
+        }
+    }
+
+    /// Counts one finished request. `route` is the route template or
+    /// `unmatched`.
+    pub fn observe_request(
+        &self,
+        route: &'static str,
+        method: &Method,
+        status: StatusCode,
+        elapsed: Duration,
+    ) {
+        let labels = RequestLabels {
+            route,
+            method: method_label(method),
+            status_class: status_class(status),
+        };
+        self.requests.get_or_create(&labels).inc();
+        self.request_duration
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one verification of a presented key.
+    pub fn observe_verification(&self, outcome: Verification) {
+        self.verifications[outcome.index()].inc();
+    }
+
+    /// Records whether `/readyz` returns 200.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+    }
+
+    /// Encodes every metric in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        if let Err(err) =
+            prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)
+        {
+            // Writing to a String cannot fail, so only an encoder that
+            // reports an error of its own gets here.
+            tracing::error!(error = %err, "failed to encode the metrics");
+        }
+        text
+    }
+}
+
+/// Maps a method to a label value from a fixed set, so that clients
+/// cannot create series with made-up methods.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+fn status_class(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn made_up_methods_share_one_label() {
+        let method = Method::from_bytes(b"BREW").expect("valid method token");
+
+        assert_eq!(method_label(&method), "other");
+        assert_eq!(method_label(&Method::DELETE), "DELETE");
+    }
+
+    #[test]
+    fn status_classes_cover_every_code() {
+        let cases = [
+            (100, "1xx"),
+            (204, "2xx"),
+            (308, "3xx"),
+            (431, "4xx"),
+            (503, "5xx"),
+            (599, "5xx"),
+        ];
+
+        for (code, class) in cases {
+            let status = StatusCode::from_u16(code).expect("valid status");
+            assert_eq!(status_class(status), class, "{code}");
+        }
+    }
+
+    #[test]
+    fn verification_results_map_to_outcomes() {
+        let cases: [(tenet_core::Result<()>, &str); 5] = [
+            (Ok(()), "valid"),
+            (
+                Err(tenet_core::Error::Rejected(Rejection::Malformed)),
+                "malformed",
+            ),
+            (
+                Err(tenet_core::Error::Rejected(Rejection::Unknown)),
+                "unknown",
+            ),
+            (
+                Err(tenet_core::Error::Rejected(Rejection::Revoked)),
+                "revoked",
+            ),
+            (
+                Err(tenet_core::Error::unavailable("timed out")),
+                "unavailable",
+            ),
+        ];
+
+        for (result, outcome) in cases {
+            assert_eq!(Verification::of(&result).as_str(), outcome);
+        }
+    }
+}

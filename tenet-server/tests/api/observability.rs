@@ -1,0 +1,288 @@
+//! Request ids, `/metrics` and the metrics listener.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use reqwest::header::CONTENT_TYPE;
+use serde_json::Value;
+
+use crate::helpers::{ADMIN_TOKEN, BINARY_TIMEOUT, BinaryServer, TestServer, protected_status};
+
+/// Returns a well-formed key that was never issued.
+fn unknown_key() -> String {
+    tenet_core::ApiKey::generate().expose_secret().to_owned()
+}
+
+/// Returns the `/metrics` text of a server.
+pub async fn scrape(client: &reqwest::Client, url: &str) -> String {
+    let response = client.get(url).send().await.expect("request sent");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[CONTENT_TYPE],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    response.text().await.expect("metrics text")
+}
+
+/// Returns the value of the sample whose name and labels are exactly
+/// `series`, such as `tenet_ready` or `tenet_verifications_total{outcome="valid"}`.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(|value| value.parse().expect("numeric sample value"))
+}
+
+/// Returns the names of every series the text can contain, from its
+/// `# TYPE` lines: a histogram `h` contributes `h_bucket`, `h_sum` and
+/// `h_count`, other types their declared name.
+pub fn series_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for line in text.lines() {
+        let Some(declaration) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let mut parts = declaration.split(' ');
+        let (Some(name), Some(kind)) = (parts.next(), parts.next()) else {
+            panic!("malformed TYPE line: {line}");
+        };
+        if kind == "histogram" {
+            for suffix in ["_bucket", "_sum", "_count"] {
+                names.insert(format!("{name}{suffix}"));
+            }
+        } else {
+            names.insert(name.to_owned());
+        }
+    }
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valid_request_id_is_echoed() {
+    let server = TestServer::start().await;
+
+    let response = server
+        .client
+        .get(server.url("/healthz"))
+        .header("x-request-id", "client-id_1.2:3")
+        .send()
+        .await
+        .expect("request sent");
+
+    assert_eq!(response.headers()["x-request-id"], "client-id_1.2:3");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_request_id_is_replaced() {
+    let server = TestServer::start().await;
+    let too_long = "a".repeat(129);
+
+    for sent in [
+        None,
+        Some("has space"),
+        Some("a/b"),
+        Some(too_long.as_str()),
+    ] {
+        let mut request = server.client.get(server.url("/no/such/route"));
+        if let Some(sent) = sent {
+            request = request.header("x-request-id", sent);
+        }
+        let response = request.send().await.expect("request sent");
+
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        let echoed = response.headers()["x-request-id"]
+            .to_str()
+            .expect("ASCII id");
+        let uuid = uuid_v7(echoed);
+        assert!(uuid, "{sent:?} got {echoed}");
+    }
+}
+
+fn uuid_v7(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    let lengths: Vec<usize> = groups.iter().map(|group| group.len()).collect();
+    lengths == [8, 4, 4, 4, 12]
+        && text.chars().all(|c| c == '-' || c.is_ascii_hexdigit())
+        && groups[2].starts_with('7')
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_and_verifications() {
+    let server = TestServer::start().await;
+    let admin = server.admin();
+    let tenant = admin.create_tenant("Metrics Tenant Name").await;
+    let valid = admin.issue_key(&tenant).await;
+    let revoked = admin.issue_key(&tenant).await;
+    admin.revoke_key(&tenant, &revoked).await;
+    let unknown = unknown_key();
+
+    let cases = [
+        (valid.api_key.as_str(), StatusCode::OK),
+        (revoked.api_key.as_str(), StatusCode::UNAUTHORIZED),
+        (unknown.as_str(), StatusCode::UNAUTHORIZED),
+        ("not-a-key", StatusCode::UNAUTHORIZED),
+    ];
+    for (key, status) in cases {
+        assert_eq!(
+            protected_status(&server, &[("x-api-key", key)]).await,
+            status
+        );
+    }
+    let raw_path = format!("/unknown/{}", tenant.id);
+    let missing = server
+        .client
+        .get(server.url(&raw_path))
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let text = scrape(&server.client, &server.url("/metrics")).await;
+
+    for (outcome, count) in [
+        ("valid", 1.0),
+        ("revoked", 1.0),
+        ("unknown", 1.0),
+        ("malformed", 1.0),
+        ("unavailable", 0.0),
+    ] {
+        let series = format!("tenet_verifications_total{{outcome=\"{outcome}\"}}");
+        assert_eq!(sample(&text, &series), Some(count), "{series}");
+    }
+    let issued =
+        r#"tenet_http_requests_total{route="/tenants/{id}/keys",method="POST",status_class="2xx"}"#;
+    assert_eq!(sample(&text, issued), Some(2.0));
+    let unmatched =
+        r#"tenet_http_requests_total{route="unmatched",method="GET",status_class="4xx"}"#;
+    assert_eq!(sample(&text, unmatched), Some(1.0));
+    let rejected = r#"tenet_http_request_duration_seconds_count{route="/protected",method="GET",status_class="4xx"}"#;
+    assert_eq!(sample(&text, rejected), Some(3.0));
+    let version = format!(
+        "tenet_build_info{{version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(sample(&text, &version), Some(1.0));
+    assert_eq!(sample(&text, "tenet_ready"), Some(1.0));
+    assert!(sample(&text, "tenet_cache_entries").is_some());
+    for secret in [
+        tenant.id.to_string(),
+        tenant.name.clone(),
+        valid.api_key.clone(),
+        valid.id.to_string(),
+        raw_path,
+    ] {
+        assert!(!text.contains(&secret), "the metrics contain {secret}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_declare_every_documented_family() {
+    let server = TestServer::start().await;
+    // Request families appear with their first request.
+    scrape(&server.client, &server.url("/metrics")).await;
+
+    let text = scrape(&server.client, &server.url("/metrics")).await;
+
+    let names = series_names(&text);
+    for name in [
+        "tenet_http_requests_total",
+        "tenet_http_request_duration_seconds_bucket",
+        "tenet_verifications_total",
+        "tenet_cache_lookups_total",
+        "tenet_pool_connections",
+        "tenet_pool_max_connections",
+        "tenet_pool_wait_seconds_bucket",
+        "tenet_revocation_messages_total",
+        "tenet_cache_entries",
+        "tenet_build_info",
+        "tenet_ready",
+    ] {
+        assert!(names.contains(name), "{name} missing from {names:?}");
+    }
+    for (layer, result) in [
+        ("local", "hit"),
+        ("local", "miss"),
+        ("redis", "hit"),
+        ("redis", "miss"),
+    ] {
+        let series = format!("tenet_cache_lookups_total{{layer=\"{layer}\",result=\"{result}\"}}");
+        assert!(sample(&text, &series).is_some(), "{series}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_listener_serves_operational_routes_only() {
+    let server = TestServer::start_with(&["--metrics-listen", "127.0.0.1:0"]).await;
+    let metrics_addr = server.metrics_addr.expect("metrics address bound");
+    let url = |path: &str| format!("http://{metrics_addr}{path}");
+
+    let text = scrape(&server.client, &url("/metrics")).await;
+    let ready = server
+        .client
+        .get(url("/readyz"))
+        .send()
+        .await
+        .expect("request sent");
+    let tenants = server
+        .client
+        .get(url("/tenants"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("request sent");
+
+    assert!(text.contains("tenet_ready 1"), "{text}");
+    assert_eq!(ready.status(), StatusCode::OK);
+    assert_eq!(tenants.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_log_lines_carry_request_id() {
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let server = BinaryServer::start(data_dir.path(), &[]);
+    let client = reqwest::Client::new();
+
+    let response = client
+        .get(server.url("/protected"))
+        .header("x-request-id", "trace-me-42")
+        .header("x-api-key", unknown_key())
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+    // The rejection reason is a debug line inside the handler, the request
+    // line comes last; both must carry the id.
+    let lines = wait_for_log(&server, "request");
+    let rejected = lines
+        .iter()
+        .find(|event| event["message"] == "rejected API key")
+        .expect("the rejection is logged");
+    let request = lines
+        .iter()
+        .find(|event| event["message"] == "request" && event["route"] == "/protected")
+        .expect("the request is logged");
+    assert_eq!(rejected["span"]["request_id"], "trace-me-42");
+    assert_eq!(request["span"]["request_id"], "trace-me-42");
+    server.stop();
+}
+
+/// Waits until the binary has logged a line with `message`, and returns
+/// every JSON log line so far.
+fn wait_for_log(server: &BinaryServer, message: &str) -> Vec<Value> {
+    let deadline = Instant::now() + BINARY_TIMEOUT;
+    loop {
+        let lines: Vec<Value> = server
+            .logs
+            .lock()
+            .expect("log lines")
+            .iter()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect();
+        if lines.iter().any(|event| event["message"] == message) {
+            return lines;
+        }
+        assert!(Instant::now() < deadline, "no {message:?} log line");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
