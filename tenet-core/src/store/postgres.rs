@@ -186,6 +186,20 @@ impl PostgresStore {
         })
     }
 
+    /// Bounds a call by the connect and statement timeouts together, so that
+    /// a Postgres that stops answering without closing the connection (a
+    /// network partition) costs a request a 503, not a hang.
+    async fn bounded<T>(&self, call: impl Future<Output = Result<T>>) -> Result<T> {
+        let limit = self.options.connect_timeout + self.options.statement_timeout;
+        match tokio::time::timeout(limit, call).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::unavailable(self.redactor.message(format!(
+                "Postgres at {} did not answer within {limit:?}",
+                self.target
+            )))),
+        }
+    }
+
     fn acquire_timeout(&self) -> Error {
         let reason = match self.last_connect_error.get() {
             Some(last) => format!("the last connection attempt failed: {last}"),
@@ -288,98 +302,115 @@ fn key_event_from_row(row: &Row) -> Result<KeyEvent> {
 #[async_trait]
 impl Store for PostgresStore {
     async fn insert_tenant(&self, tenant: &Tenant) -> Result<()> {
-        let id: Uuid = tenant.id.as_uuid();
-        let mut connection = self.connection().await?;
-        connection
-            .execute(
-                "INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)",
-                &[&id, &tenant.name.as_str(), &tenant.created_at],
-            )
-            .await
-            .map_err(|err| self.failed(&err, format_args!("inserting tenant {}", tenant.id)))?;
-        Ok(())
+        self.bounded(async {
+            let id: Uuid = tenant.id.as_uuid();
+            let mut connection = self.connection().await?;
+            connection
+                .execute(
+                    "INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)",
+                    &[&id, &tenant.name.as_str(), &tenant.created_at],
+                )
+                .await
+                .map_err(|err| self.failed(&err, format_args!("inserting tenant {}", tenant.id)))?;
+            Ok(())
+        })
+        .await
     }
 
     async fn tenant(&self, id: TenantId) -> Result<Option<Tenant>> {
-        let uuid = id.as_uuid();
-        let mut connection = self.connection().await?;
-        let row = connection
-            .query_opt(
-                "SELECT id, name, created_at FROM tenants WHERE id = $1",
-                &[&uuid],
-            )
-            .await
-            .map_err(|err| self.failed(&err, format_args!("reading tenant {id}")))?;
-        row.as_ref().map(tenant_from_row).transpose()
+        self.bounded(async {
+            let uuid = id.as_uuid();
+            let mut connection = self.connection().await?;
+            let row = connection
+                .query_opt(
+                    "SELECT id, name, created_at FROM tenants WHERE id = $1",
+                    &[&uuid],
+                )
+                .await
+                .map_err(|err| self.failed(&err, format_args!("reading tenant {id}")))?;
+            row.as_ref().map(tenant_from_row).transpose()
+        })
+        .await
     }
 
     async fn list_tenants(&self) -> Result<Vec<Tenant>> {
-        let mut connection = self.connection().await?;
-        let rows = connection
-            .query("SELECT id, name, created_at FROM tenants ORDER BY id", &[])
-            .await
-            .map_err(|err| self.failed(&err, "listing tenants"))?;
-        rows.iter().map(tenant_from_row).collect()
+        self.bounded(async {
+            let mut connection = self.connection().await?;
+            let rows = connection
+                .query("SELECT id, name, created_at FROM tenants ORDER BY id", &[])
+                .await
+                .map_err(|err| self.failed(&err, "listing tenants"))?;
+            rows.iter().map(tenant_from_row).collect()
+        })
+        .await
     }
 
     async fn insert_key(&self, key: &KeyRecord) -> Result<()> {
-        let info = &key.info;
-        let id = info.id.as_uuid();
-        let tenant_id = info.tenant_id.as_uuid();
-        let name = info.name.as_ref().map(KeyName::as_str);
-        let digest = &key.digest.as_bytes()[..];
+        self.bounded(async {
+            let info = &key.info;
+            let id = info.id.as_uuid();
+            let tenant_id = info.tenant_id.as_uuid();
+            let name = info.name.as_ref().map(KeyName::as_str);
+            let digest = &key.digest.as_bytes()[..];
 
-        // The foreign key checks the tenant inside the INSERT's own
-        // transaction, so a tenant cannot vanish between check and insert.
-        let mut connection = self.connection().await?;
-        let inserted = connection
-            .execute(
-                INSERT_KEY,
-                &[
-                    &id,
-                    &tenant_id,
-                    &name,
-                    &info.prefix,
-                    &digest,
-                    &info.created_at,
-                    &info.revoked_at,
-                ],
-            )
-            .await;
-        match inserted {
-            Ok(_) => {}
-            Err(err) if err.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) => {
-                return Err(Error::not_found("tenant", info.tenant_id));
+            // The foreign key checks the tenant inside the INSERT's own
+            // transaction, so a tenant cannot vanish between check and insert.
+            let mut connection = self.connection().await?;
+            let inserted = connection
+                .execute(
+                    INSERT_KEY,
+                    &[
+                        &id,
+                        &tenant_id,
+                        &name,
+                        &info.prefix,
+                        &digest,
+                        &info.created_at,
+                        &info.revoked_at,
+                    ],
+                )
+                .await;
+            match inserted {
+                Ok(_) => {}
+                Err(err) if err.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) => {
+                    return Err(Error::not_found("tenant", info.tenant_id));
+                }
+                Err(err) => {
+                    return Err(self.failed(
+                        &err,
+                        format_args!("inserting key {} of tenant {}", info.id, info.tenant_id),
+                    ));
+                }
             }
-            Err(err) => {
-                return Err(self.failed(
-                    &err,
-                    format_args!("inserting key {} of tenant {}", info.id, info.tenant_id),
-                ));
-            }
-        }
 
-        // Pruning rides on issuing, a rare write, instead of the frequent
-        // event reads. The key is stored already, so a failed prune is
-        // only logged.
-        let retention = KEY_EVENT_RETENTION.as_secs_f64();
-        if let Err(err) = connection.execute(PRUNE_KEY_EVENTS, &[&retention]).await {
-            let err = self.failed(&err, "pruning old key events");
-            tracing::debug!(error = %err, "key event pruning failed");
-        }
-        Ok(())
+            // Pruning rides on issuing, a rare write, instead of the frequent
+            // event reads. The key is stored already, so a failed prune is
+            // only logged.
+            let retention = KEY_EVENT_RETENTION.as_secs_f64();
+            if let Err(err) = connection.execute(PRUNE_KEY_EVENTS, &[&retention]).await {
+                let err = self.failed(&err, "pruning old key events");
+                tracing::debug!(error = %err, "key event pruning failed");
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn list_keys(&self, tenant: TenantId) -> Result<Vec<KeyInfo>> {
-        let tenant_id = tenant.as_uuid();
-        let mut connection = self.connection().await?;
-        let rows = connection
-            .query(SELECT_KEYS_OF_TENANT, &[&tenant_id])
-            .await
-            .map_err(|err| self.failed(&err, format_args!("listing keys of tenant {tenant}")))?;
-        rows.iter()
-            .map(|row| key_from_row(row).map(|key| key.info))
-            .collect()
+        self.bounded(async {
+            let tenant_id = tenant.as_uuid();
+            let mut connection = self.connection().await?;
+            let rows = connection
+                .query(SELECT_KEYS_OF_TENANT, &[&tenant_id])
+                .await
+                .map_err(|err| {
+                    self.failed(&err, format_args!("listing keys of tenant {tenant}"))
+                })?;
+            rows.iter()
+                .map(|row| key_from_row(row).map(|key| key.info))
+                .collect()
+        })
+        .await
     }
 
     async fn revoke_key(
@@ -388,67 +419,82 @@ impl Store for PostgresStore {
         key: KeyId,
         at: OffsetDateTime,
     ) -> Result<Option<KeyRecord>> {
-        let key_id = key.as_uuid();
-        let tenant_id = tenant.as_uuid();
-        let mut connection = self.connection().await?;
-        let row = connection
-            .query_opt(REVOKE_KEY, &[&key_id, &tenant_id, &at])
-            .await
-            .map_err(|err| {
-                self.failed(&err, format_args!("revoking key {key} of tenant {tenant}"))
-            })?;
-        row.as_ref().map(key_from_row).transpose()
+        self.bounded(async {
+            let key_id = key.as_uuid();
+            let tenant_id = tenant.as_uuid();
+            let mut connection = self.connection().await?;
+            let row = connection
+                .query_opt(REVOKE_KEY, &[&key_id, &tenant_id, &at])
+                .await
+                .map_err(|err| {
+                    self.failed(&err, format_args!("revoking key {key} of tenant {tenant}"))
+                })?;
+            row.as_ref().map(key_from_row).transpose()
+        })
+        .await
     }
 
     async fn key_by_digest(&self, digest: &KeyDigest) -> Result<Option<KeyRecord>> {
-        let digest = &digest.as_bytes()[..];
-        let mut connection = self.connection().await?;
-        let row = connection
-            .query_opt(SELECT_KEY_BY_DIGEST, &[&digest])
-            .await
-            .map_err(|err| self.failed(&err, "looking up a key by digest"))?;
-        row.as_ref().map(key_from_row).transpose()
+        self.bounded(async {
+            let digest = &digest.as_bytes()[..];
+            let mut connection = self.connection().await?;
+            let row = connection
+                .query_opt(SELECT_KEY_BY_DIGEST, &[&digest])
+                .await
+                .map_err(|err| self.failed(&err, "looking up a key by digest"))?;
+            row.as_ref().map(key_from_row).transpose()
+        })
+        .await
     }
 
     async fn setting(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        let mut connection = self.connection().await?;
-        let row = connection
-            .query_opt("SELECT value FROM settings WHERE name = $1", &[&name])
-            .await
-            .map_err(|err| self.failed(&err, format_args!("reading setting {name:?}")))?;
-        row.as_ref()
-            .map(|row| column(row, 0, "setting value"))
-            .transpose()
+        self.bounded(async {
+            let mut connection = self.connection().await?;
+            let row = connection
+                .query_opt("SELECT value FROM settings WHERE name = $1", &[&name])
+                .await
+                .map_err(|err| self.failed(&err, format_args!("reading setting {name:?}")))?;
+            row.as_ref()
+                .map(|row| column(row, 0, "setting value"))
+                .transpose()
+        })
+        .await
     }
 
     async fn init_setting(&self, name: &str, value: &[u8]) -> Result<Vec<u8>> {
-        let mut connection = self.connection().await?;
+        self.bounded(async {
+            let mut connection = self.connection().await?;
 
-        // Under READ COMMITTED, an INSERT that conflicts with a concurrent,
-        // uncommitted insert waits for it, and the SELECT that follows takes
-        // a new snapshot, so every replica reads the first writer's value.
-        connection
-            .execute(
-                "INSERT INTO settings (name, value) VALUES ($1, $2) \
+            // Under READ COMMITTED, an INSERT that conflicts with a concurrent,
+            // uncommitted insert waits for it, and the SELECT that follows takes
+            // a new snapshot, so every replica reads the first writer's value.
+            connection
+                .execute(
+                    "INSERT INTO settings (name, value) VALUES ($1, $2) \
                  ON CONFLICT (name) DO NOTHING",
-                &[&name, &value],
-            )
-            .await
-            .map_err(|err| self.failed(&err, format_args!("initialising setting {name:?}")))?;
-        let row = connection
-            .query_one("SELECT value FROM settings WHERE name = $1", &[&name])
-            .await
-            .map_err(|err| self.failed(&err, format_args!("reading setting {name:?}")))?;
-        column(&row, 0, "setting value")
+                    &[&name, &value],
+                )
+                .await
+                .map_err(|err| self.failed(&err, format_args!("initialising setting {name:?}")))?;
+            let row = connection
+                .query_one("SELECT value FROM settings WHERE name = $1", &[&name])
+                .await
+                .map_err(|err| self.failed(&err, format_args!("reading setting {name:?}")))?;
+            column(&row, 0, "setting value")
+        })
+        .await
     }
 
     async fn ping(&self) -> Result<()> {
-        let mut connection = self.connection().await?;
-        connection
-            .query_one("SELECT 1", &[])
-            .await
-            .map_err(|err| self.failed(&err, "pinging Postgres"))?;
-        Ok(())
+        self.bounded(async {
+            let mut connection = self.connection().await?;
+            connection
+                .query_one("SELECT 1", &[])
+                .await
+                .map_err(|err| self.failed(&err, "pinging Postgres"))?;
+            Ok(())
+        })
+        .await
     }
 
     fn is_shared(&self) -> bool {
@@ -464,27 +510,32 @@ impl Store for PostgresStore {
     }
 
     async fn key_events(&self, since: Option<OffsetDateTime>) -> Result<KeyEvents> {
-        let mut connection = self.connection().await?;
+        self.bounded(async {
+            let mut connection = self.connection().await?;
 
-        // The clock is read before the events, so an event that commits
-        // between the two statements is read again by the next call.
-        let clock = connection
-            .query_one("SELECT now()", &[])
-            .await
-            .map_err(|err| self.failed(&err, "reading the Postgres clock"))?;
-        let now = column(&clock, 0, "server clock")?;
+            // The clock is read before the events, so an event that commits
+            // between the two statements is read again by the next call.
+            let clock = connection
+                .query_one("SELECT now()", &[])
+                .await
+                .map_err(|err| self.failed(&err, "reading the Postgres clock"))?;
+            let now = column(&clock, 0, "server clock")?;
 
-        let Some(since) = since else {
-            return Ok(KeyEvents {
-                now,
-                events: Vec::new(),
-            });
-        };
-        let rows = connection
-            .query(SELECT_KEY_EVENTS, &[&since])
-            .await
-            .map_err(|err| self.failed(&err, format_args!("reading key events since {since}")))?;
-        let events = rows.iter().map(key_event_from_row).collect::<Result<_>>()?;
-        Ok(KeyEvents { now, events })
+            let Some(since) = since else {
+                return Ok(KeyEvents {
+                    now,
+                    events: Vec::new(),
+                });
+            };
+            let rows = connection
+                .query(SELECT_KEY_EVENTS, &[&since])
+                .await
+                .map_err(|err| {
+                    self.failed(&err, format_args!("reading key events since {since}"))
+                })?;
+            let events = rows.iter().map(key_event_from_row).collect::<Result<_>>()?;
+            Ok(KeyEvents { now, events })
+        })
+        .await
     }
 }
