@@ -103,16 +103,35 @@ async fn redis_fault_keeps_verification_working(mode: Mode) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unreachable_postgres_serves_cached_keys_and_503_for_the_rest() {
-    let Some(cluster) = Cluster::start(1, &[]).await else {
+async fn stopped_postgres_serves_cached_keys_and_503_for_the_rest() {
+    postgres_fault_serves_cached_keys(Mode::Refuse).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswering_postgres_serves_cached_keys_and_503_for_the_rest() {
+    postgres_fault_serves_cached_keys(Mode::Blackhole).await;
+}
+
+/// Checks a replica whose Postgres fails in `mode`: cached keys verify,
+/// everything else answers 503 within the configured timeouts, and all
+/// recovers once Postgres is back.
+async fn postgres_fault_serves_cached_keys(mode: Mode) {
+    const STATEMENT_TIMEOUT: Duration = Duration::from_secs(1);
+    let statement_timeout = STATEMENT_TIMEOUT.as_millis().to_string();
+    let env = [(
+        "TENET_DATABASE_STATEMENT_TIMEOUT_MS",
+        statement_timeout.as_str(),
+    )];
+    let Some(cluster) = Cluster::start(1, &env).await else {
         return;
     };
     let tenant = cluster.tenant(0).await;
     let cached = cluster.issue(0, &tenant).await;
     assert_eq!(cluster.protected(0, &cached.api_key).await, StatusCode::OK);
 
-    cluster.replicas[0].postgres.set(Mode::Refuse);
-    let bound = CONNECT_TIMEOUT + SLACK;
+    cluster.replicas[0].postgres.set(mode);
+    // A connection that hangs is given up after both timeouts.
+    let bound = CONNECT_TIMEOUT + STATEMENT_TIMEOUT + SLACK;
 
     // Longer than the revocation bound, so the cached entry is trusted
     // through the live Redis subscription, not only its age.
