@@ -419,3 +419,44 @@ fn service_monitor_scrapes_the_metrics_port() {
         assert_eq!(endpoint["path"].as_str(), Some("/metrics"));
     }
 }
+
+/// Lists the subcommands under `Commands:` in `--help`.
+fn subcommands_in_help() -> BTreeSet<String> {
+    let output = Command::new(env!("CARGO_BIN_EXE_tenet-server"))
+        .arg("--help")
+        .output()
+        .expect("binary runs");
+    let help = String::from_utf8(output.stdout).expect("UTF-8 help");
+    help.lines()
+        .skip_while(|line| line.trim_end() != "Commands:")
+        .skip(1)
+        .take_while(|line| line.starts_with("  "))
+        .filter_map(|line| line.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn migration_job_runs_a_subcommand_of_the_server() {
+    let subcommands = subcommands_in_help();
+    assert!(subcommands.contains("help"), "{subcommands:?}");
+
+    for overlay in OVERLAYS {
+        let Some(objects) = render(overlay) else {
+            return;
+        };
+        let job = find(&objects, "Job", "tenet-migrate").expect("migration Job");
+        let container = server_containers(&job["spec"]["template"]["spec"])
+            .next()
+            .expect("tenet-server container");
+        let args: Vec<&str> = container["args"]
+            .as_vec()
+            .expect("Job args")
+            .iter()
+            .filter_map(Yaml::as_str)
+            .collect();
+
+        assert_eq!(args, ["migrate"], "{overlay}");
+        assert!(subcommands.contains("migrate"), "{subcommands:?}");
+    }
+}
