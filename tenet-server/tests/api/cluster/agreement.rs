@@ -81,7 +81,7 @@ async fn keys_issued_concurrently_across_replicas_are_all_listed_and_valid() {
         .into_iter()
         .map(|key| key.id)
         .collect();
-    let expected: BTreeSet<_> = issued.iter().map(|key| key.id.clone()).collect();
+    let expected: BTreeSet<_> = issued.iter().map(|key| key.id).collect();
     assert_eq!(expected.len(), 1_000, "every issue returned a distinct key");
     assert_eq!(listed, expected);
 
