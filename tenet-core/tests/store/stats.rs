@@ -1,6 +1,7 @@
 //! Cache and connection pool counters of `Tenet` on Postgres and Redis.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use redis::AsyncCommands as _;
 use tenet_core::stats::PoolStatuses;
@@ -103,10 +104,18 @@ async fn stats_count_cache_and_pool_use() {
     );
     assert!(stats.redis_hits.get() >= 1);
     assert_eq!(stats.invalidations_published.get(), 1);
-    // NOTE: invalidations_received is not checked here, because the
-    // subscriber in cache/feed.rs drops its subscription at its first ping.
-    // Redis replies to PING on a subscribed RESP2 connection with an array,
-    // which `ping::<String>` rejects.
+
+    // This replica's own subscriber receives its invalidations too, once it
+    // has subscribed; each new key publishes one more.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stats.invalidations_received.get() == 0 {
+        assert!(Instant::now() < deadline, "no invalidation was received");
+        tenet
+            .issue_key(tenant.id, None)
+            .await
+            .expect("key is issued");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let pools = tenet.pool_statuses();
     let postgres = pools.postgres.expect("Postgres pool status");
