@@ -1,4 +1,4 @@
-//! A warm-cache `Tenet::verify` allocates nothing.
+//! A warm-cache `Tenet::verify` or `Tenet::verify_with` allocates nothing.
 //!
 //! This test binary installs a global allocator that counts, per thread,
 //! every allocation the thread makes. The service runs on a current-thread
@@ -9,9 +9,11 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::hint::black_box;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tenet_benches::fixture;
-use tenet_core::{ApiKey, MemoryStore, Tenet};
+use tenet_core::{ApiKey, KeyOptions, MemoryStore, Scope, TenantName, Tenet};
+use time::OffsetDateTime;
 
 /// Warm verifications measured per run.
 const VERIFICATIONS: usize = 10_000;
@@ -122,6 +124,59 @@ fn warm_verify_allocates_nothing() {
     assert_eq!(
         allocations, 0,
         "allocations in {VERIFICATIONS} warm verifications"
+    );
+}
+
+#[test]
+fn warm_verify_with_scopes_and_expiry_allocates_nothing() {
+    let runtime = current_thread_runtime();
+    let tenet = runtime
+        .block_on(
+            Tenet::builder(Arc::new(MemoryStore::new()), fixture::pepper())
+                .cache(fixture::cache_options(KEYS * 2))
+                .build(),
+        )
+        .expect("the cached memory service opens");
+    let options = KeyOptions {
+        expires_at: Some(OffsetDateTime::now_utc() + Duration::from_secs(3600)),
+        scopes: Scope::parse_list(&["billing:read", "billing:write", "tenet:verify"])
+            .expect("valid scopes"),
+        ..KeyOptions::default()
+    };
+    let keys: Vec<String> = runtime.block_on(async {
+        let name = TenantName::parse("Bench").expect("a valid tenant name");
+        let tenant = tenet.create_tenant(name).await.expect("tenant is created");
+        let mut keys = Vec::with_capacity(KEYS);
+        for _ in 0..KEYS {
+            let issued = tenet
+                .issue_key_with(tenant.id, options.clone())
+                .await
+                .expect("key is issued");
+            keys.push(issued.api_key.expose_secret().to_owned());
+        }
+        for key in &keys {
+            tenet.verify(key).await.expect("a fresh key verifies");
+        }
+        keys
+    });
+    let required = ["billing:write", "tenet:verify"];
+
+    let (verified, allocations) = allocations_during(|| {
+        runtime.block_on(async {
+            let mut verified = 0;
+            for key in keys.iter().cycle().take(VERIFICATIONS) {
+                if tenet.verify_with(key, &required).await.is_ok() {
+                    verified += 1;
+                }
+            }
+            verified
+        })
+    });
+
+    assert_eq!(verified, VERIFICATIONS, "every warm key verifies");
+    assert_eq!(
+        allocations, 0,
+        "allocations in {VERIFICATIONS} warm scoped verifications"
     );
 }
 

@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::id::{KeyId, TenantId};
-use crate::key::{IssuedKey, KeyInfo, Principal};
+use crate::key::{IssuedKey, KeyInfo, Principal, VerifiedKey};
+use crate::scope::Scope;
 use crate::tenant::Tenant;
 
 /// Body of `POST /tenants`.
@@ -36,6 +37,21 @@ pub struct IssueKeyRequest {
     /// The key's display name, such as "billing worker".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// When the key stops verifying: in the future and at most
+    /// [`MAX_KEY_LIFETIME`](crate::expiry::MAX_KEY_LIFETIME) ahead. At
+    /// most one of `expires_at` and `ttl_seconds` may be given.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub expires_at: Option<OffsetDateTime>,
+    /// The key's lifetime from now, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+    /// The key's scopes; see [`Scope::parse`](crate::Scope::parse).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
 }
 
 /// A tenant, as returned by `POST /tenants` and `GET /tenants/{id}`.
@@ -78,6 +94,12 @@ pub struct IssuedKeyResponse {
     pub prefix: String,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// When the key stops verifying, or `null` for a key without expiry.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    /// The key's scopes, sorted and without duplicates.
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }
 
 impl From<&IssuedKey> for IssuedKeyResponse {
@@ -93,6 +115,8 @@ impl From<&IssuedKey> for IssuedKeyResponse {
             api_key: issued.api_key.expose_secret().to_owned(),
             prefix: issued.info.prefix.clone(),
             created_at: issued.info.created_at,
+            expires_at: issued.info.expires_at,
+            scopes: scope_names(&issued.info.scopes),
         }
     }
 }
@@ -106,6 +130,8 @@ impl fmt::Debug for IssuedKeyResponse {
             .field("api_key", &format_args!("{}…", self.prefix))
             .field("prefix", &self.prefix)
             .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .field("scopes", &self.scopes)
             .finish()
     }
 }
@@ -122,6 +148,12 @@ pub struct KeyResponse {
     /// When the key was revoked, or `null` while it is valid.
     #[serde(with = "time::serde::rfc3339::option")]
     pub revoked_at: Option<OffsetDateTime>,
+    /// When the key stops verifying, or `null` for a key without expiry.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    /// The key's scopes, sorted and without duplicates.
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }
 
 impl From<KeyInfo> for KeyResponse {
@@ -133,8 +165,17 @@ impl From<KeyInfo> for KeyResponse {
             prefix: info.prefix,
             created_at: info.created_at,
             revoked_at: info.revoked_at,
+            expires_at: info.expires_at,
+            scopes: scope_names(&info.scopes),
         }
     }
+}
+
+fn scope_names(scopes: &[Scope]) -> Vec<String> {
+    scopes
+        .iter()
+        .map(|scope| scope.as_str().to_owned())
+        .collect()
 }
 
 /// Body of `GET /tenants/{id}/keys`: the tenant's keys, oldest first,
@@ -158,6 +199,77 @@ impl From<Principal> for PrincipalResponse {
             key_id: principal.key_id,
         }
     }
+}
+
+/// Body of `POST /verify`: a presented key and the scopes it must hold.
+///
+/// `Debug` prints neither the key nor any part of it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    /// The API key to check. A missing field reads as the empty string,
+    /// which is answered as `key_malformed`.
+    #[serde(default)]
+    pub key: String,
+    /// Scopes the key must hold, each valid by
+    /// [`Scope::parse`](crate::Scope::parse); none by default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+}
+
+impl fmt::Debug for VerifyRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyRequest")
+            .field("key", &"…")
+            .field("scopes", &self.scopes)
+            .finish()
+    }
+}
+
+/// Body of a `200` response to `POST /verify`: `{"valid": true, ...}` with
+/// whom the key acts for, or `{"valid": false, "code": "..."}` with the
+/// [`Rejection::code`](crate::Rejection::code) of why it was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum VerifyResponse {
+    Valid(ValidKeyResponse),
+    Invalid(InvalidKeyResponse),
+}
+
+/// A key that passed `POST /verify`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidKeyResponse {
+    /// Always `true`.
+    pub valid: bool,
+    pub tenant_id: TenantId,
+    pub key_id: KeyId,
+    /// Every scope the key holds, not only the required ones.
+    pub scopes: Vec<String>,
+    /// When the key stops verifying, or `null` for a key without expiry.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+impl From<&VerifiedKey> for ValidKeyResponse {
+    fn from(verified: &VerifiedKey) -> Self {
+        Self {
+            valid: true,
+            tenant_id: verified.principal.tenant_id,
+            key_id: verified.principal.key_id,
+            scopes: scope_names(&verified.scopes),
+            expires_at: verified.expires_at,
+        }
+    }
+}
+
+/// A key that `POST /verify` rejected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvalidKeyResponse {
+    /// Always `false`.
+    pub valid: bool,
+    /// `key_malformed`, `key_unknown`, `key_revoked`, `key_expired` or
+    /// `missing_scope`.
+    pub code: String,
 }
 
 /// Body of `GET /healthz` and of a successful `GET /readyz`.
@@ -216,6 +328,8 @@ mod tests {
             prefix: "tnt_abcdefgh".to_owned(),
             created_at: time(),
             revoked_at,
+            expires_at: None,
+            scopes: Vec::new(),
         }
     }
 
@@ -226,8 +340,19 @@ mod tests {
         });
         round_trip(&IssueKeyRequest {
             name: Some("billing worker".to_owned()),
+            ..IssueKeyRequest::default()
         });
-        round_trip(&IssueKeyRequest { name: None });
+        round_trip(&IssueKeyRequest::default());
+        round_trip(&IssueKeyRequest {
+            name: None,
+            expires_at: Some(time()),
+            ttl_seconds: Some(60),
+            scopes: vec!["billing:read".to_owned()],
+        });
+        round_trip(&VerifyRequest {
+            key: "tnt_x".to_owned(),
+            scopes: vec!["tenet:verify".to_owned()],
+        });
     }
 
     #[test]
@@ -261,6 +386,17 @@ mod tests {
             tenant_id: TenantId::generate(),
             key_id: KeyId::generate(),
         });
+        round_trip(&VerifyResponse::Valid(ValidKeyResponse {
+            valid: true,
+            tenant_id: TenantId::generate(),
+            key_id: KeyId::generate(),
+            scopes: vec!["billing:read".to_owned()],
+            expires_at: Some(time()),
+        }));
+        round_trip(&VerifyResponse::Invalid(InvalidKeyResponse {
+            valid: false,
+            code: "key_expired".to_owned(),
+        }));
         round_trip(&HealthResponse {
             status: "ok".to_owned(),
         });
@@ -297,6 +433,29 @@ mod tests {
 
         assert_eq!(json["created_at"], "2026-12-04T15:57:47.123Z");
         assert_eq!(json["revoked_at"], "2026-12-04T15:57:47.123Z");
+    }
+
+    #[test]
+    fn responses_without_new_fields_still_parse() {
+        let json = r#"{"id":"01a241d1-08ee-71df-8289-4a7ec2c882f0",
+            "tenant_id":"01a241d1-0888-7148-a609-18b5399bfdc3","name":null,
+            "prefix":"tnt_abcdefgh","created_at":"2026-12-04T15:57:47.123Z","revoked_at":null}"#;
+
+        let key: KeyResponse = serde_json::from_str(json).expect("an older body parses");
+
+        assert_eq!(key.expires_at, None);
+        assert!(key.scopes.is_empty());
+    }
+
+    #[test]
+    fn verify_request_debug_hides_the_key() {
+        let key = ApiKey::generate();
+        let request = VerifyRequest {
+            key: key.expose_secret().to_owned(),
+            scopes: Vec::new(),
+        };
+
+        assert!(!format!("{request:?}").contains(key.display_prefix()));
     }
 
     #[test]

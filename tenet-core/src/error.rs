@@ -83,6 +83,10 @@ pub enum Rejection {
     Unknown,
     /// The key was issued and has since been revoked.
     Revoked,
+    /// The key's expiry has passed.
+    Expired,
+    /// The key is valid but lacks a scope that the caller required.
+    MissingScope,
 }
 
 impl Rejection {
@@ -92,6 +96,8 @@ impl Rejection {
             Rejection::Malformed => "key_malformed",
             Rejection::Unknown => "key_unknown",
             Rejection::Revoked => "key_revoked",
+            Rejection::Expired => "key_expired",
+            Rejection::MissingScope => "missing_scope",
         }
     }
 }
@@ -102,6 +108,8 @@ impl fmt::Display for Rejection {
             Rejection::Malformed => "malformed",
             Rejection::Unknown => "unknown",
             Rejection::Revoked => "revoked",
+            Rejection::Expired => "expired",
+            Rejection::MissingScope => "missing a required scope",
         };
         f.write_str(text)
     }

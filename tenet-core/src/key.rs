@@ -13,6 +13,7 @@
 //! decoder is strict: one fixed length and canonical base64 only.
 
 use std::fmt;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -23,6 +24,7 @@ use zeroize::{Zeroize, Zeroizing};
 use crate::error::Rejection;
 use crate::id::{KeyId, TenantId};
 use crate::name::KeyName;
+use crate::scope::Scope;
 use crate::secret::KeyDigest;
 
 /// The prefix every Tenet API key starts with.
@@ -157,6 +159,23 @@ pub struct KeyInfo {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
     pub revoked_at: Option<OffsetDateTime>,
+    /// When the key stops verifying, or `None` for a key without expiry.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    /// The key's scopes, sorted and without duplicates.
+    pub scopes: Vec<Scope>,
+}
+
+/// What to issue a key with, besides its tenant; see
+/// [`crate::Tenet::issue_key_with`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyOptions {
+    pub name: Option<KeyName>,
+    /// When the key stops verifying; checked to lie in the future and
+    /// within [`crate::expiry::MAX_KEY_LIFETIME`].
+    pub expires_at: Option<OffsetDateTime>,
+    /// The key's scopes; [`Scope::parse_list`] sorts and deduplicates them.
+    pub scopes: Vec<Scope>,
 }
 
 /// A key as stored: its metadata and the keyed digest of its secret.
@@ -178,6 +197,18 @@ pub struct IssuedKey {
 pub struct Principal {
     pub tenant_id: TenantId,
     pub key_id: KeyId,
+}
+
+/// A key that passed verification: whom it acts for and what it may do.
+///
+/// Cloning it copies an `Arc`, never the scopes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedKey {
+    pub principal: Principal,
+    /// The key's scopes, sorted and without duplicates.
+    pub scopes: Arc<[Scope]>,
+    /// When the key stops verifying, or `None` for a key without expiry.
+    pub expires_at: Option<OffsetDateTime>,
 }
 
 #[cfg(test)]

@@ -23,7 +23,8 @@
 //! # Layout
 //! - [`key`]: the key format, its parser and key metadata;
 //! - [`secret`]: the pepper, key digests and the admin token;
-//! - [`id`], [`name`], [`tenant`]: identifiers and validated values;
+//! - [`id`], [`name`], [`scope`], [`tenant`]: identifiers and validated values;
+//! - [`expiry`]: key expiry checks;
 //! - [`store`]: the storage trait and its backends;
 //! - [`cache`]: the verification caches, in process and in Redis;
 //! - [`service`]: [`Tenet`], the operations;
@@ -41,9 +42,11 @@
 pub mod api;
 pub mod cache;
 pub mod error;
+pub mod expiry;
 pub mod id;
 pub mod key;
 pub mod name;
+pub mod scope;
 pub mod secret;
 pub mod service;
 pub mod stats;
@@ -54,8 +57,9 @@ pub use cache::CacheOptions;
 pub use cache::redis::RedisOptions;
 pub use error::{Error, Rejection, Result};
 pub use id::{KeyId, TenantId};
-pub use key::{ApiKey, IssuedKey, KeyInfo, KeyRecord, Principal};
+pub use key::{ApiKey, IssuedKey, KeyInfo, KeyOptions, KeyRecord, Principal, VerifiedKey};
 pub use name::{KeyName, TenantName};
+pub use scope::Scope;
 pub use secret::{AdminToken, AdminTokenDigest, KeyDigest, Pepper};
 pub use service::{Tenet, TenetBuilder};
 pub use store::{

@@ -5,10 +5,11 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 use crate::cache::redis::{RedisCache, RedisOptions};
-use crate::cache::{CacheLayer, CacheOptions, Verdict, feed};
+use crate::cache::{CacheLayer, CacheOptions, ValidKey, Verdict, feed};
 use crate::error::{Error, Result};
+use crate::expiry::{self, Expiry};
 use crate::id::{KeyId, TenantId};
-use crate::key::{self, ApiKey, IssuedKey, KeyInfo, KeyRecord, Principal};
+use crate::key::{self, ApiKey, IssuedKey, KeyInfo, KeyOptions, KeyRecord, Principal, VerifiedKey};
 use crate::name::{KeyName, TenantName};
 use crate::secret::{KeyDigest, Pepper};
 use crate::stats::{CacheStats, PoolStatuses};
@@ -169,12 +170,24 @@ impl Tenet {
         self.store.list_tenants().await
     }
 
-    /// Issues a new key to a tenant.
+    /// Issues a new key to a tenant, with a name at most.
     ///
     /// The returned [`IssuedKey`] is the only place the plaintext key ever
     /// exists; the store keeps its keyed digest.
     pub async fn issue_key(&self, tenant: TenantId, name: Option<KeyName>) -> Result<IssuedKey> {
-        self.issue_chosen_key(tenant, name, ApiKey::generate())
+        let options = KeyOptions {
+            name,
+            ..KeyOptions::default()
+        };
+        self.issue_key_with(tenant, options).await
+    }
+
+    /// Issues a new key to a tenant with a name, an expiry and scopes.
+    ///
+    /// Fails with [`Error::Invalid`] when `options.expires_at` is not in
+    /// the future or lies more than [`expiry::MAX_KEY_LIFETIME`] ahead.
+    pub async fn issue_key_with(&self, tenant: TenantId, options: KeyOptions) -> Result<IssuedKey> {
+        self.issue_chosen_key(tenant, options, ApiKey::generate())
             .await
     }
 
@@ -182,28 +195,35 @@ impl Tenet {
     async fn issue_chosen_key(
         &self,
         tenant: TenantId,
-        name: Option<KeyName>,
+        options: KeyOptions,
         api_key: ApiKey,
     ) -> Result<IssuedKey> {
+        let created_at = now();
+        let expires_at = options
+            .expires_at
+            .map(|at| expiry::check_expiry(at, created_at))
+            .transpose()?;
+        let mut scopes = options.scopes;
+        scopes.sort_unstable();
+        scopes.dedup();
+
         let record = KeyRecord {
             info: KeyInfo {
                 id: KeyId::generate(),
                 tenant_id: tenant,
-                name,
+                name: options.name,
                 prefix: api_key.display_prefix().to_owned(),
-                created_at: now(),
+                created_at,
                 revoked_at: None,
+                expires_at,
+                scopes,
             },
             digest: self.pepper.digest(api_key.secret()),
         };
         self.store.insert_key(&record).await?;
         tracing::debug!(tenant_id = %tenant, key_id = %record.info.id, "issued key");
 
-        let principal = Principal {
-            tenant_id: tenant,
-            key_id: record.info.id,
-        };
-        self.announce(&record.digest, Verdict::Valid(principal))
+        self.announce(&record.digest, &valid_verdict(&record.info))
             .await;
         Ok(IssuedKey {
             info: record.info,
@@ -229,7 +249,7 @@ impl Tenet {
             .ok_or_else(|| Error::not_found("key", key))?;
         tracing::debug!(tenant_id = %tenant, key_id = %key, "revoked key");
 
-        self.announce(&revoked.digest, Verdict::Revoked).await;
+        self.announce(&revoked.digest, &Verdict::Revoked).await;
         Ok(revoked.info)
     }
 
@@ -238,28 +258,48 @@ impl Tenet {
     /// Malformed keys are rejected by parsing alone. A well-formed key is
     /// looked up by its keyed digest, in the caches first, then through the
     /// store's index, where the found digest is compared once more in
-    /// constant time. A warm cache hit allocates nothing.
+    /// constant time. A revoked, unknown or expired key is rejected. A warm
+    /// cache hit allocates nothing.
     pub async fn verify(&self, presented: &str) -> Result<Principal> {
+        self.verify_with(presented, &[])
+            .await
+            .map(|verified| verified.principal)
+    }
+
+    /// Verifies a presented key like [`Tenet::verify`] and also requires
+    /// it to hold every scope in `required_scopes`, else
+    /// [`Rejection::MissingScope`](crate::Rejection::MissingScope).
+    ///
+    /// Expiry is checked at each call against the wall clock, so a cached
+    /// key is rejected from the millisecond it expires, without a store
+    /// read or write. A warm cache hit allocates nothing: the scopes are
+    /// shared with the cache entry.
+    pub async fn verify_with(
+        &self,
+        presented: &str,
+        required_scopes: &[&str],
+    ) -> Result<VerifiedKey> {
         let secret = key::decode(presented).map_err(Error::Rejected)?;
         let digest = self.pepper.digest(&secret);
 
         let Some(cache) = &self.cache else {
-            return self.verdict_from_store(&digest).await?.into_result();
+            return self
+                .verdict_from_store(&digest)
+                .await?
+                .check(required_scopes);
         };
         let now = cache.local.now();
         if let Some(verdict) = cache.local.get(&digest, now, cache.trust_cutoff(now)) {
             cache.stats.local_hits.increment();
-            return verdict.into_result();
+            return verdict.check(required_scopes);
         }
         cache.stats.local_misses.increment();
-        self.verify_uncached(cache, digest).await
+        self.verify_uncached(cache, digest)
+            .await?
+            .check(required_scopes)
     }
 
-    async fn verify_uncached(
-        &self,
-        cache: &Arc<CacheLayer>,
-        digest: KeyDigest,
-    ) -> Result<Principal> {
+    async fn verify_uncached(&self, cache: &Arc<CacheLayer>, digest: KeyDigest) -> Result<Verdict> {
         // Both are taken before any read, see `LocalCache::insert`.
         let generation = cache.local.generation(&digest);
         let read_at = cache.local.now();
@@ -267,16 +307,21 @@ impl Tenet {
         if let Some(redis) = &cache.redis {
             if let Some(verdict) = redis.get(&digest).await {
                 cache.stats.redis_hits.increment();
-                cache.local.insert(digest, verdict, read_at, generation);
-                return verdict.into_result();
+                cache
+                    .local
+                    .insert(digest, verdict.clone(), read_at, generation);
+                return Ok(verdict);
             }
             cache.stats.redis_misses.increment();
         }
 
         let verdict = self.verdict_from_store(&digest).await?;
-        cache.local.insert(digest, verdict, read_at, generation);
+        cache
+            .local
+            .insert(digest, verdict.clone(), read_at, generation);
         if cache.redis.is_some() {
             let cache = Arc::clone(cache);
+            let filled = verdict.clone();
             tokio::spawn(async move {
                 // A fill that took too long may have read the store before a
                 // revoke whose Redis entry has expired since.
@@ -284,11 +329,11 @@ impl Tenet {
                     return;
                 }
                 if let Some(redis) = &cache.redis {
-                    redis.put(&digest, verdict, cache.ttl_for(verdict)).await;
+                    redis.put(&digest, &filled, cache.ttl_for(&filled)).await;
                 }
             });
         }
-        verdict.into_result()
+        Ok(verdict)
     }
 
     async fn verdict_from_store(&self, digest: &KeyDigest) -> Result<Verdict> {
@@ -297,10 +342,7 @@ impl Tenet {
                 if record.info.revoked_at.is_some() {
                     Verdict::Revoked
                 } else {
-                    Verdict::Valid(Principal {
-                        tenant_id: record.info.tenant_id,
-                        key_id: record.info.id,
-                    })
+                    valid_verdict(&record.info)
                 }
             }
             _ => Verdict::Unknown,
@@ -311,7 +353,7 @@ impl Tenet {
     /// Tells the caches, here and on other replicas, that the key with
     /// `digest` is now in the `verdict` state. Redis comes before the local
     /// cache so that a local fill from Redis cannot undo the change.
-    async fn announce(&self, digest: &KeyDigest, verdict: Verdict) {
+    async fn announce(&self, digest: &KeyDigest, verdict: &Verdict) {
         let Some(cache) = &self.cache else {
             return;
         };
@@ -325,6 +367,18 @@ impl Tenet {
             }
         }
     }
+}
+
+/// Builds the cached form of an unrevoked key.
+fn valid_verdict(info: &KeyInfo) -> Verdict {
+    Verdict::Valid(ValidKey {
+        principal: Principal {
+            tenant_id: info.tenant_id,
+            key_id: info.id,
+        },
+        expires_at: Expiry::from_time(info.expires_at),
+        scopes: info.scopes.as_slice().into(),
+    })
 }
 
 /// The current time in UTC, truncated to milliseconds, which every store
@@ -462,7 +516,7 @@ mod tests {
         assert!(matches!(early, Err(Error::Rejected(Rejection::Unknown))));
 
         tenet
-            .issue_chosen_key(tenant, None, key.clone())
+            .issue_chosen_key(tenant, KeyOptions::default(), key.clone())
             .await
             .expect("issued");
 
@@ -521,6 +575,30 @@ mod tests {
 
         let after = tenet.verify(&presented).await;
         assert!(matches!(after, Err(Error::Rejected(Rejection::Revoked))));
+    }
+
+    #[tokio::test]
+    async fn cached_key_is_rejected_once_it_expires() {
+        let store = Arc::new(ProbeStore::default());
+        let tenet = cached(Arc::clone(&store)).await;
+        let expires_at = OffsetDateTime::now_utc() + std::time::Duration::from_millis(300);
+        let options = KeyOptions {
+            expires_at: Some(expires_at),
+            ..KeyOptions::default()
+        };
+        let issued = tenet
+            .issue_key_with(tenant(&tenet).await, options)
+            .await
+            .expect("issued");
+        let presented = issued.api_key.expose_secret();
+        tenet.verify(presented).await.expect("valid before expiry");
+
+        let remaining = expires_at - OffsetDateTime::now_utc();
+        tokio::time::sleep(remaining.unsigned_abs() + std::time::Duration::from_millis(20)).await;
+        let err = tenet.verify(presented).await.expect_err("expired");
+
+        assert!(matches!(err, Error::Rejected(Rejection::Expired)));
+        assert_eq!(store.lookups.load(Ordering::SeqCst), 1, "served from cache");
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@
 
 use http::header::{self, HeaderMap, HeaderName};
 use tenet_core::key::DISPLAY_PREFIX_LEN;
-use tenet_core::{AdminTokenDigest, Principal, Tenet};
+use tenet_core::{AdminTokenDigest, Principal, Tenet, VerifiedKey};
 
 use crate::error::Error;
 use crate::metrics::{Metrics, Verification};
@@ -71,6 +71,20 @@ pub async fn authenticate(
     tenet: &Tenet,
     metrics: &Metrics,
 ) -> Result<Principal, Error> {
+    authenticate_with(headers, tenet, metrics, &[])
+        .await
+        .map(|verified| verified.principal)
+}
+
+/// Authenticates like [`authenticate`] and requires the key to hold every
+/// scope in `required_scopes`; a key without one is rejected like any
+/// other invalid key.
+pub async fn authenticate_with(
+    headers: &HeaderMap,
+    tenet: &Tenet,
+    metrics: &Metrics,
+    required_scopes: &[&str],
+) -> Result<VerifiedKey, Error> {
     let presented = match extract_api_key(headers) {
         Ok(presented) => presented,
         Err(refusal) => {
@@ -79,11 +93,11 @@ pub async fn authenticate(
         }
     };
 
-    let verified = tenet.verify(presented).await;
+    let verified = tenet.verify_with(presented, required_scopes).await;
     metrics.observe_verification(Verification::of(&verified));
 
     match verified {
-        Ok(principal) => Ok(principal),
+        Ok(verified) => Ok(verified),
         Err(tenet_core::Error::Rejected(rejection)) => {
             // Only a well-formed key has a display prefix; the start of a
             // malformed one may be some other secret, such as the admin
@@ -96,6 +110,40 @@ pub async fn authenticate(
             Err(Error::Unauthorized)
         }
         Err(other) => Err(other.into()),
+    }
+}
+
+/// Who called a route that accepts the admin token or an API key.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    Admin,
+    Key(VerifiedKey),
+}
+
+/// Accepts the admin token, or else an API key that holds `scope`.
+///
+/// A valid key without `scope` gets 403 `missing_scope`; every other
+/// failure is the uniform 401.
+pub async fn require_admin_or_scope(
+    headers: &HeaderMap,
+    admin: &AdminTokenDigest,
+    tenet: &Tenet,
+    metrics: &Metrics,
+    scope: &'static str,
+) -> Result<Caller, Error> {
+    let offered_admin = single_value(headers, &header::AUTHORIZATION)
+        .and_then(bearer_token)
+        .is_ok_and(|token| admin.matches(token));
+    if offered_admin && headers.get(API_KEY_HEADER).is_none() {
+        return Ok(Caller::Admin);
+    }
+
+    let verified = authenticate_with(headers, tenet, metrics, &[]).await?;
+    if verified.scopes.iter().any(|held| held.as_str() == scope) {
+        Ok(Caller::Key(verified))
+    } else {
+        tracing::debug!(key_id = %verified.principal.key_id, scope, "API key lacks a scope");
+        Err(Error::MissingScope { scope })
     }
 }
 

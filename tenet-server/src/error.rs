@@ -52,6 +52,18 @@ pub enum Error {
     #[error("{0}")]
     InvalidName(String),
 
+    /// A key's expiry (`expires_at` or `ttl_seconds`) failed validation.
+    #[error("{0}")]
+    InvalidExpiry(String),
+
+    /// A scope list failed validation.
+    #[error("{0}")]
+    InvalidScopes(String),
+
+    /// A valid API key lacks the scope that the route requires.
+    #[error("missing scope {scope}")]
+    MissingScope { scope: &'static str },
+
     /// The body is longer than the configured limit, in bytes.
     #[error("request body over {limit} bytes")]
     BodyTooLarge { limit: u64 },
@@ -122,6 +134,13 @@ impl From<tenet_core::Error> for Error {
         match err {
             tenet_core::Error::Invalid { field: "name", .. } => Error::InvalidName(err.to_string()),
             tenet_core::Error::Invalid {
+                field: "expires_at" | "ttl_seconds",
+                ..
+            } => Error::InvalidExpiry(err.to_string()),
+            tenet_core::Error::Invalid {
+                field: "scopes", ..
+            } => Error::InvalidScopes(err.to_string()),
+            tenet_core::Error::Invalid {
                 field: "tenant id", ..
             } => Error::TenantNotFound,
             tenet_core::Error::Invalid {
@@ -169,6 +188,19 @@ impl Error {
             }
             Error::InvalidName(detail) => {
                 return (StatusCode::BAD_REQUEST, "invalid_name", detail.clone());
+            }
+            Error::InvalidExpiry(detail) => {
+                return (StatusCode::BAD_REQUEST, "invalid_expiry", detail.clone());
+            }
+            Error::InvalidScopes(detail) => {
+                return (StatusCode::BAD_REQUEST, "invalid_scopes", detail.clone());
+            }
+            Error::MissingScope { scope } => {
+                return (
+                    StatusCode::FORBIDDEN,
+                    "missing_scope",
+                    format!("this API key lacks the scope {scope}, which this route requires"),
+                );
             }
             Error::BodyTooLarge { limit } => {
                 return (

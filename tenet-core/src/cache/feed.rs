@@ -53,7 +53,7 @@ pub(crate) async fn apply_event(layer: &CacheLayer, event: &KeyEvent) -> bool {
     if let (KeyEventKind::Revoked, Some(redis)) = (event.kind, &layer.redis) {
         if !redis.is_open() {
             written = redis
-                .put(&event.digest, Verdict::Revoked, layer.options.ttl)
+                .put(&event.digest, &Verdict::Revoked, layer.options.ttl)
                 .await;
         }
     }
@@ -267,7 +267,7 @@ async fn probe_redis(layer: Weak<CacheLayer>, store: Arc<dyn Store>, clock: Stor
                     .filter(|event| event.kind == KeyEventKind::Revoked)
                 {
                     complete &= redis
-                        .put_while_open(&event.digest, Verdict::Revoked, layer.options.ttl)
+                        .put_while_open(&event.digest, &Verdict::Revoked, layer.options.ttl)
                         .await;
                 }
                 complete

@@ -18,7 +18,7 @@ use crate::secret::KeyDigest;
 const SHARDS: usize = 64;
 
 /// A cached verdict and when the data behind it was read.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Entry {
     verdict: Verdict,
     /// Milliseconds since the cache was created at which the read that
@@ -113,7 +113,7 @@ impl LocalCache {
             Verdict::Valid(_) | Verdict::Revoked => self.ttl,
         };
         let fresh = now.saturating_sub(entry.read_at) < ttl && entry.read_at >= not_before;
-        fresh.then_some(entry.verdict)
+        fresh.then(|| entry.verdict.clone())
     }
 
     /// Takes the generation to pass to [`LocalCache::insert`]; call it
@@ -192,7 +192,11 @@ fn saturating_millis(duration: Duration) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::cache::ValidKey;
+    use crate::expiry::Expiry;
     use crate::id::{KeyId, TenantId};
     use crate::key::Principal;
 
@@ -201,9 +205,13 @@ mod tests {
     }
 
     fn valid() -> Verdict {
-        Verdict::Valid(Principal {
-            tenant_id: TenantId::generate(),
-            key_id: KeyId::generate(),
+        Verdict::Valid(ValidKey {
+            principal: Principal {
+                tenant_id: TenantId::generate(),
+                key_id: KeyId::generate(),
+            },
+            expires_at: Expiry::NEVER,
+            scopes: Arc::from([]),
         })
     }
 
@@ -217,9 +225,9 @@ mod tests {
         let key = digest(1);
         let verdict = valid();
 
-        assert!(cache.insert(key, verdict, 100, cache.generation(&key)));
+        assert!(cache.insert(key, verdict.clone(), 100, cache.generation(&key)));
 
-        assert_eq!(cache.get(&key, 100, 0), Some(verdict));
+        assert_eq!(cache.get(&key, 100, 0), Some(verdict.clone()));
         assert_eq!(cache.get(&key, 60_099, 0), Some(verdict));
         assert_eq!(cache.get(&key, 60_100, 0), None);
     }

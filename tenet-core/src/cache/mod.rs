@@ -15,11 +15,14 @@
 //! fill whose shard was invalidated after the fill's read began, and Redis
 //! entries only move forward in a key's life (see [`redis`]).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::error::{Error, Rejection, Result};
-use crate::key::Principal;
+use crate::expiry::Expiry;
+use crate::key::{Principal, VerifiedKey};
+use crate::scope::{self, Scope};
 use crate::stats::CacheStats;
 
 pub(crate) mod feed;
@@ -29,18 +32,44 @@ pub mod redis;
 use local::{LocalCache, Millis};
 use redis::RedisCache;
 
-/// What verification of one key digest concluded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the store says about one key digest.
+///
+/// Cloning copies an `Arc` at most, so a warm cache hit allocates nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Verdict {
-    Valid(Principal),
+    Valid(ValidKey),
     Revoked,
     Unknown,
 }
 
+/// An issued, unrevoked key: whom it acts for, until when, with which
+/// scopes. Expiry and scopes are checked at each use, so a cached entry
+/// turns into a rejection once its expiry passes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ValidKey {
+    pub(crate) principal: Principal,
+    pub(crate) expires_at: Expiry,
+    pub(crate) scopes: Arc<[Scope]>,
+}
+
 impl Verdict {
-    pub(crate) fn into_result(self) -> Result<Principal> {
+    /// Turns the verdict into the result of a verification that requires
+    /// `required_scopes`, checking expiry before scopes.
+    pub(crate) fn check(self, required_scopes: &[&str]) -> Result<VerifiedKey> {
         match self {
-            Verdict::Valid(principal) => Ok(principal),
+            Verdict::Valid(key) => {
+                if key.expires_at.has_passed() {
+                    return Err(Error::Rejected(Rejection::Expired));
+                }
+                if !scope::covers(&key.scopes, required_scopes) {
+                    return Err(Error::Rejected(Rejection::MissingScope));
+                }
+                Ok(VerifiedKey {
+                    principal: key.principal,
+                    scopes: key.scopes,
+                    expires_at: key.expires_at.to_time(),
+                })
+            }
             Verdict::Revoked => Err(Error::Rejected(Rejection::Revoked)),
             Verdict::Unknown => Err(Error::Rejected(Rejection::Unknown)),
         }
@@ -134,7 +163,7 @@ impl CacheLayer {
     }
 
     /// Returns how long Redis should keep `verdict`.
-    pub(crate) fn ttl_for(&self, verdict: Verdict) -> Duration {
+    pub(crate) fn ttl_for(&self, verdict: &Verdict) -> Duration {
         match verdict {
             Verdict::Unknown => self.options.negative_ttl,
             Verdict::Valid(_) | Verdict::Revoked => self.options.ttl,

@@ -12,6 +12,11 @@
 //! only moves up that order, so writes that race (a fill that read the
 //! store just before a revoke, and the revoke's own write) always settle on
 //! the newest state.
+//!
+//! A valid entry also carries the key's expiry, and the script refuses to
+//! replace a valid entry with one that expires later. A key's expiry only
+//! ever moves earlier (a rotation shortens it), so a fill that read the
+//! store before a rotation cannot undo the rotation's shorter expiry.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -22,17 +27,29 @@ use bb8_redis::RedisConnectionManager;
 use redis::{AsyncCommands as _, Script};
 use tokio::time::timeout;
 
-use super::Verdict;
+use super::{ValidKey, Verdict};
 use crate::error::{Error, Result};
+use crate::expiry::Expiry;
 use crate::id::{KeyId, TenantId};
 use crate::key::Principal;
+use crate::scope::Scope;
 use crate::secret::KeyDigest;
 use crate::stats::{PoolStatus, WaitHistogram};
 
+// Bytes 3 to 10 of a valid entry contain the expiry as a big-endian u64, so
+// comparing them as strings compares the times.
 const PUT_SCRIPT: &str = r"
 local current = redis.call('GET', KEYS[1])
-if current and string.byte(current, 1) > string.byte(ARGV[1], 1) then
-  return 0
+if current then
+  local held = string.byte(current, 1)
+  local offered = string.byte(ARGV[1], 1)
+  if held > offered then
+    return 0
+  end
+  if held == offered and string.sub(current, 2, 2) == 'e' and #current > 33
+      and string.sub(current, 3, 10) < string.sub(ARGV[1], 3, 10) then
+    return 0
+  end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
@@ -187,7 +204,7 @@ impl RedisCache {
     }
 
     /// Writes a verdict unless Redis already has a later state of the key.
-    pub(crate) async fn put(&self, digest: &KeyDigest, verdict: Verdict, ttl: Duration) -> bool {
+    pub(crate) async fn put(&self, digest: &KeyDigest, verdict: &Verdict, ttl: Duration) -> bool {
         !self.is_open() && self.put_while_open(digest, verdict, ttl).await
     }
 
@@ -196,7 +213,7 @@ impl RedisCache {
     pub(crate) async fn put_while_open(
         &self,
         digest: &KeyDigest,
-        verdict: Verdict,
+        verdict: &Verdict,
         ttl: Duration,
     ) -> bool {
         let key = self.entry_key(digest);
@@ -299,15 +316,35 @@ const RANK_UNKNOWN: u8 = b'0';
 const RANK_VALID: u8 = b'1';
 const RANK_REVOKED: u8 = b'2';
 
-fn encode(verdict: Verdict) -> Vec<u8> {
+/// Marks the valid-entry layout with an expiry and scopes. An entry of
+/// the earlier layout (rank and two ids, 33 bytes) decodes as a miss, and
+/// a reader of that layout takes this one for a miss too.
+const VALID_LAYOUT: u8 = b'e';
+
+/// Encodes a verdict. A valid entry is the rank, [`VALID_LAYOUT`], the
+/// expiry as big-endian Unix milliseconds (`u64::MAX` for none), the
+/// tenant and key ids, then each scope as one length byte and its bytes.
+fn encode(verdict: &Verdict) -> Vec<u8> {
     match verdict {
         Verdict::Unknown => vec![RANK_UNKNOWN],
         Verdict::Revoked => vec![RANK_REVOKED],
-        Verdict::Valid(principal) => {
-            let mut value = Vec::with_capacity(33);
+        Verdict::Valid(key) => {
+            let scope_bytes: usize = key
+                .scopes
+                .iter()
+                .map(|scope| 1 + scope.as_str().len())
+                .sum();
+            let mut value = Vec::with_capacity(42 + scope_bytes);
             value.push(RANK_VALID);
-            value.extend_from_slice(principal.tenant_id.as_uuid().as_bytes());
-            value.extend_from_slice(principal.key_id.as_uuid().as_bytes());
+            value.push(VALID_LAYOUT);
+            value.extend_from_slice(&key.expires_at.as_millis().to_be_bytes());
+            value.extend_from_slice(key.principal.tenant_id.as_uuid().as_bytes());
+            value.extend_from_slice(key.principal.key_id.as_uuid().as_bytes());
+            for scope in key.scopes.iter() {
+                // Scopes are at most 64 bytes long, so the length fits.
+                value.push(scope.as_str().len() as u8);
+                value.extend_from_slice(scope.as_str().as_bytes());
+            }
             value
         }
     }
@@ -317,12 +354,26 @@ fn decode(value: &[u8]) -> Option<Verdict> {
     match value {
         [RANK_UNKNOWN] => Some(Verdict::Unknown),
         [RANK_REVOKED] => Some(Verdict::Revoked),
-        [RANK_VALID, ids @ ..] if ids.len() == 32 => {
+        [RANK_VALID, VALID_LAYOUT, rest @ ..] if rest.len() >= 40 => {
+            let (expiry, rest) = rest.split_at(8);
+            let (ids, mut scope_bytes) = rest.split_at(32);
+            let expires_at = Expiry::from_millis(u64::from_be_bytes(expiry.try_into().ok()?));
             let tenant = uuid::Uuid::from_slice(&ids[..16]).ok()?;
             let key = uuid::Uuid::from_slice(&ids[16..]).ok()?;
-            Some(Verdict::Valid(Principal {
-                tenant_id: TenantId::from_uuid(tenant),
-                key_id: KeyId::from_uuid(key),
+            let mut scopes = Vec::new();
+            while let [len, tail @ ..] = scope_bytes {
+                let len = usize::from(*len);
+                let text = std::str::from_utf8(tail.get(..len)?).ok()?;
+                scopes.push(Scope::parse(text).ok()?);
+                scope_bytes = &tail[len..];
+            }
+            Some(Verdict::Valid(ValidKey {
+                principal: Principal {
+                    tenant_id: TenantId::from_uuid(tenant),
+                    key_id: KeyId::from_uuid(key),
+                },
+                expires_at,
+                scopes: scopes.into(),
             }))
         }
         _ => None,
@@ -333,27 +384,51 @@ fn decode(value: &[u8]) -> Option<Verdict> {
 mod tests {
     use super::*;
 
+    fn valid_key(expires_at: Expiry, scopes: &[&str]) -> Verdict {
+        Verdict::Valid(ValidKey {
+            principal: Principal {
+                tenant_id: TenantId::generate(),
+                key_id: KeyId::generate(),
+            },
+            expires_at,
+            scopes: Scope::parse_list(scopes).expect("valid scopes").into(),
+        })
+    }
+
     #[test]
     fn verdicts_round_trip_through_encoding() {
-        let principal = Principal {
-            tenant_id: TenantId::generate(),
-            key_id: KeyId::generate(),
-        };
-
+        let longest = "s".repeat(crate::scope::MAX_SCOPE_LEN);
         for verdict in [
             Verdict::Unknown,
             Verdict::Revoked,
-            Verdict::Valid(principal),
+            valid_key(Expiry::NEVER, &[]),
+            valid_key(Expiry::from_millis(1_800_000_000_000), &["a:b", &longest]),
         ] {
-            assert_eq!(decode(&encode(verdict)), Some(verdict));
+            assert_eq!(decode(&encode(&verdict)), Some(verdict));
         }
     }
 
     #[test]
     fn garbage_values_decode_to_nothing() {
-        for value in [&b""[..], b"3", b"1short", b"01"] {
+        for value in [&b""[..], b"3", b"1short", b"01", b"1e"] {
             assert_eq!(decode(value), None, "{value:?}");
         }
+    }
+
+    #[test]
+    fn earlier_layout_decodes_to_nothing() {
+        let mut value = vec![RANK_VALID];
+        value.extend_from_slice(&[7; 32]);
+
+        assert_eq!(decode(&value), None);
+    }
+
+    #[test]
+    fn truncated_scope_decodes_to_nothing() {
+        let mut value = encode(&valid_key(Expiry::NEVER, &["billing"]));
+        value.pop();
+
+        assert_eq!(decode(&value), None);
     }
 }
 
@@ -361,6 +436,7 @@ mod tests {
 /// own key prefix.
 #[cfg(test)]
 mod live_tests {
+    use std::sync::Arc;
     use std::time::Instant;
 
     use tokio::net::TcpListener;
@@ -389,11 +465,15 @@ mod live_tests {
         }
     }
 
-    fn principal() -> Principal {
-        Principal {
-            tenant_id: TenantId::generate(),
-            key_id: KeyId::generate(),
-        }
+    fn valid(expires_at: Expiry) -> Verdict {
+        Verdict::Valid(ValidKey {
+            principal: Principal {
+                tenant_id: TenantId::generate(),
+                key_id: KeyId::generate(),
+            },
+            expires_at,
+            scopes: Arc::from([]),
+        })
     }
 
     async fn cleanup(cache: &RedisCache) {
@@ -413,15 +493,45 @@ mod live_tests {
         let cache = RedisCache::new(options(&url)).expect("valid options");
         let digest = KeyDigest::from_bytes([1; 32]);
         let ttl = Duration::from_secs(30);
-        let valid = Verdict::Valid(principal());
+        let valid = valid(Expiry::NEVER);
 
-        assert!(cache.put(&digest, Verdict::Unknown, ttl).await);
+        assert!(cache.put(&digest, &Verdict::Unknown, ttl).await);
         assert_eq!(cache.get(&digest).await, Some(Verdict::Unknown));
-        assert!(cache.put(&digest, valid, ttl).await);
-        assert!(cache.put(&digest, Verdict::Unknown, ttl).await);
-        assert_eq!(cache.get(&digest).await, Some(valid));
-        assert!(cache.put(&digest, Verdict::Revoked, ttl).await);
-        assert!(cache.put(&digest, valid, ttl).await);
+        assert!(cache.put(&digest, &valid, ttl).await);
+        assert!(cache.put(&digest, &Verdict::Unknown, ttl).await);
+        assert_eq!(cache.get(&digest).await, Some(valid.clone()));
+        assert!(cache.put(&digest, &Verdict::Revoked, ttl).await);
+        assert!(cache.put(&digest, &valid, ttl).await);
+        assert_eq!(cache.get(&digest).await, Some(Verdict::Revoked));
+
+        cleanup(&cache).await;
+    }
+
+    #[tokio::test]
+    async fn earlier_expiry_replaces_a_later_one() {
+        let Some(url) = redis_url() else { return };
+        let cache = RedisCache::new(options(&url)).expect("valid options");
+        let digest = KeyDigest::from_bytes([5; 32]);
+        let ttl = Duration::from_secs(30);
+        let Verdict::Valid(never) = valid(Expiry::NEVER) else {
+            unreachable!("valid() builds a valid verdict")
+        };
+        let later = Verdict::Valid(ValidKey {
+            expires_at: Expiry::from_millis(2_000_000_000_000),
+            ..never.clone()
+        });
+        let sooner = Verdict::Valid(ValidKey {
+            expires_at: Expiry::from_millis(1_900_000_000_000),
+            ..never.clone()
+        });
+
+        assert!(cache.put(&digest, &Verdict::Valid(never), ttl).await);
+        assert!(cache.put(&digest, &later, ttl).await);
+        assert_eq!(cache.get(&digest).await, Some(later.clone()));
+        assert!(cache.put(&digest, &sooner, ttl).await);
+        assert!(cache.put(&digest, &later, ttl).await);
+        assert_eq!(cache.get(&digest).await, Some(sooner));
+        assert!(cache.put(&digest, &Verdict::Revoked, ttl).await);
         assert_eq!(cache.get(&digest).await, Some(Verdict::Revoked));
 
         cleanup(&cache).await;
@@ -434,11 +544,7 @@ mod live_tests {
         let digest = KeyDigest::from_bytes([2; 32]);
 
         cache
-            .put(
-                &digest,
-                Verdict::Valid(principal()),
-                Duration::from_secs(30),
-            )
+            .put(&digest, &valid(Expiry::NEVER), Duration::from_secs(30))
             .await;
 
         let mut connection = cache.pool.get().await.expect("connection");
@@ -495,7 +601,7 @@ mod live_tests {
 
         assert!(
             !cache
-                .put(&digest, Verdict::Unknown, Duration::from_secs(5))
+                .put(&digest, &Verdict::Unknown, Duration::from_secs(5))
                 .await
         );
         assert!(cache.probe().await);
@@ -503,7 +609,7 @@ mod live_tests {
 
         assert!(
             cache
-                .put(&digest, Verdict::Unknown, Duration::from_secs(5))
+                .put(&digest, &Verdict::Unknown, Duration::from_secs(5))
                 .await
         );
         cleanup(&cache).await;

@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::id::{KeyId, TenantId};
 use crate::key::{KeyInfo, KeyRecord};
 use crate::name::{KeyName, TenantName};
+use crate::scope::Scope;
 use crate::secret::KeyDigest;
 use crate::stats::{PoolStatus, WaitHistogram};
 use crate::tenant::Tenant;
@@ -40,17 +41,18 @@ use pool::{ConnectErrorSink, LastConnectError, Manager};
 
 // The key queries return the columns in the order `key_from_row` reads.
 const SELECT_KEYS_OF_TENANT: &str = "\
-    SELECT id, tenant_id, name, prefix, digest, created_at, revoked_at \
+    SELECT id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes \
     FROM api_keys WHERE tenant_id = $1 ORDER BY id";
 const SELECT_KEY_BY_DIGEST: &str = "\
-    SELECT id, tenant_id, name, prefix, digest, created_at, revoked_at \
+    SELECT id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes \
     FROM api_keys WHERE digest = $1";
 // Each key write records a key event in the same statement, and so in the
 // same transaction.
 const INSERT_KEY: &str = "\
     WITH inserted AS ( \
-        INSERT INTO api_keys (id, tenant_id, name, prefix, digest, created_at, revoked_at) \
-        VALUES ($1, $2, $3, $4, $5, $6, $7) \
+        INSERT INTO api_keys \
+            (id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
         RETURNING digest \
     ) \
     INSERT INTO key_events (digest, kind) SELECT digest, 'issued' FROM inserted";
@@ -61,11 +63,12 @@ const REVOKE_KEY: &str = "\
     WITH revoked AS ( \
         UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $3) \
         WHERE id = $1 AND tenant_id = $2 \
-        RETURNING id, tenant_id, name, prefix, digest, created_at, revoked_at \
+        RETURNING id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes \
     ), event AS ( \
         INSERT INTO key_events (digest, kind) SELECT digest, 'revoked' FROM revoked \
     ) \
-    SELECT id, tenant_id, name, prefix, digest, created_at, revoked_at FROM revoked";
+    SELECT id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes \
+    FROM revoked";
 const SELECT_KEY_EVENTS: &str = "\
     SELECT seq, digest, kind FROM key_events WHERE at >= $1 ORDER BY seq";
 const PRUNE_KEY_EVENTS: &str = "\
@@ -261,6 +264,7 @@ fn tenant_from_row(row: &Row) -> Result<Tenant> {
 fn key_from_row(row: &Row) -> Result<KeyRecord> {
     let name: Option<String> = column(row, 2, "key name")?;
     let digest: Vec<u8> = column(row, 4, "key digest")?;
+    let scopes: Vec<String> = column(row, 8, "key scopes")?;
     let digest: [u8; 32] = digest
         .try_into()
         .map_err(|bytes: Vec<u8>| invalid_row("key digest", format!("{} bytes", bytes.len())))?;
@@ -276,6 +280,8 @@ fn key_from_row(row: &Row) -> Result<KeyRecord> {
             prefix: column(row, 3, "key prefix")?,
             created_at: column(row, 5, "key created_at")?,
             revoked_at: column(row, 6, "key revoked_at")?,
+            expires_at: column(row, 7, "key expires_at")?,
+            scopes: Scope::parse_list(&scopes).map_err(|err| invalid_row("key scopes", err))?,
         },
         digest: KeyDigest::from_bytes(digest),
     })
@@ -352,6 +358,7 @@ impl Store for PostgresStore {
             let tenant_id = info.tenant_id.as_uuid();
             let name = info.name.as_ref().map(KeyName::as_str);
             let digest = &key.digest.as_bytes()[..];
+            let scopes: Vec<&str> = info.scopes.iter().map(Scope::as_str).collect();
 
             // The foreign key checks the tenant inside the INSERT's own
             // transaction, so a tenant cannot vanish between check and insert.
@@ -367,6 +374,8 @@ impl Store for PostgresStore {
                         &digest,
                         &info.created_at,
                         &info.revoked_at,
+                        &info.expires_at,
+                        &scopes,
                     ],
                 )
                 .await;

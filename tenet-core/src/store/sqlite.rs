@@ -17,12 +17,14 @@ use crate::error::{Error, Result};
 use crate::id::{KeyId, TenantId};
 use crate::key::{KeyInfo, KeyRecord};
 use crate::name::{KeyName, TenantName};
+use crate::scope::Scope;
 use crate::secret::KeyDigest;
 use crate::tenant::Tenant;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how
 /// many have run. Append new steps; never edit a released one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE tenants (
     id          TEXT PRIMARY KEY NOT NULL,
     name        TEXT NOT NULL,
@@ -42,9 +44,16 @@ CREATE TABLE settings (
     name   TEXT PRIMARY KEY NOT NULL,
     value  BLOB NOT NULL
 );
-"#];
+"#,
+    // Scopes are stored space-separated, which their alphabet allows.
+    r#"
+ALTER TABLE api_keys ADD COLUMN expires_at INTEGER;
+ALTER TABLE api_keys ADD COLUMN scopes TEXT NOT NULL DEFAULT '';
+"#,
+];
 
-const KEY_COLUMNS: &str = "id, tenant_id, name, prefix, digest, created_at, revoked_at";
+const KEY_COLUMNS: &str =
+    "id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes";
 
 /// A store in one SQLite database file.
 #[derive(Debug, Clone)]
@@ -144,6 +153,11 @@ fn from_millis(millis: i64) -> rusqlite::Result<OffsetDateTime> {
     })
 }
 
+fn join_scopes(scopes: &[Scope]) -> String {
+    let names: Vec<&str> = scopes.iter().map(Scope::as_str).collect();
+    names.join(" ")
+}
+
 fn conversion(err: Error) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, err.into())
 }
@@ -164,6 +178,9 @@ fn key_from_row(row: &Row<'_>) -> rusqlite::Result<KeyRecord> {
     let name: Option<String> = row.get(2)?;
     let digest: [u8; 32] = row.get(4)?;
     let revoked_at: Option<i64> = row.get(6)?;
+    let expires_at: Option<i64> = row.get(7)?;
+    let scopes: String = row.get(8)?;
+    let scopes: Vec<&str> = scopes.split_whitespace().collect();
     Ok(KeyRecord {
         info: KeyInfo {
             id: KeyId::parse(&id).map_err(conversion)?,
@@ -176,6 +193,8 @@ fn key_from_row(row: &Row<'_>) -> rusqlite::Result<KeyRecord> {
             prefix: row.get(3)?,
             created_at: from_millis(row.get(5)?)?,
             revoked_at: revoked_at.map(from_millis).transpose()?,
+            expires_at: expires_at.map(from_millis).transpose()?,
+            scopes: Scope::parse_list(&scopes).map_err(conversion)?,
         },
         digest: KeyDigest::from_bytes(digest),
     })
@@ -248,7 +267,8 @@ impl Store for SqliteStore {
             transaction
                 .execute(
                     &format!(
-                        "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                        "INSERT INTO api_keys ({KEY_COLUMNS}) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
                     ),
                     params![
                         key.info.id.to_string(),
@@ -258,6 +278,8 @@ impl Store for SqliteStore {
                         key.digest.as_bytes(),
                         to_millis(key.info.created_at),
                         key.info.revoked_at.map(to_millis),
+                        key.info.expires_at.map(to_millis),
+                        join_scopes(&key.info.scopes),
                     ],
                 )
                 .map_err(Error::store)?;

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use tenet_core::{
-    Error, KeyDigest, KeyId, KeyInfo, KeyName, KeyRecord, Store, Tenant, TenantId, TenantName,
+    Error, KeyDigest, KeyId, KeyInfo, KeyName, KeyRecord, Scope, Store, Tenant, TenantId,
+    TenantName,
 };
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -42,6 +43,8 @@ fn key(tenant: TenantId, name: Option<&str>) -> KeyRecord {
             prefix: "tnt_AbCdEfGh".to_owned(),
             created_at: now(),
             revoked_at: None,
+            expires_at: None,
+            scopes: Vec::new(),
         },
         digest: random_digest(),
     }
@@ -321,4 +324,30 @@ pub async fn ping_succeeds(backend: &TestStore) {
     let pinged = store.ping().await;
 
     assert!(pinged.is_ok(), "{pinged:?}");
+}
+
+pub async fn expiry_and_scopes_round_trip(backend: &TestStore) {
+    let store = backend.store();
+    let tenant = insert_tenant(&store, "Acme").await;
+    let mut scoped = key(tenant.id, None);
+    scoped.info.expires_at = Some(datetime!(2031-02-03 04:05:06.789 UTC));
+    scoped.info.scopes =
+        Scope::parse_list(&["billing:read", "tenet:verify", "x.y_z-0"]).expect("valid scopes");
+    let plain = key(tenant.id, None);
+    store.insert_key(&scoped).await.expect("key inserts");
+    store.insert_key(&plain).await.expect("key inserts");
+
+    let by_digest = store
+        .key_by_digest(&scoped.digest)
+        .await
+        .expect("lookup succeeds");
+    let listed = store.list_keys(tenant.id).await.expect("keys list");
+    let plain_found = store
+        .key_by_digest(&plain.digest)
+        .await
+        .expect("lookup succeeds");
+
+    assert_eq!(by_digest, Some(scoped.clone()));
+    assert_eq!(listed, vec![scoped.info, plain.info.clone()]);
+    assert_eq!(plain_found.map(|found| found.info), Some(plain.info));
 }

@@ -31,10 +31,14 @@ macro_rules! backend_suite {
                 cases::timestamps_round_trip_exactly,
                 cases::names_round_trip,
                 cases::ping_succeeds,
+                cases::expiry_and_scopes_round_trip,
                 service::issued_key_verifies,
                 service::revoked_key_is_rejected,
                 service::unknown_key_is_rejected,
                 service::other_pepper_is_config_error,
+                service::expired_key_is_rejected,
+                service::scopes_are_required,
+                service::invalid_expiry_is_rejected,
                 $($group :: $case,)*
             );
         }

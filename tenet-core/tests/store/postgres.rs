@@ -42,6 +42,8 @@ fn key(tenant: TenantId) -> KeyRecord {
             prefix: "tnt_AbCdEfGh".to_owned(),
             created_at: now(),
             revoked_at: None,
+            expires_at: None,
+            scopes: Vec::new(),
         },
         digest: KeyDigest::from_bytes(digest),
     }

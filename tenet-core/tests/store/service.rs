@@ -1,8 +1,13 @@
 //! Service cases through `Tenet`, on every backend.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use tenet_core::{ApiKey, Error, KeyName, Pepper, Principal, Rejection, Store, TenantName, Tenet};
+use tenet_core::{
+    ApiKey, Error, KeyName, KeyOptions, Pepper, Principal, Rejection, Scope, Store, TenantName,
+    Tenet,
+};
+use time::OffsetDateTime;
 
 use crate::backend::TestStore;
 
@@ -121,4 +126,98 @@ pub async fn reopen_keeps_tenants_keys_and_revocations(backend: &TestStore) {
         matches!(revoked_verdict, Err(Error::Rejected(Rejection::Revoked))),
         "{revoked_verdict:?}"
     );
+}
+
+async fn tenant_of(tenet: &Tenet) -> tenet_core::TenantId {
+    tenet
+        .create_tenant(TenantName::parse("Acme").expect("valid name"))
+        .await
+        .expect("tenant is created")
+        .id
+}
+
+pub async fn expired_key_is_rejected(backend: &TestStore) {
+    let tenet = open(backend.store(), &pepper()).await;
+    let tenant = tenant_of(&tenet).await;
+    let expires_at = OffsetDateTime::now_utc() + Duration::from_millis(1_500);
+    let issued = tenet
+        .issue_key_with(
+            tenant,
+            KeyOptions {
+                expires_at: Some(expires_at),
+                ..KeyOptions::default()
+            },
+        )
+        .await
+        .expect("key is issued");
+    let presented = issued.api_key.expose_secret();
+
+    let before = tenet.verify_with(presented, &[]).await;
+    let remaining = expires_at - OffsetDateTime::now_utc();
+    tokio::time::sleep(remaining.unsigned_abs() + Duration::from_millis(20)).await;
+    let after = tenet.verify(presented).await;
+
+    let verified = before.expect("the key verifies before its expiry");
+    assert_eq!(verified.expires_at, issued.info.expires_at);
+    assert!(
+        matches!(after, Err(Error::Rejected(Rejection::Expired))),
+        "{after:?}"
+    );
+}
+
+pub async fn scopes_are_required(backend: &TestStore) {
+    let tenet = open(backend.store(), &pepper()).await;
+    let tenant = tenant_of(&tenet).await;
+    let scopes = Scope::parse_list(&["billing:read", "billing:write"]).expect("valid scopes");
+    let issued = tenet
+        .issue_key_with(
+            tenant,
+            KeyOptions {
+                scopes: scopes.clone(),
+                ..KeyOptions::default()
+            },
+        )
+        .await
+        .expect("key is issued");
+    let presented = issued.api_key.expose_secret();
+
+    let held = tenet.verify_with(presented, &["billing:read"]).await;
+    let missing = tenet
+        .verify_with(presented, &["billing:read", "admin"])
+        .await;
+
+    let held = held.expect("a held scope verifies");
+    assert_eq!(&*held.scopes, scopes.as_slice());
+    assert!(
+        matches!(missing, Err(Error::Rejected(Rejection::MissingScope))),
+        "{missing:?}"
+    );
+}
+
+pub async fn invalid_expiry_is_rejected(backend: &TestStore) {
+    let tenet = open(backend.store(), &pepper()).await;
+    let tenant = tenant_of(&tenet).await;
+
+    let past = tenet
+        .issue_key_with(
+            tenant,
+            KeyOptions {
+                expires_at: Some(OffsetDateTime::now_utc() - Duration::from_secs(1)),
+                ..KeyOptions::default()
+            },
+        )
+        .await;
+
+    assert!(
+        matches!(
+            past,
+            Err(Error::Invalid {
+                field: "expires_at",
+                ..
+            })
+        ),
+        "{past:?}"
+    );
+    let keys = tenet.list_keys(tenant).await.expect("keys list");
+    assert!(keys.is_empty(), "{keys:?}");
 }

@@ -58,15 +58,21 @@ pub enum Verification {
     Revoked,
     /// The store could not be asked, so nothing was concluded.
     Unavailable,
+    /// Issued with an expiry that has passed.
+    Expired,
+    /// Valid, but without a scope that the route requires.
+    MissingScope,
 }
 
 impl Verification {
-    const ALL: [Verification; 5] = [
+    const ALL: [Verification; 7] = [
         Verification::Valid,
         Verification::Malformed,
         Verification::Unknown,
         Verification::Revoked,
         Verification::Unavailable,
+        Verification::Expired,
+        Verification::MissingScope,
     ];
 
     /// Classifies the result of [`Tenet::verify`].
@@ -75,6 +81,8 @@ impl Verification {
             Ok(_) => Verification::Valid,
             Err(tenet_core::Error::Rejected(Rejection::Malformed)) => Verification::Malformed,
             Err(tenet_core::Error::Rejected(Rejection::Revoked)) => Verification::Revoked,
+            Err(tenet_core::Error::Rejected(Rejection::Expired)) => Verification::Expired,
+            Err(tenet_core::Error::Rejected(Rejection::MissingScope)) => Verification::MissingScope,
             Err(tenet_core::Error::Rejected(_)) => Verification::Unknown,
             Err(_) => Verification::Unavailable,
         }
@@ -88,6 +96,8 @@ impl Verification {
             Verification::Unknown => "unknown",
             Verification::Revoked => "revoked",
             Verification::Unavailable => "unavailable",
+            Verification::Expired => "expired",
+            Verification::MissingScope => "missing_scope",
         }
     }
 
@@ -104,7 +114,7 @@ pub struct Metrics {
     request_duration: Family<RequestLabels, Histogram, fn() -> Histogram>,
     /// One counter per [`Verification`], in [`Verification::ALL`] order,
     /// so that counting takes no lookup.
-    verifications: [Counter; 5],
+    verifications: [Counter; 7],
     ready: Gauge<i64, AtomicI64>,
 }
 

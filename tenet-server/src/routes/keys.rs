@@ -3,7 +3,9 @@
 use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use hyper::body::Incoming;
 use tenet_core::api::{IssueKeyRequest, IssuedKeyResponse, KeyListResponse, KeyResponse};
-use tenet_core::{KeyId, KeyName};
+use tenet_core::expiry::resolve_expiry;
+use tenet_core::{KeyId, KeyName, KeyOptions, Scope};
+use time::OffsetDateTime;
 
 use super::parse_tenant_id;
 use crate::auth::require_admin;
@@ -12,9 +14,9 @@ use crate::error::Error;
 use crate::response::{Response, empty, json};
 use crate::setup::State;
 
-/// `POST /tenants/{id}/keys`: issues a key, returning 201 with the
-/// plaintext key. This is the only response that ever carries it, so it is
-/// marked `Cache-Control: no-store`.
+/// `POST /tenants/{id}/keys`: issues a key with an optional name, expiry
+/// and scopes, returning 201 with the plaintext key. This is the only
+/// response that ever carries it, so it is marked `Cache-Control: no-store`.
 pub async fn issue(
     state: &State,
     request: Request<Incoming>,
@@ -27,8 +29,16 @@ pub async fn issue(
     let request: IssueKeyRequest = read_optional_json(&parts.headers, body, state.max_body_bytes)
         .await?
         .unwrap_or_default();
-    let name = request.name.as_deref().map(KeyName::parse).transpose()?;
-    let issued = state.tenet.issue_key(tenant, name).await?;
+    let options = KeyOptions {
+        name: request.name.as_deref().map(KeyName::parse).transpose()?,
+        expires_at: resolve_expiry(
+            request.expires_at,
+            request.ttl_seconds,
+            OffsetDateTime::now_utc(),
+        )?,
+        scopes: Scope::parse_list(&request.scopes)?,
+    };
+    let issued = state.tenet.issue_key_with(tenant, options).await?;
 
     let mut response = json(StatusCode::CREATED, &IssuedKeyResponse::from(&issued));
     response

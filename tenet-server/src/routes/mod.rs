@@ -17,6 +17,7 @@ mod keys;
 mod metrics;
 mod protected;
 mod tenants;
+mod verify;
 
 /// A matched route, with the raw path segments it captures.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +27,7 @@ pub enum Route {
     TenantKeys { tenant: String },
     TenantKey { tenant: String, key: String },
     Protected,
+    Verify,
     Healthz,
     Readyz,
     Metrics,
@@ -53,6 +55,7 @@ impl Route {
                 key: (*key).to_owned(),
             },
             ["protected"] => Route::Protected,
+            ["verify"] => Route::Verify,
             ["healthz"] => Route::Healthz,
             ["readyz"] => Route::Readyz,
             ["metrics"] => Route::Metrics,
@@ -70,6 +73,7 @@ impl Route {
             Route::TenantKeys { .. } => "/tenants/{id}/keys",
             Route::TenantKey { .. } => "/tenants/{id}/keys/{key_id}",
             Route::Protected => "/protected",
+            Route::Verify => "/verify",
             Route::Healthz => "/healthz",
             Route::Readyz => "/readyz",
             Route::Metrics => "/metrics",
@@ -89,6 +93,7 @@ impl Route {
                 (&[Method::GET, Method::POST], "GET, POST")
             }
             Route::TenantKey { .. } => (&[Method::DELETE], "DELETE"),
+            Route::Verify => (&[Method::POST], "POST"),
             Route::Tenant { .. }
             | Route::Protected
             | Route::Healthz
@@ -137,6 +142,7 @@ pub async fn dispatch(state: &State, route: Option<Route>, request: Request<Inco
             keys::revoke(state, request.headers(), &tenant, &key).await
         }
         (Route::Protected, _) => protected::get(state, request.headers()).await,
+        (Route::Verify, _) => verify::post(state, request).await,
         (Route::Healthz, _) => Ok(health::live()),
         (Route::Readyz, _) => health::ready(state).await,
         (Route::Metrics, _) => Ok(metrics::get(state).await),
@@ -177,6 +183,7 @@ mod tests {
                 }),
             ),
             ("/protected", Some(Route::Protected)),
+            ("/verify", Some(Route::Verify)),
             ("/healthz", Some(Route::Healthz)),
             ("/readyz", Some(Route::Readyz)),
             ("/metrics", Some(Route::Metrics)),

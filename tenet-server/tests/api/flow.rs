@@ -110,7 +110,16 @@ async fn create_responses_have_the_documented_shape() {
     let issued: Value = response.json().await.expect("key JSON");
     assert_eq!(
         field_names(&issued),
-        ["api_key", "created_at", "id", "name", "prefix", "tenant_id"]
+        [
+            "api_key",
+            "created_at",
+            "expires_at",
+            "id",
+            "name",
+            "prefix",
+            "scopes",
+            "tenant_id"
+        ]
     );
     assert_eq!(issued["name"], "billing worker");
 
@@ -127,10 +136,12 @@ async fn create_responses_have_the_documented_shape() {
         field_names(listed),
         [
             "created_at",
+            "expires_at",
             "id",
             "name",
             "prefix",
             "revoked_at",
+            "scopes",
             "tenant_id"
         ]
     );

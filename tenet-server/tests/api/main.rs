@@ -12,3 +12,4 @@ mod helpers;
 mod limits;
 mod observability;
 mod protocol;
+mod verify;

@@ -48,6 +48,11 @@ CREATE TABLE key_events (
 );
 CREATE INDEX key_events_by_time ON key_events (at);
 "#,
+    r#"
+ALTER TABLE api_keys
+    ADD COLUMN expires_at timestamptz,
+    ADD COLUMN scopes text[] NOT NULL DEFAULT '{}';
+"#,
 ];
 
 /// The version of the newest migration, as stored in

@@ -1,0 +1,177 @@
+//! Key expiry: checking a requested expiry and comparing it on the hot
+//! path.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use time::OffsetDateTime;
+
+use crate::error::{Error, Result};
+
+/// The longest lifetime a key may be issued with: 3,650 days, about ten
+/// years.
+pub const MAX_KEY_LIFETIME: Duration = Duration::from_secs(3_650 * 24 * 60 * 60);
+
+/// An expiry as Unix milliseconds, with [`Expiry::NEVER`] for a key that
+/// does not expire. Comparing it costs no allocation and, for keys without
+/// an expiry, no clock read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Expiry(u64);
+
+impl Expiry {
+    pub(crate) const NEVER: Expiry = Expiry(u64::MAX);
+
+    pub(crate) fn from_time(at: Option<OffsetDateTime>) -> Self {
+        match at {
+            // Issued expiries are in the future, so never before 1970.
+            Some(at) => Expiry(u64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)),
+            None => Expiry::NEVER,
+        }
+    }
+
+    pub(crate) fn from_millis(millis: u64) -> Self {
+        Expiry(millis)
+    }
+
+    pub(crate) fn as_millis(self) -> u64 {
+        self.0
+    }
+
+    pub(crate) fn to_time(self) -> Option<OffsetDateTime> {
+        if self == Expiry::NEVER {
+            return None;
+        }
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000).ok()
+    }
+
+    /// Returns whether the expiry has passed, reading the wall clock only
+    /// for keys that have one.
+    pub(crate) fn has_passed(self) -> bool {
+        self != Expiry::NEVER && unix_millis_now() >= self.0
+    }
+}
+
+fn unix_millis_now() -> u64 {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Resolves the expiry of a key to issue from an absolute time or a
+/// lifetime in seconds, of which at most one may be given.
+///
+/// The result is truncated to milliseconds, as every store keeps times,
+/// and must lie after `now` and at most [`MAX_KEY_LIFETIME`] after it.
+pub fn resolve_expiry(
+    expires_at: Option<OffsetDateTime>,
+    ttl_seconds: Option<u64>,
+    now: OffsetDateTime,
+) -> Result<Option<OffsetDateTime>> {
+    let at = match (expires_at, ttl_seconds) {
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid(
+                "expires_at",
+                "give either expires_at or ttl_seconds, not both",
+            ));
+        }
+        (None, None) => return Ok(None),
+        (Some(at), None) => at,
+        (None, Some(seconds)) => {
+            if seconds == 0 || seconds > MAX_KEY_LIFETIME.as_secs() {
+                return Err(Error::invalid(
+                    "ttl_seconds",
+                    format!(
+                        "is {seconds}; it must be 1 to {} seconds",
+                        MAX_KEY_LIFETIME.as_secs()
+                    ),
+                ));
+            }
+            now + Duration::from_secs(seconds)
+        }
+    };
+    check_expiry(at, now).map(Some)
+}
+
+/// Checks that `at` lies after `now` and within [`MAX_KEY_LIFETIME`], and
+/// truncates it to milliseconds.
+pub(crate) fn check_expiry(at: OffsetDateTime, now: OffsetDateTime) -> Result<OffsetDateTime> {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    let at = at
+        .replace_millisecond(at.millisecond())
+        .map_err(|err| Error::invalid("expires_at", err.to_string()))?;
+    if at <= now {
+        return Err(Error::invalid(
+            "expires_at",
+            format!("{at} is not in the future; give a later time"),
+        ));
+    }
+    if at - now > MAX_KEY_LIFETIME {
+        return Err(Error::invalid(
+            "expires_at",
+            format!(
+                "{at} is more than {} days ahead; give an earlier time",
+                MAX_KEY_LIFETIME.as_secs() / 86_400
+            ),
+        ));
+    }
+    Ok(at)
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+
+    const NOW: OffsetDateTime = datetime!(2026-01-01 00:00:00 UTC);
+
+    #[test]
+    fn ttl_seconds_counts_from_now() {
+        let at = resolve_expiry(None, Some(60), NOW).expect("valid lifetime");
+
+        assert_eq!(at, Some(datetime!(2026-01-01 00:01:00 UTC)));
+    }
+
+    #[test]
+    fn expiry_is_optional() {
+        assert_eq!(resolve_expiry(None, None, NOW).expect("no expiry"), None);
+    }
+
+    #[test]
+    fn invalid_expiries_are_rejected() {
+        let cases = [
+            ("both", Some(NOW + Duration::from_secs(60)), Some(60)),
+            ("past", Some(NOW - Duration::from_secs(1)), None),
+            ("now", Some(NOW), None),
+            ("too far", Some(NOW + MAX_KEY_LIFETIME * 2), None),
+            ("zero ttl", None, Some(0)),
+            ("huge ttl", None, Some(u64::MAX)),
+        ];
+
+        for (description, at, ttl) in cases {
+            assert!(
+                resolve_expiry(at, ttl, NOW).is_err(),
+                "accepted {description}"
+            );
+        }
+    }
+
+    #[test]
+    fn expiry_is_truncated_to_milliseconds() {
+        let at = datetime!(2026-01-01 00:00:01.123456 UTC);
+
+        let resolved = resolve_expiry(Some(at), None, NOW).expect("valid expiry");
+
+        assert_eq!(resolved, Some(datetime!(2026-01-01 00:00:01.123 UTC)));
+    }
+
+    #[test]
+    fn expiry_round_trips_through_millis() {
+        let at = datetime!(2026-01-01 00:00:01.123 UTC);
+
+        assert_eq!(Expiry::from_time(Some(at)).to_time(), Some(at));
+        assert_eq!(Expiry::from_time(None), Expiry::NEVER);
+        assert!(Expiry::from_time(Some(NOW)).has_passed());
+        assert!(!Expiry::NEVER.has_passed());
+    }
+}
