@@ -1,0 +1,140 @@
+//! One method per route of the Tenet HTTP API.
+//!
+//! Each method names its route in its documentation; the request and
+//! response bodies are the `tenet_core::api` types that the server uses.
+
+use reqwest::Method;
+use tenet_core::api::{
+    CreateTenantRequest, HealthResponse, IssueKeyRequest, IssuedKeyResponse, KeyListResponse,
+    PrincipalResponse, TenantListResponse, TenantResponse, VerifyRequest, VerifyResponse,
+};
+use tenet_core::{KeyId, TenantId};
+
+use crate::client::Client;
+use crate::credential::Credential;
+use crate::error::{Error, Result};
+use crate::principal::Principal;
+
+impl Client {
+    /// `POST /tenants`: creates a tenant; needs the admin token.
+    pub async fn create_tenant(&self, name: &str) -> Result<TenantResponse> {
+        let body = CreateTenantRequest {
+            name: name.to_owned(),
+        };
+        self.call(Method::POST, "tenants").json(&body).send().await
+    }
+
+    /// `GET /tenants`: lists every tenant, oldest first; needs the admin
+    /// token.
+    pub async fn list_tenants(&self) -> Result<TenantListResponse> {
+        self.call(Method::GET, "tenants").send().await
+    }
+
+    /// `GET /tenants/{id}`: reads one tenant; needs the admin token.
+    pub async fn tenant(&self, tenant: TenantId) -> Result<TenantResponse> {
+        self.call(Method::GET, &format!("tenants/{tenant}"))
+            .send()
+            .await
+    }
+
+    /// `POST /tenants/{id}/keys`: issues a key; needs the admin token. The
+    /// response is the only one that carries the plaintext key.
+    pub async fn issue_key(
+        &self,
+        tenant: TenantId,
+        request: &IssueKeyRequest,
+    ) -> Result<IssuedKeyResponse> {
+        self.call(Method::POST, &format!("tenants/{tenant}/keys"))
+            .json(request)
+            .send()
+            .await
+    }
+
+    /// `GET /tenants/{id}/keys`: lists a tenant's keys, revoked ones
+    /// included, without secrets; needs the admin token.
+    pub async fn list_keys(&self, tenant: TenantId) -> Result<KeyListResponse> {
+        self.call(Method::GET, &format!("tenants/{tenant}/keys"))
+            .send()
+            .await
+    }
+
+    /// `DELETE /tenants/{id}/keys/{key_id}`: revokes a key; succeeds also
+    /// when it was revoked before. Needs the admin token.
+    pub async fn revoke_key(&self, tenant: TenantId, key: KeyId) -> Result<()> {
+        self.call(Method::DELETE, &format!("tenants/{tenant}/keys/{key}"))
+            .send_empty()
+            .await
+    }
+
+    /// `GET /protected`: returns whom this client's API key acts for.
+    pub async fn whoami(&self) -> Result<PrincipalResponse> {
+        self.call(Method::GET, "protected").send().await
+    }
+
+    /// `POST /verify`: checks a key and the scopes it must hold; needs the
+    /// admin token or a key with the `tenet:verify` scope. A rejected key
+    /// is a success with [`VerifyResponse::Invalid`].
+    pub async fn verify(&self, request: &VerifyRequest) -> Result<VerifyResponse> {
+        self.call(Method::POST, "verify").json(request).send().await
+    }
+
+    /// Verifies an API key presented to your service and returns its
+    /// principal; a rejected key is [`Error::KeyRejected`].
+    ///
+    /// A client with a credential calls `POST /verify`, which reports the
+    /// key's scopes and why a key is rejected; [`Error::Unauthorized`] then
+    /// means that the client's own credential was rejected. A client
+    /// without one sends the key to `GET /protected`, which reports
+    /// neither.
+    pub async fn verify_key(&self, key: &Credential) -> Result<Principal> {
+        if self.has_credential() {
+            return self.verify_key_by_post(key).await;
+        }
+
+        match self.with_credential(key.clone()).whoami().await {
+            Ok(principal) => Ok(Principal::from(principal)),
+            Err(Error::Unauthorized { request, error }) => Err(Error::KeyRejected {
+                request,
+                code: error.code,
+            }),
+            Err(other) => Err(other),
+        }
+    }
+
+    async fn verify_key_by_post(&self, key: &Credential) -> Result<Principal> {
+        let request = VerifyRequest {
+            key: key.expose_secret().to_owned(),
+            scopes: Vec::new(),
+        };
+        match self.verify(&request).await? {
+            VerifyResponse::Valid(valid) => Ok(Principal {
+                tenant_id: valid.tenant_id,
+                key_id: valid.key_id,
+                scopes: Some(valid.scopes),
+                expires_at: valid.expires_at,
+            }),
+            VerifyResponse::Invalid(invalid) => Err(Error::KeyRejected {
+                request: format!("POST {}verify", self.base_url()),
+                code: invalid.code,
+            }),
+        }
+    }
+
+    /// `GET /healthz`: succeeds while the server process serves requests.
+    pub async fn health(&self) -> Result<HealthResponse> {
+        self.call(Method::GET, "healthz").send().await
+    }
+
+    /// `GET /readyz`: succeeds when the server's store responds; a server
+    /// that is not ready is [`Error::Unavailable`].
+    ///
+    /// [`Error::Unavailable`]: crate::Error::Unavailable
+    pub async fn ready(&self) -> Result<HealthResponse> {
+        self.call(Method::GET, "readyz").send().await
+    }
+
+    /// `GET /metrics`: the server's metrics in the Prometheus text format.
+    pub async fn metrics(&self) -> Result<String> {
+        self.call(Method::GET, "metrics").send_text().await
+    }
+}

@@ -1,0 +1,161 @@
+//! Every route method against a real server.
+
+use tenet_client::Credential;
+use tenet_core::api::{IssueKeyRequest, VerifyRequest, VerifyResponse};
+
+use crate::helpers::TestServer;
+
+#[tokio::test]
+async fn tenants_create_list_get() {
+    let server = TestServer::start().await;
+    let admin = server.admin();
+
+    let first = admin.create_tenant("Acme").await.expect("created");
+    let second = admin.create_tenant("Globex").await.expect("created");
+    let list = admin.list_tenants().await.expect("listed");
+    let read = admin.tenant(second.id).await.expect("read");
+
+    assert_eq!(first.name, "Acme");
+    assert_eq!(list.tenants, vec![first, second.clone()]);
+    assert_eq!(read, second);
+}
+
+#[tokio::test]
+async fn keys_issue_list_revoke() {
+    let server = TestServer::start().await;
+    let admin = server.admin();
+    let tenant = admin.create_tenant("Acme").await.expect("created");
+
+    let issued = admin
+        .issue_key(
+            tenant.id,
+            &IssueKeyRequest {
+                name: Some("billing worker".to_owned()),
+                ttl_seconds: Some(3600),
+                scopes: vec!["billing:read".to_owned()],
+                ..IssueKeyRequest::default()
+            },
+        )
+        .await
+        .expect("issued");
+    let before = admin.list_keys(tenant.id).await.expect("listed");
+    admin
+        .revoke_key(tenant.id, issued.id)
+        .await
+        .expect("revoked");
+    admin
+        .revoke_key(tenant.id, issued.id)
+        .await
+        .expect("revoking again succeeds");
+    let after = admin.list_keys(tenant.id).await.expect("listed");
+
+    assert_eq!(issued.tenant_id, tenant.id);
+    assert_eq!(issued.name.as_deref(), Some("billing worker"));
+    assert!(issued.api_key.starts_with(&issued.prefix));
+    assert!(issued.expires_at.is_some());
+    assert_eq!(issued.scopes, vec!["billing:read"]);
+    assert_eq!(before.keys[0].scopes, vec!["billing:read"]);
+    assert_eq!(before.keys[0].expires_at, issued.expires_at);
+    assert_eq!(before.keys.len(), 1);
+    assert_eq!(before.keys[0].id, issued.id);
+    assert_eq!(before.keys[0].revoked_at, None);
+    assert!(after.keys[0].revoked_at.is_some());
+}
+
+#[tokio::test]
+async fn whoami_and_verify_key_return_the_principal() {
+    let server = TestServer::start().await;
+    let (tenant, issued) = server.tenant_with_key().await;
+    let key_client = server.anonymous().with_credential(issued.api_key.as_str());
+
+    let whoami = key_client.whoami().await.expect("valid key");
+    let principal = server
+        .anonymous()
+        .verify_key(&Credential::new(issued.api_key.as_str()))
+        .await
+        .expect("valid key");
+
+    assert_eq!(whoami.tenant_id, tenant.id);
+    assert_eq!(whoami.key_id, issued.id);
+    assert_eq!(principal.tenant_id, tenant.id);
+    assert_eq!(principal.key_id, issued.id);
+    assert_eq!(principal.scopes, None);
+}
+
+#[tokio::test]
+async fn health_ready_and_metrics_need_no_credential() {
+    let server = TestServer::start().await;
+    let client = server.anonymous();
+
+    let health = client.health().await.expect("healthy");
+    let ready = client.ready().await.expect("ready");
+    let metrics = client.metrics().await.expect("metrics");
+
+    assert_eq!(health.status, "ok");
+    assert_eq!(ready.status, "ok");
+    assert!(metrics.contains("tenet_ready"), "{metrics}");
+}
+
+#[tokio::test]
+async fn base_url_path_prefix_is_kept() {
+    let server = TestServer::start().await;
+    let client = tenet_client::Client::builder(&format!("{}/prefix", server.url()))
+        .build()
+        .expect("valid client");
+
+    let error = client.health().await.expect_err("no route under /prefix");
+
+    assert!(error.is_not_found(), "{error}");
+    assert_eq!(error.code(), Some("not_found"));
+    assert!(error.to_string().contains("/prefix/healthz"), "{error}");
+}
+
+#[tokio::test]
+async fn verify_reports_scopes_and_rejections() {
+    let server = TestServer::start().await;
+    let admin = server.admin();
+    let tenant = admin.create_tenant("Acme").await.expect("created");
+    let issued = admin
+        .issue_key(
+            tenant.id,
+            &IssueKeyRequest {
+                scopes: vec!["billing:read".to_owned()],
+                ..IssueKeyRequest::default()
+            },
+        )
+        .await
+        .expect("issued");
+    let request = VerifyRequest {
+        key: issued.api_key.clone(),
+        scopes: vec!["billing:read".to_owned()],
+    };
+
+    let valid = admin.verify(&request).await.expect("verified");
+    let principal = admin
+        .verify_key(&Credential::new(issued.api_key.as_str()))
+        .await
+        .expect("valid key");
+    admin
+        .revoke_key(tenant.id, issued.id)
+        .await
+        .expect("revoked");
+    let invalid = admin.verify(&request).await.expect("verified");
+    let rejected = admin
+        .verify_key(&Credential::new(issued.api_key.as_str()))
+        .await
+        .expect_err("revoked key");
+
+    let VerifyResponse::Valid(valid) = valid else {
+        panic!("expected a valid key, got {valid:?}");
+    };
+    assert_eq!(valid.key_id, issued.id);
+    assert_eq!(valid.scopes, vec!["billing:read"]);
+    assert_eq!(principal.scopes, Some(vec!["billing:read".to_owned()]));
+    let VerifyResponse::Invalid(invalid) = invalid else {
+        panic!("expected a rejected key, got {invalid:?}");
+    };
+    assert_eq!(invalid.code, "key_revoked");
+    assert!(rejected.is_key_rejected(), "{rejected}");
+    assert_eq!(rejected.code(), Some("key_revoked"));
+    assert!(!rejected.to_string().contains(&issued.api_key));
+}
