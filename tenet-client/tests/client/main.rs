@@ -6,4 +6,5 @@ mod errors;
 mod helpers;
 mod layer;
 mod methods;
+mod outage;
 mod retries;

@@ -11,13 +11,13 @@ use crate::helpers::{ADMIN_TOKEN, TestServer, closed_port, fast_retries};
 
 /// Log output of the current thread, captured in memory.
 #[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+pub struct Captured(Arc<Mutex<Vec<u8>>>);
 
 impl Captured {
     /// Captures debug logs of this thread until the guard drops. Tests
     /// that use it run on tokio's default current-thread runtime, so every
     /// task they spawn logs here too.
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
+    pub fn install(&self) -> tracing::subscriber::DefaultGuard {
         let subscriber = tracing_subscriber::fmt()
             .with_max_level(tracing::Level::DEBUG)
             .with_ansi(false)
@@ -26,11 +26,11 @@ impl Captured {
         tracing::subscriber::set_default(subscriber)
     }
 
-    fn text(&self) -> String {
+    pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().expect("log buffer")).into_owned()
     }
 
-    fn retry_lines(&self) -> Vec<String> {
+    pub fn retry_lines(&self) -> Vec<String> {
         self.text()
             .lines()
             .filter(|line| line.contains("retrying request"))
