@@ -319,6 +319,14 @@ if has_flag --cache-capacity; then
     LOADED_KIB=$(resident_kib "$SERVER_PID")
     stop_server
 
+    # The same warm path without the per-request log line, which shows
+    # what that line costs.
+    RUST_LOG=warn start_tenet sqlite-quiet
+    issue_key_script
+    measure "/protected valid key, warm, RUST_LOG=warn" "$PROTECTED" "$WORK/valid.lua" \
+        "$CONNECTIONS" 2xx
+    stop_server
+
     start_tenet sqlite-uncached --cache-capacity 0
     issue_key_script
     measure "/protected valid key, SQLite, cache off" "$PROTECTED" "$WORK/valid.lua" \
