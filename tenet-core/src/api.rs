@@ -201,6 +201,25 @@ impl From<Principal> for PrincipalResponse {
     }
 }
 
+/// Body of `POST /tenants/{id}/keys/{key_id}/rotate`; the whole body is
+/// optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKeyRequest {
+    /// How long the old key keeps working, in seconds: 86,400 (one day)
+    /// when absent, 0 to revoke it at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_seconds: Option<u64>,
+}
+
+/// Response of a rotation: the new key, with its plaintext, and the old
+/// key as it now ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotateKeyResponse {
+    pub new_key: IssuedKeyResponse,
+    pub old_key: KeyResponse,
+}
+
 /// Body of `POST /verify`: a presented key and the scopes it must hold.
 ///
 /// `Debug` prints neither the key nor any part of it.

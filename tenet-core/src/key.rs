@@ -192,6 +192,14 @@ pub struct IssuedKey {
     pub api_key: ApiKey,
 }
 
+/// The outcome of a rotation: the new key and the old key as it ends.
+#[derive(Debug)]
+pub struct RotatedKey {
+    pub issued: IssuedKey,
+    /// The old key, revoked or with its shortened expiry.
+    pub old: KeyInfo,
+}
+
 /// Who a verified key acts for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub struct Principal {

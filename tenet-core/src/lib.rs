@@ -57,13 +57,13 @@ pub use cache::CacheOptions;
 pub use cache::redis::RedisOptions;
 pub use error::{Error, Rejection, Result};
 pub use id::{KeyId, TenantId};
-pub use key::{ApiKey, IssuedKey, KeyInfo, KeyOptions, KeyRecord, Principal, VerifiedKey};
+pub use key::{ApiKey, IssuedKey, KeyInfo, KeyOptions, KeyRecord, Principal, RotatedKey, VerifiedKey};
 pub use name::{KeyName, TenantName};
 pub use scope::Scope;
 pub use secret::{AdminToken, AdminTokenDigest, KeyDigest, Pepper};
 pub use service::{Tenet, TenetBuilder};
 pub use store::{
-    KeyEvent, KeyEventKind, KeyEvents, MemoryStore, PostgresOptions, PostgresStore, SqliteStore,
-    Store,
+    KeyEvent, KeyEventKind, KeyEvents, MemoryStore, PostgresOptions, PostgresStore, Rotation,
+    SqliteStore, Store,
 };
 pub use tenant::Tenant;

@@ -5,15 +5,17 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 use crate::cache::redis::{RedisCache, RedisOptions};
-use crate::cache::{CacheLayer, CacheOptions, ValidKey, Verdict, feed};
+use crate::cache::{CacheLayer, CacheOptions, Verdict, feed, valid_verdict};
 use crate::error::{Error, Result};
-use crate::expiry::{self, Expiry};
+use crate::expiry;
 use crate::id::{KeyId, TenantId};
-use crate::key::{self, ApiKey, IssuedKey, KeyInfo, KeyOptions, KeyRecord, Principal, VerifiedKey};
+use crate::key::{
+    self, ApiKey, IssuedKey, KeyInfo, KeyOptions, KeyRecord, Principal, RotatedKey, VerifiedKey,
+};
 use crate::name::{KeyName, TenantName};
 use crate::secret::{KeyDigest, Pepper};
 use crate::stats::{CacheStats, PoolStatuses};
-use crate::store::Store;
+use crate::store::{Rotation, Store};
 use crate::tenant::Tenant;
 
 const PEPPER_FINGERPRINT: &str = "pepper_fingerprint";
@@ -253,6 +255,76 @@ impl Tenet {
         Ok(revoked.info)
     }
 
+    /// Rotates a key: issues a new key with the old key's name and scopes,
+    /// and ends the old key after `grace`, or at once for a zero grace.
+    ///
+    /// The old key's expiry moves to now plus `grace` unless it already
+    /// expires sooner, and every replica's cache learns of the shorter
+    /// expiry like of a revoke. A key id that belongs to another tenant, or
+    /// a revoked key, is [`Error::NotFound`]. The new key keeps the old
+    /// key's expiry, if it had one.
+    pub async fn rotate_key(
+        &self,
+        tenant: TenantId,
+        key: KeyId,
+        grace: std::time::Duration,
+    ) -> Result<RotatedKey> {
+        let old = self
+            .list_keys(tenant)
+            .await?
+            .into_iter()
+            .find(|info| info.id == key && info.revoked_at.is_none())
+            .ok_or_else(|| Error::not_found("key", key))?;
+
+        let rotated_at = now();
+        let api_key = ApiKey::generate();
+        let replacement = KeyRecord {
+            info: KeyInfo {
+                id: KeyId::generate(),
+                tenant_id: tenant,
+                name: old.name.clone(),
+                prefix: api_key.display_prefix().to_owned(),
+                created_at: rotated_at,
+                revoked_at: None,
+                expires_at: old.expires_at.filter(|at| *at > rotated_at),
+                scopes: old.scopes.clone(),
+            },
+            digest: self.pepper.digest(api_key.secret()),
+        };
+        let rotation = if grace.is_zero() {
+            Rotation::RevokeAt(rotated_at)
+        } else {
+            Rotation::ExpireBy(rotated_at + grace)
+        };
+        let ended = self
+            .store
+            .rotate_key(tenant, key, &replacement, rotation)
+            .await?
+            .ok_or_else(|| Error::not_found("key", key))?;
+        tracing::debug!(
+            tenant_id = %tenant,
+            key_id = %key,
+            new_key_id = %replacement.info.id,
+            "rotated key"
+        );
+
+        self.announce(&replacement.digest, &valid_verdict(&replacement.info))
+            .await;
+        let old_verdict = if ended.info.revoked_at.is_some() {
+            Verdict::Revoked
+        } else {
+            valid_verdict(&ended.info)
+        };
+        self.announce(&ended.digest, &old_verdict).await;
+        Ok(RotatedKey {
+            issued: IssuedKey {
+                info: replacement.info,
+                api_key,
+            },
+            old: ended.info,
+        })
+    }
+
     /// Verifies a presented key and returns whom it acts for.
     ///
     /// Malformed keys are rejected by parsing alone. A well-formed key is
@@ -369,18 +441,6 @@ impl Tenet {
     }
 }
 
-/// Builds the cached form of an unrevoked key.
-fn valid_verdict(info: &KeyInfo) -> Verdict {
-    Verdict::Valid(ValidKey {
-        principal: Principal {
-            tenant_id: info.tenant_id,
-            key_id: info.id,
-        },
-        expires_at: Expiry::from_time(info.expires_at),
-        scopes: info.scopes.as_slice().into(),
-    })
-}
-
 /// The current time in UTC, truncated to milliseconds, which every store
 /// keeps exactly.
 pub(crate) fn now() -> OffsetDateTime {
@@ -433,6 +493,17 @@ mod tests {
             at: OffsetDateTime,
         ) -> Result<Option<KeyRecord>> {
             self.inner.revoke_key(tenant, key, at).await
+        }
+        async fn rotate_key(
+            &self,
+            tenant: TenantId,
+            key: KeyId,
+            replacement: &KeyRecord,
+            rotation: Rotation,
+        ) -> Result<Option<KeyRecord>> {
+            self.inner
+                .rotate_key(tenant, key, replacement, rotation)
+                .await
         }
         async fn key_by_digest(&self, digest: &KeyDigest) -> Result<Option<KeyRecord>> {
             let earlier = self.lookups.fetch_add(1, Ordering::SeqCst);

@@ -13,7 +13,7 @@ use futures_util::{FutureExt as _, StreamExt as _};
 use time::OffsetDateTime;
 use tokio::time::{MissedTickBehavior, interval, sleep, timeout};
 
-use super::{CacheLayer, Verdict};
+use super::{CacheLayer, Verdict, valid_verdict};
 use crate::secret::KeyDigest;
 use crate::store::{KeyEvent, KeyEventKind, Store};
 
@@ -46,7 +46,8 @@ pub(crate) fn spawn(layer: &Arc<CacheLayer>, store: &Arc<dyn Store>) {
 
 /// Applies one key event: the revoked state goes to Redis first, then the
 /// local entry is dropped, so that a local fill from Redis cannot bring the
-/// old state back. Returns false when Redis should have been written but
+/// old state back. A shortened expiry only drops the local entry, because
+/// the rotating replica wrote the shorter expiry to Redis. Returns false when Redis should have been written but
 /// was not, so the caller retries the event.
 pub(crate) async fn apply_event(layer: &CacheLayer, event: &KeyEvent) -> bool {
     let mut written = true;
@@ -261,14 +262,18 @@ async fn probe_redis(layer: Weak<CacheLayer>, store: Arc<dyn Store>, clock: Stor
         let replayed = match store.key_events(Some(lost - EVENT_WINDOW)).await {
             Ok(batch) => {
                 let mut complete = true;
-                for event in batch
-                    .events
-                    .iter()
-                    .filter(|event| event.kind == KeyEventKind::Revoked)
-                {
-                    complete &= redis
-                        .put_while_open(&event.digest, &Verdict::Revoked, layer.options.ttl)
-                        .await;
+                for event in &batch.events {
+                    complete &= match event.kind {
+                        KeyEventKind::Revoked => {
+                            redis
+                                .put_while_open(&event.digest, &Verdict::Revoked, layer.options.ttl)
+                                .await
+                        }
+                        KeyEventKind::ExpiryShortened => {
+                            repair_expiry(&layer, store.as_ref(), redis, &event.digest).await
+                        }
+                        _ => true,
+                    };
                 }
                 complete
             }
@@ -279,6 +284,29 @@ async fn probe_redis(layer: Weak<CacheLayer>, store: Arc<dyn Store>, clock: Stor
         };
         if replayed {
             redis.close();
+        }
+    }
+}
+
+/// Writes a key's current expiry to Redis, whose copy may still carry the
+/// later expiry from before a rotation. Returns whether that worked.
+async fn repair_expiry(
+    layer: &CacheLayer,
+    store: &dyn Store,
+    redis: &super::redis::RedisCache,
+    digest: &KeyDigest,
+) -> bool {
+    match store.key_by_digest(digest).await {
+        Ok(Some(record)) if record.info.revoked_at.is_none() => {
+            let verdict = valid_verdict(&record.info);
+            redis
+                .put_while_open(digest, &verdict, layer.options.ttl)
+                .await
+        }
+        Ok(_) => true,
+        Err(err) => {
+            tracing::debug!(error = %err, "cannot read a rotated key to repair Redis yet");
+            false
         }
     }
 }

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Rejection, Result};
 use crate::expiry::Expiry;
-use crate::key::{Principal, VerifiedKey};
+use crate::key::{KeyInfo, Principal, VerifiedKey};
 use crate::scope::{self, Scope};
 use crate::stats::CacheStats;
 
@@ -74,6 +74,18 @@ impl Verdict {
             Verdict::Unknown => Err(Error::Rejected(Rejection::Unknown)),
         }
     }
+}
+
+/// Builds the cached form of an unrevoked key.
+pub(crate) fn valid_verdict(info: &KeyInfo) -> Verdict {
+    Verdict::Valid(ValidKey {
+        principal: Principal {
+            tenant_id: info.tenant_id,
+            key_id: info.id,
+        },
+        expires_at: Expiry::from_time(info.expires_at),
+        scopes: info.scopes.as_slice().into(),
+    })
 }
 
 /// Settings of the verification cache.

@@ -7,7 +7,7 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use super::Store;
+use super::{Rotation, Store};
 use crate::error::{Error, Result};
 use crate::id::{KeyId, TenantId};
 use crate::key::{KeyInfo, KeyRecord};
@@ -104,6 +104,45 @@ impl Store for MemoryStore {
         }
         record.info.revoked_at.get_or_insert(at);
         Ok(Some(record.clone()))
+    }
+
+    async fn rotate_key(
+        &self,
+        tenant: TenantId,
+        key: KeyId,
+        replacement: &KeyRecord,
+        rotation: Rotation,
+    ) -> Result<Option<KeyRecord>> {
+        let mut state = self.write();
+        let rotatable = state
+            .keys
+            .get(&key)
+            .is_some_and(|old| old.info.tenant_id == tenant && old.info.revoked_at.is_none());
+        if !rotatable {
+            return Ok(None);
+        }
+        if state.keys_by_digest.contains_key(&replacement.digest) {
+            return Err(Error::store(format!(
+                "cannot insert key {}: another key has the same digest",
+                replacement.info.id
+            )));
+        }
+
+        state
+            .keys_by_digest
+            .insert(replacement.digest, replacement.info.id);
+        state.keys.insert(replacement.info.id, replacement.clone());
+        let Some(old) = state.keys.get_mut(&key) else {
+            return Ok(None);
+        };
+        match rotation {
+            Rotation::RevokeAt(at) => old.info.revoked_at = Some(at),
+            Rotation::ExpireBy(at) => {
+                old.info.expires_at =
+                    Some(old.info.expires_at.map_or(at, |current| current.min(at)));
+            }
+        }
+        Ok(Some(old.clone()))
     }
 
     async fn key_by_digest(&self, digest: &KeyDigest) -> Result<Option<KeyRecord>> {

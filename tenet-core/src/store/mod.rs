@@ -62,6 +62,22 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         at: OffsetDateTime,
     ) -> Result<Option<KeyRecord>>;
 
+    /// Rotates a key of this tenant in one transaction: inserts
+    /// `replacement`, then revokes the old key at `at` when `revoke` is set,
+    /// else moves its expiry to `expires_by` unless it already expires
+    /// sooner.
+    ///
+    /// Returns the old key as stored afterwards, or `None`, with nothing
+    /// written, when this tenant has no unrevoked key with this id. A shared
+    /// store records a [`KeyEvent`] for each key in the same transaction.
+    async fn rotate_key(
+        &self,
+        tenant: TenantId,
+        key: KeyId,
+        replacement: &KeyRecord,
+        rotation: Rotation,
+    ) -> Result<Option<KeyRecord>>;
+
     /// Finds a key by the digest of its secret through an index.
     async fn key_by_digest(&self, digest: &KeyDigest) -> Result<Option<KeyRecord>>;
 
@@ -120,6 +136,17 @@ pub struct KeyEvent {
 pub enum KeyEventKind {
     Issued,
     Revoked,
+    /// A rotation moved the key's expiry earlier.
+    ExpiryShortened,
+}
+
+/// How [`Store::rotate_key`] ends the old key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rotation {
+    /// Revoke the old key at this time.
+    RevokeAt(OffsetDateTime),
+    /// Let the old key expire at this time at the latest.
+    ExpireBy(OffsetDateTime),
 }
 
 /// Key events read from a store, with the store's clock at the read.

@@ -19,7 +19,7 @@ use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
-use super::{KeyEvent, KeyEventKind, KeyEvents, Store};
+use super::{KeyEvent, KeyEventKind, KeyEvents, Rotation, Store};
 use crate::error::{Error, Result};
 use crate::id::{KeyId, TenantId};
 use crate::key::{KeyInfo, KeyRecord};
@@ -69,6 +69,47 @@ const REVOKE_KEY: &str = "\
     ) \
     SELECT id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes \
     FROM revoked";
+// A rotation is one statement, and so one transaction: it ends the old
+// key, inserts the replacement only when the old key was found, and records
+// an event for each. LEAST keeps an expiry that is already sooner.
+const ROTATE_KEY_EXPIRE: &str = "\
+    WITH changed AS ( \
+        UPDATE api_keys SET expires_at = LEAST(COALESCE(expires_at, $3), $3) \
+        WHERE id = $1 AND tenant_id = $2 AND revoked_at IS NULL \
+        RETURNING id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes \
+    ), old_event AS ( \
+        INSERT INTO key_events (digest, kind) SELECT digest, 'expiry_shortened' FROM changed \
+    ), inserted AS ( \
+        INSERT INTO api_keys \
+            (id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes) \
+        SELECT $4::uuid, $5::uuid, $6::text, $7::text, $8::bytea, $9::timestamptz, \
+            $10::timestamptz, $11::timestamptz, $12::text[] \
+        WHERE EXISTS (SELECT 1 FROM changed) \
+        RETURNING digest \
+    ), new_event AS ( \
+        INSERT INTO key_events (digest, kind) SELECT digest, 'issued' FROM inserted \
+    ) \
+    SELECT id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes \
+    FROM changed";
+const ROTATE_KEY_REVOKE: &str = "\
+    WITH changed AS ( \
+        UPDATE api_keys SET revoked_at = $3 \
+        WHERE id = $1 AND tenant_id = $2 AND revoked_at IS NULL \
+        RETURNING id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes \
+    ), old_event AS ( \
+        INSERT INTO key_events (digest, kind) SELECT digest, 'revoked' FROM changed \
+    ), inserted AS ( \
+        INSERT INTO api_keys \
+            (id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes) \
+        SELECT $4::uuid, $5::uuid, $6::text, $7::text, $8::bytea, $9::timestamptz, \
+            $10::timestamptz, $11::timestamptz, $12::text[] \
+        WHERE EXISTS (SELECT 1 FROM changed) \
+        RETURNING digest \
+    ), new_event AS ( \
+        INSERT INTO key_events (digest, kind) SELECT digest, 'issued' FROM inserted \
+    ) \
+    SELECT id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes \
+    FROM changed";
 const SELECT_KEY_EVENTS: &str = "\
     SELECT seq, digest, kind FROM key_events WHERE at >= $1 ORDER BY seq";
 const PRUNE_KEY_EVENTS: &str = "\
@@ -296,6 +337,7 @@ fn key_event_from_row(row: &Row) -> Result<KeyEvent> {
     let kind = match kind {
         "issued" => KeyEventKind::Issued,
         "revoked" => KeyEventKind::Revoked,
+        "expiry_shortened" => KeyEventKind::ExpiryShortened,
         other => return Err(invalid_row("key event kind", format!("{other:?}"))),
     };
     Ok(KeyEvent {
@@ -437,6 +479,55 @@ impl Store for PostgresStore {
                 .await
                 .map_err(|err| {
                     self.failed(&err, format_args!("revoking key {key} of tenant {tenant}"))
+                })?;
+            row.as_ref().map(key_from_row).transpose()
+        })
+        .await
+    }
+
+    async fn rotate_key(
+        &self,
+        tenant: TenantId,
+        key: KeyId,
+        replacement: &KeyRecord,
+        rotation: Rotation,
+    ) -> Result<Option<KeyRecord>> {
+        self.bounded(async {
+            let key_id = key.as_uuid();
+            let tenant_id = tenant.as_uuid();
+            let (sql, at) = match rotation {
+                Rotation::RevokeAt(at) => (ROTATE_KEY_REVOKE, at),
+                Rotation::ExpireBy(at) => (ROTATE_KEY_EXPIRE, at),
+            };
+            let info = &replacement.info;
+            let new_id = info.id.as_uuid();
+            let new_tenant = info.tenant_id.as_uuid();
+            let name = info.name.as_ref().map(KeyName::as_str);
+            let digest = &replacement.digest.as_bytes()[..];
+            let scopes: Vec<&str> = info.scopes.iter().map(Scope::as_str).collect();
+
+            let mut connection = self.connection().await?;
+            let row = connection
+                .query_opt(
+                    sql,
+                    &[
+                        &key_id,
+                        &tenant_id,
+                        &at,
+                        &new_id,
+                        &new_tenant,
+                        &name,
+                        &info.prefix,
+                        &digest,
+                        &info.created_at,
+                        &info.revoked_at,
+                        &info.expires_at,
+                        &scopes,
+                    ],
+                )
+                .await
+                .map_err(|err| {
+                    self.failed(&err, format_args!("rotating key {key} of tenant {tenant}"))
                 })?;
             row.as_ref().map(key_from_row).transpose()
         })

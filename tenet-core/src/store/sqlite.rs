@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use time::OffsetDateTime;
 
-use super::Store;
+use super::{Rotation, Store};
 use crate::error::{Error, Result};
 use crate::id::{KeyId, TenantId};
 use crate::key::{KeyInfo, KeyRecord};
@@ -153,6 +153,29 @@ fn from_millis(millis: i64) -> rusqlite::Result<OffsetDateTime> {
     })
 }
 
+fn insert_key_row(transaction: &rusqlite::Transaction<'_>, key: &KeyRecord) -> Result<()> {
+    transaction
+        .execute(
+            &format!(
+                "INSERT INTO api_keys ({KEY_COLUMNS}) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+            ),
+            params![
+                key.info.id.to_string(),
+                key.info.tenant_id.to_string(),
+                key.info.name.as_ref().map(KeyName::as_str),
+                key.info.prefix,
+                key.digest.as_bytes(),
+                to_millis(key.info.created_at),
+                key.info.revoked_at.map(to_millis),
+                key.info.expires_at.map(to_millis),
+                join_scopes(&key.info.scopes),
+            ],
+        )
+        .map_err(Error::store)?;
+    Ok(())
+}
+
 fn join_scopes(scopes: &[Scope]) -> String {
     let names: Vec<&str> = scopes.iter().map(Scope::as_str).collect();
     names.join(" ")
@@ -264,25 +287,7 @@ impl Store for SqliteStore {
             if !tenant_exists {
                 return Err(Error::not_found("tenant", key.info.tenant_id));
             }
-            transaction
-                .execute(
-                    &format!(
-                        "INSERT INTO api_keys ({KEY_COLUMNS}) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-                    ),
-                    params![
-                        key.info.id.to_string(),
-                        key.info.tenant_id.to_string(),
-                        key.info.name.as_ref().map(KeyName::as_str),
-                        key.info.prefix,
-                        key.digest.as_bytes(),
-                        to_millis(key.info.created_at),
-                        key.info.revoked_at.map(to_millis),
-                        key.info.expires_at.map(to_millis),
-                        join_scopes(&key.info.scopes),
-                    ],
-                )
-                .map_err(Error::store)?;
+            insert_key_row(&transaction, &key)?;
             transaction.commit().map_err(Error::store)
         })
         .await
@@ -331,6 +336,51 @@ impl Store for SqliteStore {
                 .map_err(Error::store)?;
             transaction.commit().map_err(Error::store)?;
             Ok(revoked)
+        })
+        .await
+    }
+
+    async fn rotate_key(
+        &self,
+        tenant: TenantId,
+        key: KeyId,
+        replacement: &KeyRecord,
+        rotation: Rotation,
+    ) -> Result<Option<KeyRecord>> {
+        let replacement = replacement.clone();
+        self.call(move |connection| {
+            let transaction = connection.transaction().map_err(Error::store)?;
+            let (sql, at) = match rotation {
+                Rotation::RevokeAt(at) => (
+                    "UPDATE api_keys SET revoked_at = ?3
+                     WHERE id = ?1 AND tenant_id = ?2 AND revoked_at IS NULL",
+                    at,
+                ),
+                Rotation::ExpireBy(at) => (
+                    "UPDATE api_keys SET expires_at = MIN(COALESCE(expires_at, ?3), ?3)
+                     WHERE id = ?1 AND tenant_id = ?2 AND revoked_at IS NULL",
+                    at,
+                ),
+            };
+            let changed = transaction
+                .execute(
+                    sql,
+                    params![key.to_string(), tenant.to_string(), to_millis(at)],
+                )
+                .map_err(Error::store)?;
+            if changed == 0 {
+                return Ok(None);
+            }
+            insert_key_row(&transaction, &replacement)?;
+            let old = transaction
+                .query_row(
+                    &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1"),
+                    [key.to_string()],
+                    key_from_row,
+                )
+                .map_err(Error::store)?;
+            transaction.commit().map_err(Error::store)?;
+            Ok(Some(old))
         })
         .await
     }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use tenet_core::{
-    Error, KeyDigest, KeyId, KeyInfo, KeyName, KeyRecord, Scope, Store, Tenant, TenantId,
+    Error, KeyDigest, KeyId, KeyInfo, KeyName, KeyRecord, Rotation, Scope, Store, Tenant, TenantId,
     TenantName,
 };
 use time::OffsetDateTime;
@@ -350,4 +350,94 @@ pub async fn expiry_and_scopes_round_trip(backend: &TestStore) {
     assert_eq!(by_digest, Some(scoped.clone()));
     assert_eq!(listed, vec![scoped.info, plain.info.clone()]);
     assert_eq!(plain_found.map(|found| found.info), Some(plain.info));
+}
+
+pub async fn rotate_shortens_expiry_and_inserts(backend: &TestStore) {
+    let store = backend.store();
+    let tenant = insert_tenant(&store, "Acme").await;
+    let mut old = key(tenant.id, Some("worker"));
+    old.info.expires_at = Some(datetime!(2030-01-01 00:00:00 UTC));
+    store.insert_key(&old).await.expect("key inserts");
+    let sooner = datetime!(2029-01-01 00:00:00 UTC);
+    let later = datetime!(2029-06-01 00:00:00 UTC);
+    let first = key(tenant.id, Some("worker"));
+    let second = key(tenant.id, Some("worker"));
+
+    let shortened = store
+        .rotate_key(tenant.id, old.info.id, &first, Rotation::ExpireBy(sooner))
+        .await
+        .expect("rotation succeeds")
+        .expect("the key exists");
+    let kept = store
+        .rotate_key(tenant.id, old.info.id, &second, Rotation::ExpireBy(later))
+        .await
+        .expect("rotation succeeds")
+        .expect("the key exists");
+    let found = store
+        .key_by_digest(&first.digest)
+        .await
+        .expect("lookup succeeds");
+
+    assert_eq!(shortened.info.expires_at, Some(sooner));
+    assert_eq!(
+        kept.info.expires_at,
+        Some(sooner),
+        "a later expiry is ignored"
+    );
+    assert_eq!(found, Some(first));
+    assert_eq!(
+        store.list_keys(tenant.id).await.expect("keys list").len(),
+        3
+    );
+}
+
+pub async fn rotate_with_revoke_and_missing_key(backend: &TestStore) {
+    let store = backend.store();
+    let tenant = insert_tenant(&store, "Acme").await;
+    let other = insert_tenant(&store, "Other").await;
+    let old = insert_key(&store, tenant.id).await;
+    let at = now();
+
+    let foreign = store
+        .rotate_key(
+            other.id,
+            old.info.id,
+            &key(other.id, None),
+            Rotation::RevokeAt(at),
+        )
+        .await
+        .expect("rotation runs");
+    let revoked = store
+        .rotate_key(
+            tenant.id,
+            old.info.id,
+            &key(tenant.id, None),
+            Rotation::RevokeAt(at),
+        )
+        .await
+        .expect("rotation runs");
+    let again = store
+        .rotate_key(
+            tenant.id,
+            old.info.id,
+            &key(tenant.id, None),
+            Rotation::RevokeAt(at),
+        )
+        .await
+        .expect("rotation runs");
+
+    assert_eq!(foreign, None);
+    assert!(
+        store
+            .list_keys(other.id)
+            .await
+            .expect("keys list")
+            .is_empty()
+    );
+    assert_eq!(revoked.expect("the key exists").info.revoked_at, Some(at));
+    assert_eq!(again, None, "a revoked key is not rotated");
+    assert_eq!(
+        store.list_keys(tenant.id).await.expect("keys list").len(),
+        2
+    );
 }

@@ -32,6 +32,8 @@ macro_rules! backend_suite {
                 cases::names_round_trip,
                 cases::ping_succeeds,
                 cases::expiry_and_scopes_round_trip,
+                cases::rotate_shortens_expiry_and_inserts,
+                cases::rotate_with_revoke_and_missing_key,
                 service::issued_key_verifies,
                 service::revoked_key_is_rejected,
                 service::unknown_key_is_rejected,
@@ -39,6 +41,7 @@ macro_rules! backend_suite {
                 service::expired_key_is_rejected,
                 service::scopes_are_required,
                 service::invalid_expiry_is_rejected,
+                service::rotated_key_ends_after_grace,
                 $($group :: $case,)*
             );
         }

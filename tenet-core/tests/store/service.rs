@@ -221,3 +221,51 @@ pub async fn invalid_expiry_is_rejected(backend: &TestStore) {
     let keys = tenet.list_keys(tenant).await.expect("keys list");
     assert!(keys.is_empty(), "{keys:?}");
 }
+
+pub async fn rotated_key_ends_after_grace(backend: &TestStore) {
+    let tenet = open(backend.store(), &pepper()).await;
+    let tenant = tenant_of(&tenet).await;
+    let scopes = Scope::parse_list(&["billing:read"]).expect("valid scopes");
+    let old = tenet
+        .issue_key_with(
+            tenant,
+            KeyOptions {
+                name: Some(KeyName::parse("worker").expect("valid name")),
+                scopes: scopes.clone(),
+                ..KeyOptions::default()
+            },
+        )
+        .await
+        .expect("key is issued");
+    let immediate = tenet.issue_key(tenant, None).await.expect("key is issued");
+
+    let rotated = tenet
+        .rotate_key(tenant, old.info.id, Duration::from_millis(1_000))
+        .await
+        .expect("key is rotated");
+    tenet
+        .rotate_key(tenant, immediate.info.id, Duration::ZERO)
+        .await
+        .expect("key is rotated");
+
+    assert_eq!(rotated.issued.info.name, old.info.name);
+    assert_eq!(rotated.issued.info.scopes, scopes);
+    let old_expiry = rotated.old.expires_at.expect("the old key now expires");
+    let new_key = rotated.issued.api_key.expose_secret();
+    assert!(tenet.verify(new_key).await.is_ok());
+    assert!(tenet.verify(old.api_key.expose_secret()).await.is_ok());
+    let revoked = tenet.verify(immediate.api_key.expose_secret()).await;
+    assert!(
+        matches!(revoked, Err(Error::Rejected(Rejection::Revoked))),
+        "{revoked:?}"
+    );
+
+    let remaining = old_expiry - OffsetDateTime::now_utc();
+    tokio::time::sleep(remaining.unsigned_abs() + Duration::from_millis(20)).await;
+    let expired = tenet.verify(old.api_key.expose_secret()).await;
+    assert!(
+        matches!(expired, Err(Error::Rejected(Rejection::Expired))),
+        "{expired:?}"
+    );
+    assert!(tenet.verify(new_key).await.is_ok());
+}

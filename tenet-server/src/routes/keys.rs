@@ -2,8 +2,13 @@
 
 use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use hyper::body::Incoming;
-use tenet_core::api::{IssueKeyRequest, IssuedKeyResponse, KeyListResponse, KeyResponse};
-use tenet_core::expiry::resolve_expiry;
+use std::time::Duration;
+
+use tenet_core::api::{
+    IssueKeyRequest, IssuedKeyResponse, KeyListResponse, KeyResponse, RotateKeyRequest,
+    RotateKeyResponse,
+};
+use tenet_core::expiry::{MAX_KEY_LIFETIME, resolve_expiry};
 use tenet_core::{KeyId, KeyName, KeyOptions, Scope};
 use time::OffsetDateTime;
 
@@ -76,4 +81,48 @@ pub async fn revoke(
     state.tenet.revoke_key(tenant, key).await?;
 
     Ok(empty(StatusCode::NO_CONTENT))
+}
+
+/// Grace period of a rotation without `grace_seconds`: one day.
+const DEFAULT_GRACE: Duration = Duration::from_secs(86_400);
+
+/// `POST /tenants/{id}/keys/{key_id}/rotate`: issues a key with the old
+/// key's name and scopes and ends the old key after the grace period,
+/// returning 201 with the new plaintext key. A revoked key, or a key of
+/// another tenant, is 404.
+pub async fn rotate(
+    state: &State,
+    request: Request<Incoming>,
+    tenant: &str,
+    key: &str,
+) -> Result<Response, Error> {
+    let (parts, body) = request.into_parts();
+    require_admin(&parts.headers, &state.admin)?;
+    let tenant = parse_tenant_id(tenant)?;
+    let key = KeyId::parse(key).map_err(|_| Error::KeyNotFound)?;
+
+    let request: RotateKeyRequest = read_optional_json(&parts.headers, body, state.max_body_bytes)
+        .await?
+        .unwrap_or_default();
+    let grace = match request.grace_seconds {
+        None => DEFAULT_GRACE,
+        Some(seconds) if seconds <= MAX_KEY_LIFETIME.as_secs() => Duration::from_secs(seconds),
+        Some(seconds) => {
+            return Err(Error::InvalidExpiry(format!(
+                "invalid grace_seconds: is {seconds}; it must be 0 to {}",
+                MAX_KEY_LIFETIME.as_secs()
+            )));
+        }
+    };
+    let rotated = state.tenet.rotate_key(tenant, key, grace).await?;
+
+    let body = RotateKeyResponse {
+        new_key: IssuedKeyResponse::from(&rotated.issued),
+        old_key: KeyResponse::from(rotated.old),
+    };
+    let mut response = json(StatusCode::CREATED, &body);
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
 }

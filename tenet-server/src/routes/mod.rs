@@ -26,6 +26,7 @@ pub enum Route {
     Tenant { tenant: String },
     TenantKeys { tenant: String },
     TenantKey { tenant: String, key: String },
+    RotateKey { tenant: String, key: String },
     Protected,
     Verify,
     Healthz,
@@ -54,6 +55,10 @@ impl Route {
                 tenant: (*tenant).to_owned(),
                 key: (*key).to_owned(),
             },
+            ["tenants", tenant, "keys", key, "rotate"] => Route::RotateKey {
+                tenant: (*tenant).to_owned(),
+                key: (*key).to_owned(),
+            },
             ["protected"] => Route::Protected,
             ["verify"] => Route::Verify,
             ["healthz"] => Route::Healthz,
@@ -72,6 +77,7 @@ impl Route {
             Route::Tenant { .. } => "/tenants/{id}",
             Route::TenantKeys { .. } => "/tenants/{id}/keys",
             Route::TenantKey { .. } => "/tenants/{id}/keys/{key_id}",
+            Route::RotateKey { .. } => "/tenants/{id}/keys/{key_id}/rotate",
             Route::Protected => "/protected",
             Route::Verify => "/verify",
             Route::Healthz => "/healthz",
@@ -93,7 +99,7 @@ impl Route {
                 (&[Method::GET, Method::POST], "GET, POST")
             }
             Route::TenantKey { .. } => (&[Method::DELETE], "DELETE"),
-            Route::Verify => (&[Method::POST], "POST"),
+            Route::Verify | Route::RotateKey { .. } => (&[Method::POST], "POST"),
             Route::Tenant { .. }
             | Route::Protected
             | Route::Healthz
@@ -107,7 +113,8 @@ impl Route {
         match self {
             Route::Tenant { tenant }
             | Route::TenantKeys { tenant }
-            | Route::TenantKey { tenant, .. } => Some(tenant),
+            | Route::TenantKey { tenant, .. }
+            | Route::RotateKey { tenant, .. } => Some(tenant),
             _ => None,
         }
     }
@@ -141,6 +148,7 @@ pub async fn dispatch(state: &State, route: Option<Route>, request: Request<Inco
         (Route::TenantKey { tenant, key }, _) => {
             keys::revoke(state, request.headers(), &tenant, &key).await
         }
+        (Route::RotateKey { tenant, key }, _) => keys::rotate(state, request, &tenant, &key).await,
         (Route::Protected, _) => protected::get(state, request.headers()).await,
         (Route::Verify, _) => verify::post(state, request).await,
         (Route::Healthz, _) => Ok(health::live()),
@@ -191,6 +199,13 @@ mod tests {
             ("", None),
             ("/tenants/", None),
             ("//tenants", None),
+            (
+                "/tenants/t/keys/k/rotate",
+                Some(Route::RotateKey {
+                    tenant: tenant(),
+                    key: "k".to_owned(),
+                }),
+            ),
             ("/tenants/t/keys/k/x", None),
             ("/tenants/t/other", None),
             ("/Tenants", None),

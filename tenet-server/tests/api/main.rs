@@ -12,4 +12,5 @@ mod helpers;
 mod limits;
 mod observability;
 mod protocol;
+mod rotate;
 mod verify;

@@ -53,6 +53,11 @@ ALTER TABLE api_keys
     ADD COLUMN expires_at timestamptz,
     ADD COLUMN scopes text[] NOT NULL DEFAULT '{}';
 "#,
+    r#"
+ALTER TABLE key_events DROP CONSTRAINT key_events_kind_check;
+ALTER TABLE key_events ADD CONSTRAINT key_events_kind_check
+    CHECK (kind IN ('issued', 'revoked', 'expiry_shortened'));
+"#,
 ];
 
 /// The version of the newest migration, as stored in
