@@ -6,7 +6,8 @@
 use reqwest::Method;
 use tenet_core::api::{
     CreateTenantRequest, HealthResponse, IssueKeyRequest, IssuedKeyResponse, KeyListResponse,
-    PrincipalResponse, TenantListResponse, TenantResponse, VerifyRequest, VerifyResponse,
+    PrincipalResponse, RotateKeyRequest, RotateKeyResponse, TenantListResponse, TenantResponse,
+    VerifyRequest, VerifyResponse,
 };
 use tenet_core::{KeyId, TenantId};
 
@@ -63,6 +64,22 @@ impl Client {
     pub async fn revoke_key(&self, tenant: TenantId, key: KeyId) -> Result<()> {
         self.call(Method::DELETE, &format!("tenants/{tenant}/keys/{key}"))
             .send_empty()
+            .await
+    }
+
+    /// `POST /tenants/{id}/keys/{key_id}/rotate`: issues a key with the old
+    /// key's name and scopes, and ends the old key after the grace period
+    /// (one day unless `request` sets one). Needs the admin token. The
+    /// response is the only one that carries the new plaintext key.
+    pub async fn rotate_key(
+        &self,
+        tenant: TenantId,
+        key: KeyId,
+        request: &RotateKeyRequest,
+    ) -> Result<RotateKeyResponse> {
+        self.call(Method::POST, &format!("tenants/{tenant}/keys/{key}/rotate"))
+            .json(request)
+            .send()
             .await
     }
 

@@ -114,6 +114,30 @@ async fn issue_prints_the_key_once_in_a_table() {
 }
 
 #[tokio::test]
+async fn rotate_prints_the_new_key() {
+    let server = TestServer::start().await;
+    let (tenant, old) = server.tenant_with_key().await;
+    let args = [
+        "keys",
+        "rotate",
+        &tenant.id.to_string(),
+        &old.id.to_string(),
+        "--grace",
+        "60",
+        "--json",
+    ];
+
+    let output = run(tenet(&server.url()), &args).await;
+
+    assert!(output.status.success(), "{}", stderr(&output));
+    let rotated = json(&output);
+    assert_eq!(rotated["old_key"]["id"], old.id.to_string());
+    assert!(rotated["old_key"]["expires_at"].is_string(), "{rotated}");
+    let new_key = rotated["new_key"]["api_key"].as_str().expect("new key");
+    assert_ne!(new_key, old.api_key);
+}
+
+#[tokio::test]
 async fn verify_reads_the_key_from_stdin() {
     let server = TestServer::start().await;
     let (tenant, issued) = server.tenant_with_key().await;

@@ -1,7 +1,7 @@
 //! Every route method against a real server.
 
 use tenet_client::Credential;
-use tenet_core::api::{IssueKeyRequest, VerifyRequest, VerifyResponse};
+use tenet_core::api::{IssueKeyRequest, RotateKeyRequest, VerifyRequest, VerifyResponse};
 
 use crate::helpers::TestServer;
 
@@ -158,4 +158,40 @@ async fn verify_reports_scopes_and_rejections() {
     assert!(rejected.is_key_rejected(), "{rejected}");
     assert_eq!(rejected.code(), Some("key_revoked"));
     assert!(!rejected.to_string().contains(&issued.api_key));
+}
+
+#[tokio::test]
+async fn rotate_key_replaces_the_key() {
+    let server = TestServer::start().await;
+    let (tenant, old) = server.tenant_with_key().await;
+    let admin = server.admin();
+
+    let rotated = admin
+        .rotate_key(
+            tenant.id,
+            old.id,
+            &RotateKeyRequest {
+                grace_seconds: Some(0),
+            },
+        )
+        .await
+        .expect("rotated");
+    let old_rejected = admin
+        .verify_key(&Credential::new(old.api_key.as_str()))
+        .await;
+    let new_principal = admin
+        .verify_key(&Credential::new(rotated.new_key.api_key.as_str()))
+        .await
+        .expect("new key verifies");
+
+    assert_eq!(rotated.old_key.id, old.id);
+    assert_ne!(rotated.new_key.id, old.id);
+    assert_ne!(rotated.new_key.api_key, old.api_key);
+    assert!(
+        old_rejected
+            .as_ref()
+            .is_err_and(tenet_client::Error::is_key_rejected),
+        "{old_rejected:?}"
+    );
+    assert_eq!(new_principal.key_id, rotated.new_key.id);
 }

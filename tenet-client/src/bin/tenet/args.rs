@@ -25,8 +25,13 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// Time limit of each request, in seconds.
-    #[arg(long, default_value_t = 10, global = true)]
+    /// Time limit of each request, in seconds (at least 1).
+    #[arg(
+        long,
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
     pub timeout: u64,
 
     #[command(subcommand)]
@@ -39,13 +44,14 @@ pub enum Command {
     #[command(subcommand)]
     Tenants(TenantsCommand),
 
-    /// Issue, list and revoke API keys.
+    /// Issue, list, rotate and revoke API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
 
-    /// Verify an API key and print its tenant and key id. With an admin
-    /// token this uses `POST /verify`, which also prints the key's scopes
-    /// and why a key is rejected.
+    /// Verify an API key and print its tenant and key id.
+    ///
+    /// With an admin token this uses `POST /verify`, which also prints the
+    /// key's scopes and why a key is rejected.
     Verify {
         /// The API key, or `-` to read it from standard input, which keeps
         /// it out of the process list.
@@ -94,6 +100,21 @@ pub enum KeysCommand {
         /// expires.
         #[arg(long, value_name = "SECS")]
         ttl: Option<u64>,
+    },
+
+    /// Replace a key with a new one; the old key keeps working for the
+    /// grace period. The output is the only time the new key is shown.
+    Rotate {
+        /// Tenant id.
+        tenant: TenantId,
+
+        /// Id of the key to replace.
+        key: KeyId,
+
+        /// Time the old key keeps working, in seconds; 0 ends it at once.
+        /// The server's default, one day, applies without it.
+        #[arg(long, value_name = "SECS")]
+        grace: Option<u64>,
     },
 
     /// List a tenant's keys, revoked ones included, without secrets.

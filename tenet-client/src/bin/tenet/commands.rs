@@ -3,7 +3,9 @@
 use std::io::{self, BufRead as _, Write};
 
 use tenet_client::{Client, Credential};
-use tenet_core::api::{IssueKeyRequest, IssuedKeyResponse, KeyResponse, TenantResponse};
+use tenet_core::api::{
+    IssueKeyRequest, IssuedKeyResponse, KeyResponse, RotateKeyRequest, TenantResponse,
+};
 
 use crate::args::{Command, KeysCommand, TenantsCommand};
 use crate::output;
@@ -128,6 +130,22 @@ async fn keys(
             };
             let issued = client.issue_key(tenant, &request).await?;
             print_issued(out, json, &issued)
+        }
+        KeysCommand::Rotate { tenant, key, grace } => {
+            let request = RotateKeyRequest {
+                grace_seconds: grace,
+            };
+            let rotated = client.rotate_key(tenant, key, &request).await?;
+            if json {
+                return Ok(output::json(out, &rotated)?);
+            }
+            writeln!(
+                out,
+                "old key {} expires: {}",
+                rotated.old_key.id,
+                output::optional(rotated.old_key.expires_at.map(output::time))
+            )?;
+            print_issued(out, false, &rotated.new_key)
         }
         KeysCommand::List { tenant } => {
             let list = client.list_keys(tenant).await?;
