@@ -58,6 +58,9 @@ pub(crate) async fn apply_event(layer: &CacheLayer, event: &KeyEvent) -> bool {
                 .await;
         }
     }
+    // NOTE: a shortened expiry is not rewritten to Redis here. When the
+    // rotating replica's one Redis write fails without opening the breaker,
+    // Redis keeps the later expiry until its entry's TTL ends.
     layer.local.invalidate(&event.digest);
     written
 }
