@@ -47,6 +47,15 @@ pub enum StoreKind {
 }
 
 impl StoreKind {
+    /// Returns the backend that `config` selects.
+    pub fn of(config: &Config) -> Self {
+        if config.database_url.is_some() {
+            StoreKind::Postgres
+        } else {
+            StoreKind::Sqlite
+        }
+    }
+
     /// Returns the name used in log lines and messages.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -65,8 +74,13 @@ pub async fn build_state(config: &Config) -> Result<(State, StoreKind), Error> {
         source,
     })?;
 
-    let (store, kind) = open_store(config).await?;
+    // Settings are checked before the store is touched, so a replica that
+    // lacks one fails at once, even while Postgres is unreachable.
+    let kind = StoreKind::of(config);
     let pepper = resolve_pepper(config, kind)?;
+    require_shared_admin_token(config, kind)?;
+
+    let store = open_store(config).await?;
     let mut builder = Tenet::builder(store, pepper);
     if let Some(cache) = config.cache() {
         builder = builder.cache(cache);
@@ -94,22 +108,21 @@ pub async fn build_state(config: &Config) -> Result<(State, StoreKind), Error> {
 /// `--database-url` is set (migrated unless `--skip-migrations`), else the
 /// SQLite file `<data-dir>/tenet.db`. This is the one place that chooses a
 /// backend.
-async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, StoreKind), Error> {
+async fn open_store(config: &Config) -> Result<Arc<dyn Store>, Error> {
     if let Some(store) = connect_postgres(config).await? {
         if !config.skip_migrations {
             migrate_postgres(&store).await?;
         }
-        return Ok((Arc::new(store), StoreKind::Postgres));
+        return Ok(Arc::new(store));
     }
 
-    let kind = StoreKind::Sqlite;
     let store = SqliteStore::open(config.data_dir.join(DATABASE_FILE))
         .await
         .map_err(|source| Error::OpenStore {
-            kind: kind.as_str(),
+            kind: StoreKind::Sqlite.as_str(),
             source,
         })?;
-    Ok((Arc::new(store), kind))
+    Ok(Arc::new(store))
 }
 
 /// Connects to Postgres when `--database-url` is set.
@@ -184,6 +197,19 @@ fn pepper_from_file(path: &Path) -> Result<Pepper, Error> {
     })
 }
 
+/// Fails when replicas on Postgres have no admin token configured: a
+/// generated token would live in one replica's data directory only.
+fn require_shared_admin_token(config: &Config, kind: StoreKind) -> Result<(), Error> {
+    if kind == StoreKind::Postgres && config.admin_token.is_none() {
+        return Err(Error::Missing {
+            setting: "--admin-token (TENET_ADMIN_TOKEN)",
+            reason: "replicas on --database-url cannot share a generated token; set \
+                     the same token of at least 32 bytes on every replica",
+        });
+    }
+    Ok(())
+}
+
 /// Takes the admin token from `--admin-token`. When that is unset, uses the
 /// digest that an earlier start stored. Without one, generates a token,
 /// writes it to `<data-dir>/admin-token` and stores its digest.
@@ -203,15 +229,6 @@ async fn resolve_admin_token(
             reason: err.to_string(),
         })?;
         return Ok(token.digest());
-    }
-
-    if kind == StoreKind::Postgres {
-        // A generated token would live in one replica's data directory only.
-        return Err(Error::Missing {
-            setting: "--admin-token (TENET_ADMIN_TOKEN)",
-            reason: "replicas on --database-url cannot share a generated token; set \
-                     the same token of at least 32 bytes on every replica",
-        });
     }
 
     if let Some(stored) = store

@@ -121,6 +121,49 @@ fn short_admin_token_fails_setup() {
 }
 
 #[test]
+fn shared_store_requires_pepper_and_admin_token() {
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let data_dir_arg = data_dir.path().display().to_string();
+    // Nothing listens on port 1: the settings are checked before connecting.
+    let database = ("TENET_DATABASE_URL", "postgres://tenet@127.0.0.1:1/tenet");
+    let pepper = (
+        "TENET_KEY_PEPPER",
+        "shared-pepper-0123456789abcdefghijklmnop",
+    );
+    let token = ("TENET_ADMIN_TOKEN", ADMIN_TOKEN);
+    let cases = [
+        ("no pepper", vec![database, token], "TENET_KEY_PEPPER"),
+        ("no admin token", vec![database, pepper], "--admin-token"),
+    ];
+
+    for (description, env, named) in cases {
+        let output = run_binary(
+            &["--listen", "127.0.0.1:0", "--data-dir", &data_dir_arg],
+            &env,
+        );
+
+        assert_eq!(output.status.code(), Some(1), "{description}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            stderr.trim_end().lines().count(),
+            1,
+            "{description}: {stderr}"
+        );
+        assert!(stderr.contains("missing"), "{description}: {stderr}");
+        assert!(stderr.contains(named), "{description}: {stderr}");
+    }
+}
+
+#[test]
+fn migrate_without_database_url_fails() {
+    let output = run_binary(&["migrate"], &[]);
+
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--database-url"), "{stderr}");
+}
+
+#[test]
 fn other_pepper_fails_setup() {
     let data_dir = tempfile::tempdir().expect("temporary directory");
     let data_dir_arg = data_dir.path().display().to_string();
