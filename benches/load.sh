@@ -327,6 +327,14 @@ if has_flag --cache-capacity; then
         "$CONNECTIONS" 2xx
     stop_server
 
+    if has_flag --access-log-sample; then
+        start_tenet sqlite-sampled --access-log-sample 100
+        issue_key_script
+        measure "/protected valid key, warm, --access-log-sample 100" "$PROTECTED" \
+            "$WORK/valid.lua" "$CONNECTIONS" 2xx
+        stop_server
+    fi
+
     start_tenet sqlite-uncached --cache-capacity 0
     issue_key_script
     measure "/protected valid key, SQLite, cache off" "$PROTECTED" "$WORK/valid.lua" \

@@ -142,6 +142,17 @@ pub struct Config {
     #[arg(long, env = "TENET_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
 
+    /// Sets how many requests share one access log line: 1 logs every
+    /// request, N logs one request in N. Server errors are always logged.
+    #[arg(
+        long,
+        env = "TENET_ACCESS_LOG_SAMPLE",
+        value_name = "REQUESTS",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub access_log_sample: u64,
+
     /// Sets the Postgres URL of a store shared by several replicas, for
     /// example postgres://tenet@db:5432/tenet. Without it the server uses
     /// the SQLite file in the data directory.
@@ -375,6 +386,7 @@ impl fmt::Debug for Config {
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("drain_delay", &self.drain_delay)
             .field("metrics_listen", &self.metrics_listen)
+            .field("access_log_sample", &self.access_log_sample)
             .field("database_url", &redacted(self.database_url.is_some()))
             .field("database_pool_size", &self.database_pool_size)
             .field(

@@ -5,6 +5,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use futures_util::FutureExt as _;
@@ -99,6 +100,9 @@ async fn handle_in_span(
         .metrics
         .observe_request(template, &method, response.status(), elapsed);
 
+    if !state.access_log.includes(response.status()) {
+        return response;
+    }
     let tenant_id = response
         .extensions()
         .get::<LogTenant>()
@@ -112,6 +116,32 @@ async fn handle_in_span(
         "request"
     );
     response
+}
+
+/// Samples the access log: one line in `every` requests, and every server
+/// error. Formatting a line costs more than serving a warm `/protected`,
+/// so busy deployments may log a sample.
+#[derive(Debug)]
+pub struct AccessLog {
+    every: u64,
+    seen: AtomicU64,
+}
+
+impl AccessLog {
+    /// Logs one request in `every` (0 counts as 1).
+    pub fn new(every: u64) -> Self {
+        Self {
+            every: every.max(1),
+            seen: AtomicU64::new(0),
+        }
+    }
+
+    fn includes(&self, status: http::StatusCode) -> bool {
+        if self.every == 1 || status.is_server_error() {
+            return true;
+        }
+        self.seen.fetch_add(1, Ordering::Relaxed) % self.every == 0
+    }
 }
 
 /// Runs a handler future, turning a panic into a 500 with the generic body
@@ -133,6 +163,19 @@ mod tests {
 
     use super::*;
     use crate::response::empty;
+
+    #[test]
+    fn access_log_samples_successes_and_keeps_server_errors() {
+        let log = AccessLog::new(4);
+
+        let logged = (0..8)
+            .filter(|_| log.includes(http::StatusCode::OK))
+            .count();
+
+        assert_eq!(logged, 2);
+        assert!(log.includes(http::StatusCode::SERVICE_UNAVAILABLE));
+        assert!(AccessLog::new(1).includes(http::StatusCode::OK));
+    }
 
     #[tokio::test]
     async fn panic_becomes_generic_500() {

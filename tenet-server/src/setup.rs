@@ -11,6 +11,7 @@ use crate::error::Error;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::secret_file;
+use crate::service::AccessLog;
 
 /// Store setting that contains the digest of a generated admin token.
 const ADMIN_TOKEN_DIGEST: &str = "admin_token_digest";
@@ -33,6 +34,8 @@ pub struct State {
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: u64,
     pub metrics: Metrics,
+    /// Decides which requests get an access log line.
+    pub access_log: AccessLog,
     /// Whether shutdown has started, which fails `/readyz`.
     pub lifecycle: Lifecycle,
 }
@@ -99,6 +102,7 @@ pub async fn build_state(config: &Config) -> Result<(State, StoreKind), Error> {
         tenet,
         admin,
         max_body_bytes: config.max_body_bytes,
+        access_log: AccessLog::new(config.access_log_sample),
         lifecycle: Lifecycle::default(),
     };
     Ok((state, kind))
