@@ -57,7 +57,9 @@ pub use cache::CacheOptions;
 pub use cache::redis::RedisOptions;
 pub use error::{Error, Rejection, Result};
 pub use id::{KeyId, TenantId};
-pub use key::{ApiKey, IssuedKey, KeyInfo, KeyOptions, KeyRecord, Principal, RotatedKey, VerifiedKey};
+pub use key::{
+    ApiKey, IssuedKey, KeyInfo, KeyOptions, KeyRecord, Principal, RotatedKey, VerifiedKey,
+};
 pub use name::{KeyName, TenantName};
 pub use scope::Scope;
 pub use secret::{AdminToken, AdminTokenDigest, KeyDigest, Pepper};
