@@ -227,7 +227,7 @@ fn invalidate(layer: &CacheLayer, payload: &[u8]) {
     }
 }
 
-/// Probes a skipped Redis; when it answers, rewrites the revocations it
+/// Probes a skipped Redis. Once it responds, rewrites the revocations it
 /// may have missed, then lets requests use it again.
 async fn probe_redis(layer: Weak<CacheLayer>, store: Arc<dyn Store>, clock: StoreClock) {
     let Some(period) = layer.upgrade().and_then(|layer| {
@@ -261,7 +261,7 @@ async fn probe_redis(layer: Weak<CacheLayer>, store: Arc<dyn Store>, clock: Stor
         }
 
         // Revokes made while Redis was skipped never reached it, so its
-        // copies of those keys may still say "valid".
+        // copies of those keys may still read as valid.
         let replayed = match store.key_events(Some(lost - EVENT_WINDOW)).await {
             Ok(batch) => {
                 let mut complete = true;

@@ -32,7 +32,7 @@ pub mod redis;
 use local::{LocalCache, Millis};
 use redis::RedisCache;
 
-/// What the store says about one key digest.
+/// What the store records about one key digest.
 ///
 /// Cloning copies an `Arc` at most, so a warm cache hit allocates nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,9 +182,9 @@ impl CacheLayer {
         }
     }
 
-    /// Returns the longest a fill may take from its read to its Redis write
-    /// and still be written; half the staleness bound, so that a revoke's
-    /// Redis entry always outlives a fill that read the store before it.
+    /// Returns the maximum time from a fill's read to its Redis write. It is
+    /// half the staleness bound, so a revoke's Redis entry always outlives a
+    /// fill that read the store before the revoke.
     pub(crate) fn fill_deadline(&self) -> Millis {
         millis(self.options.max_staleness) / 2
     }
