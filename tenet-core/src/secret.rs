@@ -127,6 +127,15 @@ impl AdminToken {
                 text.len()
             )));
         }
+        // HTTP trims header values and allows few other bytes, so a token
+        // with spaces or non-ASCII characters could never be presented.
+        if !text.bytes().all(|byte| byte.is_ascii_graphic()) {
+            return Err(Error::Config(
+                "the admin token must consist of visible ASCII characters only, \
+                 without spaces (for example `openssl rand -base64 32`)"
+                    .to_owned(),
+            ));
+        }
         Ok(Self(Zeroizing::new(text.to_owned())))
     }
 
@@ -235,6 +244,17 @@ mod tests {
             pepper.digest_presented(truncated),
             Err(Rejection::Malformed)
         );
+    }
+
+    #[test]
+    fn admin_token_rejects_unsendable_characters() {
+        let long = |text: &str| text.repeat(MIN_SECRET_CONFIG_LEN);
+
+        assert!(AdminToken::from_config(&long(" ")).is_err());
+        assert!(AdminToken::from_config(&long("a b")).is_err());
+        assert!(AdminToken::from_config(&long("\u{e9}")).is_err());
+        assert!(AdminToken::from_config(&long("a\t")).is_err());
+        assert!(AdminToken::from_config(&long("aZ9+/=_-")).is_ok());
     }
 
     #[test]

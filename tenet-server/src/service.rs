@@ -79,8 +79,8 @@ async fn handle_in_span(
     let route = Route::from_path(request.uri().path()).filter(|route| surface.serves(route));
     let template = route.as_ref().map_or(UNMATCHED, Route::template);
 
-    let may_leave_body_unread =
-        request.version() < Version::HTTP_2 && !request.body().is_end_stream();
+    let is_http1 = request.version() < Version::HTTP_2;
+    let may_leave_body_unread = is_http1 && !request.body().is_end_stream();
 
     let mut response = catch_panic(routes::dispatch(&state, route, request)).await;
 
@@ -89,7 +89,11 @@ async fn handle_in_span(
     // client that did not see `Connection: close` may send its next request
     // into the closed socket.
     let failed = response.status().is_client_error() || response.status().is_server_error();
-    if may_leave_body_unread && failed {
+    // While draining, HTTP/1 responses close their connection, so clients
+    // reconnect through the load balancer instead of reusing a connection
+    // that the end of the drain would close under their next request.
+    let draining = is_http1 && state.lifecycle.is_draining();
+    if (may_leave_body_unread && failed) || draining {
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));

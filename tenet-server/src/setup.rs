@@ -71,15 +71,19 @@ impl StoreKind {
 /// Builds the shared state: creates the data directory, opens the store,
 /// and resolves the pepper and the admin token.
 pub async fn build_state(config: &Config) -> Result<(State, StoreKind), Error> {
-    secret_file::create_dir(&config.data_dir).map_err(|source| Error::Io {
-        action: "create the data directory",
-        path: config.data_dir.clone(),
-        source,
-    })?;
+    let kind = StoreKind::of(config);
+    if kind == StoreKind::Sqlite {
+        // Only the embedded store keeps anything in the data directory, so
+        // replicas on Postgres run with a read-only file system.
+        secret_file::create_dir(&config.data_dir).map_err(|source| Error::Io {
+            action: "create the data directory",
+            path: config.data_dir.clone(),
+            source,
+        })?;
+    }
 
     // Settings are checked before the store is touched, so a replica that
     // lacks one fails at once, even while Postgres is unreachable.
-    let kind = StoreKind::of(config);
     let pepper = resolve_pepper(config, kind)?;
     require_shared_admin_token(config, kind)?;
 

@@ -122,8 +122,9 @@ fn short_admin_token_fails_setup() {
 
 #[test]
 fn shared_store_requires_pepper_and_admin_token() {
-    let data_dir = tempfile::tempdir().expect("temporary directory");
-    let data_dir_arg = data_dir.path().display().to_string();
+    let parent = tempfile::tempdir().expect("temporary directory");
+    let data_dir = parent.path().join("unused");
+    let data_dir_arg = data_dir.display().to_string();
     // Nothing listens on port 1: the settings are checked before connecting.
     let database = ("TENET_DATABASE_URL", "postgres://tenet@127.0.0.1:1/tenet");
     let pepper = (
@@ -151,6 +152,10 @@ fn shared_store_requires_pepper_and_admin_token() {
         );
         assert!(stderr.contains("missing"), "{description}: {stderr}");
         assert!(stderr.contains(named), "{description}: {stderr}");
+        assert!(
+            !data_dir.exists(),
+            "{description}: created the data directory"
+        );
     }
 }
 

@@ -167,3 +167,55 @@ async fn poll_readiness(base: String, observed: Arc<Observed>, deadline: Instant
     tokio::time::sleep(BALANCER_LAG).await;
     observed.stop_sending.store(true, Ordering::SeqCst);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_close_connections_while_draining() {
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let drain_delay = DRAIN_DELAY.as_secs().to_string();
+    let mut server = BinaryServer::start(
+        data_dir.path(),
+        &[
+            ("TENET_ADMIN_TOKEN", ADMIN_TOKEN),
+            ("TENET_DRAIN_DELAY", &drain_delay),
+        ],
+    );
+    let client = reqwest::Client::new();
+    let connection_header = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get("connection")
+            .map(|value| value.to_str().unwrap_or_default().to_owned())
+    };
+    let before = client
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .expect("served");
+    assert_eq!(connection_header(&before), None);
+
+    server.terminate();
+    let deadline = Instant::now() + DRAIN_DELAY;
+    let during = loop {
+        let response = client
+            .get(server.url("/readyz"))
+            .send()
+            .await
+            .expect("served");
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            break client
+                .get(server.url("/healthz"))
+                .send()
+                .await
+                .expect("served");
+        }
+        assert!(Instant::now() < deadline, "/readyz never returned 503");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+
+    assert_eq!(during.status(), StatusCode::OK);
+    assert_eq!(connection_header(&during).as_deref(), Some("close"));
+    let status = tokio::task::spawn_blocking(move || server.wait())
+        .await
+        .expect("wait ends");
+    assert_eq!(status.code(), Some(0), "exit status {status}");
+}
