@@ -2,9 +2,8 @@
 //!
 //! Every operation is bounded by [`RedisOptions::timeout`]. After
 //! [`RedisOptions::failure_threshold`] failures in a row the breaker opens
-//! and requests skip Redis entirely until a background probe gets an
-//! answer, so an unresponsive Redis costs at most a few timeouts, not one
-//! per request.
+//! and requests skip Redis entirely until a background probe succeeds, so
+//! an unresponsive Redis costs at most a few timeouts, not one per request.
 //!
 //! Entries are keyed by the hex key digest, never by the key. Their values
 //! carry a rank (unknown 0, valid 1, revoked 2) and one Lua script writes
