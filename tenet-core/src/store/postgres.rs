@@ -245,8 +245,16 @@ impl PostgresStore {
     }
 
     fn acquire_timeout(&self) -> Error {
+        let open = self.pool.state().connections;
         let reason = match self.last_connect_error.get() {
             Some(last) => format!("the last connection attempt failed: {last}"),
+            // With room in the pool, the wait was for a new connection that
+            // Postgres never completed.
+            None if open < self.options.pool_size => format!(
+                "Postgres did not complete a new connection ({open} of {} open); check \
+                 that it is up and reachable",
+                self.options.pool_size
+            ),
             None => format!(
                 "all {} connections were busy; raise the pool size or check for slow queries",
                 self.options.pool_size

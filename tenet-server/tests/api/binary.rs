@@ -308,3 +308,34 @@ async fn wait_until_refused(addr: std::net::SocketAddr) {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+#[test]
+fn silent_postgres_fails_start_naming_the_cause() {
+    // Accepts TCP connections through the kernel's backlog but never
+    // speaks the Postgres protocol.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!(
+        "postgres://tenet@{}/tenet",
+        silent.local_addr().expect("address")
+    );
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let data_dir_arg = data_dir.path().display().to_string();
+
+    let output = run_binary(
+        &["--listen", "127.0.0.1:0", "--data-dir", &data_dir_arg],
+        &[
+            ("TENET_DATABASE_URL", &url),
+            ("TENET_DATABASE_CONNECT_TIMEOUT_MS", "300"),
+            (
+                "TENET_KEY_PEPPER",
+                "shared-pepper-0123456789abcdefghijklmnop",
+            ),
+            ("TENET_ADMIN_TOKEN", ADMIN_TOKEN),
+        ],
+    );
+
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("did not complete"), "{stderr}");
+    assert!(!stderr.contains("busy"), "{stderr}");
+}
