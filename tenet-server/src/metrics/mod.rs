@@ -9,6 +9,7 @@
 //! names. No key, tenant name, id or path ever becomes a label value, which
 //! also keeps the number of series bounded.
 
+use std::sync::OnceLock;
 use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
@@ -31,6 +32,35 @@ pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 const REQUEST_DURATION_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+
+/// Route templates that get a pre-resolved request metric handle, with
+/// `unmatched` last. A template missing here is still counted, through a
+/// `Family` lookup per request.
+const ROUTE_TEMPLATES: [&str; 11] = [
+    "/tenants",
+    "/tenants/{id}",
+    "/tenants/{id}/keys",
+    "/tenants/{id}/keys/{key_id}",
+    "/tenants/{id}/keys/{key_id}/rotate",
+    "/protected",
+    "/verify",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "unmatched",
+];
+
+/// Method label values, in the order of [`method_index`].
+const METHODS: [&str; 8] = [
+    "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "other",
+];
+
+/// Status class label values, in the order of [`status_class_index`].
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Number of request metric handle slots: one per route template, method
+/// and status class.
+const REQUEST_SLOTS: usize = ROUTE_TEMPLATES.len() * METHODS.len() * STATUS_CLASSES.len();
 
 /// Labels of the request metrics.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -112,6 +142,12 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     request_duration: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    /// The `requests` and `request_duration` series of each label set,
+    /// taken from the families on first use. The handles share their
+    /// values with the families, so a request counted through a handle
+    /// skips the families' lock and hash, and a label set that no request
+    /// has used yet still has no series.
+    request_handles: Box<[OnceLock<RequestHandles>]>,
     /// One counter per [`Verification`], in [`Verification::ALL`] order,
     /// so that counting takes no lookup.
     verifications: [Counter; 7],
@@ -170,6 +206,7 @@ impl Metrics {
             registry,
             requests,
             request_duration,
+            request_handles: (0..REQUEST_SLOTS).map(|_| OnceLock::new()).collect(),
             verifications,
             ready,
         }
@@ -184,15 +221,35 @@ impl Metrics {
         status: StatusCode,
         elapsed: Duration,
     ) {
-        let labels = RequestLabels {
-            route,
-            method: method_label(method),
-            status_class: status_class(status),
+        let method = method_index(method);
+        let status_class = status_class_index(status);
+        let Some(route_index) = ROUTE_TEMPLATES.iter().position(|known| *known == route) else {
+            let labels = RequestLabels {
+                route,
+                method: METHODS[method],
+                status_class: STATUS_CLASSES[status_class],
+            };
+            self.requests.get_or_create(&labels).inc();
+            self.request_duration
+                .get_or_create(&labels)
+                .observe(elapsed.as_secs_f64());
+            return;
         };
-        self.requests.get_or_create(&labels).inc();
-        self.request_duration
-            .get_or_create(&labels)
-            .observe(elapsed.as_secs_f64());
+
+        let slot = (route_index * METHODS.len() + method) * STATUS_CLASSES.len() + status_class;
+        let handles = self.request_handles[slot].get_or_init(|| {
+            let labels = RequestLabels {
+                route: ROUTE_TEMPLATES[route_index],
+                method: METHODS[method],
+                status_class: STATUS_CLASSES[status_class],
+            };
+            RequestHandles {
+                requests: self.requests.get_or_create(&labels).clone(),
+                duration: self.request_duration.get_or_create(&labels).clone(),
+            }
+        });
+        handles.requests.inc();
+        handles.duration.observe(elapsed.as_secs_f64());
     }
 
     /// Counts one verification of a presented key.
@@ -219,28 +276,36 @@ impl Metrics {
     }
 }
 
-/// Maps a method to a label value from a fixed set, so that clients
-/// cannot create series with made-up methods.
-fn method_label(method: &Method) -> &'static str {
+/// The two request series of one label set.
+#[derive(Debug)]
+struct RequestHandles {
+    requests: Counter,
+    duration: Histogram,
+}
+
+/// Maps a method to an index into [`METHODS`], so that clients cannot
+/// create series with made-up methods.
+fn method_index(method: &Method) -> usize {
     match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::PATCH => "PATCH",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        _ => "other",
+        Method::GET => 0,
+        Method::POST => 1,
+        Method::PUT => 2,
+        Method::DELETE => 3,
+        Method::PATCH => 4,
+        Method::HEAD => 5,
+        Method::OPTIONS => 6,
+        _ => 7,
     }
 }
 
-fn status_class(status: StatusCode) -> &'static str {
+/// Maps a status to an index into [`STATUS_CLASSES`].
+fn status_class_index(status: StatusCode) -> usize {
     match status.as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
     }
 }
 
@@ -252,8 +317,8 @@ mod tests {
     fn made_up_methods_share_one_label() {
         let method = Method::from_bytes(b"BREW").expect("valid method token");
 
-        assert_eq!(method_label(&method), "other");
-        assert_eq!(method_label(&Method::DELETE), "DELETE");
+        assert_eq!(METHODS[method_index(&method)], "other");
+        assert_eq!(METHODS[method_index(&Method::DELETE)], "DELETE");
     }
 
     #[test]
@@ -269,7 +334,32 @@ mod tests {
 
         for (code, class) in cases {
             let status = StatusCode::from_u16(code).expect("valid status");
-            assert_eq!(status_class(status), class, "{code}");
+            assert_eq!(STATUS_CLASSES[status_class_index(status)], class, "{code}");
+        }
+    }
+
+    #[test]
+    fn every_route_template_has_handle_slots() {
+        let paths = [
+            "/tenants",
+            "/tenants/t",
+            "/tenants/t/keys",
+            "/tenants/t/keys/k",
+            "/tenants/t/keys/k/rotate",
+            "/protected",
+            "/verify",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+        ];
+
+        for path in paths {
+            let route = crate::routes::Route::from_path(path).expect("known path");
+            assert!(
+                ROUTE_TEMPLATES.contains(&route.template()),
+                "{}",
+                route.template()
+            );
         }
     }
 
