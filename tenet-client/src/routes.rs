@@ -25,10 +25,26 @@ impl Client {
         self.call(Method::POST, "tenants").json(&body).send().await
     }
 
-    /// `GET /tenants`: lists every tenant, oldest first; needs the admin
-    /// token.
+    /// `GET /tenants`: lists every tenant, oldest first, following
+    /// `next_cursor` page by page; needs the admin token. The result's
+    /// `next_cursor` is `None`.
     pub async fn list_tenants(&self) -> Result<TenantListResponse> {
-        self.call(Method::GET, "tenants").send().await
+        let mut all = self.list_tenants_page(None).await?;
+        while let Some(cursor) = all.next_cursor.take() {
+            let page = self.list_tenants_page(Some(&cursor)).await?;
+            all.tenants.extend(page.tenants);
+            all.next_cursor = page.next_cursor;
+        }
+        Ok(all)
+    }
+
+    /// `GET /tenants?limit=100&cursor=...`: lists one page of up to 100
+    /// tenants, the first page for a `cursor` of `None`; needs the admin
+    /// token.
+    pub async fn list_tenants_page(&self, cursor: Option<&str>) -> Result<TenantListResponse> {
+        self.call(Method::GET, &page_path("tenants", cursor))
+            .send()
+            .await
     }
 
     /// `GET /tenants/{id}`: reads one tenant; needs the admin token.
@@ -52,11 +68,32 @@ impl Client {
     }
 
     /// `GET /tenants/{id}/keys`: lists a tenant's keys, revoked ones
-    /// included, without secrets; needs the admin token.
+    /// included, without secrets, following `next_cursor` page by page;
+    /// needs the admin token. The result's `next_cursor` is `None`.
     pub async fn list_keys(&self, tenant: TenantId) -> Result<KeyListResponse> {
-        self.call(Method::GET, &format!("tenants/{tenant}/keys"))
-            .send()
-            .await
+        let mut all = self.list_keys_page(tenant, None).await?;
+        while let Some(cursor) = all.next_cursor.take() {
+            let page = self.list_keys_page(tenant, Some(&cursor)).await?;
+            all.keys.extend(page.keys);
+            all.next_cursor = page.next_cursor;
+        }
+        Ok(all)
+    }
+
+    /// `GET /tenants/{id}/keys?limit=100&cursor=...`: lists one page of up
+    /// to 100 of a tenant's keys, the first page for a `cursor` of `None`;
+    /// needs the admin token.
+    pub async fn list_keys_page(
+        &self,
+        tenant: TenantId,
+        cursor: Option<&str>,
+    ) -> Result<KeyListResponse> {
+        self.call(
+            Method::GET,
+            &page_path(&format!("tenants/{tenant}/keys"), cursor),
+        )
+        .send()
+        .await
     }
 
     /// `DELETE /tenants/{id}/keys/{key_id}`: revokes a key; succeeds also
@@ -153,5 +190,18 @@ impl Client {
     /// `GET /metrics`: the server's metrics in the Prometheus text format.
     pub async fn metrics(&self) -> Result<String> {
         self.call(Method::GET, "metrics").send_text().await
+    }
+}
+
+/// Page size of the listing methods: the server's maximum.
+const PAGE_LIMIT: usize = 100;
+
+/// Appends `limit` and `cursor` to a listing path. The cursor goes in as
+/// the server sent it, because the server's cursors contain only URL-safe
+/// characters and the server does not percent-decode them.
+fn page_path(path: &str, cursor: Option<&str>) -> String {
+    match cursor {
+        Some(cursor) => format!("{path}?limit={PAGE_LIMIT}&cursor={cursor}"),
+        None => format!("{path}?limit={PAGE_LIMIT}"),
     }
 }

@@ -73,10 +73,13 @@ impl From<Tenant> for TenantResponse {
     }
 }
 
-/// Body of `GET /tenants`: every tenant, oldest first.
+/// Body of `GET /tenants`: one page of tenants, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TenantListResponse {
     pub tenants: Vec<TenantResponse>,
+    /// The `cursor` of the next page, or `null` on the last page.
+    #[serde(default)]
+    pub next_cursor: Option<String>,
 }
 
 /// A key just issued: the only response that carries the plaintext key.
@@ -178,11 +181,14 @@ fn scope_names(scopes: &[Scope]) -> Vec<String> {
         .collect()
 }
 
-/// Body of `GET /tenants/{id}/keys`: the tenant's keys, oldest first,
-/// revoked ones included.
+/// Body of `GET /tenants/{id}/keys`: one page of the tenant's keys, oldest
+/// first, revoked ones included.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyListResponse {
     pub keys: Vec<KeyResponse>,
+    /// The `cursor` of the next page, or `null` on the last page.
+    #[serde(default)]
+    pub next_cursor: Option<String>,
 }
 
 /// Body of a request authenticated by an API key: whom the key acts for.
@@ -385,6 +391,7 @@ mod tests {
         round_trip(&tenant);
         round_trip(&TenantListResponse {
             tenants: vec![tenant.clone(), tenant],
+            next_cursor: Some("AZpC0QiIcUimCRi1OZv9ww".to_owned()),
         });
 
         let issued = IssuedKey {
@@ -399,6 +406,7 @@ mod tests {
         round_trip(&revoked);
         round_trip(&KeyListResponse {
             keys: vec![valid, revoked],
+            next_cursor: None,
         });
 
         round_trip(&PrincipalResponse {

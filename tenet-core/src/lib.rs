@@ -65,7 +65,7 @@ pub use scope::Scope;
 pub use secret::{AdminToken, AdminTokenDigest, KeyDigest, Pepper};
 pub use service::{Tenet, TenetBuilder};
 pub use store::{
-    KeyEvent, KeyEventKind, KeyEvents, MemoryStore, PostgresOptions, PostgresStore, Rotation,
-    SqliteStore, Store,
+    KeyEvent, KeyEventKind, KeyEvents, MemoryStore, Page, PageRequest, PostgresOptions,
+    PostgresStore, Rotation, SqliteStore, Store,
 };
 pub use tenant::Tenant;

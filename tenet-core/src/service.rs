@@ -15,10 +15,13 @@ use crate::key::{
 use crate::name::{KeyName, TenantName};
 use crate::secret::{KeyDigest, Pepper};
 use crate::stats::{CacheStats, PoolStatuses};
-use crate::store::{Rotation, Store};
+use crate::store::{Page, PageRequest, Rotation, Store};
 use crate::tenant::Tenant;
 
 const PEPPER_FINGERPRINT: &str = "pepper_fingerprint";
+
+/// Rows per store read when a listing walks every page.
+const WALK_PAGE_SIZE: usize = 500;
 
 /// Tenants and their API keys on top of a [`Store`], with optional
 /// verification caches.
@@ -167,9 +170,35 @@ impl Tenet {
             .ok_or_else(|| Error::not_found("tenant", id))
     }
 
-    /// Lists all tenants, oldest first.
+    /// Lists all tenants, oldest first, reading the store page by page.
     pub async fn list_tenants(&self) -> Result<Vec<Tenant>> {
-        self.store.list_tenants().await
+        let mut tenants = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.list_tenants_page(after, WALK_PAGE_SIZE).await?;
+            tenants.extend(page.items);
+            match page.next_after {
+                Some(next) => after = Some(TenantId::from_uuid(next)),
+                None => return Ok(tenants),
+            }
+        }
+    }
+
+    /// Lists at most `limit` tenants with ids after `after`, oldest first.
+    ///
+    /// Reads one row more than `limit` to learn whether another page
+    /// follows, so the last page has no `next_after`.
+    pub async fn list_tenants_page(
+        &self,
+        after: Option<TenantId>,
+        limit: usize,
+    ) -> Result<Page<Tenant>> {
+        let request = PageRequest {
+            after: after.map(|id| id.as_uuid()),
+            limit: limit.saturating_add(1),
+        };
+        let tenants = self.store.list_tenants(request).await?;
+        Ok(into_page(tenants, limit, |tenant| tenant.id.as_uuid()))
     }
 
     /// Issues a new key to a tenant, with a name at most.
@@ -233,10 +262,37 @@ impl Tenet {
         })
     }
 
-    /// Lists a tenant's keys, revoked ones included, oldest first.
+    /// Lists a tenant's keys, revoked ones included, oldest first, reading
+    /// the store page by page.
     pub async fn list_keys(&self, tenant: TenantId) -> Result<Vec<KeyInfo>> {
+        let mut keys = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.list_keys_page(tenant, after, WALK_PAGE_SIZE).await?;
+            keys.extend(page.items);
+            match page.next_after {
+                Some(next) => after = Some(KeyId::from_uuid(next)),
+                None => return Ok(keys),
+            }
+        }
+    }
+
+    /// Lists at most `limit` keys of a tenant with ids after `after`,
+    /// revoked ones included, oldest first; [`Error::NotFound`] for an
+    /// unknown tenant.
+    pub async fn list_keys_page(
+        &self,
+        tenant: TenantId,
+        after: Option<KeyId>,
+        limit: usize,
+    ) -> Result<Page<KeyInfo>> {
         self.tenant(tenant).await?;
-        self.store.list_keys(tenant).await
+        let request = PageRequest {
+            after: after.map(|id| id.as_uuid()),
+            limit: limit.saturating_add(1),
+        };
+        let keys = self.store.list_keys(tenant, request).await?;
+        Ok(into_page(keys, limit, |key| key.id.as_uuid()))
     }
 
     /// Revokes a key of a tenant. Revoking a revoked key changes nothing.
@@ -449,6 +505,21 @@ pub(crate) fn now() -> OffsetDateTime {
     now.replace_millisecond(millis).unwrap_or(now)
 }
 
+/// Cuts `rows`, read with a limit of `limit + 1`, to `limit` and sets
+/// `next_after` to the last kept row's id when a row was cut.
+fn into_page<T>(mut rows: Vec<T>, limit: usize, id_of: impl Fn(&T) -> uuid::Uuid) -> Page<T> {
+    let next_after = if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last().map(id_of)
+    } else {
+        None
+    };
+    Page {
+        items: rows,
+        next_after,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -477,14 +548,14 @@ mod tests {
         async fn tenant(&self, id: TenantId) -> Result<Option<Tenant>> {
             self.inner.tenant(id).await
         }
-        async fn list_tenants(&self) -> Result<Vec<Tenant>> {
-            self.inner.list_tenants().await
+        async fn list_tenants(&self, page: PageRequest) -> Result<Vec<Tenant>> {
+            self.inner.list_tenants(page).await
         }
         async fn insert_key(&self, key: &KeyRecord) -> Result<()> {
             self.inner.insert_key(key).await
         }
-        async fn list_keys(&self, tenant: TenantId) -> Result<Vec<KeyInfo>> {
-            self.inner.list_keys(tenant).await
+        async fn list_keys(&self, tenant: TenantId, page: PageRequest) -> Result<Vec<KeyInfo>> {
+            self.inner.list_keys(tenant, page).await
         }
         async fn revoke_key(
             &self,

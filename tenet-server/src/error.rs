@@ -60,6 +60,14 @@ pub enum Error {
     #[error("{0}")]
     InvalidScopes(String),
 
+    /// A listing's `cursor` query parameter is not one the server issued.
+    #[error("{0}")]
+    InvalidCursor(String),
+
+    /// A listing's `limit` query parameter is not an integer in range.
+    #[error("{0}")]
+    InvalidLimit(String),
+
     /// A valid API key lacks the scope that the route requires.
     #[error("missing scope {scope}")]
     MissingScope { scope: &'static str },
@@ -194,6 +202,12 @@ impl Error {
             }
             Error::InvalidScopes(detail) => {
                 return (StatusCode::BAD_REQUEST, "invalid_scopes", detail.clone());
+            }
+            Error::InvalidCursor(detail) => {
+                return (StatusCode::BAD_REQUEST, "invalid_cursor", detail.clone());
+            }
+            Error::InvalidLimit(detail) => {
+                return (StatusCode::BAD_REQUEST, "invalid_limit", detail.clone());
             }
             Error::MissingScope { scope } => {
                 return (

@@ -21,6 +21,36 @@ async fn tenants_create_list_get() {
 }
 
 #[tokio::test]
+async fn key_listing_follows_cursors() {
+    let server = TestServer::start().await;
+    let admin = server.admin();
+    let tenant = admin.create_tenant("Acme").await.expect("created");
+    let mut issued = Vec::new();
+    for _ in 0..101 {
+        let key = admin
+            .issue_key(tenant.id, &IssueKeyRequest::default())
+            .await
+            .expect("issued");
+        issued.push(key.id);
+    }
+
+    let first = admin.list_keys_page(tenant.id, None).await.expect("listed");
+    let cursor = first.next_cursor.clone().expect("a second page");
+    let second = admin
+        .list_keys_page(tenant.id, Some(&cursor))
+        .await
+        .expect("listed");
+    let all = admin.list_keys(tenant.id).await.expect("listed");
+
+    assert_eq!(first.keys.len(), 100);
+    assert_eq!(second.keys.len(), 1);
+    assert_eq!(second.next_cursor, None);
+    let all_ids: Vec<_> = all.keys.iter().map(|key| key.id).collect();
+    assert_eq!(all_ids, issued);
+    assert_eq!(all.next_cursor, None);
+}
+
+#[tokio::test]
 async fn keys_issue_list_revoke() {
     let server = TestServer::start().await;
     let admin = server.admin();

@@ -7,7 +7,7 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use super::{Rotation, Store};
+use super::{PageRequest, Rotation, Store};
 use crate::error::{Error, Result};
 use crate::id::{KeyId, TenantId};
 use crate::key::{KeyInfo, KeyRecord};
@@ -57,8 +57,16 @@ impl Store for MemoryStore {
         Ok(self.read().tenants.get(&id).cloned())
     }
 
-    async fn list_tenants(&self) -> Result<Vec<Tenant>> {
-        Ok(self.read().tenants.values().cloned().collect())
+    async fn list_tenants(&self, page: PageRequest) -> Result<Vec<Tenant>> {
+        let state = self.read();
+        let tenants = state
+            .tenants
+            .values()
+            .filter(|tenant| page.after.is_none_or(|after| tenant.id.as_uuid() > after))
+            .take(page.limit)
+            .cloned()
+            .collect();
+        Ok(tenants)
     }
 
     async fn insert_key(&self, key: &KeyRecord) -> Result<()> {
@@ -78,12 +86,14 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn list_keys(&self, tenant: TenantId) -> Result<Vec<KeyInfo>> {
+    async fn list_keys(&self, tenant: TenantId, page: PageRequest) -> Result<Vec<KeyInfo>> {
         let state = self.read();
         let keys = state
             .keys
             .values()
             .filter(|key| key.info.tenant_id == tenant)
+            .filter(|key| page.after.is_none_or(|after| key.info.id.as_uuid() > after))
+            .take(page.limit)
             .map(|key| key.info.clone())
             .collect();
         Ok(keys)

@@ -9,6 +9,7 @@ use std::fmt;
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
+use uuid::Uuid;
 
 use crate::error::Result;
 use crate::id::{KeyId, TenantId};
@@ -38,8 +39,9 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Returns the tenant with this id, if any.
     async fn tenant(&self, id: TenantId) -> Result<Option<Tenant>>;
 
-    /// Lists all tenants, oldest first.
-    async fn list_tenants(&self) -> Result<Vec<Tenant>>;
+    /// Lists at most `page.limit` tenants with ids after `page.after`,
+    /// ordered by id, which for UUIDv7 ids is oldest first.
+    async fn list_tenants(&self, page: PageRequest) -> Result<Vec<Tenant>>;
 
     /// Inserts a new key record.
     ///
@@ -47,8 +49,9 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// exist, checked in the same transaction as the insert.
     async fn insert_key(&self, key: &KeyRecord) -> Result<()>;
 
-    /// Lists a tenant's keys, oldest first, revoked ones included.
-    async fn list_keys(&self, tenant: TenantId) -> Result<Vec<KeyInfo>>;
+    /// Lists at most `page.limit` keys of a tenant with ids after
+    /// `page.after`, ordered by id (oldest first), revoked ones included.
+    async fn list_keys(&self, tenant: TenantId, page: PageRequest) -> Result<Vec<KeyInfo>>;
 
     /// Marks a key of this tenant revoked at `at`, unless it already is.
     ///
@@ -117,6 +120,35 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
             events: Vec::new(),
         })
     }
+}
+
+/// One page of a keyset-paginated listing: the rows whose id is greater
+/// than `after`, in id order, at most `limit` of them.
+///
+/// Keyset pagination keeps pages stable while rows are added, because a
+/// new UUIDv7 id sorts after every id already listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRequest {
+    /// The last id of the previous page, or `None` for the first page.
+    pub after: Option<Uuid>,
+    /// The maximum number of rows to return.
+    pub limit: usize,
+}
+
+impl PageRequest {
+    /// Requests the first `limit` rows.
+    pub fn first(limit: usize) -> Self {
+        Self { after: None, limit }
+    }
+}
+
+/// Rows of one page and where the next page starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// The id to pass as [`PageRequest::after`] for the next page, or
+    /// `None` when this page is the last.
+    pub next_after: Option<Uuid>,
 }
 
 /// A change to a key that other processes' caches must not miss: the key

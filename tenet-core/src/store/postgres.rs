@@ -19,7 +19,7 @@ use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
-use super::{KeyEvent, KeyEventKind, KeyEvents, Rotation, Store};
+use super::{KeyEvent, KeyEventKind, KeyEvents, PageRequest, Rotation, Store};
 use crate::error::{Error, Result};
 use crate::id::{KeyId, TenantId};
 use crate::key::{KeyInfo, KeyRecord};
@@ -42,7 +42,7 @@ use pool::{ConnectErrorSink, LastConnectError, Manager};
 // The key queries return the columns in the order `key_from_row` reads.
 const SELECT_KEYS_OF_TENANT: &str = "\
     SELECT id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes \
-    FROM api_keys WHERE tenant_id = $1 ORDER BY id";
+    FROM api_keys WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3";
 const SELECT_KEY_BY_DIGEST: &str = "\
     SELECT id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes \
     FROM api_keys WHERE digest = $1";
@@ -301,6 +301,14 @@ fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
     row.try_get(index).map_err(|err| invalid_row(what, err))
 }
 
+/// Returns the bounds of a page as SQL parameters. The first page starts
+/// after the nil UUID, which sorts below every UUIDv7.
+fn page_params(page: PageRequest) -> (Uuid, i64) {
+    let after = page.after.unwrap_or(Uuid::nil());
+    let limit = i64::try_from(page.limit).unwrap_or(i64::MAX);
+    (after, limit)
+}
+
 fn tenant_from_row(row: &Row) -> Result<Tenant> {
     let name: String = column(row, 1, "tenant name")?;
     Ok(Tenant {
@@ -389,11 +397,15 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn list_tenants(&self) -> Result<Vec<Tenant>> {
+    async fn list_tenants(&self, page: PageRequest) -> Result<Vec<Tenant>> {
         self.bounded(async {
+            let (after, limit) = page_params(page);
             let mut connection = self.connection().await?;
             let rows = connection
-                .query("SELECT id, name, created_at FROM tenants ORDER BY id", &[])
+                .query(
+                    "SELECT id, name, created_at FROM tenants WHERE id > $1 ORDER BY id LIMIT $2",
+                    &[&after, &limit],
+                )
                 .await
                 .map_err(|err| self.failed(&err, "listing tenants"))?;
             rows.iter().map(tenant_from_row).collect()
@@ -455,12 +467,13 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn list_keys(&self, tenant: TenantId) -> Result<Vec<KeyInfo>> {
+    async fn list_keys(&self, tenant: TenantId, page: PageRequest) -> Result<Vec<KeyInfo>> {
         self.bounded(async {
             let tenant_id = tenant.as_uuid();
+            let (after, limit) = page_params(page);
             let mut connection = self.connection().await?;
             let rows = connection
-                .query(SELECT_KEYS_OF_TENANT, &[&tenant_id])
+                .query(SELECT_KEYS_OF_TENANT, &[&tenant_id, &after, &limit])
                 .await
                 .map_err(|err| {
                     self.failed(&err, format_args!("listing keys of tenant {tenant}"))

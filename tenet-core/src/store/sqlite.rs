@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use time::OffsetDateTime;
 
-use super::{Rotation, Store};
+use super::{PageRequest, Rotation, Store};
 use crate::error::{Error, Result};
 use crate::id::{KeyId, TenantId};
 use crate::key::{KeyInfo, KeyRecord};
@@ -185,6 +185,19 @@ fn conversion(err: Error) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, err.into())
 }
 
+/// Returns the bounds of a page as SQL parameters. Ids are stored in their
+/// lowercase hyphenated form, whose text order is the UUID order, and the
+/// first page starts after the nil UUID, which sorts below every UUIDv7.
+fn page_params(page: PageRequest) -> (String, i64) {
+    let after = page
+        .after
+        .unwrap_or(uuid::Uuid::nil())
+        .hyphenated()
+        .to_string();
+    let limit = i64::try_from(page.limit).unwrap_or(i64::MAX);
+    (after, limit)
+}
+
 fn tenant_from_row(row: &Row<'_>) -> rusqlite::Result<Tenant> {
     let id: String = row.get(0)?;
     let name: String = row.get(1)?;
@@ -257,13 +270,15 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn list_tenants(&self) -> Result<Vec<Tenant>> {
-        self.call(|connection| {
+    async fn list_tenants(&self, page: PageRequest) -> Result<Vec<Tenant>> {
+        self.call(move |connection| {
             let mut statement = connection
-                .prepare_cached("SELECT id, name, created_at FROM tenants ORDER BY id")
+                .prepare_cached(
+                    "SELECT id, name, created_at FROM tenants WHERE id > ?1 ORDER BY id LIMIT ?2",
+                )
                 .map_err(Error::store)?;
             let tenants = statement
-                .query_map([], tenant_from_row)
+                .query_map(page_params(page), tenant_from_row)
                 .and_then(Iterator::collect)
                 .map_err(Error::store)?;
             Ok(tenants)
@@ -293,15 +308,17 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn list_keys(&self, tenant: TenantId) -> Result<Vec<KeyInfo>> {
+    async fn list_keys(&self, tenant: TenantId, page: PageRequest) -> Result<Vec<KeyInfo>> {
         self.call(move |connection| {
             let mut statement = connection
                 .prepare_cached(&format!(
-                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = ?1 ORDER BY id"
+                    "SELECT {KEY_COLUMNS} FROM api_keys \
+                     WHERE id > ?1 AND tenant_id = ?3 ORDER BY id LIMIT ?2"
                 ))
                 .map_err(Error::store)?;
+            let (after, limit) = page_params(page);
             let keys = statement
-                .query_map([tenant.to_string()], |row| {
+                .query_map(params![after, limit, tenant.to_string()], |row| {
                     key_from_row(row).map(|key| key.info)
                 })
                 .and_then(Iterator::collect)

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use tenet_core::{
-    Error, KeyDigest, KeyId, KeyInfo, KeyName, KeyRecord, Rotation, Scope, Store, Tenant, TenantId,
-    TenantName,
+    Error, KeyDigest, KeyId, KeyInfo, KeyName, KeyRecord, PageRequest, Rotation, Scope, Store,
+    Tenant, TenantId, TenantName,
 };
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -86,9 +86,76 @@ pub async fn tenants_list_oldest_first(backend: &TestStore) {
     for tenant in [&third, &first, &second] {
         store.insert_tenant(tenant).await.expect("tenant inserts");
     }
-    let listed = store.list_tenants().await.expect("tenants list");
+    let listed = store
+        .list_tenants(PageRequest::first(usize::MAX))
+        .await
+        .expect("tenants list");
 
     assert_eq!(listed, vec![first, second, third]);
+}
+
+pub async fn tenants_page_after_id(backend: &TestStore) {
+    let store = backend.store();
+    let mut tenants = Vec::new();
+    for name in ["a", "b", "c", "d", "e"] {
+        tenants.push(insert_tenant(&store, name).await);
+    }
+
+    let first = store
+        .list_tenants(PageRequest::first(2))
+        .await
+        .expect("tenants list");
+    let second = store
+        .list_tenants(PageRequest {
+            after: Some(tenants[1].id.as_uuid()),
+            limit: 2,
+        })
+        .await
+        .expect("tenants list");
+    let last = store
+        .list_tenants(PageRequest {
+            after: Some(tenants[3].id.as_uuid()),
+            limit: 2,
+        })
+        .await
+        .expect("tenants list");
+    let past_end = store
+        .list_tenants(PageRequest {
+            after: Some(tenants[4].id.as_uuid()),
+            limit: 2,
+        })
+        .await
+        .expect("tenants list");
+
+    assert_eq!(first, tenants[..2]);
+    assert_eq!(second, tenants[2..4]);
+    assert_eq!(last, tenants[4..]);
+    assert!(past_end.is_empty());
+}
+
+pub async fn keys_page_stays_stable_while_keys_are_added(backend: &TestStore) {
+    let store = backend.store();
+    let tenant = insert_tenant(&store, "Acme").await;
+    let other = insert_tenant(&store, "Globex").await;
+    let mut keys = Vec::new();
+    for _ in 0..3 {
+        keys.push(insert_key(&store, tenant.id).await.info);
+        insert_key(&store, other.id).await;
+    }
+
+    let first = store
+        .list_keys(tenant.id, PageRequest::first(2))
+        .await
+        .expect("keys list");
+    keys.push(insert_key(&store, tenant.id).await.info);
+    let after = first.last().map(|key| key.id.as_uuid());
+    let rest = store
+        .list_keys(tenant.id, PageRequest { after, limit: 10 })
+        .await
+        .expect("keys list");
+
+    assert_eq!(first, keys[..2]);
+    assert_eq!(rest, keys[2..]);
 }
 
 pub async fn key_for_missing_tenant_is_not_found(backend: &TestStore) {
@@ -116,10 +183,16 @@ pub async fn keys_list_per_tenant(backend: &TestStore) {
     let globex_key = insert_key(&store, globex.id).await;
     let acme_second = insert_key(&store, acme.id).await;
 
-    let acme_keys = store.list_keys(acme.id).await.expect("keys list");
-    let globex_keys = store.list_keys(globex.id).await.expect("keys list");
+    let acme_keys = store
+        .list_keys(acme.id, PageRequest::first(usize::MAX))
+        .await
+        .expect("keys list");
+    let globex_keys = store
+        .list_keys(globex.id, PageRequest::first(usize::MAX))
+        .await
+        .expect("keys list");
     let nobody_keys = store
-        .list_keys(TenantId::generate())
+        .list_keys(TenantId::generate(), PageRequest::first(usize::MAX))
         .await
         .expect("keys list");
 
@@ -149,7 +222,10 @@ pub async fn revoke_keeps_first_time(backend: &TestStore) {
     assert_eq!(first.info.revoked_at, Some(first_time));
     assert_eq!(first.digest, key.digest);
     assert_eq!(second.info.revoked_at, Some(first_time));
-    let listed = store.list_keys(tenant.id).await.expect("keys list");
+    let listed = store
+        .list_keys(tenant.id, PageRequest::first(usize::MAX))
+        .await
+        .expect("keys list");
     assert_eq!(listed[0].revoked_at, Some(first_time));
 }
 
@@ -220,7 +296,10 @@ pub async fn duplicate_digest_is_rejected(backend: &TestStore) {
         .await
         .expect("lookup runs");
     assert_eq!(found, Some(original.clone()));
-    let listed = store.list_keys(tenant.id).await.expect("keys list");
+    let listed = store
+        .list_keys(tenant.id, PageRequest::first(usize::MAX))
+        .await
+        .expect("keys list");
     assert_eq!(listed, vec![original.info]);
 }
 
@@ -308,13 +387,19 @@ pub async fn names_round_trip(backend: &TestStore) {
         store.insert_key(&key).await.expect("key inserts");
 
         let read_tenant = store.tenant(tenant.id).await.expect("tenant reads");
-        let read_keys = store.list_keys(tenant.id).await.expect("keys list");
+        let read_keys = store
+            .list_keys(tenant.id, PageRequest::first(usize::MAX))
+            .await
+            .expect("keys list");
 
         assert_eq!(read_tenant.map(|tenant| tenant.name), Some(tenant.name));
         assert_eq!(read_keys.len(), 1);
         assert_eq!(read_keys[0].name, key.info.name);
     }
-    let listed = store.list_tenants().await.expect("tenants list");
+    let listed = store
+        .list_tenants(PageRequest::first(usize::MAX))
+        .await
+        .expect("tenants list");
     assert_eq!(listed.len(), names.len());
 }
 
@@ -341,7 +426,10 @@ pub async fn expiry_and_scopes_round_trip(backend: &TestStore) {
         .key_by_digest(&scoped.digest)
         .await
         .expect("lookup succeeds");
-    let listed = store.list_keys(tenant.id).await.expect("keys list");
+    let listed = store
+        .list_keys(tenant.id, PageRequest::first(usize::MAX))
+        .await
+        .expect("keys list");
     let plain_found = store
         .key_by_digest(&plain.digest)
         .await
@@ -386,7 +474,11 @@ pub async fn rotate_shortens_expiry_and_inserts(backend: &TestStore) {
     );
     assert_eq!(found, Some(first));
     assert_eq!(
-        store.list_keys(tenant.id).await.expect("keys list").len(),
+        store
+            .list_keys(tenant.id, PageRequest::first(usize::MAX))
+            .await
+            .expect("keys list")
+            .len(),
         3
     );
 }
@@ -429,7 +521,7 @@ pub async fn rotate_with_revoke_and_missing_key(backend: &TestStore) {
     assert_eq!(foreign, None);
     assert!(
         store
-            .list_keys(other.id)
+            .list_keys(other.id, PageRequest::first(usize::MAX))
             .await
             .expect("keys list")
             .is_empty()
@@ -437,7 +529,11 @@ pub async fn rotate_with_revoke_and_missing_key(backend: &TestStore) {
     assert_eq!(revoked.expect("the key exists").info.revoked_at, Some(at));
     assert_eq!(again, None, "a revoked key is not rotated");
     assert_eq!(
-        store.list_keys(tenant.id).await.expect("keys list").len(),
+        store
+            .list_keys(tenant.id, PageRequest::first(usize::MAX))
+            .await
+            .expect("keys list")
+            .len(),
         2
     );
 }

@@ -20,6 +20,8 @@ macro_rules! backend_suite {
             backend_suite!(@cases $open;
                 cases::tenant_round_trips,
                 cases::tenants_list_oldest_first,
+                cases::tenants_page_after_id,
+                cases::keys_page_stays_stable_while_keys_are_added,
                 cases::key_for_missing_tenant_is_not_found,
                 cases::keys_list_per_tenant,
                 cases::revoke_keeps_first_time,

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tenet_core::{
-    Error, KeyDigest, KeyEventKind, KeyId, KeyInfo, KeyRecord, PostgresOptions, PostgresStore,
-    Store, Tenant, TenantId, TenantName,
+    Error, KeyDigest, KeyEventKind, KeyId, KeyInfo, KeyRecord, PageRequest, PostgresOptions,
+    PostgresStore, Store, Tenant, TenantId, TenantName,
 };
 use time::OffsetDateTime;
 use tokio_postgres::Client;
@@ -166,7 +166,7 @@ async fn queries_before_migrate_ask_for_migrations() {
     };
     let store = schema.connect(schema.options()).await;
 
-    let listed = store.list_tenants().await;
+    let listed = store.list_tenants(PageRequest::first(usize::MAX)).await;
 
     let Err(Error::Store(err)) = listed else {
         panic!("expected a store error, got {listed:?}");
@@ -189,8 +189,14 @@ async fn schemas_are_isolated() {
         .await
         .expect("tenant inserts");
 
-    let in_first = first_store.list_tenants().await.expect("tenants list");
-    let in_second = second_store.list_tenants().await.expect("tenants list");
+    let in_first = first_store
+        .list_tenants(PageRequest::first(usize::MAX))
+        .await
+        .expect("tenants list");
+    let in_second = second_store
+        .list_tenants(PageRequest::first(usize::MAX))
+        .await
+        .expect("tenants list");
     assert_eq!(in_first, vec![tenant]);
     assert!(in_second.is_empty());
 }

@@ -12,6 +12,7 @@ use tenet_core::expiry::{MAX_KEY_LIFETIME, resolve_expiry};
 use tenet_core::{KeyId, KeyName, KeyOptions, Scope};
 use time::OffsetDateTime;
 
+use super::page::{PageQuery, encode_cursor};
 use super::parse_tenant_id;
 use crate::auth::require_admin;
 use crate::body::read_optional_json;
@@ -52,15 +53,26 @@ pub async fn issue(
     Ok(response)
 }
 
-/// `GET /tenants/{id}/keys`: lists a tenant's keys without their secrets.
-pub async fn list(state: &State, headers: &HeaderMap, tenant: &str) -> Result<Response, Error> {
-    require_admin(headers, &state.admin)?;
+/// `GET /tenants/{id}/keys`: lists one page of a tenant's keys, oldest
+/// first, without their secrets.
+pub async fn list(
+    state: &State,
+    request: &Request<Incoming>,
+    tenant: &str,
+) -> Result<Response, Error> {
+    require_admin(request.headers(), &state.admin)?;
     let tenant = parse_tenant_id(tenant)?;
+    let query = PageQuery::parse(request.uri().query())?;
 
-    let keys = state.tenet.list_keys(tenant).await?;
+    let after = query.after.map(KeyId::from_uuid);
+    let page = state
+        .tenet
+        .list_keys_page(tenant, after, query.limit)
+        .await?;
 
     let body = KeyListResponse {
-        keys: keys.into_iter().map(KeyResponse::from).collect(),
+        keys: page.items.into_iter().map(KeyResponse::from).collect(),
+        next_cursor: page.next_after.map(encode_cursor),
     };
     Ok(json(StatusCode::OK, &body))
 }

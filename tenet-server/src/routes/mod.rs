@@ -1,7 +1,7 @@
 //! The router: path segments to a route, per-route methods, and dispatch.
 //!
-//! Paths match segment by segment, without percent-decoding, and the query
-//! string is ignored. A known path with another method gets 405 with
+//! Paths match segment by segment, without percent-decoding. Only the
+//! listing routes read the query string, for `limit` and `cursor`. A known path with another method gets 405 with
 //! `Allow`; an unknown path gets 404 `not_found`.
 
 use http::{Method, Request};
@@ -15,6 +15,7 @@ use crate::setup::State;
 mod health;
 mod keys;
 mod metrics;
+mod page;
 mod protected;
 mod tenants;
 mod verify;
@@ -141,10 +142,10 @@ pub async fn dispatch(state: &State, route: Option<Route>, request: Request<Inco
     let method = request.method().clone();
     let result = match (route, method) {
         (Route::Tenants, Method::POST) => tenants::create(state, request).await,
-        (Route::Tenants, _) => tenants::list(state, request.headers()).await,
+        (Route::Tenants, _) => tenants::list(state, &request).await,
         (Route::Tenant { tenant }, _) => tenants::get(state, request.headers(), &tenant).await,
         (Route::TenantKeys { tenant }, Method::POST) => keys::issue(state, request, &tenant).await,
-        (Route::TenantKeys { tenant }, _) => keys::list(state, request.headers(), &tenant).await,
+        (Route::TenantKeys { tenant }, _) => keys::list(state, &request, &tenant).await,
         (Route::TenantKey { tenant, key }, _) => {
             keys::revoke(state, request.headers(), &tenant, &key).await
         }

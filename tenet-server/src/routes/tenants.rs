@@ -2,9 +2,10 @@
 
 use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use hyper::body::Incoming;
-use tenet_core::TenantName;
 use tenet_core::api::{CreateTenantRequest, TenantListResponse, TenantResponse};
+use tenet_core::{TenantId, TenantName};
 
+use super::page::{PageQuery, encode_cursor};
 use super::parse_tenant_id;
 use crate::auth::require_admin;
 use crate::body::read_json;
@@ -31,14 +32,17 @@ pub async fn create(state: &State, request: Request<Incoming>) -> Result<Respons
     Ok(response)
 }
 
-/// `GET /tenants`: lists every tenant, oldest first.
-pub async fn list(state: &State, headers: &HeaderMap) -> Result<Response, Error> {
-    require_admin(headers, &state.admin)?;
+/// `GET /tenants`: lists one page of tenants, oldest first.
+pub async fn list(state: &State, request: &Request<Incoming>) -> Result<Response, Error> {
+    require_admin(request.headers(), &state.admin)?;
+    let query = PageQuery::parse(request.uri().query())?;
 
-    let tenants = state.tenet.list_tenants().await?;
+    let after = query.after.map(TenantId::from_uuid);
+    let page = state.tenet.list_tenants_page(after, query.limit).await?;
 
     let body = TenantListResponse {
-        tenants: tenants.into_iter().map(TenantResponse::from).collect(),
+        tenants: page.items.into_iter().map(TenantResponse::from).collect(),
+        next_cursor: page.next_after.map(encode_cursor),
     };
     Ok(json(StatusCode::OK, &body))
 }

@@ -156,14 +156,32 @@ impl Admin<'_> {
         assert_eq!(response.status(), StatusCode::NO_CONTENT);
     }
 
+    /// Lists every tenant, following `next_cursor` to the last page.
     pub async fn tenants(&self) -> Vec<TenantResponse> {
-        let body: Value = self.get_json("/tenants").await;
-        serde_json::from_value(body["tenants"].clone()).expect("tenant list")
+        let rows = self.list_all("/tenants", "tenants").await;
+        serde_json::from_value(Value::Array(rows)).expect("tenant list")
     }
 
+    /// Lists every key of a tenant, following `next_cursor` to the last
+    /// page.
     pub async fn keys(&self, tenant: &TenantResponse) -> Vec<KeyResponse> {
-        let body: Value = self.get_json(&format!("/tenants/{}/keys", tenant.id)).await;
-        serde_json::from_value(body["keys"].clone()).expect("key list")
+        let path = format!("/tenants/{}/keys", tenant.id);
+        let rows = self.list_all(&path, "keys").await;
+        serde_json::from_value(Value::Array(rows)).expect("key list")
+    }
+
+    async fn list_all(&self, path: &str, field: &str) -> Vec<Value> {
+        let mut rows = Vec::new();
+        let mut page_path = format!("{path}?limit=100");
+        loop {
+            let mut body = self.get_json(&page_path).await;
+            let page = body[field].as_array_mut().expect("a list field");
+            rows.append(page);
+            match body["next_cursor"].as_str() {
+                Some(cursor) => page_path = format!("{path}?limit=100&cursor={cursor}"),
+                None => return rows,
+            }
+        }
     }
 
     async fn get_json(&self, path: &str) -> Value {

@@ -11,6 +11,7 @@ mod flow;
 mod helpers;
 mod limits;
 mod observability;
+mod pagination;
 mod protocol;
 mod rotate;
 mod verify;
