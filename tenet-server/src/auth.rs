@@ -6,7 +6,7 @@
 
 use http::header::{self, HeaderMap, HeaderName};
 use tenet_core::key::DISPLAY_PREFIX_LEN;
-use tenet_core::{AdminTokenDigest, Principal, Tenet, VerifiedKey};
+use tenet_core::{AdminTokenDigest, Principal, Scope, Tenet, VerifiedKey};
 
 use crate::error::Error;
 use crate::metrics::{Metrics, Verification};
@@ -118,6 +118,30 @@ pub async fn authenticate_with(
 pub enum Caller {
     Admin,
     Key(VerifiedKey),
+}
+
+impl Caller {
+    /// Checks that the caller may give a key `scopes`: the admin token may
+    /// give any scope, and an API key only scopes that it holds itself, so
+    /// that no key can mint a key with more power than its own.
+    pub fn require_grantable(&self, scopes: &[Scope]) -> Result<(), Error> {
+        let Caller::Key(verified) = self else {
+            return Ok(());
+        };
+        match scopes.iter().find(|scope| !verified.scopes.contains(scope)) {
+            None => Ok(()),
+            Some(scope) => {
+                tracing::debug!(
+                    key_id = %verified.principal.key_id,
+                    scope = scope.as_str(),
+                    "API key cannot grant a scope it lacks"
+                );
+                Err(Error::ScopeNotHeld {
+                    scope: scope.as_str().to_owned(),
+                })
+            }
+        }
+    }
 }
 
 /// Accepts the admin token, or else an API key that holds `scope`.

@@ -72,6 +72,10 @@ pub enum Error {
     #[error("missing scope {scope}")]
     MissingScope { scope: &'static str },
 
+    /// An API key asked to grant a scope that it does not hold itself.
+    #[error("cannot grant scope {scope}")]
+    ScopeNotHeld { scope: String },
+
     /// The body is longer than the configured limit, in bytes.
     #[error("request body over {limit} bytes")]
     BodyTooLarge { limit: u64 },
@@ -214,6 +218,16 @@ impl Error {
                     StatusCode::FORBIDDEN,
                     "missing_scope",
                     format!("this API key lacks the scope {scope}, which this route requires"),
+                );
+            }
+            Error::ScopeNotHeld { scope } => {
+                return (
+                    StatusCode::FORBIDDEN,
+                    "missing_scope",
+                    format!(
+                        "this API key cannot grant the scope {scope} because it does not hold it; \
+                         use a key that holds it or the admin token"
+                    ),
                 );
             }
             Error::BodyTooLarge { limit } => {

@@ -1,4 +1,9 @@
-//! `/tenants/{id}/keys`: issuing, listing and revoking a tenant's API keys.
+//! `/tenants/{id}/keys`: issuing, listing, rotating and revoking a tenant's
+//! API keys.
+//!
+//! The admin token may manage every tenant's keys. An API key with the
+//! scope [`ADMIN_SCOPE`] may manage the keys of its own tenant, and gets
+//! 404 for any other tenant, as if that tenant did not exist.
 
 use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use hyper::body::Incoming;
@@ -9,16 +14,52 @@ use tenet_core::api::{
     RotateKeyResponse,
 };
 use tenet_core::expiry::{MAX_KEY_LIFETIME, resolve_expiry};
-use tenet_core::{KeyId, KeyName, KeyOptions, Scope};
+use tenet_core::{KeyId, KeyName, KeyOptions, Scope, TenantId};
 use time::OffsetDateTime;
 
 use super::page::{PageQuery, encode_cursor};
 use super::parse_tenant_id;
-use crate::auth::require_admin;
+use crate::auth::{Caller, require_admin_or_scope};
 use crate::body::read_optional_json;
 use crate::error::Error;
 use crate::response::{Response, empty, json};
 use crate::setup::State;
+
+/// The scope that lets an API key manage the keys of its own tenant.
+pub const ADMIN_SCOPE: &str = "tenet:admin";
+
+/// Accepts the admin token for any tenant, or an API key with
+/// [`ADMIN_SCOPE`] for its own tenant only.
+///
+/// Credentials are checked before the tenant id, so a request without
+/// valid credentials learns nothing about which tenants exist.
+async fn authorize(
+    state: &State,
+    headers: &HeaderMap,
+    tenant: &str,
+) -> Result<(TenantId, Caller), Error> {
+    let caller = require_admin_or_scope(
+        headers,
+        &state.admin,
+        &state.tenet,
+        &state.metrics,
+        ADMIN_SCOPE,
+    )
+    .await?;
+    let tenant = parse_tenant_id(tenant)?;
+
+    if let Caller::Key(verified) = &caller {
+        if verified.principal.tenant_id != tenant {
+            tracing::debug!(
+                key_id = %verified.principal.key_id,
+                tenant_id = %tenant,
+                "API key denied access to another tenant's keys"
+            );
+            return Err(Error::TenantNotFound);
+        }
+    }
+    Ok((tenant, caller))
+}
 
 /// `POST /tenants/{id}/keys`: issues a key with an optional name, expiry
 /// and scopes, returning 201 with the plaintext key. This is the only
@@ -29,8 +70,7 @@ pub async fn issue(
     tenant: &str,
 ) -> Result<Response, Error> {
     let (parts, body) = request.into_parts();
-    require_admin(&parts.headers, &state.admin)?;
-    let tenant = parse_tenant_id(tenant)?;
+    let (tenant, caller) = authorize(state, &parts.headers, tenant).await?;
 
     let request: IssueKeyRequest = read_optional_json(&parts.headers, body, state.max_body_bytes)
         .await?
@@ -44,6 +84,9 @@ pub async fn issue(
         )?,
         scopes: Scope::parse_list(&request.scopes)?,
     };
+    // NOTE: only scopes are bounded by the caller. A tenet:admin key that
+    // expires may still issue a key without expiry.
+    caller.require_grantable(&options.scopes)?;
     let issued = state.tenet.issue_key_with(tenant, options).await?;
 
     let mut response = json(StatusCode::CREATED, &IssuedKeyResponse::from(&issued));
@@ -60,8 +103,7 @@ pub async fn list(
     request: &Request<Incoming>,
     tenant: &str,
 ) -> Result<Response, Error> {
-    require_admin(request.headers(), &state.admin)?;
-    let tenant = parse_tenant_id(tenant)?;
+    let (tenant, _) = authorize(state, request.headers(), tenant).await?;
     let query = PageQuery::parse(request.uri().query())?;
 
     let after = query.after.map(KeyId::from_uuid);
@@ -86,8 +128,7 @@ pub async fn revoke(
     tenant: &str,
     key: &str,
 ) -> Result<Response, Error> {
-    require_admin(headers, &state.admin)?;
-    let tenant = parse_tenant_id(tenant)?;
+    let (tenant, _) = authorize(state, headers, tenant).await?;
     let key = KeyId::parse(key).map_err(|_| Error::KeyNotFound)?;
 
     state.tenet.revoke_key(tenant, key).await?;
@@ -109,8 +150,7 @@ pub async fn rotate(
     key: &str,
 ) -> Result<Response, Error> {
     let (parts, body) = request.into_parts();
-    require_admin(&parts.headers, &state.admin)?;
-    let tenant = parse_tenant_id(tenant)?;
+    let (tenant, caller) = authorize(state, &parts.headers, tenant).await?;
     let key = KeyId::parse(key).map_err(|_| Error::KeyNotFound)?;
 
     let request: RotateKeyRequest = read_optional_json(&parts.headers, body, state.max_body_bytes)
@@ -126,6 +166,18 @@ pub async fn rotate(
             )));
         }
     };
+    if let Caller::Key(_) = caller {
+        // The new key inherits the old key's scopes, so rotating is granting
+        // them again.
+        let old = state
+            .tenet
+            .list_keys(tenant)
+            .await?
+            .into_iter()
+            .find(|info| info.id == key)
+            .ok_or(Error::KeyNotFound)?;
+        caller.require_grantable(&old.scopes)?;
+    }
     let rotated = state.tenet.rotate_key(tenant, key, grace).await?;
 
     let body = RotateKeyResponse {

@@ -79,27 +79,50 @@ async fn tenant_key_cannot_manage() {
     let keys_path = format!("/tenants/{}/keys", tenant.id);
     let key_path = format!("/tenants/{}/keys/{}", tenant.id, key.id);
     let client = &server.client;
+    // Tenant routes take the admin token only. Key routes take a key with
+    // the scope tenet:admin too, so a valid key without it is forbidden.
     let requests = [
-        ("list tenants", client.get(server.url("/tenants"))),
+        (
+            "list tenants",
+            client.get(server.url("/tenants")),
+            StatusCode::UNAUTHORIZED,
+        ),
         (
             "create tenant",
             client
                 .post(server.url("/tenants"))
                 .json(&serde_json::json!({ "name": "Intruder" })),
+            StatusCode::UNAUTHORIZED,
         ),
-        ("read tenant", client.get(server.url(&tenant_path))),
-        ("list keys", client.get(server.url(&keys_path))),
-        ("issue key", client.post(server.url(&keys_path))),
-        ("revoke key", client.delete(server.url(&key_path))),
+        (
+            "read tenant",
+            client.get(server.url(&tenant_path)),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "list keys",
+            client.get(server.url(&keys_path)),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "issue key",
+            client.post(server.url(&keys_path)),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "revoke key",
+            client.delete(server.url(&key_path)),
+            StatusCode::FORBIDDEN,
+        ),
     ];
 
-    for (description, request) in requests {
+    for (description, request, expected) in requests {
         let response = request
             .bearer_auth(&key.api_key)
             .send()
             .await
             .expect("request sent");
-        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{description}");
+        assert_eq!(response.status(), expected, "{description}");
     }
 
     assert_eq!(admin.tenants().await.len(), 1);

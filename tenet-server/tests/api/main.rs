@@ -14,4 +14,5 @@ mod observability;
 mod pagination;
 mod protocol;
 mod rotate;
+mod self_service;
 mod verify;
