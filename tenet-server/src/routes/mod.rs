@@ -15,6 +15,7 @@ use crate::setup::State;
 mod health;
 mod keys;
 mod metrics;
+mod openapi;
 mod page;
 mod protected;
 mod tenants;
@@ -33,6 +34,7 @@ pub enum Route {
     Healthz,
     Readyz,
     Metrics,
+    OpenApi,
 }
 
 impl Route {
@@ -65,6 +67,7 @@ impl Route {
             ["healthz"] => Route::Healthz,
             ["readyz"] => Route::Readyz,
             ["metrics"] => Route::Metrics,
+            ["openapi.json"] => Route::OpenApi,
             _ => return None,
         };
         Some(route)
@@ -84,6 +87,7 @@ impl Route {
             Route::Healthz => "/healthz",
             Route::Readyz => "/readyz",
             Route::Metrics => "/metrics",
+            Route::OpenApi => "/openapi.json",
         }
     }
 
@@ -105,7 +109,54 @@ impl Route {
             | Route::Protected
             | Route::Healthz
             | Route::Readyz
-            | Route::Metrics => (&[Method::GET], "GET"),
+            | Route::Metrics
+            | Route::OpenApi => (&[Method::GET], "GET"),
+        }
+    }
+
+    /// Returns one route of each variant, with each captured segment set to
+    /// its template placeholder, such as `{id}`.
+    pub fn all() -> Vec<Route> {
+        let tenant = || "{id}".to_owned();
+        let key = || "{key_id}".to_owned();
+        vec![
+            Route::Tenants,
+            Route::Tenant { tenant: tenant() },
+            Route::TenantKeys { tenant: tenant() },
+            Route::TenantKey {
+                tenant: tenant(),
+                key: key(),
+            },
+            Route::RotateKey {
+                tenant: tenant(),
+                key: key(),
+            },
+            Route::Protected,
+            Route::Verify,
+            Route::Healthz,
+            Route::Readyz,
+            Route::Metrics,
+            Route::OpenApi,
+        ]
+    }
+
+    /// Returns the variant's position in [`Route::all`]. The match is
+    /// exhaustive, so the tests fail to compile until a new variant gets a
+    /// position, and a unit test then checks that `all` lists it.
+    #[cfg(test)]
+    fn position(&self) -> usize {
+        match self {
+            Route::Tenants => 0,
+            Route::Tenant { .. } => 1,
+            Route::TenantKeys { .. } => 2,
+            Route::TenantKey { .. } => 3,
+            Route::RotateKey { .. } => 4,
+            Route::Protected => 5,
+            Route::Verify => 6,
+            Route::Healthz => 7,
+            Route::Readyz => 8,
+            Route::Metrics => 9,
+            Route::OpenApi => 10,
         }
     }
 
@@ -119,6 +170,15 @@ impl Route {
             _ => None,
         }
     }
+}
+
+/// Returns the router's route table: each path template with the methods
+/// it serves, in the order of [`Route::all`].
+pub fn table() -> Vec<(&'static str, &'static [Method])> {
+    Route::all()
+        .iter()
+        .map(|route| (route.template(), route.methods().0))
+        .collect()
 }
 
 /// Runs the handler of `route`, or returns 404 or 405, and converts any
@@ -155,6 +215,7 @@ pub async fn dispatch(state: &State, route: Option<Route>, request: Request<Inco
         (Route::Healthz, _) => Ok(health::live()),
         (Route::Readyz, _) => health::ready(state).await,
         (Route::Metrics, _) => Ok(metrics::get(state).await),
+        (Route::OpenApi, _) => Ok(openapi::get()),
     };
 
     let mut response = result.unwrap_or_else(Error::into_response);
@@ -196,6 +257,7 @@ mod tests {
             ("/healthz", Some(Route::Healthz)),
             ("/readyz", Some(Route::Readyz)),
             ("/metrics", Some(Route::Metrics)),
+            ("/openapi.json", Some(Route::OpenApi)),
             ("/", None),
             ("", None),
             ("/tenants/", None),
@@ -214,6 +276,25 @@ mod tests {
 
         for (path, expected) in cases {
             assert_eq!(Route::from_path(path), expected, "{path:?}");
+        }
+    }
+
+    #[test]
+    fn all_lists_every_variant_once() {
+        let positions: Vec<usize> = Route::all().iter().map(Route::position).collect();
+
+        let expected: Vec<usize> = (0..positions.len()).collect();
+        assert_eq!(positions, expected);
+    }
+
+    #[test]
+    fn templates_match_their_routes() {
+        for route in Route::all() {
+            let template = route.template();
+
+            let matched = Route::from_path(template);
+
+            assert_eq!(matched, Some(route), "{template}");
         }
     }
 }

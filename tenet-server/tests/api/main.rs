@@ -11,6 +11,7 @@ mod flow;
 mod helpers;
 mod limits;
 mod observability;
+mod openapi;
 mod pagination;
 mod protocol;
 mod rotate;
