@@ -28,6 +28,7 @@
 //! - [`store`]: the storage trait and its backends;
 //! - [`cache`]: the verification caches, in process and in Redis;
 //! - [`service`]: [`Tenet`], the operations;
+//! - [`ratelimit`]: GCRA rate limits, in process and in Redis;
 //! - [`stats`]: cache and connection pool counters for metrics;
 //! - [`error`]: the crate's one error type;
 //! - [`api`]: the request and response bodies of the HTTP API.
@@ -46,6 +47,7 @@ pub mod expiry;
 pub mod id;
 pub mod key;
 pub mod name;
+pub mod ratelimit;
 pub mod scope;
 pub mod secret;
 pub mod service;

@@ -1,0 +1,137 @@
+//! The in-process limiter.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::{Check, Decision, Mode, evaluate, require_checks};
+use crate::error::Result;
+
+/// A source of the current time in milliseconds since the Unix epoch.
+/// Tests inject one to move time without sleeping.
+pub trait Clock: Send + Sync {
+    /// Returns the current time in milliseconds since the Unix epoch.
+    fn now_millis(&self) -> u64;
+}
+
+impl<F: Fn() -> u64 + Send + Sync> Clock for F {
+    fn now_millis(&self) -> u64 {
+        self()
+    }
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_millis(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| {
+                u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+            })
+    }
+}
+
+/// Entries kept before the first sweep for drained TATs.
+const FIRST_SWEEP_AT: usize = 1024;
+
+/// GCRA limits kept in this process.
+///
+/// Memory stays bounded by the subjects active within their limits'
+/// tolerances: once the map doubles in size since the last sweep, entries
+/// whose TAT has passed are dropped, because a missing entry and a drained
+/// one decide alike.
+pub struct LocalLimiter {
+    clock: Arc<dyn Clock>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    tats: HashMap<String, i64>,
+    sweep_at: usize,
+}
+
+impl std::fmt::Debug for LocalLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalLimiter")
+            .field("entries", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for LocalLimiter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LocalLimiter {
+    /// Builds a limiter on the system clock.
+    pub fn new() -> Self {
+        Self::with_clock(Arc::new(SystemClock))
+    }
+
+    /// Builds a limiter on `clock`.
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            clock,
+            state: Mutex::new(State {
+                tats: HashMap::new(),
+                sweep_at: FIRST_SWEEP_AT,
+            }),
+        }
+    }
+
+    /// Decides one request against every check, consuming from all of
+    /// them or, when any enforced check rejects, from none.
+    ///
+    /// Fails only on an empty `checks`.
+    pub fn decide(&self, checks: &[Check], mode: Mode) -> Result<Decision> {
+        require_checks(checks)?;
+        let now = i64::try_from(self.clock.now_millis())
+            .unwrap_or(i64::MAX / 1000)
+            .saturating_mul(1000);
+
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let stored: Vec<Option<i64>> = checks
+            .iter()
+            .map(|check| state.tats.get(check.subject()).copied())
+            .collect();
+        let (decision, writes) = evaluate(checks, &stored, now, mode);
+
+        for (check, write) in checks.iter().zip(writes) {
+            if let Some(tat) = write {
+                state.tats.insert(check.subject().to_owned(), tat);
+            }
+        }
+        if state.tats.len() >= state.sweep_at {
+            state.tats.retain(|_, tat| *tat > now);
+            state.sweep_at = (state.tats.len() * 2).max(FIRST_SWEEP_AT);
+            tracing::trace!(
+                entries = state.tats.len(),
+                "dropped drained rate limit entries"
+            );
+        }
+        Ok(decision)
+    }
+
+    /// Returns the number of subjects currently stored.
+    pub fn len(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .tats
+            .len()
+    }
+
+    /// Returns whether no subject is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

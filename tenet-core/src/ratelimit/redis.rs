@@ -1,0 +1,252 @@
+//! The limiter shared by replicas through Redis.
+//!
+//! One Lua script per decision reads the Redis server's clock, checks every
+//! limit and writes the TATs only when all enforced limits conform. Redis
+//! runs scripts one at a time, so concurrent decisions on any replica never
+//! overspend a limit, and clock skew between replicas has no effect. Redis 7 replicates scripts by
+//! their effects, which is what lets a script call `TIME` before writing.
+//!
+//! Every key written expires when its TAT drains, because an absent key
+//! and a drained one decide alike.
+//!
+//! NOTE: the keys of one decision (a tenant's and a key's) may hash to
+//! different Redis Cluster slots, so this script needs a single Redis
+//! server or a caller-supplied hash tag in the ids.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bb8::Pool;
+use bb8_redis::RedisConnectionManager;
+use redis::Script;
+use tokio::time::timeout;
+
+use super::{Check, Clock, Decision, Mode, SystemClock, evaluate, require_checks};
+use crate::cache::redis::RedisOptions;
+use crate::error::{Error, Result};
+
+// ARGV[1] is 1 to consume and 0 to peek, then three values per key: the
+// emission interval and the tolerance in microseconds, and 1 for a shadow
+// limit. Returns the Redis time in microseconds, then each stored TAT or -1.
+const DECIDE_SCRIPT: &str = r"
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local consume = ARGV[1] == '1'
+local result = {now}
+local nexts = {}
+local fits = {}
+local allowed = true
+for i = 1, #KEYS do
+  local base = 2 + (i - 1) * 3
+  local interval = tonumber(ARGV[base])
+  local tolerance = tonumber(ARGV[base + 1])
+  local shadow = ARGV[base + 2] == '1'
+  local stored = tonumber(redis.call('GET', KEYS[i]) or '')
+  local tat = now
+  if stored then
+    result[i + 1] = stored
+    tat = math.max(stored, now)
+  else
+    result[i + 1] = -1
+  end
+  nexts[i] = tat + interval
+  fits[i] = nexts[i] - now <= tolerance
+  if not fits[i] and not shadow then
+    allowed = false
+  end
+end
+if allowed and consume then
+  for i = 1, #KEYS do
+    if fits[i] then
+      local ttl = math.max(1, math.ceil((nexts[i] - now) / 1000))
+      redis.call('SET', KEYS[i], string.format('%.0f', nexts[i]), 'PX', ttl)
+    end
+  end
+end
+return result
+";
+
+/// A failure of the Redis limiter. The caller then decides with a
+/// [`LocalLimiter`](super::LocalLimiter) on [`Limit::per_replica`](super::Limit::per_replica)
+/// limits.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisLimiterError {
+    /// Redis did not reply within [`RedisOptions::timeout`].
+    #[error("Redis rate limit call timed out after {0:?}")]
+    TimedOut(Duration),
+    /// Redis or the connection pool returned an error.
+    #[error("Redis rate limit call failed: {0}")]
+    Failed(#[source] redis::RedisError),
+    /// Recent calls failed [`RedisOptions::failure_threshold`] times in a
+    /// row, so calls skip Redis until [`RedisOptions::probe_interval`]
+    /// passes.
+    #[error("Redis rate limiting is paused after repeated failures")]
+    Paused,
+    /// The script returned a reply of the wrong shape.
+    #[error("Redis rate limit script returned {0} values, expected {1}")]
+    BadReply(usize, usize),
+}
+
+/// GCRA limits kept in Redis and shared by every replica that uses the
+/// same Redis and key prefix.
+pub struct RedisLimiter {
+    pool: Pool<RedisConnectionManager>,
+    options: RedisOptions,
+    script: Script,
+    failures: AtomicU32,
+    /// Times the pause after repeated failures. Decisions never read it:
+    /// they use the Redis clock.
+    clock: Arc<dyn Clock>,
+    /// End of the current pause, in [`Clock`] milliseconds.
+    paused_until: Mutex<Option<u64>>,
+}
+
+impl std::fmt::Debug for RedisLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password, so it is left out.
+        f.debug_struct("RedisLimiter")
+            .field("key_prefix", &self.options.key_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisLimiter {
+    /// Builds the pool without connecting, so that a server can start while
+    /// Redis is down. Keys are named `<key_prefix>rl:<subject>`.
+    pub fn new(options: RedisOptions) -> Result<Self> {
+        Self::with_clock(options, Arc::new(SystemClock))
+    }
+
+    /// Builds the limiter like [`RedisLimiter::new`], timing its pause
+    /// after repeated failures on `clock`.
+    pub fn with_clock(options: RedisOptions, clock: Arc<dyn Clock>) -> Result<Self> {
+        let manager = RedisConnectionManager::new(options.url.as_str()).map_err(|err| {
+            Error::Config(format!(
+                "invalid Redis URL for rate limits: {err}; expected redis://host:port"
+            ))
+        })?;
+        let pool = Pool::builder()
+            .max_size(options.pool_size.max(1))
+            .connection_timeout(options.timeout)
+            .build_unchecked(manager);
+        Ok(Self {
+            pool,
+            options,
+            script: Script::new(DECIDE_SCRIPT),
+            failures: AtomicU32::new(0),
+            clock,
+            paused_until: Mutex::new(None),
+        })
+    }
+
+    /// Returns the Redis key that stores the TAT of `check`.
+    pub fn redis_key(&self, check: &Check) -> String {
+        format!("{}rl:{}", self.options.key_prefix, check.subject())
+    }
+
+    /// Decides one request against every check on the Redis clock,
+    /// consuming from all of them or, when any enforced check rejects,
+    /// from none.
+    ///
+    /// # Errors
+    /// Returns [`Error::Invalid`] on an empty `checks`. When Redis fails or
+    /// is slow, returns [`Error::Unavailable`] wrapping a
+    /// [`RedisLimiterError`], so the caller falls back to its local limiter.
+    pub async fn decide(&self, checks: &[Check], mode: Mode) -> Result<Decision> {
+        require_checks(checks)?;
+        self.decide_on_redis(checks, mode)
+            .await
+            .map_err(|err| Error::Unavailable(Box::new(err)))
+    }
+
+    async fn decide_on_redis(
+        &self,
+        checks: &[Check],
+        mode: Mode,
+    ) -> std::result::Result<Decision, RedisLimiterError> {
+        if self.is_paused() {
+            return Err(RedisLimiterError::Paused);
+        }
+
+        let mut invocation = self.script.prepare_invoke();
+        invocation.arg(u8::from(mode == Mode::Consume));
+        for check in checks {
+            invocation
+                .key(self.redis_key(check))
+                .arg(check.limit().interval_micros())
+                .arg(check.limit().tolerance_micros())
+                .arg(u8::from(check.limit().is_shadow()));
+        }
+        let call = async {
+            let mut connection = self.pool.get().await.map_err(pool_error)?;
+            invocation.invoke_async::<Vec<i64>>(&mut *connection).await
+        };
+
+        let reply = match timeout(self.options.timeout, call).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(err)) => return Err(self.record_failure(RedisLimiterError::Failed(err))),
+            Err(_) => {
+                return Err(self.record_failure(RedisLimiterError::TimedOut(self.options.timeout)));
+            }
+        };
+        self.failures.store(0, Ordering::Release);
+
+        if reply.len() != checks.len() + 1 {
+            return Err(RedisLimiterError::BadReply(reply.len(), checks.len() + 1));
+        }
+        let now = reply[0];
+        let stored: Vec<Option<i64>> = reply[1..]
+            .iter()
+            .map(|&tat| (tat >= 0).then_some(tat))
+            .collect();
+        let (decision, _) = evaluate(checks, &stored, now, mode);
+        Ok(decision)
+    }
+
+    fn is_paused(&self) -> bool {
+        let mut paused = self
+            .paused_until
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        match *paused {
+            Some(until) if self.clock.now_millis() < until => true,
+            Some(_) => {
+                // The pause ran out: the next call probes Redis.
+                *paused = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn record_failure(&self, error: RedisLimiterError) -> RedisLimiterError {
+        let failures = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
+        tracing::debug!(%error, failures, "Redis rate limit call failed");
+        if failures >= self.options.failure_threshold {
+            self.failures.store(0, Ordering::Release);
+            *self
+                .paused_until
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner()) =
+                Some(self.clock.now_millis().saturating_add(
+                    u64::try_from(self.options.probe_interval.as_millis()).unwrap_or(u64::MAX),
+                ));
+            tracing::debug!(
+                pause = ?self.options.probe_interval,
+                "pausing Redis rate limiting after repeated failures"
+            );
+        }
+        error
+    }
+}
+
+fn pool_error(err: bb8::RunError<redis::RedisError>) -> redis::RedisError {
+    match err {
+        bb8::RunError::User(err) => err,
+        bb8::RunError::TimedOut => redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "timed out waiting for a Redis connection",
+        )),
+    }
+}
