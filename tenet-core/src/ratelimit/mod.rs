@@ -119,6 +119,10 @@ impl Limit {
     }
 
     /// Returns the emission interval: the time one request occupies.
+    ///
+    /// NOTE: the interval is rounded down to whole microseconds, so a rate
+    /// that does not divide the period runs faster by under one part in
+    /// the interval (for 3 per second, one in 333,333).
     pub(crate) fn interval_micros(&self) -> i64 {
         let period = i64::try_from(self.period.as_micros()).unwrap_or(i64::MAX);
         period / i64::from(self.rate)
