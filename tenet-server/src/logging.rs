@@ -1,25 +1,44 @@
-//! Log output: tracing to standard output through a non-blocking writer.
+//! Log output: tracing to standard output through a log thread that
+//! writes the collected lines in batches.
 
-use std::io::IsTerminal as _;
+use std::io::{IsTerminal as _, Write as _};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
-use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
 
 use crate::config::LogFormat;
 
 /// Filter used when `RUST_LOG` is unset.
 const DEFAULT_FILTER: &str = "info";
 
-/// Installs the global subscriber and returns the guard that flushes
-/// buffered lines when dropped; keep it alive until the process exits.
+/// Interval at which the log thread writes the lines collected since its
+/// last write.
+const WRITE_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Maximum bytes of lines waiting for the log thread. A line that does not
+/// fit is dropped and counted.
+const MAX_PENDING_BYTES: usize = 8 * 1024 * 1024;
+
+/// Installs the global subscriber and returns the guard that writes the
+/// remaining lines and stops the log thread when dropped. Keep the guard
+/// alive until the process exits.
 ///
 /// Text lines are coloured only when standard output is a terminal.
 ///
-/// Lines are handed to a background thread, so a slow standard output
-/// never delays a request. When its buffer is full, lines are dropped
-/// instead of blocking.
-pub fn init(format: LogFormat) -> WorkerGuard {
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
+/// Worker threads append each line to a shared buffer, and a background
+/// thread writes the buffer to standard output every 10 ms. So a slow
+/// standard output never delays a request, and a busy server wakes the log
+/// thread once per interval instead of once per line. When the buffer
+/// holds 8 MiB, further lines are dropped instead of blocking, and the log
+/// thread reports how many.
+pub fn init(format: LogFormat) -> LogGuard {
+    let shared = Arc::new(Shared::default());
+    let thread = spawn_log_thread(Arc::clone(&shared));
+    let writer = BatchWriter(Arc::clone(&shared));
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
 
@@ -31,5 +50,159 @@ pub fn init(format: LogFormat) -> WorkerGuard {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
-    guard
+    LogGuard {
+        shared,
+        thread: thread.ok(),
+    }
+}
+
+/// Stops the log thread when dropped, after it has written every pending
+/// line.
+#[derive(Debug)]
+pub struct LogGuard {
+    shared: Arc<Shared>,
+    /// `None` when the thread could not be started. Lines then stay in the
+    /// buffer until it is full, and later ones are dropped.
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            // A panic of the log thread has already been reported by the
+            // panic hook, so there is nothing more to do with it here.
+            let _ = thread.join();
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    pending: Mutex<Vec<u8>>,
+    dropped_lines: AtomicU64,
+    stopping: AtomicBool,
+}
+
+/// The subscriber's writer: appends each formatted line to the shared
+/// buffer.
+struct BatchWriter(Arc<Shared>);
+
+/// One line's writer, borrowed from [`BatchWriter`] so that making it
+/// touches no reference count.
+struct LineWriter<'a>(&'a Shared);
+
+impl<'a> MakeWriter<'a> for BatchWriter {
+    type Writer = LineWriter<'a>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        LineWriter(&self.0)
+    }
+}
+
+impl std::io::Write for LineWriter<'_> {
+    /// Appends all of `line`, or drops it when the buffer is full, so a
+    /// line is never split.
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        let mut pending = self
+            .0
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if pending.len() + line.len() > MAX_PENDING_BYTES {
+            drop(pending);
+            self.0.dropped_lines.fetch_add(1, Ordering::Relaxed);
+        } else {
+            pending.extend_from_slice(line);
+        }
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn spawn_log_thread(shared: Arc<Shared>) -> std::io::Result<JoinHandle<()>> {
+    let spawned = std::thread::Builder::new()
+        .name("tenet-log".to_owned())
+        .spawn(move || write_batches(&shared));
+    if let Err(err) = &spawned {
+        eprintln!("tenet-server: failed to start the log thread, so log lines are dropped: {err}");
+    }
+    spawned
+}
+
+/// Writes the pending lines every [`WRITE_INTERVAL`] until the guard stops
+/// the thread, then writes the rest.
+fn write_batches(shared: &Shared) {
+    let mut batch = Vec::new();
+    // Reports only the first of consecutive failed writes, because a closed
+    // standard output fails every one of them.
+    let mut write_failing = false;
+    loop {
+        let stopping = shared.stopping.load(Ordering::Acquire);
+
+        std::mem::swap(
+            &mut *shared
+                .pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+            &mut batch,
+        );
+        if !batch.is_empty() {
+            let mut stdout = std::io::stdout().lock();
+            match stdout.write_all(&batch).and_then(|()| stdout.flush()) {
+                Ok(()) => write_failing = false,
+                Err(err) if !write_failing => {
+                    write_failing = true;
+                    eprintln!(
+                        "tenet-server: failed to write log lines to standard output, so they \
+                         are lost until a write succeeds: {err}"
+                    );
+                }
+                Err(_) => {}
+            }
+            batch.clear();
+        }
+
+        let dropped = shared.dropped_lines.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            tracing::warn!(
+                dropped_lines = dropped,
+                "dropped log lines because standard output did not keep up"
+            );
+        }
+
+        if stopping {
+            return;
+        }
+        std::thread::park_timeout(WRITE_INTERVAL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+
+    #[test]
+    fn full_buffer_drops_whole_lines() {
+        let shared = Shared::default();
+        shared
+            .pending
+            .lock()
+            .expect("buffer lock")
+            .resize(MAX_PENDING_BYTES - 4, b'x');
+
+        LineWriter(&shared).write_all(b"fit\n").expect("write");
+        LineWriter(&shared).write_all(b"no\n").expect("write");
+
+        let pending = shared.pending.lock().expect("buffer lock");
+        assert_eq!(pending.len(), MAX_PENDING_BYTES);
+        assert!(pending.ends_with(b"fit\n"));
+        assert_eq!(shared.dropped_lines.load(Ordering::Relaxed), 1);
+    }
 }
