@@ -3,7 +3,6 @@
 
 mod auth;
 mod binary;
-mod cluster;
 mod deploy;
 mod drain;
 mod errors;

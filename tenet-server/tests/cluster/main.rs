@@ -3,12 +3,18 @@
 //! fault one replica's link.
 //!
 //! Every cluster gets a fresh Postgres schema and Redis key prefix, removed
-//! when it is dropped, so these tests run in parallel and leave nothing
-//! behind.
+//! when it is dropped, so that nothing is left behind. These tests assert
+//! time bounds, so they are a test binary of their own: cargo runs test
+//! binaries one after another, and no other test competes with them for
+//! the cores.
 
 mod agreement;
 mod faults;
-pub mod proxy;
+// The API tests' server helpers; this binary uses only some of them.
+#[allow(dead_code)]
+#[path = "../api/helpers.rs"]
+mod helpers;
+mod proxy;
 
 use std::env;
 use std::net::SocketAddr;
@@ -69,7 +75,7 @@ fn backends() -> Option<Backends> {
 }
 
 /// One replica: the server process and its links to the backends.
-pub struct Replica {
+pub(crate) struct Replica {
     pub server: BinaryServer,
     pub postgres: Proxy,
     pub redis: Proxy,
@@ -79,11 +85,11 @@ pub struct Replica {
 }
 
 /// Lets one cluster run at a time: their assertions are about time, and
-/// several clusters at once starve each other of the two test cores.
+/// several clusters at once starve each other of the test machine's cores.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 
 /// A running cluster of replicas.
-pub struct Cluster {
+pub(crate) struct Cluster {
     pub replicas: Vec<Replica>,
     pub client: reqwest::Client,
     database_url: String,
