@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::expiry;
 use crate::id::{KeyId, TenantId};
 use crate::key::{
-    self, ApiKey, IssuedKey, KeyInfo, KeyOptions, KeyRecord, Principal, RotatedKey, VerifiedKey,
+    ApiKey, IssuedKey, KeyInfo, KeyOptions, KeyRecord, Principal, RotatedKey, VerifiedKey,
 };
 use crate::name::{KeyName, TenantName};
 use crate::secret::{KeyDigest, Pepper};
@@ -407,8 +407,10 @@ impl Tenet {
         presented: &str,
         required_scopes: &[&str],
     ) -> Result<VerifiedKey> {
-        let secret = key::decode(presented).map_err(Error::Rejected)?;
-        let digest = self.pepper.digest(&secret);
+        let digest = self
+            .pepper
+            .digest_presented(presented)
+            .map_err(Error::Rejected)?;
 
         let Some(cache) = &self.cache else {
             return self

@@ -69,47 +69,50 @@ const REVOKE_KEY: &str = "\
     ) \
     SELECT id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes \
     FROM revoked";
-// A rotation is one statement, and so one transaction: it ends the old
-// key, inserts the replacement only when the old key was found, and records
-// an event for each. LEAST keeps an expiry that is already sooner.
-const ROTATE_KEY_EXPIRE: &str = "\
-    WITH changed AS ( \
-        UPDATE api_keys SET expires_at = LEAST(COALESCE(expires_at, $3), $3) \
-        WHERE id = $1 AND tenant_id = $2 AND revoked_at IS NULL \
-        RETURNING id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes \
-    ), old_event AS ( \
-        INSERT INTO key_events (digest, kind) SELECT digest, 'expiry_shortened' FROM changed \
-    ), inserted AS ( \
-        INSERT INTO api_keys \
-            (id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes) \
-        SELECT $4::uuid, $5::uuid, $6::text, $7::text, $8::bytea, $9::timestamptz, \
-            $10::timestamptz, $11::timestamptz, $12::text[] \
-        WHERE EXISTS (SELECT 1 FROM changed) \
-        RETURNING digest \
-    ), new_event AS ( \
-        INSERT INTO key_events (digest, kind) SELECT digest, 'issued' FROM inserted \
-    ) \
-    SELECT id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes \
-    FROM changed";
-const ROTATE_KEY_REVOKE: &str = "\
-    WITH changed AS ( \
-        UPDATE api_keys SET revoked_at = $3 \
-        WHERE id = $1 AND tenant_id = $2 AND revoked_at IS NULL \
-        RETURNING id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes \
-    ), old_event AS ( \
-        INSERT INTO key_events (digest, kind) SELECT digest, 'revoked' FROM changed \
-    ), inserted AS ( \
-        INSERT INTO api_keys \
-            (id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes) \
-        SELECT $4::uuid, $5::uuid, $6::text, $7::text, $8::bytea, $9::timestamptz, \
-            $10::timestamptz, $11::timestamptz, $12::text[] \
-        WHERE EXISTS (SELECT 1 FROM changed) \
-        RETURNING digest \
-    ), new_event AS ( \
-        INSERT INTO key_events (digest, kind) SELECT digest, 'issued' FROM inserted \
-    ) \
-    SELECT id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes \
-    FROM changed";
+/// Builds a rotation statement from how it ends the old key (`$set`) and
+/// the event that records it (`$kind`).
+///
+/// A rotation is one statement, and so one transaction: it ends the old
+/// key, inserts the replacement only when the old key was found, and records
+/// an event for each.
+macro_rules! rotate_key_sql {
+    ($set:literal, $kind:literal) => {
+        concat!(
+            "WITH changed AS ( \
+                UPDATE api_keys SET ",
+            $set,
+            " \
+                WHERE id = $1 AND tenant_id = $2 AND revoked_at IS NULL \
+                RETURNING id, tenant_id, name, prefix, digest, created_at, revoked_at, \
+                    expires_at, scopes \
+            ), old_event AS ( \
+                INSERT INTO key_events (digest, kind) SELECT digest, '",
+            $kind,
+            "' FROM changed \
+            ), inserted AS ( \
+                INSERT INTO api_keys \
+                    (id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, \
+                    scopes) \
+                SELECT $4::uuid, $5::uuid, $6::text, $7::text, $8::bytea, $9::timestamptz, \
+                    $10::timestamptz, $11::timestamptz, $12::text[] \
+                WHERE EXISTS (SELECT 1 FROM changed) \
+                RETURNING digest \
+            ), new_event AS ( \
+                INSERT INTO key_events (digest, kind) SELECT digest, 'issued' FROM inserted \
+            ) \
+            SELECT id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, \
+                scopes \
+            FROM changed"
+        )
+    };
+}
+
+// LEAST keeps an expiry that is already sooner.
+const ROTATE_KEY_EXPIRE: &str = rotate_key_sql!(
+    "expires_at = LEAST(COALESCE(expires_at, $3), $3)",
+    "expiry_shortened"
+);
+const ROTATE_KEY_REVOKE: &str = rotate_key_sql!("revoked_at = $3", "revoked");
 const SELECT_KEY_EVENTS: &str = "\
     SELECT seq, digest, kind FROM key_events WHERE at >= $1 ORDER BY seq";
 const PRUNE_KEY_EVENTS: &str = "\
