@@ -233,7 +233,7 @@ pub struct RotateKeyResponse {
 #[serde(deny_unknown_fields)]
 pub struct VerifyRequest {
     /// The API key to check. A missing field reads as the empty string,
-    /// which is answered as `key_malformed`.
+    /// which is rejected as `key_malformed`.
     #[serde(default)]
     pub key: String,
     /// Scopes the key must hold, each valid by

@@ -72,7 +72,7 @@ impl Error {
     }
 }
 
-/// Why a presented API key was rejected.
+/// The reason a presented API key was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Rejection {

@@ -95,7 +95,7 @@ define_id!(
 );
 
 define_id!(
-    /// Identifies an API key. Safe to log: it says nothing about the secret.
+    /// Identifies an API key. Safe to log, because it reveals nothing about the secret.
     KeyId,
     "key id"
 );

@@ -166,7 +166,7 @@ pub struct KeyInfo {
     pub scopes: Vec<Scope>,
 }
 
-/// What to issue a key with, besides its tenant; see
+/// The settings of a key to issue, besides its tenant; see
 /// [`crate::Tenet::issue_key_with`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeyOptions {
@@ -200,7 +200,7 @@ pub struct RotatedKey {
     pub old: KeyInfo,
 }
 
-/// Who a verified key acts for.
+/// The tenant and key that a verified key acts for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub struct Principal {
     pub tenant_id: TenantId,

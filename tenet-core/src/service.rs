@@ -499,8 +499,8 @@ impl Tenet {
     }
 }
 
-/// The current time in UTC, truncated to milliseconds, which every store
-/// keeps exactly.
+/// Returns the current time in UTC, truncated to milliseconds, which every
+/// store keeps exactly.
 pub(crate) fn now() -> OffsetDateTime {
     let now = OffsetDateTime::now_utc();
     let millis = now.millisecond();
@@ -533,8 +533,8 @@ mod tests {
     use crate::error::Rejection;
     use crate::store::MemoryStore;
 
-    /// Counts store lookups by digest, and can hold the first lookup until
-    /// told to go on, returning what the store held when the lookup began.
+    /// A store that counts lookups by digest, and can pause the first lookup
+    /// until released, returning the record as it was when the lookup began.
     #[derive(Debug, Default)]
     struct ProbeStore {
         inner: MemoryStore,

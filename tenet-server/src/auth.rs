@@ -113,7 +113,7 @@ pub async fn authenticate_with(
     }
 }
 
-/// Who called a route that accepts the admin token or an API key.
+/// The caller of a route that accepts the admin token or an API key.
 #[derive(Debug, Clone)]
 pub enum Caller {
     Admin,

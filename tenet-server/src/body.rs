@@ -45,7 +45,7 @@ pub async fn read_optional_json<T: DeserializeOwned>(
 }
 
 // TODO: bound the time to read a body; today a client that sends its body
-// slowly holds the request open until the connection drops.
+// slowly keeps the request open until the connection drops.
 async fn read_limited(body: Incoming, limit: u64) -> Result<Bytes, Error> {
     if body.size_hint().lower() > limit {
         return Err(Error::BodyTooLarge { limit });

@@ -32,7 +32,7 @@ pub mod redis;
 use local::{LocalCache, Millis};
 use redis::RedisCache;
 
-/// What the store records about one key digest.
+/// The cached state of one key digest.
 ///
 /// Cloning copies an `Arc` at most, so a warm cache hit allocates nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]

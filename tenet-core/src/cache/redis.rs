@@ -174,7 +174,7 @@ impl RedisCache {
         checkout.map_err(pool_error)
     }
 
-    /// Whether requests currently skip Redis.
+    /// Returns whether requests currently skip Redis.
     pub(crate) fn is_open(&self) -> bool {
         self.open.load(Ordering::Acquire)
     }
@@ -183,7 +183,7 @@ impl RedisCache {
     pub(crate) fn close(&self) {
         self.failures.store(0, Ordering::Release);
         if self.open.swap(false, Ordering::AcqRel) {
-            tracing::info!("Redis answers again; using the shared cache");
+            tracing::info!("Redis responds again; using the shared cache");
         }
     }
 
@@ -247,7 +247,7 @@ impl RedisCache {
         .is_some()
     }
 
-    /// Checks whether Redis answers, without touching the breaker.
+    /// Checks whether Redis responds, without touching the breaker.
     pub(crate) async fn probe(&self) -> bool {
         let ping = async {
             let mut connection = self.connection().await?;
@@ -551,14 +551,15 @@ mod live_tests {
             .pttl(cache.entry_key(&digest))
             .await
             .expect("PTTL");
-        assert!(ttl > 0 && ttl <= 30_000, "PTTL {ttl}");
+        assert!(ttl > 0, "PTTL {ttl}");
+        assert!(ttl <= 30_000, "PTTL {ttl}");
         drop(connection);
         cleanup(&cache).await;
     }
 
     #[tokio::test]
     async fn unanswering_redis_costs_at_most_the_timeout() {
-        // A listener that accepts connections and never answers.
+        // A listener that accepts connections and never responds.
         let silent = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = silent.local_addr().expect("address");
         let accept = tokio::spawn(async move {

@@ -92,7 +92,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// first writer's value.
     async fn init_setting(&self, name: &str, value: &[u8]) -> Result<Vec<u8>>;
 
-    /// Checks that the backend answers.
+    /// Checks that the backend responds.
     async fn ping(&self) -> Result<()>;
 
     /// Whether other processes write to this store too, so that caches must
@@ -162,7 +162,7 @@ pub struct KeyEvent {
     pub kind: KeyEventKind,
 }
 
-/// What happened to a key.
+/// The kind of change to a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum KeyEventKind {
@@ -172,7 +172,7 @@ pub enum KeyEventKind {
     ExpiryShortened,
 }
 
-/// How [`Store::rotate_key`] ends the old key.
+/// The way [`Store::rotate_key`] ends the old key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rotation {
     /// Revoke the old key at this time.

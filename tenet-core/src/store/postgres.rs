@@ -234,14 +234,14 @@ impl PostgresStore {
     }
 
     /// Bounds a call by the connect and statement timeouts together, so that
-    /// a Postgres that stops answering without closing the connection (a
+    /// a Postgres that stops responding without closing the connection (a
     /// network partition) costs a request a 503, not a hang.
     async fn bounded<T>(&self, call: impl Future<Output = Result<T>>) -> Result<T> {
         let limit = self.options.connect_timeout + self.options.statement_timeout;
         match tokio::time::timeout(limit, call).await {
             Ok(result) => result,
             Err(_) => Err(Error::unavailable(self.redactor.message(format!(
-                "Postgres at {} did not answer within {limit:?}",
+                "Postgres at {} did not respond within {limit:?}",
                 self.target
             )))),
         }

@@ -16,7 +16,7 @@ pub const DEFAULT_LIMIT: usize = 50;
 /// The largest `limit` a request may give.
 pub const MAX_LIMIT: usize = 100;
 
-/// The page a listing request asks for.
+/// The page that a listing request selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PageQuery {
     /// The last id of the previous page, decoded from `cursor`.

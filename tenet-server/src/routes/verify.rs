@@ -1,4 +1,4 @@
-//! `/verify`: checks a key for another service and says why it fails.
+//! `/verify`: checks a key for another service and returns why it fails.
 
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
@@ -17,8 +17,8 @@ pub const VERIFY_SCOPE: &str = "tenet:verify";
 
 /// `POST /verify`: 200 with `{"valid": true, ...}` or `{"valid": false,
 /// "code"}` for the key in the body. Only the admin token or a key with
-/// [`VERIFY_SCOPE`] may call it, because unlike `/protected` it tells why
-/// a key is rejected.
+/// [`VERIFY_SCOPE`] may call it, because unlike `/protected` it returns
+/// why a key is rejected.
 pub async fn post(state: &State, request: Request<Incoming>) -> Result<Response, Error> {
     let (parts, body) = request.into_parts();
     require_admin_or_scope(

@@ -113,7 +113,7 @@ async fn unanswering_postgres_serves_cached_keys_and_503_for_the_rest() {
 }
 
 /// Checks a replica whose Postgres fails in `mode`: cached keys verify,
-/// everything else answers 503 within the configured timeouts, and all
+/// everything else gets 503 within the configured timeouts, and all
 /// recovers once Postgres is back.
 async fn postgres_fault_serves_cached_keys(mode: Mode) {
     const STATEMENT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -217,7 +217,7 @@ async fn readyz(cluster: &Cluster) -> StatusCode {
         .status()
 }
 
-/// Whether Redis holds the cache entry of `key`, which the issuing replica
+/// Returns whether Redis contains the cache entry of `key`, which the issuing replica
 /// writes when it can reach Redis.
 async fn redis_has_entry(cluster: &Cluster, key: &str) -> bool {
     let pepper = Pepper::from_config(super::PEPPER).expect("valid test pepper");
@@ -238,7 +238,7 @@ async fn redis_has_entry(cluster: &Cluster, key: &str) -> bool {
         .is_ok_and(|count| count == 1)
 }
 
-/// Polls `check` every 200 ms until it holds or `limit` passes.
+/// Polls `check` every 200 ms until it returns true or `limit` passes.
 async fn wait_for<F, Fut>(limit: Duration, mut check: F) -> bool
 where
     F: FnMut() -> Fut,

@@ -33,8 +33,8 @@ const DATABASE_VARIABLE: &str = "TENET_TEST_DATABASE_URL";
 const REDIS_VARIABLE: &str = "TENET_TEST_REDIS_URL";
 const PEPPER: &str = "cluster-test-pepper-0123456789abcdefghijklmnop";
 
-/// How long a replica waits for a Postgres connection before answering
-/// 503; short, so that fault tests finish quickly.
+/// The time a replica waits for a Postgres connection before responding
+/// with 503. It is short, so that fault tests finish quickly.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The Redis timeout the replicas run with (the server's default).

@@ -1,5 +1,5 @@
 //! A TCP proxy that a test can switch between passing traffic, holding it
-//! without an answer, and refusing it, to fault a backend for one replica
+//! without a response, and refusing it, to fault a backend for one replica
 //! without touching the shared Postgres or Redis.
 
 use std::net::SocketAddr;
