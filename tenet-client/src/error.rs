@@ -139,6 +139,18 @@ pub enum Error {
     #[error("invalid credential: it contains bytes that an HTTP header cannot carry")]
     InvalidCredential,
 
+    /// A call that needs the client's own credential was made on a client
+    /// without one, such as checking scopes with
+    /// [`Client::verify_key_with`](crate::Client::verify_key_with).
+    #[error(
+        "{request} needs a credential: build the client with the admin token or a key with the tenet:verify scope"
+    )]
+    MissingCredential { request: String },
+
+    /// A scope given to the client is not a valid scope.
+    #[error("invalid scope {scope:?}: {reason}")]
+    InvalidScope { scope: String, reason: String },
+
     /// The request body could not be serialized, such as a time outside
     /// the years that RFC 3339 can express.
     #[error("{request} failed: invalid request body: {reason}")]

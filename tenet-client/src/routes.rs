@@ -10,6 +10,7 @@ use tenet_core::api::{
     VerifyRequest, VerifyResponse,
 };
 use tenet_core::{KeyId, TenantId};
+use zeroize::Zeroize;
 
 use crate::client::Client;
 use crate::credential::Credential;
@@ -142,7 +143,7 @@ impl Client {
     /// neither.
     pub async fn verify_key(&self, key: &Credential) -> Result<Principal> {
         if self.has_credential() {
-            return self.verify_key_by_post(key).await;
+            return self.verify_key_with(key, &[]).await;
         }
 
         match self.with_credential(key.clone()).whoami().await {
@@ -155,12 +156,25 @@ impl Client {
         }
     }
 
-    async fn verify_key_by_post(&self, key: &Credential) -> Result<Principal> {
-        let request = VerifyRequest {
+    /// Verifies an API key like [`Client::verify_key`] and requires it to
+    /// hold every scope in `scopes`; a key without one is
+    /// [`Error::KeyRejected`] with code `missing_scope`.
+    ///
+    /// Only `POST /verify` checks scopes, so this needs a client with a
+    /// credential (the admin token or a key with the `tenet:verify` scope)
+    /// and fails with [`Error::MissingCredential`] without one.
+    pub async fn verify_key_with(&self, key: &Credential, scopes: &[String]) -> Result<Principal> {
+        if !self.has_credential() {
+            return Err(Error::MissingCredential {
+                request: format!("POST {}verify", self.base_url()),
+            });
+        }
+
+        let request = WipedVerifyRequest(VerifyRequest {
             key: key.expose_secret().to_owned(),
-            scopes: Vec::new(),
-        };
-        match self.verify(&request).await? {
+            scopes: scopes.to_vec(),
+        });
+        match self.verify(&request.0).await? {
             VerifyResponse::Valid(valid) => Ok(Principal {
                 tenant_id: valid.tenant_id,
                 key_id: valid.key_id,
@@ -203,5 +217,18 @@ fn page_path(path: &str, cursor: Option<&str>) -> String {
     match cursor {
         Some(cursor) => format!("{path}?limit={PAGE_LIMIT}&cursor={cursor}"),
         None => format!("{path}?limit={PAGE_LIMIT}"),
+    }
+}
+
+/// A verification request whose copy of the key is wiped on drop, also
+/// when the request future is cancelled.
+///
+/// NOTE: reqwest serializes the body into a buffer of its own, which is not
+/// wiped; only this copy is.
+struct WipedVerifyRequest(VerifyRequest);
+
+impl Drop for WipedVerifyRequest {
+    fn drop(&mut self) {
+        self.0.key.zeroize();
     }
 }

@@ -16,10 +16,13 @@
 //! The layer reads the key from `X-API-Key` or `Authorization: Bearer`,
 //! verifies it through the Tenet server, and on success inserts the
 //! [`Principal`] into the request's extensions. A missing, ambiguous or
-//! rejected key gets the server's 401 JSON error, whatever the reason. A
-//! failed verification (server down, timeout, the layer's own credential
-//! rejected) gets 503 `verification_unavailable`. The inner service never
-//! sees an unverified request.
+//! rejected key gets the server's 401 JSON error, whatever the reason,
+//! except that a valid key without a scope the layer requires
+//! ([`VerifyLayer::require_scopes`]) gets 403 `missing_scope` and a key of
+//! a suspended tenant gets 403 `tenant_suspended`. A failed verification
+//! (server down, timeout, the layer's own credential rejected) gets 503
+//! `verification_unavailable`. The inner service never sees an unverified
+//! request.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -66,32 +69,83 @@ impl VerifyLayer {
     /// principal carries the key's scopes. Without one, it sends each key
     /// to `GET /protected`, and the principal's scopes are `None`.
     pub fn new(client: Client) -> Self {
-        Self::with_cache(client, DEFAULT_CACHE_TTL, DEFAULT_CACHE_CAPACITY)
+        Self::with_cache(
+            client,
+            DEFAULT_CACHE_TTL,
+            DEFAULT_CACHE_CAPACITY,
+            Vec::new(),
+        )
     }
 
     /// Sets how long a verified key is trusted without asking the server;
     /// zero turns the cache off. This also empties the cache.
     pub fn cache_ttl(self, ttl: Duration) -> Self {
         let capacity = self.verifier.cache_capacity;
-        Self::with_cache(self.verifier.client.clone(), ttl, capacity)
+        let required_scopes = self.verifier.required_scopes.clone();
+        self.rebuild(ttl, capacity, required_scopes)
     }
 
     /// Sets how many verified keys are remembered at once; zero turns the
     /// cache off. This also empties the cache.
     pub fn cache_capacity(self, capacity: usize) -> Self {
         let ttl = self.verifier.cache_ttl;
-        Self::with_cache(self.verifier.client.clone(), ttl, capacity)
+        let required_scopes = self.verifier.required_scopes.clone();
+        self.rebuild(ttl, capacity, required_scopes)
     }
 
-    fn with_cache(client: Client, ttl: Duration, capacity: usize) -> Self {
+    /// Requires every request's key to hold all of `scopes`; a valid key
+    /// without one gets 403 `missing_scope`. This also empties the cache.
+    ///
+    /// Only `POST /verify` checks scopes, so this fails with
+    /// [`Error::MissingCredential`] when the client has no credential, and
+    /// with [`Error::InvalidScope`] for a scope that no key can hold.
+    pub fn require_scopes<I, S>(self, scopes: I) -> Result<Self, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        if !self.verifier.client.has_credential() {
+            return Err(Error::MissingCredential {
+                request: format!("POST {}verify", self.verifier.client.base_url()),
+            });
+        }
+
+        let mut required = Vec::new();
+        for scope in scopes {
+            let scope = scope.into();
+            if let Err(err) = tenet_core::Scope::parse(&scope) {
+                return Err(Error::InvalidScope {
+                    reason: err.to_string(),
+                    scope,
+                });
+            }
+            required.push(scope);
+        }
+
+        let (ttl, capacity) = (self.verifier.cache_ttl, self.verifier.cache_capacity);
+        Ok(self.rebuild(ttl, capacity, required))
+    }
+
+    fn with_cache(
+        client: Client,
+        ttl: Duration,
+        capacity: usize,
+        required_scopes: Vec<String>,
+    ) -> Self {
         Self {
             verifier: Arc::new(Verifier {
                 client,
                 cache: VerificationCache::new(ttl, capacity),
                 cache_ttl: ttl,
                 cache_capacity: capacity,
+                required_scopes,
             }),
         }
+    }
+
+    fn rebuild(&self, ttl: Duration, capacity: usize, required_scopes: Vec<String>) -> Self {
+        let client = self.verifier.client.clone();
+        Self::with_cache(client, ttl, capacity, required_scopes)
     }
 }
 
@@ -154,6 +208,9 @@ struct Verifier {
     cache: VerificationCache,
     cache_ttl: Duration,
     cache_capacity: usize,
+    /// Scopes that every key must contain; the cache only stores keys
+    /// that contain them.
+    required_scopes: Vec<String>,
 }
 
 impl Verifier {
@@ -167,10 +224,26 @@ impl Verifier {
             return Ok(principal);
         }
 
-        match self.client.verify_key(&Credential::new(key)).await {
+        let key_credential = Credential::new(key);
+        let verified = if self.required_scopes.is_empty() {
+            self.client.verify_key(&key_credential).await
+        } else {
+            let scopes = &self.required_scopes;
+            self.client.verify_key_with(&key_credential, scopes).await
+        };
+
+        match verified {
             Ok(principal) => {
                 self.cache.insert(key, principal.clone());
                 Ok(principal)
+            }
+            Err(Error::KeyRejected { code, .. })
+                if code == "missing_scope" || code == "tenant_suspended" =>
+            {
+                // The key is valid, so telling its holder why it may not
+                // pass reveals nothing about other keys.
+                tracing::debug!(code = %code, "rejected an API key with 403");
+                Err(Rejection::forbidden(code))
             }
             Err(Error::KeyRejected { code, .. }) => {
                 // The caller gets the server's uniform 401, which does not
@@ -209,6 +282,21 @@ impl Rejection {
             status: StatusCode::UNAUTHORIZED,
             code: "unauthorized".to_owned(),
             message: "missing or invalid credentials".to_owned(),
+        }
+    }
+
+    /// Builds the response to a valid key that may not pass: `code` is
+    /// `missing_scope` or `tenant_suspended`.
+    fn forbidden(code: String) -> Self {
+        let message = if code == "missing_scope" {
+            "the API key lacks a scope this service requires"
+        } else {
+            "the API key's tenant is suspended"
+        };
+        Self {
+            status: StatusCode::FORBIDDEN,
+            code,
+            message: message.to_owned(),
         }
     }
 

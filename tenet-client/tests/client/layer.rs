@@ -236,3 +236,75 @@ async fn rejected_verifier_credential_is_503() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["error"]["code"], "verification_unavailable");
 }
+
+#[tokio::test]
+async fn required_scopes_admit_only_keys_holding_them() {
+    let server = TestServer::start().await;
+    let admin = server.admin();
+    let tenant = admin.create_tenant("Acme").await.expect("created");
+    let issue = |scopes: &[&str]| IssueKeyRequest {
+        scopes: scopes.iter().map(|scope| (*scope).to_owned()).collect(),
+        ..IssueKeyRequest::default()
+    };
+    let reader = admin
+        .issue_key(tenant.id, &issue(&["orders:read", "orders:write"]))
+        .await
+        .expect("issued");
+    let other = admin
+        .issue_key(tenant.id, &issue(&["billing:read"]))
+        .await
+        .expect("issued");
+    let layer = VerifyLayer::new(admin)
+        .require_scopes(["orders:read"])
+        .expect("valid scopes");
+    let url = protected_service(layer).await;
+
+    let (admitted, _, admitted_body) = get(&url, &[("x-api-key", &reader.api_key)]).await;
+    let (refused, headers, refused_body) = get(&url, &[("x-api-key", &other.api_key)]).await;
+
+    assert_eq!(admitted, StatusCode::OK);
+    assert_eq!(admitted_body["key_id"], reader.id.to_string());
+    assert_eq!(refused, StatusCode::FORBIDDEN);
+    assert_eq!(refused_body["error"]["code"], "missing_scope");
+    assert!(!headers.contains_key("www-authenticate"));
+}
+
+#[tokio::test]
+async fn required_scopes_keep_the_uniform_401_for_bad_keys() {
+    let server = TestServer::start().await;
+    let (tenant, issued) = server.tenant_with_key().await;
+    server
+        .admin()
+        .revoke_key(tenant.id, issued.id)
+        .await
+        .expect("revoked");
+    let layer = VerifyLayer::new(server.admin())
+        .require_scopes(["orders:read"])
+        .expect("valid scopes");
+    let url = protected_service(layer).await;
+
+    let (status, _, body) = get(&url, &[("x-api-key", &issued.api_key)]).await;
+
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"]["code"], "unauthorized");
+}
+
+#[tokio::test]
+async fn required_scopes_need_a_credential_and_valid_scopes() {
+    let server = TestServer::start().await;
+
+    let anonymous = VerifyLayer::new(server.anonymous()).require_scopes(["orders:read"]);
+    let invalid = VerifyLayer::new(server.admin()).require_scopes(["Orders Read"]);
+
+    assert!(
+        matches!(
+            anonymous,
+            Err(tenet_client::Error::MissingCredential { .. })
+        ),
+        "{anonymous:?}"
+    );
+    assert!(
+        matches!(invalid, Err(tenet_client::Error::InvalidScope { ref scope, .. }) if scope == "Orders Read"),
+        "{invalid:?}"
+    );
+}

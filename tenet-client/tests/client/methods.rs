@@ -225,3 +225,43 @@ async fn rotate_key_replaces_the_key() {
     );
     assert_eq!(new_principal.key_id, rotated.new_key.id);
 }
+
+#[tokio::test]
+async fn verify_key_with_checks_scopes() {
+    let server = TestServer::start().await;
+    let admin = server.admin();
+    let tenant = admin.create_tenant("Acme").await.expect("created");
+    let issued = admin
+        .issue_key(
+            tenant.id,
+            &IssueKeyRequest {
+                scopes: vec!["billing:read".to_owned()],
+                ..IssueKeyRequest::default()
+            },
+        )
+        .await
+        .expect("issued");
+    let key = Credential::new(issued.api_key.as_str());
+
+    let held = admin
+        .verify_key_with(&key, &["billing:read".to_owned()])
+        .await
+        .expect("key holds the scope");
+    let missing = admin
+        .verify_key_with(&key, &["billing:write".to_owned()])
+        .await
+        .expect_err("key lacks the scope");
+    let anonymous = server
+        .anonymous()
+        .verify_key_with(&key, &["billing:read".to_owned()])
+        .await
+        .expect_err("no credential");
+
+    assert_eq!(held.key_id, issued.id);
+    assert!(missing.is_key_rejected(), "{missing:?}");
+    assert_eq!(missing.code(), Some("missing_scope"));
+    assert!(
+        matches!(anonymous, tenet_client::Error::MissingCredential { .. }),
+        "{anonymous:?}"
+    );
+}
