@@ -17,7 +17,7 @@ use tenet_core::expiry::{MAX_KEY_LIFETIME, resolve_expiry};
 use tenet_core::{KeyId, KeyName, KeyOptions, Scope, TenantId};
 use time::OffsetDateTime;
 
-use super::page::{PageQuery, encode_cursor};
+use super::page::{Listing, PageQuery, encode_cursor};
 use super::parse_tenant_id;
 use crate::auth::{Caller, require_admin_or_scope};
 use crate::body::read_optional_json;
@@ -104,7 +104,8 @@ pub async fn list(
     tenant: &str,
 ) -> Result<Response, Error> {
     let (tenant, _) = authorize(state, request.headers(), tenant).await?;
-    let query = PageQuery::parse(request.uri().query())?;
+    let listing = Listing::Keys(tenant);
+    let query = PageQuery::parse(request.uri().query(), listing)?;
 
     let after = query.after.map(KeyId::from_uuid);
     let page = state
@@ -114,7 +115,7 @@ pub async fn list(
 
     let body = KeyListResponse {
         keys: page.items.into_iter().map(KeyResponse::from).collect(),
-        next_cursor: page.next_after.map(encode_cursor),
+        next_cursor: page.next_after.map(|last| encode_cursor(listing, last)),
     };
     Ok(json(StatusCode::OK, &body))
 }

@@ -5,7 +5,7 @@ use hyper::body::Incoming;
 use tenet_core::api::{CreateTenantRequest, TenantListResponse, TenantResponse};
 use tenet_core::{TenantId, TenantName};
 
-use super::page::{PageQuery, encode_cursor};
+use super::page::{Listing, PageQuery, encode_cursor};
 use super::parse_tenant_id;
 use crate::auth::require_admin;
 use crate::body::read_json;
@@ -35,14 +35,16 @@ pub async fn create(state: &State, request: Request<Incoming>) -> Result<Respons
 /// `GET /tenants`: lists one page of tenants, oldest first.
 pub async fn list(state: &State, request: &Request<Incoming>) -> Result<Response, Error> {
     require_admin(request.headers(), &state.admin)?;
-    let query = PageQuery::parse(request.uri().query())?;
+    let query = PageQuery::parse(request.uri().query(), Listing::Tenants)?;
 
     let after = query.after.map(TenantId::from_uuid);
     let page = state.tenet.list_tenants_page(after, query.limit).await?;
 
     let body = TenantListResponse {
         tenants: page.items.into_iter().map(TenantResponse::from).collect(),
-        next_cursor: page.next_after.map(encode_cursor),
+        next_cursor: page
+            .next_after
+            .map(|last| encode_cursor(Listing::Tenants, last)),
     };
     Ok(json(StatusCode::OK, &body))
 }

@@ -160,3 +160,47 @@ async fn listing_checks_credentials_first() {
 
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursor_from_another_listing_is_rejected() {
+    let server = TestServer::start().await;
+    let admin = server.admin();
+    let first = admin.create_tenant("a").await;
+    let second = admin.create_tenant("b").await;
+    for _ in 0..2 {
+        admin.issue_key(&first).await;
+    }
+    let (_, tenants) = get(&server, "/tenants?limit=1").await;
+    let tenants_cursor = tenants["next_cursor"].as_str().expect("tenants cursor");
+    let (_, keys) = get(&server, &format!("/tenants/{}/keys?limit=1", first.id)).await;
+    let keys_cursor = keys["next_cursor"].as_str().expect("keys cursor");
+
+    for path in [
+        format!("/tenants/{}/keys?cursor={tenants_cursor}", first.id),
+        format!("/tenants?cursor={keys_cursor}"),
+        format!("/tenants/{}/keys?cursor={keys_cursor}", second.id),
+    ] {
+        let (status, body) = get(&server, &path).await;
+
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_cursor", "{path}");
+    }
+    let (status, body) = get(
+        &server,
+        &format!("/tenants/{}/keys?cursor={keys_cursor}", first.id),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn percent_encoded_limit_is_decoded() {
+    let server = TestServer::start().await;
+    server.admin().create_tenant("a").await;
+    server.admin().create_tenant("b").await;
+
+    let (status, body) = get(&server, "/tenants?limit=%31").await;
+
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["tenants"].as_array().map(Vec::len), Some(1));
+}
