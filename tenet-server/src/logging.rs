@@ -1,16 +1,21 @@
 //! Log output: tracing to standard output through a log thread that
 //! writes the collected lines in batches.
 
+use std::cell::RefCell;
 use std::io::{IsTerminal as _, Write as _};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields, JsonFields, Writer};
+use tracing_subscriber::fmt::{FmtContext, MakeWriter};
+use tracing_subscriber::registry::LookupSpan;
 
 use crate::config::LogFormat;
+use crate::request_id;
 
 /// Filter used when `RUST_LOG` is unset.
 const DEFAULT_FILTER: &str = "info";
@@ -42,17 +47,107 @@ pub fn init(format: LogFormat) -> LogGuard {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
 
+    let ansi = std::io::stdout().is_terminal();
+
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stdout().is_terminal())
+        .with_ansi(ansi)
         .with_writer(writer);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder
+            .event_format(WithRequestId {
+                inner: format::format().with_ansi(ansi),
+                placement: Placement::TextSuffix,
+            })
+            .init(),
+        LogFormat::Json => builder
+            .fmt_fields(JsonFields::new())
+            .event_format(WithRequestId {
+                inner: format::format().json().flatten_event(true),
+                placement: Placement::JsonSpanField,
+            })
+            .init(),
     }
     LogGuard {
         shared,
         thread: thread.ok(),
+    }
+}
+
+/// An event format that adds the current request id (see
+/// [`request_id::current`]) to the lines that `inner` formats inside a
+/// request.
+///
+/// JSON lines get it as `"span": {"request_id": ...}`, where a request span
+/// would have put it, and text lines end with `request_id=...`.
+struct WithRequestId<E> {
+    inner: E,
+    placement: Placement,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Placement {
+    TextSuffix,
+    JsonSpanField,
+}
+
+thread_local! {
+    /// The line being formatted. Reusing it means a line needs a new
+    /// allocation only when it is longer than every earlier line on this
+    /// thread.
+    static LINE: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+impl<S, N, E> FormatEvent<S, N> for WithRequestId<E>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    E: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        let Some(request_id) = request_id::current() else {
+            return self.inner.format_event(ctx, writer, event);
+        };
+        // `resolve` lets through only `[A-Za-z0-9._:-]`, which needs no
+        // escaping in JSON or text.
+        let request_id = request_id.to_str().unwrap_or_default();
+
+        LINE.with(|line| {
+            // Formatting an event logs nothing, so the buffer is never
+            // borrowed twice; a fresh one keeps that case correct anyway.
+            let mut fresh = String::new();
+            let mut borrowed = line.try_borrow_mut();
+            let line = match borrowed.as_deref_mut() {
+                Ok(line) => line,
+                Err(_) => &mut fresh,
+            };
+            line.clear();
+
+            self.inner.format_event(ctx, Writer::new(line), event)?;
+            match self.placement {
+                Placement::JsonSpanField => match line.strip_prefix('{') {
+                    Some(fields) => {
+                        writer.write_str("{\"span\":{\"request_id\":\"")?;
+                        writer.write_str(request_id)?;
+                        writer.write_str("\"},")?;
+                        writer.write_str(fields)
+                    }
+                    None => writer.write_str(line),
+                },
+                Placement::TextSuffix => {
+                    let text = line.trim_end_matches('\n');
+                    writer.write_str(text)?;
+                    writer.write_str(" request_id=")?;
+                    writer.write_str(request_id)?;
+                    writer.write_str(&line[text.len()..])
+                }
+            }
+        })
     }
 }
 

@@ -1,13 +1,24 @@
 //! Request ids: the client's `X-Request-Id` when it is valid, else a new
 //! UUIDv7.
 //!
-//! The id is a field of the request's tracing span, so that every log line
-//! of the request carries it, and the response echoes it in the same
-//! header. Only a short value from a restricted alphabet is accepted,
-//! because it is written into log lines as it is.
+//! The id is set for the task that serves the request ([`scope`]), and the
+//! log formatter adds it to every line that task logs, so that all lines of
+//! one request carry it. The response echoes it in the same header. Only a
+//! short value from a restricted alphabet is accepted, because it is
+//! written into log lines as it is.
+//!
+//! A task-local value costs far less per request than a tracing span,
+//! which the fmt subscriber formats and stores on creation even when the
+//! request logs nothing. Tasks that a request spawns do not inherit it.
+
+use std::future::Future;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use uuid::Uuid;
+
+tokio::task_local! {
+    static CURRENT: HeaderValue;
+}
 
 /// Header that carries the request id, in requests and responses.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -34,6 +45,18 @@ pub fn is_valid(id: &[u8]) -> bool {
         && id
             .iter()
             .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b':' | b'-'))
+}
+
+/// Runs `future` with `id` as the current request id of its task.
+pub async fn scope<F: Future>(id: HeaderValue, future: F) -> F::Output {
+    CURRENT.scope(id, future).await
+}
+
+/// Returns the request id of the current task, or `None` outside a
+/// request. The id is visible ASCII, because [`resolve`] returns only such
+/// ids.
+pub fn current() -> Option<HeaderValue> {
+    CURRENT.try_with(HeaderValue::clone).ok()
 }
 
 fn generate() -> HeaderValue {

@@ -1,4 +1,4 @@
-//! The per-request service: routing, the request id and span, panic
+//! The per-request service: routing, the request id, panic
 //! safety, request metrics and the request log line.
 
 use std::convert::Infallible;
@@ -11,7 +11,6 @@ use std::time::Instant;
 use futures_util::FutureExt as _;
 use http::{HeaderValue, Request, Version, header};
 use hyper::body::{Body as _, Incoming};
-use tracing::Instrument as _;
 
 use crate::error::{Error, panic_message};
 use crate::request_id::{self, REQUEST_ID_HEADER};
@@ -40,8 +39,8 @@ impl Surface {
     }
 }
 
-/// Handles one request inside a span that carries its request id, and logs
-/// one line for it.
+/// Handles one request with its request id set for the task (see
+/// [`request_id::scope`]), and logs one line for it.
 ///
 /// The request id is the client's valid `X-Request-Id` or a new UUIDv7 (see
 /// [`request_id::resolve`]), and the response echoes it. A panic in a
@@ -56,20 +55,17 @@ pub async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response, Infallible> {
     let request_id = request_id::resolve(request.headers());
-    // `resolve` returns visible ASCII only.
-    let span = tracing::info_span!(
-        "request",
-        request_id = request_id.to_str().unwrap_or_default()
-    );
-    let mut response = handle_in_span(state, surface, request)
-        .instrument(span)
-        .await;
+    let mut response = request_id::scope(
+        request_id.clone(),
+        handle_with_request_id(state, surface, request),
+    )
+    .await;
 
     response.headers_mut().insert(REQUEST_ID_HEADER, request_id);
     Ok(response)
 }
 
-async fn handle_in_span(
+async fn handle_with_request_id(
     state: Arc<State>,
     surface: Surface,
     request: Request<Incoming>,
