@@ -212,6 +212,15 @@ impl Check {
         }
     }
 
+    /// Returns this check with its limit cut to one replica's share; see
+    /// [`Limit::per_replica`].
+    pub fn per_replica(&self, replicas: u32) -> Result<Self> {
+        Ok(Self {
+            subject: self.subject.clone(),
+            limit: self.limit.per_replica(replicas)?,
+        })
+    }
+
     /// Returns the subject, `tenant:<id>`, `key:<id>` or `client:<address>`.
     pub fn subject(&self) -> &str {
         &self.subject

@@ -10,8 +10,8 @@ use hyper::body::Incoming;
 use std::time::Duration;
 
 use tenet_core::api::{
-    IssueKeyRequest, IssuedKeyResponse, KeyListResponse, KeyResponse, RotateKeyRequest,
-    RotateKeyResponse,
+    IssueKeyRequest, IssuedKeyResponse, KeyListResponse, KeyResponse, LimitBody,
+    RotateKeyRequest, RotateKeyResponse,
 };
 use tenet_core::expiry::{MAX_KEY_LIFETIME, resolve_expiry};
 use tenet_core::{KeyId, KeyName, KeyOptions, Scope, TenantId};
@@ -33,7 +33,7 @@ pub const ADMIN_SCOPE: &str = "tenet:admin";
 ///
 /// Credentials are checked before the tenant id, so a request without
 /// valid credentials learns nothing about which tenants exist.
-async fn authorize(
+pub(super) async fn authorize(
     state: &State,
     headers: &HeaderMap,
     tenant: &str,
@@ -83,13 +83,16 @@ pub async fn issue(
             OffsetDateTime::now_utc(),
         )?,
         scopes: Scope::parse_list(&request.scopes)?,
+        limit: request.limit.as_ref().map(LimitBody::to_limit).transpose()?,
     };
     // NOTE: only scopes are bounded by the caller. A tenet:admin key that
     // expires may still issue a key without expiry.
     caller.require_grantable(&options.scopes)?;
     let issued = state.tenet.issue_key_with(tenant, options).await?;
 
-    let mut response = json(StatusCode::CREATED, &IssuedKeyResponse::from(&issued));
+    let mut body = IssuedKeyResponse::from(&issued);
+    body.limit = request.limit;
+    let mut response = json(StatusCode::CREATED, &body);
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
