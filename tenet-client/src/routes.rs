@@ -159,6 +159,7 @@ impl Client {
         let request = VerifyRequest {
             key: key.expose_secret().to_owned(),
             scopes: Vec::new(),
+            consume: true,
         };
         match self.verify(&request).await? {
             VerifyResponse::Valid(valid) => Ok(Principal {

@@ -158,6 +158,7 @@ async fn verify_reports_scopes_and_rejections() {
     let request = VerifyRequest {
         key: issued.api_key.clone(),
         scopes: vec!["billing:read".to_owned()],
+        consume: true,
     };
 
     let valid = admin.verify(&request).await.expect("verified");
