@@ -298,7 +298,10 @@ impl Tenet {
         key: KeyId,
         limit: Option<Limit>,
     ) -> Result<Option<Limit>> {
-        let found = self.store.set_key_limit(tenant, key, limit.as_ref()).await?;
+        let found = self
+            .store
+            .set_key_limit(tenant, key, limit.as_ref())
+            .await?;
         if !found {
             return Err(Error::not_found("key", key));
         }

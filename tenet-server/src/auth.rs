@@ -10,8 +10,8 @@ use tenet_core::{AdminTokenDigest, Principal, Scope, Tenet, VerifiedKey};
 
 use crate::error::Error;
 use crate::limiting::ClientAddr;
-use crate::setup::State;
 use crate::metrics::{Metrics, Verification};
+use crate::setup::State;
 
 /// Header that carries an API key as an alternative to
 /// `Authorization: Bearer`.
@@ -76,17 +76,11 @@ pub async fn guard_failures<T, B>(
         .extensions()
         .get::<ClientAddr>()
         .map(|ClientAddr(address)| *address);
-    state
-        .limiter
-        .check_auth_failures(client, &state.metrics)
-        .await?;
+    state.limiter.check_auth_failures(client, &state.metrics)?;
 
     let result = attempt.await;
     if matches!(result, Err(Error::Unauthorized)) {
-        state
-            .limiter
-            .record_auth_failure(client, &state.metrics)
-            .await;
+        state.limiter.record_auth_failure(client);
     }
     result
 }

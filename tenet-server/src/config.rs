@@ -310,7 +310,8 @@ pub struct Config {
 
     /// Sets how many failed authentications a client address may make per
     /// minute before it gets 429 without its key being checked; 0 turns
-    /// the limit off.
+    /// the limit off. Each replica counts in process and enforces its share
+    /// (this value and the burst divided by --replicas).
     #[arg(
         long,
         env = "TENET_AUTH_FAILURE_RATE",

@@ -239,7 +239,11 @@ impl Error {
                 return (StatusCode::BAD_REQUEST, "invalid_limit", detail.clone());
             }
             Error::InvalidRateLimit(detail) => {
-                return (StatusCode::BAD_REQUEST, "invalid_rate_limit", detail.clone());
+                return (
+                    StatusCode::BAD_REQUEST,
+                    "invalid_rate_limit",
+                    detail.clone(),
+                );
             }
             Error::InvalidQuota(detail) => {
                 return (StatusCode::BAD_REQUEST, "invalid_quota", detail.clone());

@@ -117,9 +117,18 @@ mod tests {
     #[test]
     fn month_resets_at_the_next_month() {
         let cases = [
-            (datetime!(2026-12-04 18:00 UTC), datetime!(2027-01-01 0:00 UTC)),
-            (datetime!(2026-02-28 23:59:59 UTC), datetime!(2026-03-01 0:00 UTC)),
-            (datetime!(2026-03-31 23:30 -01:00), datetime!(2026-05-01 0:00 UTC)),
+            (
+                datetime!(2026-12-04 18:00 UTC),
+                datetime!(2027-01-01 0:00 UTC),
+            ),
+            (
+                datetime!(2026-02-28 23:59:59 UTC),
+                datetime!(2026-03-01 0:00 UTC),
+            ),
+            (
+                datetime!(2026-03-31 23:30 -01:00),
+                datetime!(2026-05-01 0:00 UTC),
+            ),
         ];
 
         for (at, expected) in cases {
@@ -156,7 +165,12 @@ mod tests {
     #[test]
     fn local_quota_starts_over_in_a_new_month() {
         let quota = LocalQuota::new();
-        quota.take("tenant:a", 1, datetime!(2026-11-30 23:00 UTC), Mode::Consume);
+        quota.take(
+            "tenant:a",
+            1,
+            datetime!(2026-11-30 23:00 UTC),
+            Mode::Consume,
+        );
 
         let next = quota.take("tenant:a", 1, datetime!(2026-12-01 0:00 UTC), Mode::Consume);
 

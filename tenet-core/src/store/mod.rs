@@ -102,8 +102,12 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     ///
     /// Returns `false`, with nothing written, when this tenant has no key
     /// with this id.
-    async fn set_key_limit(&self, tenant: TenantId, key: KeyId, limit: Option<&Limit>)
-    -> Result<bool>;
+    async fn set_key_limit(
+        &self,
+        tenant: TenantId,
+        key: KeyId,
+        limit: Option<&Limit>,
+    ) -> Result<bool>;
 
     /// Reads a named setting.
     async fn setting(&self, name: &str) -> Result<Option<Vec<u8>>>;

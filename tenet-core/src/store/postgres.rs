@@ -653,10 +653,9 @@ impl Store for PostgresStore {
                 Err(err) if err.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) => {
                     Err(Error::not_found("tenant", tenant))
                 }
-                Err(err) => Err(self.failed(
-                    &err,
-                    format_args!("writing the limits of tenant {tenant}"),
-                )),
+                Err(err) => {
+                    Err(self.failed(&err, format_args!("writing the limits of tenant {tenant}")))
+                }
             }
         })
         .await
@@ -704,7 +703,14 @@ impl Store for PostgresStore {
                 Some(c) => connection
                     .execute(
                         UPSERT_KEY_LIMIT,
-                        &[&key_id, &tenant_id, &c.rate, &c.period_ms, &c.burst, &c.shadow],
+                        &[
+                            &key_id,
+                            &tenant_id,
+                            &c.rate,
+                            &c.period_ms,
+                            &c.burst,
+                            &c.shadow,
+                        ],
                     )
                     .await
                     .map_err(failed)?,

@@ -644,5 +644,8 @@ pub async fn key_limit_of_other_tenant_is_refused(backend: &TestStore) {
     assert!(!foreign);
     assert!(!foreign_removal);
     assert!(!missing);
-    assert_eq!(store.key_limit(key.info.id).await.expect("limit reads"), None);
+    assert_eq!(
+        store.key_limit(key.info.id).await.expect("limit reads"),
+        None
+    );
 }

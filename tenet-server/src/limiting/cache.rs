@@ -59,9 +59,7 @@ impl LimitCache {
         let tenant_limits = self
             .read(&tenant_slot, || tenet.store().tenant_limits(tenant))
             .await;
-        let key_limit = self
-            .read(&key_slot, || tenet.store().key_limit(key))
-            .await;
+        let key_limit = self.read(&key_slot, || tenet.store().key_limit(key)).await;
         (tenant_limits, key_limit)
     }
 

@@ -69,6 +69,9 @@ pub struct Limiter {
     /// Whether the last Redis call failed, so that the fallback and the
     /// return are each logged once.
     falling_back: AtomicBool,
+    /// This replica's share of the limit of failed authentications per
+    /// client address. It is counted in process only, so that requests
+    /// without limits make no Redis call.
     auth_failures: Option<Limit>,
     pub cache: LimitCache,
 }
@@ -98,13 +101,18 @@ impl Limiter {
     /// Builds the limiter; with Redis, the pool is built without
     /// connecting, so the server starts while Redis is down.
     pub fn new(options: LimiterOptions) -> Result<Self, tenet_core::Error> {
+        let replicas = options.replicas.max(1);
+        let auth_failures = options
+            .auth_failures
+            .map(|limit| limit.per_replica(replicas))
+            .transpose()?;
         Ok(Self {
             redis: options.redis.map(RedisLimiter::new).transpose()?,
             local: LocalLimiter::new(),
             local_quota: LocalQuota::new(),
-            replicas: options.replicas.max(1),
+            replicas,
             falling_back: AtomicBool::new(false),
-            auth_failures: options.auth_failures,
+            auth_failures,
             cache: LimitCache::new(options.refresh),
         })
     }
@@ -182,7 +190,7 @@ impl Limiter {
 
     /// Checks, before verification, whether `client` may try to
     /// authenticate, without counting the attempt.
-    pub async fn check_auth_failures(
+    pub fn check_auth_failures(
         &self,
         client: Option<IpAddr>,
         metrics: &Metrics,
@@ -190,7 +198,7 @@ impl Limiter {
         let Some(check) = self.auth_failure_check(client) else {
             return Ok(());
         };
-        let decision = self.decide(&[check], Mode::Peek, metrics).await;
+        let decision = self.decide_locally(&[check], Mode::Peek);
         if decision.allowed {
             return Ok(());
         }
@@ -203,9 +211,9 @@ impl Limiter {
     }
 
     /// Counts one failed authentication of `client`.
-    pub async fn record_auth_failure(&self, client: Option<IpAddr>, metrics: &Metrics) {
+    pub fn record_auth_failure(&self, client: Option<IpAddr>) {
         if let Some(check) = self.auth_failure_check(client) {
-            self.decide(&[check], Mode::Consume, metrics).await;
+            self.decide_locally(&[check], Mode::Consume);
         }
     }
 
@@ -229,8 +237,11 @@ impl Limiter {
                 }
             },
         };
-        let local_checks = local_checks.as_deref().unwrap_or(checks);
-        match self.local.decide(local_checks, mode) {
+        self.decide_locally(local_checks.as_deref().unwrap_or(checks), mode)
+    }
+
+    fn decide_locally(&self, checks: &[Check], mode: Mode) -> Decision {
+        match self.local.decide(checks, mode) {
             Ok(decision) => decision,
             // Only an empty list of checks fails, and callers pass none.
             Err(err) => {
@@ -401,7 +412,9 @@ fn set_decision_headers(response: &mut Response, decision: &Decision) {
 }
 
 fn insert_number(response: &mut Response, name: HeaderName, value: u64) {
-    response.headers_mut().insert(name, HeaderValue::from(value));
+    response
+        .headers_mut()
+        .insert(name, HeaderValue::from(value));
 }
 
 /// Returns the whole seconds from now until `at`, rounded up, at least 1.

@@ -10,8 +10,8 @@ use hyper::body::Incoming;
 use std::time::Duration;
 
 use tenet_core::api::{
-    IssueKeyRequest, IssuedKeyResponse, KeyListResponse, KeyResponse, LimitBody,
-    RotateKeyRequest, RotateKeyResponse,
+    IssueKeyRequest, IssuedKeyResponse, KeyListResponse, KeyResponse, LimitBody, RotateKeyRequest,
+    RotateKeyResponse,
 };
 use tenet_core::expiry::{MAX_KEY_LIFETIME, resolve_expiry};
 use tenet_core::{KeyId, KeyName, KeyOptions, Scope, TenantId};
@@ -83,7 +83,11 @@ pub async fn issue(
             OffsetDateTime::now_utc(),
         )?,
         scopes: Scope::parse_list(&request.scopes)?,
-        limit: request.limit.as_ref().map(LimitBody::to_limit).transpose()?,
+        limit: request
+            .limit
+            .as_ref()
+            .map(LimitBody::to_limit)
+            .transpose()?,
     };
     // NOTE: only scopes are bounded by the caller. A tenet:admin key that
     // expires may still issue a key without expiry.

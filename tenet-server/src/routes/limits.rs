@@ -66,7 +66,11 @@ pub async fn put_key(
     let key = KeyId::parse(key).map_err(|_| Error::KeyNotFound)?;
 
     let request: KeyLimitBody = read_json(&parts.headers, body, state.max_body_bytes).await?;
-    let limit = request.limit.as_ref().map(LimitBody::to_limit).transpose()?;
+    let limit = request
+        .limit
+        .as_ref()
+        .map(LimitBody::to_limit)
+        .transpose()?;
     // TODO: record this change in the audit trail, with the old and the new
     // limit, once the audit trail exists.
     let limit = state.tenet.set_key_limit(tenant, key, limit).await?;

@@ -7,9 +7,9 @@ use tenet_core::ratelimit::Mode;
 use tenet_core::{Rejection, Scope, VerifiedKey};
 
 use crate::auth::{guard_failures, require_admin_or_scope};
-use crate::limiting::{Refusal, RequestLimit};
 use crate::body::read_json;
 use crate::error::Error;
+use crate::limiting::{Refusal, RequestLimit};
 use crate::metrics::Verification;
 use crate::response::{LogTenant, Response, json};
 use crate::setup::State;

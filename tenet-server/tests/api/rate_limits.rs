@@ -438,7 +438,10 @@ async fn verify_reports_limit_state() {
 
     assert_eq!(peeked["rate_limit"]["allowed"], true);
     assert_eq!(peeked["rate_limit"]["remaining"], 1);
-    assert_eq!(peeked_again["rate_limit"]["remaining"], 1, "peeking is free");
+    assert_eq!(
+        peeked_again["rate_limit"]["remaining"], 1,
+        "peeking is free"
+    );
     assert_eq!(consumed["rate_limit"]["allowed"], true);
     assert_eq!(consumed["rate_limit"]["remaining"], 0);
     assert_eq!(limited["valid"], true);
@@ -449,13 +452,8 @@ async fn verify_reports_limit_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_authentications_limit_the_address_only() {
-    let server = TestServer::start_with(&[
-        "--auth-failure-rate",
-        "1",
-        "--auth-failure-burst",
-        "3",
-    ])
-    .await;
+    let server =
+        TestServer::start_with(&["--auth-failure-rate", "1", "--auth-failure-burst", "3"]).await;
     let tenant = server.admin().create_tenant("Acme").await;
     let key = server.admin().issue_key(&tenant).await;
     let guess = tenet_core::ApiKey::generate();
