@@ -289,3 +289,34 @@ fn all_logged(cluster: &Cluster, message: &str) -> bool {
         .iter()
         .all(|replica| logged(replica, message) > 0)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_postgres_keeps_the_last_known_limits() {
+    let Some(cluster) = Cluster::start(1, &[("TENET_LIMIT_REFRESH", "1")]).await else {
+        return;
+    };
+    let tenant = cluster.tenant(0).await;
+    let key = issue_limited(&cluster, &tenant, 3).await;
+    // Caches the key's verification and its limits.
+    assert_eq!(cluster.protected(0, &key.api_key).await, StatusCode::OK);
+
+    cluster.replicas[0].postgres.set(Mode::Refuse);
+    // Past the refresh interval, so that the next request re-reads the
+    // limits and fails.
+    sleep(Duration::from_millis(1_500)).await;
+    let mut during = Vec::new();
+    for _ in 0..4 {
+        during.push(cluster.protected(0, &key.api_key).await);
+    }
+
+    assert_eq!(
+        during,
+        [
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::TOO_MANY_REQUESTS
+        ],
+        "the key's burst of 3 still applies"
+    );
+}
