@@ -105,8 +105,8 @@ pub struct TenantLimitsBody {
     /// The rate limit that all the tenant's keys draw on together.
     #[serde(default)]
     pub limit: Option<LimitBody>,
-    /// The most requests the tenant's keys may make in one calendar month
-    /// (UTC).
+    /// The maximum number of requests the tenant's keys may make in one
+    /// calendar month (UTC).
     #[serde(default)]
     pub monthly_quota: Option<u64>,
 }

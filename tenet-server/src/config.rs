@@ -297,7 +297,7 @@ pub struct Config {
     pub replicas: u32,
 
     /// Sets how long tenant and key limits are cached before they are read
-    /// from the store again, in seconds; a change made through another
+    /// from the store again, in seconds. A change made through another
     /// replica takes effect here within this time.
     #[arg(
         long,

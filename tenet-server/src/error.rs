@@ -15,7 +15,7 @@ use tenet_core::api::{ErrorDetail, ErrorResponse};
 
 use time::format_description::well_known::Rfc3339;
 
-use crate::limiting::Refusal;
+use crate::limiting::LimitExceeded;
 use crate::response::{Response, json};
 
 /// A boxed error kept as the source of a server failure.
@@ -81,9 +81,9 @@ pub enum Error {
     InvalidQuota(String),
 
     /// A request over a rate limit, the monthly quota or the limit of
-    /// failed authentications; answered 429 with `Retry-After`.
+    /// failed authentications, rejected with 429 and `Retry-After`.
     #[error("request limited")]
-    Limited(crate::limiting::Refusal),
+    Limited(crate::limiting::LimitExceeded),
 
     /// A valid API key lacks the scope that the route requires.
     #[error("missing scope {scope}")]
@@ -248,7 +248,7 @@ impl Error {
             Error::InvalidQuota(detail) => {
                 return (StatusCode::BAD_REQUEST, "invalid_quota", detail.clone());
             }
-            Error::Limited(refusal) => return limited_parts(refusal),
+            Error::Limited(exceeded) => return limited_parts(exceeded),
             Error::MissingScope { scope } => {
                 return (
                     StatusCode::FORBIDDEN,
@@ -342,11 +342,11 @@ impl Error {
                     .headers_mut()
                     .insert(header::ALLOW, HeaderValue::from_static(allow));
             }
-            Error::Limited(refusal) => {
-                refusal.apply(&mut response);
+            Error::Limited(exceeded) => {
+                exceeded.apply(&mut response);
                 // Kept for a recorder of request outcomes, as admitted
                 // requests keep their `RequestLimit`.
-                response.extensions_mut().insert(refusal);
+                response.extensions_mut().insert(exceeded);
             }
             _ => {}
         }
@@ -354,15 +354,15 @@ impl Error {
     }
 }
 
-fn limited_parts(refusal: &Refusal) -> (StatusCode, &'static str, String) {
-    let retry = refusal.retry_after_secs();
-    match refusal {
-        Refusal::RateLimited(_) => (
+fn limited_parts(exceeded: &LimitExceeded) -> (StatusCode, &'static str, String) {
+    let retry = exceeded.retry_after_secs();
+    match exceeded {
+        LimitExceeded::RateLimited(_) => (
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
             format!("rate limit exceeded; retry after {retry} seconds"),
         ),
-        Refusal::QuotaExceeded(quota) => {
+        LimitExceeded::QuotaExceeded(quota) => {
             let resets_at = quota
                 .resets_at
                 .format(&Rfc3339)

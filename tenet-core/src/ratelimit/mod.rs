@@ -35,7 +35,7 @@ use crate::error::{Error, Result};
 
 const MICROS_PER_SECOND: i64 = 1_000_000;
 
-/// Upper bound of `burst * emission interval`, in microseconds (about 1.4
+/// Upper bound of `burst * emission interval`, in microseconds (about 1.1
 /// years), so that sums of times stay exact in Redis Lua doubles.
 const MAX_TOLERANCE_MICROS: i64 = 1 << 45;
 
@@ -53,7 +53,7 @@ impl Limit {
     /// `burst` may arrive at once.
     ///
     /// Rejects a zero rate, burst or period, an interval below one
-    /// microsecond, and a `burst * period / rate` above about 1.4 years.
+    /// microsecond, and a `burst * period / rate` above about 1.1 years.
     pub fn new(rate: u32, period: Duration, burst: u32) -> Result<Self> {
         let limit = Self {
             rate,
@@ -146,7 +146,7 @@ impl Limit {
     }
 }
 
-/// The most requests a monthly quota may admit, so that counts stay exact
+/// The maximum monthly quota, chosen so that counts stay exact
 /// in the signed 64-bit integers of the SQL stores and Redis.
 pub const MAX_MONTHLY_QUOTA: u64 = 1 << 50;
 
@@ -156,8 +156,8 @@ pub const MAX_MONTHLY_QUOTA: u64 = 1 << 50;
 pub struct TenantLimits {
     /// The rate limit that every key of the tenant draws on together.
     pub limit: Option<Limit>,
-    /// The most requests the tenant's keys may make in one calendar month
-    /// (UTC), at most [`MAX_MONTHLY_QUOTA`].
+    /// The maximum number of requests the tenant's keys may make in one
+    /// calendar month (UTC), at most [`MAX_MONTHLY_QUOTA`].
     pub monthly_quota: Option<u64>,
 }
 

@@ -53,7 +53,7 @@ ALTER TABLE api_keys ADD COLUMN expires_at INTEGER;
 ALTER TABLE api_keys ADD COLUMN scopes TEXT NOT NULL DEFAULT '';
 "#,
     // A tenant's row may carry a rate limit, a quota or both, so every
-    // column but the id is nullable; a key's row always carries a limit.
+    // column but the id is nullable. A key's row always carries a limit.
     r#"
 CREATE TABLE tenant_limits (
     tenant_id      TEXT PRIMARY KEY NOT NULL REFERENCES tenants (id),

@@ -622,7 +622,7 @@ pub async fn key_limit_set_replaced_and_removed(backend: &TestStore) {
     assert_eq!(after_remove, None);
 }
 
-pub async fn key_limit_of_other_tenant_is_refused(backend: &TestStore) {
+pub async fn key_limit_of_other_tenant_writes_nothing(backend: &TestStore) {
     let store = backend.store();
     let owner = insert_tenant(&store, "Acme").await;
     let other = insert_tenant(&store, "Globex").await;

@@ -39,7 +39,7 @@ macro_rules! backend_suite {
                 cases::tenant_limits_round_trip,
                 cases::tenant_limits_of_missing_tenant,
                 cases::key_limit_set_replaced_and_removed,
-                cases::key_limit_of_other_tenant_is_refused,
+                cases::key_limit_of_other_tenant_writes_nothing,
                 service::issued_key_verifies,
                 service::revoked_key_is_rejected,
                 service::unknown_key_is_rejected,

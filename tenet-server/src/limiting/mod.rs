@@ -3,9 +3,9 @@
 //!
 //! With `--redis-url`, decisions and quota counts go through Redis, so
 //! replicas share one budget. Without it, or while Redis fails, they are
-//! made in process; during a Redis failure each replica enforces its share
+//! made in process. During a Redis failure each replica enforces its share
 //! of every limit and quota (see [`tenet_core::Limit::per_replica`]), and
-//! Redis is used again as soon as it answers. The limiter never makes a
+//! Redis is used again as soon as it responds. The limiter never makes a
 //! request fail with 5xx.
 
 use std::net::IpAddr;
@@ -40,8 +40,8 @@ const RESET_HEADER: HeaderName = HeaderName::from_static("ratelimit-reset");
 /// into each request's extensions.
 ///
 /// NOTE: behind a load balancer this is the balancer's address, so the
-/// limit of failed authentications then applies to all clients together;
-/// forwarded-for headers are not trusted.
+/// limit of failed authentications then applies to all clients together.
+/// Forwarded-for headers are not trusted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub IpAddr);
 
@@ -87,9 +87,9 @@ pub struct RequestLimit {
     pub quota: Option<QuotaOutcome>,
 }
 
-/// Why a request was not admitted, with the state to report.
+/// A request that a limit or the quota rejected, with the state to report.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
+pub enum LimitExceeded {
     /// Over the key's or the tenant's rate limit, or over the limit of
     /// failed authentications.
     RateLimited(Decision),
@@ -131,7 +131,7 @@ impl Limiter {
         metrics: &Metrics,
         principal: Principal,
         mode: Mode,
-    ) -> Result<RequestLimit, Refusal> {
+    ) -> Result<RequestLimit, LimitExceeded> {
         let (tenant_limits, key_limit) = self
             .cache
             .limits(tenet, principal.tenant_id, principal.key_id)
@@ -157,7 +157,7 @@ impl Limiter {
                     key_id = %principal.key_id,
                     "request over its rate limit"
                 );
-                return Err(Refusal::RateLimited(decision.clone()));
+                return Err(LimitExceeded::RateLimited(decision.clone()));
             }
             if decision.shadow_rejected {
                 metrics.observe_limit(LimitOutcome::ShadowRejected);
@@ -179,7 +179,7 @@ impl Limiter {
         if let Some(quota) = quota.as_ref().filter(|quota| !quota.allowed) {
             metrics.observe_limit(LimitOutcome::QuotaExceeded);
             tracing::debug!(tenant_id = %principal.tenant_id, "tenant over its monthly quota");
-            return Err(Refusal::QuotaExceeded(quota.clone()));
+            return Err(LimitExceeded::QuotaExceeded(quota.clone()));
         }
 
         if decision.is_some() || quota.is_some() {
@@ -194,7 +194,7 @@ impl Limiter {
         &self,
         client: Option<IpAddr>,
         metrics: &Metrics,
-    ) -> Result<(), Refusal> {
+    ) -> Result<(), LimitExceeded> {
         let Some(check) = self.auth_failure_check(client) else {
             return Ok(());
         };
@@ -207,7 +207,7 @@ impl Limiter {
             client = client.map(tracing::field::display),
             "client over its limit of failed authentications"
         );
-        Err(Refusal::RateLimited(decision))
+        Err(LimitExceeded::RateLimited(decision))
     }
 
     /// Counts one failed authentication of `client`.
@@ -312,7 +312,7 @@ impl Limiter {
                 replicas = self.replicas,
                 "Redis rate limiting failed; enforcing per-replica limits in process"
             ),
-            None => tracing::info!("Redis rate limiting answers again; using it"),
+            None => tracing::info!("Redis rate limiting responds again; using Redis"),
         }
     }
 }
@@ -341,14 +341,14 @@ impl RequestLimit {
     }
 }
 
-impl Refusal {
+impl LimitExceeded {
     /// Returns the state for the `/verify` body.
     pub fn state(&self) -> LimitStateResponse {
         match self {
-            Refusal::RateLimited(decision) => {
+            LimitExceeded::RateLimited(decision) => {
                 state_of(false, Some("rate_limited"), Some(decision), None)
             }
-            Refusal::QuotaExceeded(quota) => {
+            LimitExceeded::QuotaExceeded(quota) => {
                 state_of(false, Some("quota_exceeded"), None, Some(quota))
             }
         }
@@ -357,23 +357,23 @@ impl Refusal {
     /// Returns the seconds a client should wait before retrying, at least 1.
     pub fn retry_after_secs(&self) -> u64 {
         match self {
-            Refusal::RateLimited(decision) => decision.retry_after_secs.unwrap_or(1).max(1),
-            Refusal::QuotaExceeded(quota) => seconds_until(quota.resets_at),
+            LimitExceeded::RateLimited(decision) => decision.retry_after_secs.unwrap_or(1).max(1),
+            LimitExceeded::QuotaExceeded(quota) => seconds_until(quota.resets_at),
         }
     }
 
     /// Sets `Retry-After` and, for a rate limit, the `RateLimit-*` headers.
     pub fn apply(&self, response: &mut Response) {
         insert_number(response, http::header::RETRY_AFTER, self.retry_after_secs());
-        if let Refusal::RateLimited(decision) = self {
+        if let LimitExceeded::RateLimited(decision) = self {
             set_decision_headers(response, decision);
         }
     }
 }
 
-impl From<Refusal> for Error {
-    fn from(refusal: Refusal) -> Self {
-        Error::Limited(refusal)
+impl From<LimitExceeded> for Error {
+    fn from(exceeded: LimitExceeded) -> Self {
+        Error::Limited(exceeded)
     }
 }
 

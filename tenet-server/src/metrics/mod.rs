@@ -143,9 +143,9 @@ impl Verification {
 pub enum LimitOutcome {
     /// Within every enforced limit and the quota.
     Allowed,
-    /// Over an enforced rate limit: answered 429 `rate_limited`.
+    /// Over an enforced rate limit, so rejected with 429 `rate_limited`.
     RateLimited,
-    /// Over the monthly quota: answered 429 `quota_exceeded`.
+    /// Over the monthly quota, so rejected with 429 `quota_exceeded`.
     QuotaExceeded,
     /// Allowed, but over a shadow limit, which only counts.
     ShadowRejected,

@@ -9,7 +9,7 @@ use tenet_core::{Rejection, Scope, VerifiedKey};
 use crate::auth::{guard_failures, require_admin_or_scope};
 use crate::body::read_json;
 use crate::error::Error;
-use crate::limiting::{Refusal, RequestLimit};
+use crate::limiting::{LimitExceeded, RequestLimit};
 use crate::metrics::Verification;
 use crate::response::{LogTenant, Response, json};
 use crate::setup::State;
@@ -23,7 +23,7 @@ pub const VERIFY_SCOPE: &str = "tenet:verify";
 /// why a key is rejected.
 ///
 /// A valid key's request is checked against its limits and counted unless
-/// the body has `"consume": false`; the outcome is in `rate_limit`, and a
+/// the body has `"consume": false`. The outcome is in `rate_limit`, and a
 /// key over a limit is still `valid`.
 pub async fn post(state: &State, request: Request<Incoming>) -> Result<Response, Error> {
     guard_failures(state, &request, async {
@@ -68,12 +68,12 @@ pub async fn post(state: &State, request: Request<Incoming>) -> Result<Response,
 }
 
 /// Builds the response for a valid key, with its limit state in the body
-/// and, in the extensions, the [`RequestLimit`] or the [`Refusal`].
-fn valid(verified: &VerifiedKey, checked: Result<RequestLimit, Refusal>) -> Response {
+/// and, in the extensions, the [`RequestLimit`] or the [`LimitExceeded`].
+fn valid(verified: &VerifiedKey, checked: Result<RequestLimit, LimitExceeded>) -> Response {
     let mut body = ValidKeyResponse::from(verified);
     body.rate_limit = match &checked {
         Ok(limit) => limit.state(),
-        Err(refusal) => Some(refusal.state()),
+        Err(exceeded) => Some(exceeded.state()),
     };
 
     let mut response = json(StatusCode::OK, &VerifyResponse::Valid(body));
@@ -84,8 +84,8 @@ fn valid(verified: &VerifiedKey, checked: Result<RequestLimit, Refusal>) -> Resp
         Ok(limit) => {
             response.extensions_mut().insert(limit);
         }
-        Err(refusal) => {
-            response.extensions_mut().insert(refusal);
+        Err(exceeded) => {
+            response.extensions_mut().insert(exceeded);
         }
     }
     response

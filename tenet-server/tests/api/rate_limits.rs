@@ -11,8 +11,8 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::helpers::{ADMIN_TOKEN, TestServer};
 
-/// A limit that refills one request an hour, so that no test sees a
-/// refill: every accepted request comes out of the burst.
+/// Returns a limit that refills one request an hour, so that every
+/// accepted request in a test comes out of the burst.
 fn hourly(burst: u32) -> Value {
     json!({"rate": 1, "period_seconds": 3600, "burst": burst})
 }

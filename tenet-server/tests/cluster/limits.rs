@@ -17,7 +17,7 @@ use super::{Cluster, REDIS_TIMEOUT};
 /// out and fall back while Redis is healthy.
 const FLOOD_REDIS_TIMEOUT_MS: &str = "2000";
 
-/// A limit that refills one request a day, so that every accepted
+/// Returns a limit that refills one request a day, so that every accepted
 /// request comes out of the burst. Bursts up to 400 pass the limit's
 /// bound of 2^45 µs for `burst * period / rate`.
 fn daily(burst: u32) -> Value {
@@ -247,14 +247,14 @@ async fn redis_outage_falls_back_per_replica_and_recovers() {
     }
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut after = Vec::new();
-    while Instant::now() < deadline && !all_logged(&cluster, "Redis rate limiting answers again") {
+    while Instant::now() < deadline && !all_logged(&cluster, "Redis rate limiting responds again") {
         for index in 0..3 {
             after.push(cluster.protected(index, &key.api_key).await);
         }
         sleep(Duration::from_millis(50)).await;
     }
     assert!(
-        all_logged(&cluster, "Redis rate limiting answers again"),
+        all_logged(&cluster, "Redis rate limiting responds again"),
         "a replica did not go back to Redis"
     );
     for index in 0..30 {
