@@ -309,14 +309,17 @@ pub struct Config {
     pub limit_refresh: u64,
 
     /// Sets how many failed authentications a client address may make per
-    /// minute before it gets 429 without its key being checked; 0 turns
-    /// the limit off. Each replica counts in process and enforces its share
-    /// (this value and the burst divided by --replicas).
+    /// minute before it gets 429 without its key being checked; 0, the
+    /// default, turns the limit off. Each replica counts in process and
+    /// enforces its share (this value and the burst divided by --replicas).
+    /// The address is the TCP peer: behind a load balancer every client
+    /// shares the balancer's count, so turn this on only where the server
+    /// sees client addresses.
     #[arg(
         long,
         env = "TENET_AUTH_FAILURE_RATE",
         value_name = "PER_MINUTE",
-        default_value_t = 60,
+        default_value_t = 0,
         value_parser = clap::value_parser!(u32).range(0..=1_000_000)
     )]
     pub auth_failure_rate: u32,
