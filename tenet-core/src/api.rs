@@ -241,7 +241,7 @@ impl From<&IssuedKey> for IssuedKeyResponse {
             created_at: issued.info.created_at,
             expires_at: issued.info.expires_at,
             scopes: scope_names(&issued.info.scopes),
-            limit: None,
+            limit: issued.limit.as_ref().map(LimitBody::from),
         }
     }
 }
@@ -554,6 +554,7 @@ mod tests {
         let issued = IssuedKey {
             info: key_info(None),
             api_key: ApiKey::generate(),
+            limit: Some(Limit::new(5, std::time::Duration::from_secs(1), 10).expect("valid")),
         };
         round_trip(&IssuedKeyResponse::from(&issued));
 
@@ -659,6 +660,7 @@ mod tests {
         let issued = IssuedKey {
             info: key_info(None),
             api_key: ApiKey::generate(),
+            limit: None,
         };
         let response = IssuedKeyResponse::from(&issued);
 

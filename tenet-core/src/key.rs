@@ -192,6 +192,8 @@ pub struct KeyRecord {
 pub struct IssuedKey {
     pub info: KeyInfo,
     pub api_key: ApiKey,
+    /// The key's own rate limit, if it has one.
+    pub limit: Option<crate::ratelimit::Limit>,
 }
 
 /// The outcome of a rotation: the new key and the old key as it ends.

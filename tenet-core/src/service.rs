@@ -267,6 +267,7 @@ impl Tenet {
         Ok(IssuedKey {
             info: record.info,
             api_key,
+            limit: options.limit,
         })
     }
 
@@ -358,8 +359,9 @@ impl Tenet {
         Ok(revoked.info)
     }
 
-    /// Rotates a key: issues a new key with the old key's name and scopes,
-    /// and ends the old key after `grace`, or at once for a zero grace.
+    /// Rotates a key: issues a new key with the old key's name, scopes and
+    /// own rate limit, and ends the old key after `grace`, or at once for a
+    /// zero grace.
     ///
     /// The old key's expiry moves to now plus `grace` unless it already
     /// expires sooner, and every replica's cache learns of the shorter
@@ -399,11 +401,22 @@ impl Tenet {
         } else {
             Rotation::ExpireBy(rotated_at + grace)
         };
+        // The limit is read first, so that an unreadable limit fails the
+        // rotation before anything is written.
+        let limit = self.store.key_limit(key).await?;
         let ended = self
             .store
             .rotate_key(tenant, key, &replacement, rotation)
             .await?
             .ok_or_else(|| Error::not_found("key", key))?;
+        if let Some(limit) = &limit {
+            // NOTE: this write follows the rotation's transaction. When it
+            // fails, the caller gets the error and never the new key, but
+            // the old key's grace period has already begun.
+            self.store
+                .set_key_limit(tenant, replacement.info.id, Some(limit))
+                .await?;
+        }
         tracing::debug!(
             tenant_id = %tenant,
             key_id = %key,
@@ -423,6 +436,7 @@ impl Tenet {
             issued: IssuedKey {
                 info: replacement.info,
                 api_key,
+                limit,
             },
             old: ended.info,
         })

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,9 @@ pub struct LimitCache {
     refresh: Duration,
     tenants: Entries<TenantId, TenantLimits>,
     keys: Entries<KeyId, Option<Limit>>,
+    /// Whether the last read failed, so that an outage logs one warning
+    /// and one line when reads succeed again, not one per subject.
+    failing: AtomicBool,
 }
 
 type Entries<K, V> = Mutex<HashMap<K, Arc<Slot<V>>>>;
@@ -44,6 +48,7 @@ impl LimitCache {
             refresh,
             tenants: Mutex::default(),
             keys: Mutex::default(),
+            failing: AtomicBool::new(false),
         }
     }
 
@@ -87,16 +92,23 @@ impl LimitCache {
 
         match fetch().await {
             Ok(value) => {
+                if self.failing.swap(false, Ordering::AcqRel) {
+                    tracing::info!("reading rate limits from the store again");
+                }
                 *cached = Some((value.clone(), Instant::now()));
                 value
             }
             Err(err) => {
                 // NOTE: a subject whose limits were never read before the
                 // store failed gets no limits until a read succeeds.
-                tracing::warn!(
-                    error = %err,
-                    "failed to read rate limits; keeping the last known ones"
-                );
+                if self.failing.swap(true, Ordering::AcqRel) {
+                    tracing::debug!(error = %err, "failed to read rate limits");
+                } else {
+                    tracing::warn!(
+                        error = %err,
+                        "failed to read rate limits; keeping the last known ones"
+                    );
+                }
                 let value = cached.as_ref().map(|(value, _)| value.clone());
                 let value = value.unwrap_or_default();
                 *cached = Some((value.clone(), Instant::now()));

@@ -61,8 +61,8 @@ pub(super) async fn authorize(
     Ok((tenant, caller))
 }
 
-/// `POST /tenants/{id}/keys`: issues a key with an optional name, expiry
-/// and scopes, returning 201 with the plaintext key. This is the only
+/// `POST /tenants/{id}/keys`: issues a key with an optional name, expiry,
+/// scopes and rate limit, returning 201 with the plaintext key. This is the only
 /// response that ever carries it, so it is marked `Cache-Control: no-store`.
 pub async fn issue(
     state: &State,
@@ -94,9 +94,7 @@ pub async fn issue(
     caller.require_grantable(&options.scopes)?;
     let issued = state.tenet.issue_key_with(tenant, options).await?;
 
-    let mut body = IssuedKeyResponse::from(&issued);
-    body.limit = request.limit;
-    let mut response = json(StatusCode::CREATED, &body);
+    let mut response = json(StatusCode::CREATED, &IssuedKeyResponse::from(&issued));
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -481,3 +481,32 @@ async fn failed_authentications_limit_the_address_only() {
     assert_eq!(blocked_valid.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(from_owner.status(), StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_key_keeps_its_limit() {
+    let server = TestServer::start().await;
+    let tenant = server.admin().create_tenant("Acme").await;
+    let old = issue_with(&server, &tenant, json!({"limit": hourly(1)})).await;
+
+    let response = server
+        .client
+        .post(server.url(&format!("/tenants/{}/keys/{}/rotate", tenant.id, old.id)))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let rotated: Value = response.json().await.expect("JSON body");
+    assert_eq!(
+        rotated["new_key"]["limit"],
+        json!({"rate": 1, "period_seconds": 3600, "burst": 1, "shadow": false})
+    );
+    let new_key = rotated["new_key"]["api_key"].as_str().expect("new key");
+    let through_new = statuses(&server, new_key, 2).await;
+
+    assert_eq!(
+        through_new,
+        [StatusCode::OK, StatusCode::TOO_MANY_REQUESTS],
+        "the new key has the old key's burst of 1"
+    );
+}
