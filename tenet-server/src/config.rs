@@ -312,9 +312,9 @@ pub struct Config {
     /// minute before it gets 429 without its key being checked; 0, the
     /// default, turns the limit off. Each replica counts in process and
     /// enforces its share (this value and the burst divided by --replicas).
-    /// The address is the TCP peer: behind a load balancer every client
-    /// shares the balancer's count, so turn this on only where the server
-    /// sees client addresses.
+    /// The address is the TCP peer, so behind a load balancer every client
+    /// shares the balancer's count. Turn this on only where the server
+    /// receives client addresses.
     #[arg(
         long,
         env = "TENET_AUTH_FAILURE_RATE",

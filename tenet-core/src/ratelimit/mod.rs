@@ -13,6 +13,9 @@
 //! TATs in process; [`RedisLimiter`] keeps them in Redis and decides in one
 //! Lua script on the Redis clock, so replicas share one budget.
 //!
+//! Monthly quotas are counted by [`LocalQuota`] in process and by
+//! [`RedisLimiter::take_quota`] in Redis.
+//!
 //! # Fallback
 //! When [`RedisLimiter::decide`] returns an error, the intended fallback is
 //! a [`LocalLimiter`] enforcing [`Limit::per_replica`] with the replica

@@ -54,7 +54,7 @@ pub struct QuotaOutcome {
     pub allowed: bool,
     /// The month's count after this request.
     pub used: u64,
-    /// The quota: the most requests the month admits.
+    /// The quota: the maximum number of requests the month admits.
     pub quota: u64,
     /// When the count resets: the start of the next month in UTC.
     pub resets_at: OffsetDateTime,

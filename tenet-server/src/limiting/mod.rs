@@ -48,7 +48,7 @@ pub struct ClientAddr(pub IpAddr);
 /// Settings of the [`Limiter`].
 #[derive(Debug, Clone)]
 pub struct LimiterOptions {
-    /// Redis, shared by the replicas; `None` decides in process.
+    /// Redis, shared by the replicas, or `None` to decide in process.
     pub redis: Option<RedisOptions>,
     /// The replica count, whose share of each limit a replica enforces
     /// while Redis fails.
@@ -98,8 +98,8 @@ pub enum LimitExceeded {
 }
 
 impl Limiter {
-    /// Builds the limiter; with Redis, the pool is built without
-    /// connecting, so the server starts while Redis is down.
+    /// Builds the limiter. A Redis pool is built without connecting, so
+    /// the server starts while Redis is down.
     pub fn new(options: LimiterOptions) -> Result<Self, tenet_core::Error> {
         let replicas = options.replicas.max(1);
         let auth_failures = options
