@@ -423,3 +423,94 @@ fn seconds_until(at: OffsetDateTime) -> u64 {
     let whole = left.whole_seconds() + i64::from(left.subsec_nanoseconds() > 0);
     u64::try_from(whole).unwrap_or(0).max(1)
 }
+
+#[cfg(test)]
+mod tests {
+    use http::StatusCode;
+    use tenet_core::ratelimit::QuotaOutcome;
+
+    use super::*;
+    use crate::response::empty;
+
+    fn rejection() -> Decision {
+        Decision {
+            allowed: false,
+            shadow_rejected: false,
+            limit: 10,
+            remaining: 0,
+            reset_secs: 30,
+            retry_after_secs: Some(3),
+            outcomes: Vec::new(),
+        }
+    }
+
+    fn header(response: &Response, name: &str) -> Option<String> {
+        response
+            .headers()
+            .get(name)
+            .map(|value| value.to_str().expect("ASCII").to_owned())
+    }
+
+    #[test]
+    fn rate_rejection_sets_every_header() {
+        let mut response = empty(StatusCode::TOO_MANY_REQUESTS);
+
+        LimitExceeded::RateLimited(rejection()).apply(&mut response);
+
+        assert_eq!(header(&response, "retry-after").as_deref(), Some("3"));
+        assert_eq!(header(&response, "ratelimit-limit").as_deref(), Some("10"));
+        assert_eq!(
+            header(&response, "ratelimit-remaining").as_deref(),
+            Some("0")
+        );
+        assert_eq!(header(&response, "ratelimit-reset").as_deref(), Some("30"));
+        assert_eq!(header(&response, "tenet-shadow-rejected"), None);
+    }
+
+    #[test]
+    fn quota_retry_after_counts_to_the_reset() {
+        let resets_at = OffsetDateTime::now_utc() + time::Duration::seconds(90);
+        let exceeded = LimitExceeded::QuotaExceeded(QuotaOutcome {
+            allowed: false,
+            used: 5,
+            quota: 5,
+            resets_at,
+        });
+        let passed = LimitExceeded::QuotaExceeded(QuotaOutcome {
+            allowed: false,
+            used: 5,
+            quota: 5,
+            resets_at: OffsetDateTime::now_utc() - time::Duration::seconds(1),
+        });
+
+        let retry = exceeded.retry_after_secs();
+
+        assert!((89..=90).contains(&retry), "{retry}");
+        assert_eq!(passed.retry_after_secs(), 1, "never below 1");
+        assert_eq!(exceeded.state().code.as_deref(), Some("quota_exceeded"));
+        assert_eq!(exceeded.state().quota_remaining, Some(0));
+    }
+
+    #[test]
+    fn shadow_rejection_is_marked() {
+        let decision = Decision {
+            allowed: true,
+            shadow_rejected: true,
+            retry_after_secs: None,
+            ..rejection()
+        };
+        let limit = RequestLimit {
+            decision: Some(decision),
+            quota: None,
+        };
+        let mut response = empty(StatusCode::OK);
+
+        limit.apply(&mut response);
+
+        assert_eq!(
+            header(&response, "tenet-shadow-rejected").as_deref(),
+            Some("true")
+        );
+        assert_eq!(header(&response, "retry-after"), None);
+    }
+}
