@@ -5,9 +5,9 @@
 
 use reqwest::Method;
 use tenet_core::api::{
-    CreateTenantRequest, HealthResponse, IssueKeyRequest, IssuedKeyResponse, KeyListResponse,
-    PrincipalResponse, RotateKeyRequest, RotateKeyResponse, TenantListResponse, TenantResponse,
-    VerifyRequest, VerifyResponse,
+    CreateTenantRequest, HealthResponse, IssueKeyRequest, IssuedKeyResponse, KeyLimitBody,
+    KeyListResponse, PrincipalResponse, RotateKeyRequest, RotateKeyResponse, TenantLimitsBody,
+    TenantListResponse, TenantResponse, VerifyRequest, VerifyResponse,
 };
 use tenet_core::{KeyId, TenantId};
 use zeroize::Zeroize;
@@ -121,6 +121,43 @@ impl Client {
             .await
     }
 
+    /// `GET /tenants/{id}/limits`: reads a tenant's rate limit and monthly
+    /// quota; needs the admin token.
+    pub async fn get_limits(&self, tenant: TenantId) -> Result<TenantLimitsBody> {
+        self.call(Method::GET, &format!("tenants/{tenant}/limits"))
+            .send()
+            .await
+    }
+
+    /// `PUT /tenants/{id}/limits`: replaces a tenant's rate limit and
+    /// monthly quota (a `None` field removes it) and returns them as
+    /// stored; needs the admin token.
+    pub async fn set_limits(
+        &self,
+        tenant: TenantId,
+        limits: &TenantLimitsBody,
+    ) -> Result<TenantLimitsBody> {
+        self.call(Method::PUT, &format!("tenants/{tenant}/limits"))
+            .json(limits)
+            .send()
+            .await
+    }
+
+    /// `PUT /tenants/{id}/keys/{key_id}/limit`: sets a key's own rate
+    /// limit, or removes it when `limit.limit` is `None`; needs the admin
+    /// token or a `tenet:admin` key of the tenant.
+    pub async fn set_key_limit(
+        &self,
+        tenant: TenantId,
+        key: KeyId,
+        limit: &KeyLimitBody,
+    ) -> Result<KeyLimitBody> {
+        self.call(Method::PUT, &format!("tenants/{tenant}/keys/{key}/limit"))
+            .json(limit)
+            .send()
+            .await
+    }
+
     /// `GET /protected`: returns whom this client's API key acts for.
     pub async fn whoami(&self) -> Result<PrincipalResponse> {
         self.call(Method::GET, "protected").send().await
@@ -173,6 +210,7 @@ impl Client {
         let request = WipedVerifyRequest(VerifyRequest {
             key: key.expose_secret().to_owned(),
             scopes: scopes.to_vec(),
+            consume: true,
         });
         match self.verify(&request.0).await? {
             VerifyResponse::Valid(valid) => Ok(Principal {

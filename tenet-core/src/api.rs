@@ -17,6 +17,7 @@ use time::OffsetDateTime;
 
 use crate::id::{KeyId, TenantId};
 use crate::key::{IssuedKey, KeyInfo, Principal, VerifiedKey};
+use crate::ratelimit::{Limit, TenantLimits};
 use crate::scope::Scope;
 use crate::tenant::Tenant;
 
@@ -52,6 +53,123 @@ pub struct IssueKeyRequest {
     /// The key's scopes; see [`Scope::parse`](crate::Scope::parse).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scopes: Vec<String>,
+    /// A rate limit of the key's own, applied together with the tenant's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<LimitBody>,
+}
+
+/// A rate limit in a request or response body: `rate` requests per
+/// `period_seconds`, of which up to `burst` may arrive at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitBody {
+    pub rate: u32,
+    pub period_seconds: u64,
+    pub burst: u32,
+    /// When `true`, requests over the limit are counted and reported but
+    /// not rejected.
+    #[serde(default)]
+    pub shadow: bool,
+}
+
+impl LimitBody {
+    /// Builds the limit, failing with [`Error::Invalid`](crate::Error::Invalid)
+    /// on the values that [`Limit::new`] rejects.
+    pub fn to_limit(&self) -> crate::Result<Limit> {
+        let limit = Limit::new(
+            self.rate,
+            std::time::Duration::from_secs(self.period_seconds),
+            self.burst,
+        )?;
+        Ok(if self.shadow { limit.shadow() } else { limit })
+    }
+}
+
+impl From<&Limit> for LimitBody {
+    fn from(limit: &Limit) -> Self {
+        Self {
+            rate: limit.rate(),
+            period_seconds: limit.period().as_secs(),
+            burst: limit.burst(),
+            shadow: limit.is_shadow(),
+        }
+    }
+}
+
+/// Body of `PUT /tenants/{id}/limits` and of its response and of
+/// `GET /tenants/{id}/limits`. A `PUT` replaces both fields, and a missing
+/// field reads as `null`: no limit or no quota.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantLimitsBody {
+    /// The rate limit that all the tenant's keys draw on together.
+    #[serde(default)]
+    pub limit: Option<LimitBody>,
+    /// The maximum number of requests the tenant's keys may make in one
+    /// calendar month (UTC).
+    #[serde(default)]
+    pub monthly_quota: Option<u64>,
+}
+
+impl TenantLimitsBody {
+    /// Builds the stored form, checking the rate limit and the quota.
+    pub fn to_limits(&self) -> crate::Result<TenantLimits> {
+        let limits = TenantLimits {
+            limit: self.limit.as_ref().map(LimitBody::to_limit).transpose()?,
+            monthly_quota: self.monthly_quota,
+        };
+        limits.validate()?;
+        Ok(limits)
+    }
+}
+
+impl From<&TenantLimits> for TenantLimitsBody {
+    fn from(limits: &TenantLimits) -> Self {
+        Self {
+            limit: limits.limit.as_ref().map(LimitBody::from),
+            monthly_quota: limits.monthly_quota,
+        }
+    }
+}
+
+/// Body of `PUT /tenants/{id}/keys/{key_id}/limit` and of its response:
+/// the key's own limit, or `null` to remove it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyLimitBody {
+    #[serde(default)]
+    pub limit: Option<LimitBody>,
+}
+
+/// The limit state of one request, as `POST /verify` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitStateResponse {
+    /// Whether the request fits the key's and the tenant's limits and the
+    /// tenant's quota.
+    pub allowed: bool,
+    /// `rate_limited` or `quota_exceeded` when not allowed, else `null`.
+    #[serde(default)]
+    pub code: Option<String>,
+    /// The `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`
+    /// values, or `null` when no rate limit applies.
+    #[serde(default)]
+    pub limit: Option<u32>,
+    #[serde(default)]
+    pub remaining: Option<u32>,
+    #[serde(default)]
+    pub reset_seconds: Option<u64>,
+    /// Seconds until a request may succeed again, when not allowed.
+    #[serde(default)]
+    pub retry_after_seconds: Option<u64>,
+    /// Whether a shadow limit would have rejected the request.
+    #[serde(default)]
+    pub shadow_rejected: bool,
+    /// Requests left in the tenant's monthly quota, or `null` without one.
+    #[serde(default)]
+    pub quota_remaining: Option<u64>,
+    /// When the monthly quota resets, or `null` without one.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub quota_resets_at: Option<OffsetDateTime>,
 }
 
 /// A tenant, as returned by `POST /tenants` and `GET /tenants/{id}`.
@@ -103,6 +221,9 @@ pub struct IssuedKeyResponse {
     /// The key's scopes, sorted and without duplicates.
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// The key's own rate limit, or `null` when only the tenant's applies.
+    #[serde(default)]
+    pub limit: Option<LimitBody>,
 }
 
 impl From<&IssuedKey> for IssuedKeyResponse {
@@ -120,6 +241,7 @@ impl From<&IssuedKey> for IssuedKeyResponse {
             created_at: issued.info.created_at,
             expires_at: issued.info.expires_at,
             scopes: scope_names(&issued.info.scopes),
+            limit: issued.limit.as_ref().map(LimitBody::from),
         }
     }
 }
@@ -135,6 +257,7 @@ impl fmt::Debug for IssuedKeyResponse {
             .field("created_at", &self.created_at)
             .field("expires_at", &self.expires_at)
             .field("scopes", &self.scopes)
+            .field("limit", &self.limit)
             .finish()
     }
 }
@@ -240,6 +363,18 @@ pub struct VerifyRequest {
     /// [`Scope::parse`](crate::Scope::parse); none by default.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scopes: Vec<String>,
+    /// Whether a valid key's request counts against its limits and quota:
+    /// `true` by default, `false` to check them without counting.
+    #[serde(default = "consume_by_default", skip_serializing_if = "is_true")]
+    pub consume: bool,
+}
+
+fn consume_by_default() -> bool {
+    true
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
 }
 
 impl fmt::Debug for VerifyRequest {
@@ -247,6 +382,7 @@ impl fmt::Debug for VerifyRequest {
         f.debug_struct("VerifyRequest")
             .field("key", &"…")
             .field("scopes", &self.scopes)
+            .field("consume", &self.consume)
             .finish()
     }
 }
@@ -273,6 +409,10 @@ pub struct ValidKeyResponse {
     /// When the key stops verifying, or `null` for a key without expiry.
     #[serde(with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,
+    /// The key's limit state for this request, or `null` when neither the
+    /// key nor its tenant has a limit or a quota.
+    #[serde(default)]
+    pub rate_limit: Option<LimitStateResponse>,
 }
 
 impl From<&VerifiedKey> for ValidKeyResponse {
@@ -283,6 +423,7 @@ impl From<&VerifiedKey> for ValidKeyResponse {
             key_id: verified.principal.key_id,
             scopes: scope_names(&verified.scopes),
             expires_at: verified.expires_at,
+            rate_limit: None,
         }
     }
 }
@@ -373,10 +514,26 @@ mod tests {
             expires_at: Some(time()),
             ttl_seconds: Some(60),
             scopes: vec!["billing:read".to_owned()],
+            limit: Some(LimitBody {
+                rate: 10,
+                period_seconds: 60,
+                burst: 5,
+                shadow: true,
+            }),
         });
         round_trip(&VerifyRequest {
             key: "tnt_x".to_owned(),
             scopes: vec!["tenet:verify".to_owned()],
+            consume: true,
+        });
+        round_trip(&VerifyRequest {
+            key: "tnt_x".to_owned(),
+            scopes: Vec::new(),
+            consume: false,
+        });
+        round_trip(&TenantLimitsBody {
+            limit: None,
+            monthly_quota: Some(1000),
         });
     }
 
@@ -397,6 +554,7 @@ mod tests {
         let issued = IssuedKey {
             info: key_info(None),
             api_key: ApiKey::generate(),
+            limit: Some(Limit::new(5, std::time::Duration::from_secs(1), 10).expect("valid")),
         };
         round_trip(&IssuedKeyResponse::from(&issued));
 
@@ -419,6 +577,17 @@ mod tests {
             key_id: KeyId::generate(),
             scopes: vec!["billing:read".to_owned()],
             expires_at: Some(time()),
+            rate_limit: Some(LimitStateResponse {
+                allowed: false,
+                code: Some("quota_exceeded".to_owned()),
+                limit: Some(10),
+                remaining: Some(0),
+                reset_seconds: Some(3),
+                retry_after_seconds: Some(86_400),
+                shadow_rejected: false,
+                quota_remaining: Some(0),
+                quota_resets_at: Some(time()),
+            }),
         }));
         round_trip(&VerifyResponse::Invalid(InvalidKeyResponse {
             valid: false,
@@ -480,6 +649,7 @@ mod tests {
         let request = VerifyRequest {
             key: key.expose_secret().to_owned(),
             scopes: Vec::new(),
+            consume: true,
         };
 
         assert!(!format!("{request:?}").contains(key.display_prefix()));
@@ -490,6 +660,7 @@ mod tests {
         let issued = IssuedKey {
             info: key_info(None),
             api_key: ApiKey::generate(),
+            limit: None,
         };
         let response = IssuedKeyResponse::from(&issued);
 

@@ -176,6 +176,8 @@ pub struct KeyOptions {
     pub expires_at: Option<OffsetDateTime>,
     /// The key's scopes; [`Scope::parse_list`] sorts and deduplicates them.
     pub scopes: Vec<Scope>,
+    /// A rate limit of the key's own, applied together with its tenant's.
+    pub limit: Option<crate::ratelimit::Limit>,
 }
 
 /// A key as stored: its metadata and the keyed digest of its secret.
@@ -190,6 +192,8 @@ pub struct KeyRecord {
 pub struct IssuedKey {
     pub info: KeyInfo,
     pub api_key: ApiKey,
+    /// The key's own rate limit, if it has one.
+    pub limit: Option<crate::ratelimit::Limit>,
 }
 
 /// The outcome of a rotation: the new key and the old key as it ends.

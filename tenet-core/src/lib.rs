@@ -63,6 +63,7 @@ pub use key::{
     ApiKey, IssuedKey, KeyInfo, KeyOptions, KeyRecord, Principal, RotatedKey, VerifiedKey,
 };
 pub use name::{KeyName, TenantName};
+pub use ratelimit::{Limit, TenantLimits};
 pub use scope::Scope;
 pub use secret::{AdminToken, AdminTokenDigest, KeyDigest, Pepper};
 pub use service::{Tenet, TenetBuilder};

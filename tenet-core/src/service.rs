@@ -13,6 +13,7 @@ use crate::key::{
     ApiKey, IssuedKey, KeyInfo, KeyOptions, KeyRecord, Principal, RotatedKey, VerifiedKey,
 };
 use crate::name::{KeyName, TenantName};
+use crate::ratelimit::{Limit, TenantLimits};
 use crate::secret::{KeyDigest, Pepper};
 use crate::stats::{CacheStats, PoolStatuses};
 use crate::store::{Page, PageRequest, Rotation, Store};
@@ -252,6 +253,13 @@ impl Tenet {
             digest: self.pepper.digest(api_key.secret()),
         };
         self.store.insert_key(&record).await?;
+        if let Some(limit) = &options.limit {
+            // When this write fails the caller gets the error and never
+            // the plaintext, so the key without its limit cannot be used.
+            self.store
+                .set_key_limit(tenant, record.info.id, Some(limit))
+                .await?;
+        }
         tracing::debug!(tenant_id = %tenant, key_id = %record.info.id, "issued key");
 
         self.announce(&record.digest, &valid_verdict(&record.info))
@@ -259,7 +267,47 @@ impl Tenet {
         Ok(IssuedKey {
             info: record.info,
             api_key,
+            limit: options.limit,
         })
+    }
+
+    /// Returns a tenant's limits, or [`Error::NotFound`] for an unknown
+    /// tenant.
+    pub async fn tenant_limits(&self, tenant: TenantId) -> Result<TenantLimits> {
+        self.tenant(tenant).await?;
+        self.store.tenant_limits(tenant).await
+    }
+
+    /// Replaces a tenant's limits after checking the quota, and returns
+    /// them; [`Error::NotFound`] for an unknown tenant.
+    pub async fn set_tenant_limits(
+        &self,
+        tenant: TenantId,
+        limits: TenantLimits,
+    ) -> Result<TenantLimits> {
+        limits.validate()?;
+        self.store.set_tenant_limits(tenant, &limits).await?;
+        tracing::debug!(tenant_id = %tenant, "set tenant limits");
+        Ok(limits)
+    }
+
+    /// Sets a key's own limit, or removes it for `None`. A key id that
+    /// belongs to another tenant is [`Error::NotFound`].
+    pub async fn set_key_limit(
+        &self,
+        tenant: TenantId,
+        key: KeyId,
+        limit: Option<Limit>,
+    ) -> Result<Option<Limit>> {
+        let found = self
+            .store
+            .set_key_limit(tenant, key, limit.as_ref())
+            .await?;
+        if !found {
+            return Err(Error::not_found("key", key));
+        }
+        tracing::debug!(tenant_id = %tenant, key_id = %key, "set key limit");
+        Ok(limit)
     }
 
     /// Lists a tenant's keys, revoked ones included, oldest first, reading
@@ -311,8 +359,9 @@ impl Tenet {
         Ok(revoked.info)
     }
 
-    /// Rotates a key: issues a new key with the old key's name and scopes,
-    /// and ends the old key after `grace`, or at once for a zero grace.
+    /// Rotates a key: issues a new key with the old key's name, scopes and
+    /// own rate limit, and ends the old key after `grace`, or at once for a
+    /// zero grace.
     ///
     /// The old key's expiry moves to now plus `grace` unless it already
     /// expires sooner, and every replica's cache learns of the shorter
@@ -352,11 +401,22 @@ impl Tenet {
         } else {
             Rotation::ExpireBy(rotated_at + grace)
         };
+        // The limit is read first, so that an unreadable limit fails the
+        // rotation before anything is written.
+        let limit = self.store.key_limit(key).await?;
         let ended = self
             .store
             .rotate_key(tenant, key, &replacement, rotation)
             .await?
             .ok_or_else(|| Error::not_found("key", key))?;
+        if let Some(limit) = &limit {
+            // NOTE: this write follows the rotation's transaction. When it
+            // fails, the caller gets the error and never the new key, but
+            // the old key's grace period has already begun.
+            self.store
+                .set_key_limit(tenant, replacement.info.id, Some(limit))
+                .await?;
+        }
         tracing::debug!(
             tenant_id = %tenant,
             key_id = %key,
@@ -376,6 +436,7 @@ impl Tenet {
             issued: IssuedKey {
                 info: replacement.info,
                 api_key,
+                limit,
             },
             old: ended.info,
         })
@@ -586,6 +647,23 @@ mod tests {
                 release.notified().await;
             }
             snapshot
+        }
+        async fn tenant_limits(&self, tenant: TenantId) -> Result<TenantLimits> {
+            self.inner.tenant_limits(tenant).await
+        }
+        async fn set_tenant_limits(&self, tenant: TenantId, limits: &TenantLimits) -> Result<()> {
+            self.inner.set_tenant_limits(tenant, limits).await
+        }
+        async fn key_limit(&self, key: KeyId) -> Result<Option<Limit>> {
+            self.inner.key_limit(key).await
+        }
+        async fn set_key_limit(
+            &self,
+            tenant: TenantId,
+            key: KeyId,
+            limit: Option<&Limit>,
+        ) -> Result<bool> {
+            self.inner.set_key_limit(tenant, key, limit).await
         }
         async fn setting(&self, name: &str) -> Result<Option<Vec<u8>>> {
             self.inner.setting(name).await

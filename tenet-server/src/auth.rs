@@ -9,7 +9,9 @@ use tenet_core::key::DISPLAY_PREFIX_LEN;
 use tenet_core::{AdminTokenDigest, Principal, Scope, Tenet, VerifiedKey};
 
 use crate::error::Error;
+use crate::limiting::ClientAddr;
 use crate::metrics::{Metrics, Verification};
+use crate::setup::State;
 
 /// Header that carries an API key as an alternative to
 /// `Authorization: Bearer`.
@@ -57,6 +59,30 @@ pub fn require_admin(headers: &HeaderMap, admin: &AdminTokenDigest) -> Result<()
         tracing::debug!(reason = "wrong_token", "rejected admin credentials");
         Err(Error::Unauthorized)
     }
+}
+
+/// Runs an authentication attempt within the client's limit of failed
+/// authentications: over the limit, returns 429 without running it, and
+/// counts the attempt when it returns [`Error::Unauthorized`].
+///
+/// Each client address has its own count, apart from any key's or
+/// tenant's limit, so that guessing keys cannot lock out a key's owner.
+pub async fn guard_failures<T, B>(
+    state: &State,
+    request: &http::Request<B>,
+    attempt: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    let client = request
+        .extensions()
+        .get::<ClientAddr>()
+        .map(|ClientAddr(address)| *address);
+    state.limiter.check_auth_failures(client, &state.metrics)?;
+
+    let result = attempt.await;
+    if matches!(result, Err(Error::Unauthorized)) {
+        state.limiter.record_auth_failure(client);
+    }
+    result
 }
 
 /// Extracts the one API key of a request and verifies it.

@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use tenet_core::{CacheOptions, PostgresOptions, RedisOptions};
+use tenet_core::{CacheOptions, Limit, PostgresOptions, RedisOptions};
+
+use crate::limiting::LimiterOptions;
 
 /// Environment variable that contains the key pepper.
 pub const PEPPER_ENV: &str = "TENET_KEY_PEPPER";
@@ -282,6 +284,57 @@ pub struct Config {
     )]
     pub negative_cache_ttl: u64,
 
+    /// Sets the number of replicas sharing Redis. While Redis fails, each
+    /// replica enforces this share of every rate limit and quota in
+    /// process.
+    #[arg(
+        long,
+        env = "TENET_REPLICAS",
+        value_name = "COUNT",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u32).range(1..=10_000)
+    )]
+    pub replicas: u32,
+
+    /// Sets how long tenant and key limits are cached before they are read
+    /// from the store again, in seconds. A change made through another
+    /// replica takes effect here within this time.
+    #[arg(
+        long,
+        env = "TENET_LIMIT_REFRESH",
+        value_name = "SECONDS",
+        default_value_t = 5,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub limit_refresh: u64,
+
+    /// Sets how many failed authentications a client address may make per
+    /// minute before it gets 429 without its key being checked; 0, the
+    /// default, turns the limit off. Each replica counts in process and
+    /// enforces its share (this value and the burst divided by --replicas).
+    /// The address is the TCP peer, so behind a load balancer every client
+    /// shares the balancer's count. Turn this on only where the server
+    /// receives client addresses.
+    #[arg(
+        long,
+        env = "TENET_AUTH_FAILURE_RATE",
+        value_name = "PER_MINUTE",
+        default_value_t = 0,
+        value_parser = clap::value_parser!(u32).range(0..=1_000_000)
+    )]
+    pub auth_failure_rate: u32,
+
+    /// Sets how many failed authentications a client address may make at
+    /// once, on top of the rate.
+    #[arg(
+        long,
+        env = "TENET_AUTH_FAILURE_BURST",
+        value_name = "COUNT",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u32).range(1..=1_000_000)
+    )]
+    pub auth_failure_burst: u32,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 
@@ -360,6 +413,24 @@ impl Config {
         })
     }
 
+    /// Returns the rate limiter settings.
+    pub fn limiter(&self) -> Result<LimiterOptions, tenet_core::Error> {
+        let auth_failures = match self.auth_failure_rate {
+            0 => None,
+            rate => Some(Limit::new(
+                rate,
+                Duration::from_secs(60),
+                self.auth_failure_burst,
+            )?),
+        };
+        Ok(LimiterOptions {
+            redis: self.redis(),
+            replicas: self.replicas,
+            refresh: Duration::from_secs(self.limit_refresh),
+            auth_failures,
+        })
+    }
+
     /// Returns the shutdown drain timeout as a duration.
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout)
@@ -405,6 +476,10 @@ impl fmt::Debug for Config {
             .field("cache_capacity", &self.cache_capacity)
             .field("cache_ttl", &self.cache_ttl)
             .field("negative_cache_ttl", &self.negative_cache_ttl)
+            .field("replicas", &self.replicas)
+            .field("limit_refresh", &self.limit_refresh)
+            .field("auth_failure_rate", &self.auth_failure_rate)
+            .field("auth_failure_burst", &self.auth_failure_burst)
             .field("command", &self.command)
             .field("key_pepper", &redacted(self.key_pepper.is_some()))
             .finish()

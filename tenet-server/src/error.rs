@@ -13,6 +13,9 @@ use std::path::PathBuf;
 use http::{HeaderValue, StatusCode, header};
 use tenet_core::api::{ErrorDetail, ErrorResponse};
 
+use time::format_description::well_known::Rfc3339;
+
+use crate::limiting::LimitExceeded;
 use crate::response::{Response, json};
 
 /// A boxed error kept as the source of a server failure.
@@ -67,6 +70,20 @@ pub enum Error {
     /// A listing's `limit` query parameter is not an integer in range.
     #[error("{0}")]
     InvalidLimit(String),
+
+    /// A rate limit's `rate`, `period_seconds` or `burst` failed
+    /// validation.
+    #[error("{0}")]
+    InvalidRateLimit(String),
+
+    /// A `monthly_quota` failed validation.
+    #[error("{0}")]
+    InvalidQuota(String),
+
+    /// A request over a rate limit, the monthly quota or the limit of
+    /// failed authentications, rejected with 429 and `Retry-After`.
+    #[error("request limited")]
+    Limited(crate::limiting::LimitExceeded),
 
     /// A valid API key lacks the scope that the route requires.
     #[error("missing scope {scope}")]
@@ -153,6 +170,14 @@ impl From<tenet_core::Error> for Error {
                 field: "scopes", ..
             } => Error::InvalidScopes(err.to_string()),
             tenet_core::Error::Invalid {
+                field: "rate limit",
+                ..
+            } => Error::InvalidRateLimit(err.to_string()),
+            tenet_core::Error::Invalid {
+                field: "monthly_quota",
+                ..
+            } => Error::InvalidQuota(err.to_string()),
+            tenet_core::Error::Invalid {
                 field: "tenant id", ..
             } => Error::TenantNotFound,
             tenet_core::Error::Invalid {
@@ -213,6 +238,17 @@ impl Error {
             Error::InvalidLimit(detail) => {
                 return (StatusCode::BAD_REQUEST, "invalid_limit", detail.clone());
             }
+            Error::InvalidRateLimit(detail) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    "invalid_rate_limit",
+                    detail.clone(),
+                );
+            }
+            Error::InvalidQuota(detail) => {
+                return (StatusCode::BAD_REQUEST, "invalid_quota", detail.clone());
+            }
+            Error::Limited(exceeded) => return limited_parts(exceeded),
             Error::MissingScope { scope } => {
                 return (
                     StatusCode::FORBIDDEN,
@@ -294,20 +330,52 @@ impl Error {
         };
         let mut response = json(status, &body);
 
-        let headers = response.headers_mut();
         match self {
             Error::Unauthorized => {
-                headers.insert(
+                response.headers_mut().insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer realm=\"tenet\""),
                 );
             }
             Error::MethodNotAllowed { allow } => {
-                headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            Error::Limited(exceeded) => {
+                exceeded.apply(&mut response);
+                // Kept for a recorder of request outcomes, as admitted
+                // requests keep their `RequestLimit`.
+                response.extensions_mut().insert(exceeded);
             }
             _ => {}
         }
         response
+    }
+}
+
+fn limited_parts(exceeded: &LimitExceeded) -> (StatusCode, &'static str, String) {
+    let retry = exceeded.retry_after_secs();
+    match exceeded {
+        LimitExceeded::RateLimited(_) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("rate limit exceeded; retry after {retry} seconds"),
+        ),
+        LimitExceeded::QuotaExceeded(quota) => {
+            let resets_at = quota
+                .resets_at
+                .format(&Rfc3339)
+                .unwrap_or_else(|_| quota.resets_at.to_string());
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                "quota_exceeded",
+                format!(
+                    "the monthly quota of {} requests is used up; it resets at {resets_at}",
+                    quota.quota
+                ),
+            )
+        }
     }
 }
 

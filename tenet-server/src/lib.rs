@@ -29,6 +29,8 @@
 //! - [`metrics`]: the Prometheus metrics of `/metrics`;
 //! - [`routes`]: the router and one module per resource;
 //! - [`auth`]: the admin token check and API-key extraction;
+//! - [`limiting`]: rate limits, monthly quotas and the limit of failed
+//!   authentications, in Redis or in process;
 //! - [`body`]: JSON request bodies within the size limit;
 //! - [`response`]: JSON responses;
 //! - [`error`]: the crate's one error type and its HTTP mapping;
@@ -47,6 +49,7 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod lifecycle;
+pub mod limiting;
 pub mod logging;
 pub mod metrics;
 pub mod request_id;

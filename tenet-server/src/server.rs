@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -14,6 +15,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::config::Config;
+use crate::limiting::ClientAddr;
 use crate::service::{self, Surface};
 use crate::setup::State;
 
@@ -138,7 +140,11 @@ async fn serve_connection(
         }
     }
 
-    let service = service_fn(move |request| service::handle(Arc::clone(&state), surface, request));
+    let client = ClientAddr(peer.ip());
+    let service = service_fn(move |mut request: http::Request<Incoming>| {
+        request.extensions_mut().insert(client);
+        service::handle(Arc::clone(&state), surface, request)
+    });
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     if let Err(err) = watcher.watch(connection).await {
         tracing::debug!(%peer, error = %err, "connection closed with an error");

@@ -9,6 +9,7 @@ use tenet_core::{AdminToken, AdminTokenDigest, Pepper, PostgresStore, SqliteStor
 use crate::config::{Config, PEPPER_ENV};
 use crate::error::Error;
 use crate::lifecycle::Lifecycle;
+use crate::limiting::Limiter;
 use crate::metrics::Metrics;
 use crate::secret_file;
 use crate::service::AccessLog;
@@ -38,6 +39,8 @@ pub struct State {
     pub access_log: AccessLog,
     /// Whether shutdown has started, which fails `/readyz`.
     pub lifecycle: Lifecycle,
+    /// Rate limits, quotas and the limit of failed authentications.
+    pub limiter: Limiter,
 }
 
 /// The storage backends the server can run on.
@@ -100,6 +103,13 @@ pub async fn build_state(config: &Config) -> Result<(State, StoreKind), Error> {
         source,
     })?;
     let admin = resolve_admin_token(config, tenet.store().as_ref(), kind).await?;
+    let limiter = config
+        .limiter()
+        .and_then(Limiter::new)
+        .map_err(|err| Error::Config {
+            setting: "rate limits",
+            reason: err.to_string(),
+        })?;
 
     let state = State {
         metrics: Metrics::new(tenet.clone()),
@@ -108,6 +118,7 @@ pub async fn build_state(config: &Config) -> Result<(State, StoreKind), Error> {
         max_body_bytes: config.max_body_bytes,
         access_log: AccessLog::new(config.access_log_sample),
         lifecycle: Lifecycle::default(),
+        limiter,
     };
     Ok((state, kind))
 }

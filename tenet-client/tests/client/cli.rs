@@ -273,3 +273,44 @@ async fn unknown_tenant_fails_with_the_server_code() {
     let message = assert_fails(&output, 1);
     assert!(message.contains("404 tenant_not_found"), "{message}");
 }
+
+#[tokio::test]
+async fn limits_set_and_get() {
+    let server = TestServer::start().await;
+    let url = server.url();
+    let created = run(tenet(&url), &["tenants", "create", "Acme", "--json"]).await;
+    let tenant = json(&created)["id"].as_str().expect("tenant id").to_owned();
+
+    let set = run(
+        tenet(&url),
+        &[
+            "limits",
+            "set",
+            &tenant,
+            "--rate",
+            "100",
+            "--period",
+            "60",
+            "--burst",
+            "20",
+            "--monthly-quota",
+            "5000",
+            "--json",
+        ],
+    )
+    .await;
+    let got = run(tenet(&url), &["limits", "get", &tenant]).await;
+    let incomplete = run(tenet(&url), &["limits", "set", &tenant, "--rate", "5"]).await;
+
+    assert!(set.status.success(), "{}", stderr(&set));
+    assert_eq!(json(&set)["limit"]["burst"], 20);
+    assert_eq!(json(&set)["monthly_quota"], 5000);
+    assert!(got.status.success(), "{}", stderr(&got));
+    assert!(
+        stdout(&got).contains("100 per 60 s, burst 20"),
+        "{}",
+        stdout(&got)
+    );
+    assert!(stdout(&got).contains("5000"), "{}", stdout(&got));
+    assert_eq!(incomplete.status.code(), Some(2), "{}", stderr(&incomplete));
+}

@@ -1,7 +1,10 @@
 //! Every route method against a real server.
 
 use tenet_client::Credential;
-use tenet_core::api::{IssueKeyRequest, RotateKeyRequest, VerifyRequest, VerifyResponse};
+use tenet_core::api::{
+    IssueKeyRequest, KeyLimitBody, LimitBody, RotateKeyRequest, TenantLimitsBody, VerifyRequest,
+    VerifyResponse,
+};
 
 use crate::helpers::TestServer;
 
@@ -158,6 +161,7 @@ async fn verify_reports_scopes_and_rejections() {
     let request = VerifyRequest {
         key: issued.api_key.clone(),
         scopes: vec!["billing:read".to_owned()],
+        consume: true,
     };
 
     let valid = admin.verify(&request).await.expect("verified");
@@ -264,4 +268,56 @@ async fn verify_key_with_checks_scopes() {
         matches!(anonymous, tenet_client::Error::MissingCredential { .. }),
         "{anonymous:?}"
     );
+}
+
+#[tokio::test]
+async fn limits_set_get_and_key_limit() {
+    let server = TestServer::start().await;
+    let admin = server.admin();
+    let tenant = admin.create_tenant("Acme").await.expect("created");
+    let key = admin
+        .issue_key(tenant.id, &IssueKeyRequest::default())
+        .await
+        .expect("issued");
+    let limits = TenantLimitsBody {
+        limit: Some(LimitBody {
+            rate: 100,
+            period_seconds: 60,
+            burst: 20,
+            shadow: false,
+        }),
+        monthly_quota: Some(1000),
+    };
+    let key_limit = KeyLimitBody {
+        limit: Some(LimitBody {
+            rate: 1,
+            period_seconds: 3600,
+            burst: 1,
+            shadow: false,
+        }),
+    };
+
+    let before = admin.get_limits(tenant.id).await.expect("read");
+    let stored = admin.set_limits(tenant.id, &limits).await.expect("set");
+    let after = admin.get_limits(tenant.id).await.expect("read");
+    let key_stored = admin
+        .set_key_limit(tenant.id, key.id, &key_limit)
+        .await
+        .expect("set");
+    let invalid = admin
+        .set_limits(
+            tenant.id,
+            &TenantLimitsBody {
+                limit: None,
+                monthly_quota: Some(0),
+            },
+        )
+        .await;
+
+    assert_eq!(before, TenantLimitsBody::default());
+    assert_eq!(stored, limits);
+    assert_eq!(after, limits);
+    assert_eq!(key_stored, key_limit);
+    let err = invalid.expect_err("a zero quota is invalid");
+    assert!(err.to_string().contains("invalid_quota"), "{err}");
 }

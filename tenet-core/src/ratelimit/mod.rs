@@ -13,6 +13,9 @@
 //! TATs in process; [`RedisLimiter`] keeps them in Redis and decides in one
 //! Lua script on the Redis clock, so replicas share one budget.
 //!
+//! Monthly quotas are counted by [`LocalQuota`] in process and by
+//! [`RedisLimiter::take_quota`] in Redis.
+//!
 //! # Fallback
 //! When [`RedisLimiter::decide`] returns an error, the intended fallback is
 //! a [`LocalLimiter`] enforcing [`Limit::per_replica`] with the replica
@@ -22,9 +25,11 @@
 //! Redis Lua (below 2^53 until the year 2255).
 
 mod local;
+mod quota;
 mod redis;
 
 pub use local::{Clock, LocalLimiter, SystemClock};
+pub use quota::{LocalQuota, QuotaMonth, QuotaOutcome};
 pub use redis::{RedisLimiter, RedisLimiterError};
 
 use std::time::Duration;
@@ -33,7 +38,7 @@ use crate::error::{Error, Result};
 
 const MICROS_PER_SECOND: i64 = 1_000_000;
 
-/// Upper bound of `burst * emission interval`, in microseconds (about 1.4
+/// Upper bound of `burst * emission interval`, in microseconds (about 1.1
 /// years), so that sums of times stay exact in Redis Lua doubles.
 const MAX_TOLERANCE_MICROS: i64 = 1 << 45;
 
@@ -51,7 +56,7 @@ impl Limit {
     /// `burst` may arrive at once.
     ///
     /// Rejects a zero rate, burst or period, an interval below one
-    /// microsecond, and a `burst * period / rate` above about 1.4 years.
+    /// microsecond, and a `burst * period / rate` above about 1.1 years.
     pub fn new(rate: u32, period: Duration, burst: u32) -> Result<Self> {
         let limit = Self {
             rate,
@@ -108,6 +113,16 @@ impl Limit {
         })
     }
 
+    /// Returns the number of requests per [`Limit::period`].
+    pub fn rate(&self) -> u32 {
+        self.rate
+    }
+
+    /// Returns the period that [`Limit::rate`] counts over.
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+
     /// Returns the burst, the value of a `RateLimit-Limit` header.
     pub fn burst(&self) -> u32 {
         self.burst
@@ -131,6 +146,38 @@ impl Limit {
     /// Returns how far ahead of now the TAT may run: `burst` intervals.
     pub(crate) fn tolerance_micros(&self) -> i64 {
         self.interval_micros().saturating_mul(i64::from(self.burst))
+    }
+}
+
+/// The maximum monthly quota, chosen so that counts stay exact
+/// in the signed 64-bit integers of the SQL stores and Redis.
+pub const MAX_MONTHLY_QUOTA: u64 = 1 << 50;
+
+/// A tenant's stored limits: a rate limit shared by all its keys and a
+/// monthly request quota, each optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TenantLimits {
+    /// The rate limit that every key of the tenant draws on together.
+    pub limit: Option<Limit>,
+    /// The maximum number of requests the tenant's keys may make in one
+    /// calendar month (UTC), at most [`MAX_MONTHLY_QUOTA`].
+    pub monthly_quota: Option<u64>,
+}
+
+impl TenantLimits {
+    /// Checks the quota bound; [`Limit::new`] checked the rate limit.
+    pub fn validate(&self) -> Result<()> {
+        match self.monthly_quota {
+            Some(0) => Err(Error::invalid(
+                "monthly_quota",
+                "is 0; give a quota of at least 1, or null for no quota",
+            )),
+            Some(quota) if quota > MAX_MONTHLY_QUOTA => Err(Error::invalid(
+                "monthly_quota",
+                format!("is {quota}; it must be at most {MAX_MONTHLY_QUOTA}"),
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -159,7 +206,25 @@ impl Check {
         }
     }
 
-    /// Returns the subject, `tenant:<id>` or `key:<id>`.
+    /// Applies `limit` to failed authentication attempts from the client
+    /// address `client`.
+    pub fn client(client: std::net::IpAddr, limit: Limit) -> Self {
+        Self {
+            subject: format!("client:{client}"),
+            limit,
+        }
+    }
+
+    /// Returns this check with its limit cut to one replica's share; see
+    /// [`Limit::per_replica`].
+    pub fn per_replica(&self, replicas: u32) -> Result<Self> {
+        Ok(Self {
+            subject: self.subject.clone(),
+            limit: self.limit.per_replica(replicas)?,
+        })
+    }
+
+    /// Returns the subject, `tenant:<id>`, `key:<id>` or `client:<address>`.
     pub fn subject(&self) -> &str {
         &self.subject
     }

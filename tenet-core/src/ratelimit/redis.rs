@@ -22,7 +22,9 @@ use bb8_redis::RedisConnectionManager;
 use redis::Script;
 use tokio::time::timeout;
 
-use super::{Check, Clock, Decision, Mode, SystemClock, evaluate, require_checks};
+use super::{
+    Check, Clock, Decision, Mode, QuotaMonth, QuotaOutcome, SystemClock, evaluate, require_checks,
+};
 use crate::cache::redis::RedisOptions;
 use crate::error::{Error, Result};
 
@@ -67,6 +69,25 @@ end
 return result
 ";
 
+// KEYS[1] is the month's count. ARGV[1] is the quota, ARGV[2] is 1 to
+// consume and 0 to peek, ARGV[3] is the Unix time in seconds at which the
+// count expires. Returns 1 or 0 for admitted, then the count afterwards.
+const QUOTA_SCRIPT: &str = r"
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+if used >= tonumber(ARGV[1]) then
+  return {0, used}
+end
+if ARGV[2] == '1' then
+  used = redis.call('INCR', KEYS[1])
+  redis.call('EXPIREAT', KEYS[1], ARGV[3])
+end
+return {1, used}
+";
+
+/// How long a month's quota count outlives the month, so that a replica
+/// whose clock runs behind still finds the count it shares.
+const QUOTA_KEY_GRACE_SECS: i64 = 86_400;
+
 /// A failure of the Redis limiter. The caller then decides with a
 /// [`LocalLimiter`](super::LocalLimiter) on [`Limit::per_replica`](super::Limit::per_replica)
 /// limits.
@@ -94,6 +115,7 @@ pub struct RedisLimiter {
     pool: Pool<RedisConnectionManager>,
     options: RedisOptions,
     script: Script,
+    quota_script: Script,
     failures: AtomicU32,
     /// Times the pause after repeated failures. Decisions never read it:
     /// they use the Redis clock.
@@ -134,6 +156,7 @@ impl RedisLimiter {
             pool,
             options,
             script: Script::new(DECIDE_SCRIPT),
+            quota_script: Script::new(QUOTA_SCRIPT),
             failures: AtomicU32::new(0),
             clock,
             paused_until: Mutex::new(None),
@@ -160,6 +183,94 @@ impl RedisLimiter {
             .map_err(|err| Error::Unavailable(Box::new(err)))
     }
 
+    /// Admits and, with [`Mode::Consume`], counts one request of
+    /// `subject` (such as `tenant:<id>`) against `quota` in the month that
+    /// contains `now`, in one Lua script, so that replicas together admit
+    /// exactly `quota` requests a month.
+    ///
+    /// The count's key, `<key_prefix>quota:<subject>:<YYYY-MM>`, expires a
+    /// day after the month ends.
+    ///
+    /// NOTE: the month comes from the caller's clock, so replicas whose
+    /// clocks disagree around midnight at a month's end count a few
+    /// requests into different months.
+    ///
+    /// # Errors
+    /// Like [`RedisLimiter::decide`], [`Error::Unavailable`] when Redis
+    /// fails, is slow or is paused.
+    pub async fn take_quota(
+        &self,
+        subject: &str,
+        quota: u64,
+        now: time::OffsetDateTime,
+        mode: Mode,
+    ) -> Result<QuotaOutcome> {
+        self.take_quota_on_redis(subject, quota, now, mode)
+            .await
+            .map_err(|err| Error::Unavailable(Box::new(err)))
+    }
+
+    /// Returns the Redis key that counts `subject`'s requests in `month`.
+    pub fn quota_key(&self, subject: &str, month: QuotaMonth) -> String {
+        format!(
+            "{}quota:{subject}:{}",
+            self.options.key_prefix,
+            month.label()
+        )
+    }
+
+    async fn take_quota_on_redis(
+        &self,
+        subject: &str,
+        quota: u64,
+        now: time::OffsetDateTime,
+        mode: Mode,
+    ) -> std::result::Result<QuotaOutcome, RedisLimiterError> {
+        if self.is_paused() {
+            return Err(RedisLimiterError::Paused);
+        }
+        let month = QuotaMonth::containing(now);
+        let expires_at = month.resets_at().unix_timestamp() + QUOTA_KEY_GRACE_SECS;
+
+        let mut invocation = self.quota_script.prepare_invoke();
+        invocation
+            .key(self.quota_key(subject, month))
+            .arg(quota)
+            .arg(u8::from(mode == Mode::Consume))
+            .arg(expires_at);
+        let call = async {
+            let mut connection = self.pool.get().await.map_err(pool_error)?;
+            invocation.invoke_async::<Vec<i64>>(&mut *connection).await
+        };
+        let reply = self.bounded(call).await?;
+
+        let [admitted, used] = reply[..] else {
+            return Err(RedisLimiterError::BadReply(reply.len(), 2));
+        };
+        Ok(QuotaOutcome {
+            allowed: admitted == 1,
+            used: u64::try_from(used).unwrap_or(0),
+            quota,
+            resets_at: month.resets_at(),
+        })
+    }
+
+    /// Runs one Redis call within the timeout, recording failures for the
+    /// pause and clearing them on success.
+    async fn bounded<T>(
+        &self,
+        call: impl Future<Output = redis::RedisResult<T>>,
+    ) -> std::result::Result<T, RedisLimiterError> {
+        match timeout(self.options.timeout, call).await {
+            Ok(Ok(reply)) => {
+                self.failures.store(0, Ordering::Release);
+                Ok(reply)
+            }
+            Ok(Err(err)) => Err(self.record_failure(RedisLimiterError::Failed(err))),
+            Err(_) => Err(self.record_failure(RedisLimiterError::TimedOut(self.options.timeout))),
+        }
+    }
+
     async fn decide_on_redis(
         &self,
         checks: &[Check],
@@ -183,14 +294,7 @@ impl RedisLimiter {
             invocation.invoke_async::<Vec<i64>>(&mut *connection).await
         };
 
-        let reply = match timeout(self.options.timeout, call).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(err)) => return Err(self.record_failure(RedisLimiterError::Failed(err))),
-            Err(_) => {
-                return Err(self.record_failure(RedisLimiterError::TimedOut(self.options.timeout)));
-            }
-        };
-        self.failures.store(0, Ordering::Release);
+        let reply = self.bounded(call).await?;
 
         if reply.len() != checks.len() + 1 {
             return Err(RedisLimiterError::BadReply(reply.len(), checks.len() + 1));

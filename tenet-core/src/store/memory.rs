@@ -11,6 +11,7 @@ use super::{PageRequest, Rotation, Store};
 use crate::error::{Error, Result};
 use crate::id::{KeyId, TenantId};
 use crate::key::{KeyInfo, KeyRecord};
+use crate::ratelimit::{Limit, TenantLimits};
 use crate::secret::KeyDigest;
 use crate::tenant::Tenant;
 
@@ -27,6 +28,8 @@ struct State {
     keys: BTreeMap<KeyId, KeyRecord>,
     keys_by_digest: HashMap<KeyDigest, KeyId>,
     settings: HashMap<String, Vec<u8>>,
+    tenant_limits: HashMap<TenantId, TenantLimits>,
+    key_limits: HashMap<KeyId, Limit>,
 }
 
 impl MemoryStore {
@@ -163,6 +166,49 @@ impl Store for MemoryStore {
             .and_then(|id| state.keys.get(id))
             .cloned();
         Ok(record)
+    }
+
+    async fn tenant_limits(&self, tenant: TenantId) -> Result<TenantLimits> {
+        let state = self.read();
+        Ok(state
+            .tenant_limits
+            .get(&tenant)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    async fn set_tenant_limits(&self, tenant: TenantId, limits: &TenantLimits) -> Result<()> {
+        let mut state = self.write();
+        if !state.tenants.contains_key(&tenant) {
+            return Err(Error::not_found("tenant", tenant));
+        }
+        state.tenant_limits.insert(tenant, limits.clone());
+        Ok(())
+    }
+
+    async fn key_limit(&self, key: KeyId) -> Result<Option<Limit>> {
+        Ok(self.read().key_limits.get(&key).cloned())
+    }
+
+    async fn set_key_limit(
+        &self,
+        tenant: TenantId,
+        key: KeyId,
+        limit: Option<&Limit>,
+    ) -> Result<bool> {
+        let mut state = self.write();
+        let owned = state
+            .keys
+            .get(&key)
+            .is_some_and(|record| record.info.tenant_id == tenant);
+        if !owned {
+            return Ok(false);
+        }
+        match limit {
+            Some(limit) => state.key_limits.insert(key, limit.clone()),
+            None => state.key_limits.remove(&key),
+        };
+        Ok(true)
     }
 
     async fn setting(&self, name: &str) -> Result<Option<Vec<u8>>> {

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use crate::error::Result;
 use crate::id::{KeyId, TenantId};
 use crate::key::{KeyInfo, KeyRecord};
+use crate::ratelimit::{Limit, TenantLimits};
 use crate::secret::KeyDigest;
 use crate::stats::PoolStatus;
 use crate::tenant::Tenant;
@@ -21,6 +22,7 @@ use crate::tenant::Tenant;
 mod memory;
 mod postgres;
 mod sqlite;
+mod stored_limit;
 
 pub use memory::MemoryStore;
 pub use postgres::{PostgresOptions, PostgresStore};
@@ -83,6 +85,29 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Finds a key by the digest of its secret through an index.
     async fn key_by_digest(&self, digest: &KeyDigest) -> Result<Option<KeyRecord>>;
+
+    /// Returns a tenant's limits, with both unset when none were stored or
+    /// the tenant does not exist.
+    async fn tenant_limits(&self, tenant: TenantId) -> Result<TenantLimits>;
+
+    /// Replaces a tenant's limits.
+    ///
+    /// Returns [`crate::Error::NotFound`] when the tenant does not exist.
+    async fn set_tenant_limits(&self, tenant: TenantId, limits: &TenantLimits) -> Result<()>;
+
+    /// Returns the limit of a key of its own, if it has one.
+    async fn key_limit(&self, key: KeyId) -> Result<Option<Limit>>;
+
+    /// Sets the limit of a key of this tenant, or removes it for `None`.
+    ///
+    /// Returns `false`, with nothing written, when this tenant has no key
+    /// with this id.
+    async fn set_key_limit(
+        &self,
+        tenant: TenantId,
+        key: KeyId,
+        limit: Option<&Limit>,
+    ) -> Result<bool>;
 
     /// Reads a named setting.
     async fn setting(&self, name: &str) -> Result<Option<Vec<u8>>>;

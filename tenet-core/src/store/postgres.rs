@@ -19,11 +19,13 @@ use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
+use super::stored_limit::LimitColumns;
 use super::{KeyEvent, KeyEventKind, KeyEvents, PageRequest, Rotation, Store};
 use crate::error::{Error, Result};
 use crate::id::{KeyId, TenantId};
 use crate::key::{KeyInfo, KeyRecord};
 use crate::name::{KeyName, TenantName};
+use crate::ratelimit::{Limit, TenantLimits};
 use crate::scope::Scope;
 use crate::secret::KeyDigest;
 use crate::stats::{PoolStatus, WaitHistogram};
@@ -56,6 +58,22 @@ const INSERT_KEY: &str = "\
         RETURNING digest \
     ) \
     INSERT INTO key_events (digest, kind) SELECT digest, 'issued' FROM inserted";
+const SELECT_TENANT_LIMITS: &str = "\
+    SELECT rate, period_ms, burst, shadow, monthly_quota \
+    FROM tenant_limits WHERE tenant_id = $1";
+const UPSERT_TENANT_LIMITS: &str = "\
+    INSERT INTO tenant_limits (tenant_id, rate, period_ms, burst, shadow, monthly_quota) \
+    VALUES ($1, $2, $3, $4, $5, $6) \
+    ON CONFLICT (tenant_id) DO UPDATE SET rate = excluded.rate, \
+        period_ms = excluded.period_ms, burst = excluded.burst, \
+        shadow = excluded.shadow, monthly_quota = excluded.monthly_quota";
+// The SELECT writes a row only for a key of this tenant, so the statement
+// changes no row for a missing key or another tenant's key.
+const UPSERT_KEY_LIMIT: &str = "\
+    INSERT INTO key_limits (key_id, rate, period_ms, burst, shadow) \
+    SELECT id, $3, $4, $5, $6 FROM api_keys WHERE id = $1 AND tenant_id = $2 \
+    ON CONFLICT (key_id) DO UPDATE SET rate = excluded.rate, \
+        period_ms = excluded.period_ms, burst = excluded.burst, shadow = excluded.shadow";
 // COALESCE keeps the first revocation time. Under concurrent revokes the
 // second UPDATE re-reads the committed row, so it keeps the first time too.
 // A repeated revoke records another event, which readers handle as a no-op.
@@ -567,6 +585,157 @@ impl Store for PostgresStore {
                 .await
                 .map_err(|err| self.failed(&err, "looking up a key by digest"))?;
             row.as_ref().map(key_from_row).transpose()
+        })
+        .await
+    }
+
+    async fn tenant_limits(&self, tenant: TenantId) -> Result<TenantLimits> {
+        self.bounded(async {
+            let id = tenant.as_uuid();
+            let mut connection = self.connection().await?;
+            let row = connection
+                .query_opt(SELECT_TENANT_LIMITS, &[&id])
+                .await
+                .map_err(|err| {
+                    self.failed(&err, format_args!("reading the limits of tenant {tenant}"))
+                })?;
+            let Some(row) = row else {
+                return Ok(TenantLimits::default());
+            };
+            let rate: Option<i64> = column(&row, 0, "tenant rate")?;
+            let period_ms: Option<i64> = column(&row, 1, "tenant period_ms")?;
+            let burst: Option<i64> = column(&row, 2, "tenant burst")?;
+            let shadow: Option<bool> = column(&row, 3, "tenant shadow")?;
+            let quota: Option<i64> = column(&row, 4, "tenant monthly_quota")?;
+            let limit = match (rate, period_ms, burst) {
+                (Some(rate), Some(period_ms), Some(burst)) => Some(
+                    LimitColumns {
+                        rate,
+                        period_ms,
+                        burst,
+                        shadow: shadow.unwrap_or(false),
+                    }
+                    .into_limit()?,
+                ),
+                _ => None,
+            };
+            Ok(TenantLimits {
+                limit,
+                monthly_quota: quota.and_then(|quota| u64::try_from(quota).ok()),
+            })
+        })
+        .await
+    }
+
+    async fn set_tenant_limits(&self, tenant: TenantId, limits: &TenantLimits) -> Result<()> {
+        self.bounded(async {
+            let id = tenant.as_uuid();
+            let columns = limits.limit.as_ref().map(LimitColumns::of);
+            let quota = limits
+                .monthly_quota
+                .map(|quota| i64::try_from(quota).unwrap_or(i64::MAX));
+            let mut connection = self.connection().await?;
+            let written = connection
+                .execute(
+                    UPSERT_TENANT_LIMITS,
+                    &[
+                        &id,
+                        &columns.map(|c| c.rate),
+                        &columns.map(|c| c.period_ms),
+                        &columns.map(|c| c.burst),
+                        &columns.map(|c| c.shadow),
+                        &quota,
+                    ],
+                )
+                .await;
+            match written {
+                Ok(_) => Ok(()),
+                Err(err) if err.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) => {
+                    Err(Error::not_found("tenant", tenant))
+                }
+                Err(err) => {
+                    Err(self.failed(&err, format_args!("writing the limits of tenant {tenant}")))
+                }
+            }
+        })
+        .await
+    }
+
+    async fn key_limit(&self, key: KeyId) -> Result<Option<Limit>> {
+        self.bounded(async {
+            let id = key.as_uuid();
+            let mut connection = self.connection().await?;
+            let row = connection
+                .query_opt(
+                    "SELECT rate, period_ms, burst, shadow FROM key_limits WHERE key_id = $1",
+                    &[&id],
+                )
+                .await
+                .map_err(|err| self.failed(&err, format_args!("reading the limit of key {key}")))?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let columns = LimitColumns {
+                rate: column(&row, 0, "key rate")?,
+                period_ms: column(&row, 1, "key period_ms")?,
+                burst: column(&row, 2, "key burst")?,
+                shadow: column(&row, 3, "key shadow")?,
+            };
+            columns.into_limit().map(Some)
+        })
+        .await
+    }
+
+    async fn set_key_limit(
+        &self,
+        tenant: TenantId,
+        key: KeyId,
+        limit: Option<&Limit>,
+    ) -> Result<bool> {
+        self.bounded(async {
+            let key_id = key.as_uuid();
+            let tenant_id = tenant.as_uuid();
+            let mut connection = self.connection().await?;
+            let failed = |err: tokio_postgres::Error| {
+                self.failed(&err, format_args!("writing the limit of key {key}"))
+            };
+            let changed = match limit.map(LimitColumns::of) {
+                Some(c) => connection
+                    .execute(
+                        UPSERT_KEY_LIMIT,
+                        &[
+                            &key_id,
+                            &tenant_id,
+                            &c.rate,
+                            &c.period_ms,
+                            &c.burst,
+                            &c.shadow,
+                        ],
+                    )
+                    .await
+                    .map_err(failed)?,
+                None => {
+                    // The key must exist even when there is no limit row to
+                    // delete, so ownership is checked on its own.
+                    let owned = connection
+                        .query_opt(
+                            "SELECT 1 FROM api_keys WHERE id = $1 AND tenant_id = $2",
+                            &[&key_id, &tenant_id],
+                        )
+                        .await
+                        .map_err(failed)?
+                        .is_some();
+                    if !owned {
+                        return Ok(false);
+                    }
+                    connection
+                        .execute("DELETE FROM key_limits WHERE key_id = $1", &[&key_id])
+                        .await
+                        .map_err(failed)?;
+                    1
+                }
+            };
+            Ok(changed > 0)
         })
         .await
     }

@@ -12,11 +12,13 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use time::OffsetDateTime;
 
+use super::stored_limit::LimitColumns;
 use super::{PageRequest, Rotation, Store};
 use crate::error::{Error, Result};
 use crate::id::{KeyId, TenantId};
 use crate::key::{KeyInfo, KeyRecord};
 use crate::name::{KeyName, TenantName};
+use crate::ratelimit::{Limit, TenantLimits};
 use crate::scope::Scope;
 use crate::secret::KeyDigest;
 use crate::tenant::Tenant;
@@ -49,6 +51,25 @@ CREATE TABLE settings (
     r#"
 ALTER TABLE api_keys ADD COLUMN expires_at INTEGER;
 ALTER TABLE api_keys ADD COLUMN scopes TEXT NOT NULL DEFAULT '';
+"#,
+    // A tenant's row may carry a rate limit, a quota or both, so every
+    // column but the id is nullable. A key's row always carries a limit.
+    r#"
+CREATE TABLE tenant_limits (
+    tenant_id      TEXT PRIMARY KEY NOT NULL REFERENCES tenants (id),
+    rate           INTEGER,
+    period_ms      INTEGER,
+    burst          INTEGER,
+    shadow         INTEGER,
+    monthly_quota  INTEGER
+);
+CREATE TABLE key_limits (
+    key_id     TEXT PRIMARY KEY NOT NULL REFERENCES api_keys (id),
+    rate       INTEGER NOT NULL,
+    period_ms  INTEGER NOT NULL,
+    burst      INTEGER NOT NULL,
+    shadow     INTEGER NOT NULL
+);
 "#,
 ];
 
@@ -415,6 +436,155 @@ impl Store for SqliteStore {
                         .optional()
                 })
                 .map_err(Error::store)
+        })
+        .await
+    }
+
+    async fn tenant_limits(&self, tenant: TenantId) -> Result<TenantLimits> {
+        let row = self
+            .call(move |connection| {
+                connection
+                    .query_row(
+                        "SELECT rate, period_ms, burst, shadow, monthly_quota \
+                         FROM tenant_limits WHERE tenant_id = ?1",
+                        [tenant.to_string()],
+                        |row| {
+                            let rate: Option<i64> = row.get(0)?;
+                            let period_ms: Option<i64> = row.get(1)?;
+                            let burst: Option<i64> = row.get(2)?;
+                            let shadow: Option<bool> = row.get(3)?;
+                            let quota: Option<i64> = row.get(4)?;
+                            Ok((rate, period_ms, burst, shadow, quota))
+                        },
+                    )
+                    .optional()
+                    .map_err(Error::store)
+            })
+            .await?;
+        let Some((rate, period_ms, burst, shadow, quota)) = row else {
+            return Ok(TenantLimits::default());
+        };
+        let limit = match (rate, period_ms, burst) {
+            (Some(rate), Some(period_ms), Some(burst)) => Some(
+                LimitColumns {
+                    rate,
+                    period_ms,
+                    burst,
+                    shadow: shadow.unwrap_or(false),
+                }
+                .into_limit()?,
+            ),
+            _ => None,
+        };
+        Ok(TenantLimits {
+            limit,
+            monthly_quota: quota.and_then(|quota| u64::try_from(quota).ok()),
+        })
+    }
+
+    async fn set_tenant_limits(&self, tenant: TenantId, limits: &TenantLimits) -> Result<()> {
+        let columns = limits.limit.as_ref().map(LimitColumns::of);
+        let quota = limits
+            .monthly_quota
+            .map(|quota| i64::try_from(quota).unwrap_or(i64::MAX));
+        self.call(move |connection| {
+            let transaction = connection.transaction().map_err(Error::store)?;
+            let tenant_exists = transaction
+                .query_row(
+                    "SELECT 1 FROM tenants WHERE id = ?1",
+                    [tenant.to_string()],
+                    |_| Ok(()),
+                )
+                .optional()
+                .map_err(Error::store)?
+                .is_some();
+            if !tenant_exists {
+                return Err(Error::not_found("tenant", tenant));
+            }
+            transaction
+                .execute(
+                    "INSERT INTO tenant_limits \
+                         (tenant_id, rate, period_ms, burst, shadow, monthly_quota) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                     ON CONFLICT (tenant_id) DO UPDATE SET rate = excluded.rate, \
+                         period_ms = excluded.period_ms, burst = excluded.burst, \
+                         shadow = excluded.shadow, monthly_quota = excluded.monthly_quota",
+                    params![
+                        tenant.to_string(),
+                        columns.map(|c| c.rate),
+                        columns.map(|c| c.period_ms),
+                        columns.map(|c| c.burst),
+                        columns.map(|c| c.shadow),
+                        quota
+                    ],
+                )
+                .map_err(Error::store)?;
+            transaction.commit().map_err(Error::store)
+        })
+        .await
+    }
+
+    async fn key_limit(&self, key: KeyId) -> Result<Option<Limit>> {
+        let row = self
+            .call(move |connection| {
+                connection
+                    .query_row(
+                        "SELECT rate, period_ms, burst, shadow FROM key_limits WHERE key_id = ?1",
+                        [key.to_string()],
+                        |row| {
+                            Ok(LimitColumns {
+                                rate: row.get(0)?,
+                                period_ms: row.get(1)?,
+                                burst: row.get(2)?,
+                                shadow: row.get(3)?,
+                            })
+                        },
+                    )
+                    .optional()
+                    .map_err(Error::store)
+            })
+            .await?;
+        row.map(LimitColumns::into_limit).transpose()
+    }
+
+    async fn set_key_limit(
+        &self,
+        tenant: TenantId,
+        key: KeyId,
+        limit: Option<&Limit>,
+    ) -> Result<bool> {
+        let columns = limit.map(LimitColumns::of);
+        self.call(move |connection| {
+            let transaction = connection.transaction().map_err(Error::store)?;
+            let owned = transaction
+                .query_row(
+                    "SELECT 1 FROM api_keys WHERE id = ?1 AND tenant_id = ?2",
+                    [key.to_string(), tenant.to_string()],
+                    |_| Ok(()),
+                )
+                .optional()
+                .map_err(Error::store)?
+                .is_some();
+            if !owned {
+                return Ok(false);
+            }
+            match columns {
+                Some(c) => transaction.execute(
+                    "INSERT INTO key_limits (key_id, rate, period_ms, burst, shadow) \
+                     VALUES (?1, ?2, ?3, ?4, ?5) \
+                     ON CONFLICT (key_id) DO UPDATE SET rate = excluded.rate, \
+                         period_ms = excluded.period_ms, burst = excluded.burst, \
+                         shadow = excluded.shadow",
+                    params![key.to_string(), c.rate, c.period_ms, c.burst, c.shadow],
+                ),
+                None => transaction.execute(
+                    "DELETE FROM key_limits WHERE key_id = ?1",
+                    [key.to_string()],
+                ),
+            }
+            .map_err(Error::store)?;
+            transaction.commit().map_err(Error::store)?;
+            Ok(true)
         })
         .await
     }

@@ -2,10 +2,11 @@
 //! `Arc<dyn Store>` only.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tenet_core::{
-    Error, KeyDigest, KeyId, KeyInfo, KeyName, KeyRecord, PageRequest, Rotation, Scope, Store,
-    Tenant, TenantId, TenantName,
+    Error, KeyDigest, KeyId, KeyInfo, KeyName, KeyRecord, Limit, PageRequest, Rotation, Scope,
+    Store, Tenant, TenantId, TenantLimits, TenantName,
 };
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -535,5 +536,116 @@ pub async fn rotate_with_revoke_and_missing_key(backend: &TestStore) {
             .expect("keys list")
             .len(),
         2
+    );
+}
+
+fn limit(rate: u32, period_secs: u64, burst: u32) -> Limit {
+    Limit::new(rate, Duration::from_secs(period_secs), burst).expect("valid limit")
+}
+
+pub async fn tenant_limits_round_trip(backend: &TestStore) {
+    let store = backend.store();
+    let tenant = insert_tenant(&store, "Acme").await;
+    let full = TenantLimits {
+        limit: Some(limit(100, 60, 20).shadow()),
+        monthly_quota: Some(1 << 40),
+    };
+    let quota_only = TenantLimits {
+        limit: None,
+        monthly_quota: Some(5),
+    };
+
+    let before = store.tenant_limits(tenant.id).await.expect("limits read");
+    store
+        .set_tenant_limits(tenant.id, &full)
+        .await
+        .expect("limits write");
+    let after_full = store.tenant_limits(tenant.id).await.expect("limits read");
+    store
+        .set_tenant_limits(tenant.id, &quota_only)
+        .await
+        .expect("limits write");
+    let after_replace = store.tenant_limits(tenant.id).await.expect("limits read");
+
+    assert_eq!(before, TenantLimits::default());
+    assert_eq!(after_full, full);
+    assert_eq!(after_replace, quota_only);
+}
+
+pub async fn tenant_limits_of_missing_tenant(backend: &TestStore) {
+    let store = backend.store();
+    let missing = TenantId::generate();
+    let limits = TenantLimits {
+        limit: Some(limit(1, 1, 1)),
+        monthly_quota: None,
+    };
+
+    let written = store.set_tenant_limits(missing, &limits).await;
+    let read = store.tenant_limits(missing).await.expect("limits read");
+
+    assert!(
+        matches!(written, Err(Error::NotFound { kind: "tenant", .. })),
+        "{written:?}"
+    );
+    assert_eq!(read, TenantLimits::default());
+}
+
+pub async fn key_limit_set_replaced_and_removed(backend: &TestStore) {
+    let store = backend.store();
+    let tenant = insert_tenant(&store, "Acme").await;
+    let key = insert_key(&store, tenant.id).await;
+    let first = limit(10, 1, 5);
+    let second = limit(3, 60, 1).shadow();
+
+    let before = store.key_limit(key.info.id).await.expect("limit reads");
+    let set = store
+        .set_key_limit(tenant.id, key.info.id, Some(&first))
+        .await
+        .expect("limit writes");
+    let after_set = store.key_limit(key.info.id).await.expect("limit reads");
+    store
+        .set_key_limit(tenant.id, key.info.id, Some(&second))
+        .await
+        .expect("limit writes");
+    let after_replace = store.key_limit(key.info.id).await.expect("limit reads");
+    let removed = store
+        .set_key_limit(tenant.id, key.info.id, None)
+        .await
+        .expect("limit writes");
+    let after_remove = store.key_limit(key.info.id).await.expect("limit reads");
+
+    assert_eq!(before, None);
+    assert!(set);
+    assert_eq!(after_set, Some(first));
+    assert_eq!(after_replace, Some(second));
+    assert!(removed);
+    assert_eq!(after_remove, None);
+}
+
+pub async fn key_limit_of_other_tenant_writes_nothing(backend: &TestStore) {
+    let store = backend.store();
+    let owner = insert_tenant(&store, "Acme").await;
+    let other = insert_tenant(&store, "Globex").await;
+    let key = insert_key(&store, owner.id).await;
+
+    let foreign = store
+        .set_key_limit(other.id, key.info.id, Some(&limit(1, 1, 1)))
+        .await
+        .expect("limit write runs");
+    let foreign_removal = store
+        .set_key_limit(other.id, key.info.id, None)
+        .await
+        .expect("limit write runs");
+    let missing = store
+        .set_key_limit(owner.id, KeyId::generate(), Some(&limit(1, 1, 1)))
+        .await
+        .expect("limit write runs");
+
+    assert!(!foreign);
+    assert!(!foreign_removal);
+    assert!(!missing);
+    assert_eq!(
+        store.key_limit(key.info.id).await.expect("limit reads"),
+        None
     );
 }

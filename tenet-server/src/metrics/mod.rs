@@ -36,12 +36,14 @@ const REQUEST_DURATION_BUCKETS: [f64; 14] = [
 /// Route templates that get a pre-resolved request metric handle, with
 /// `unmatched` last. A template missing here is still counted, through a
 /// `Family` lookup per request.
-const ROUTE_TEMPLATES: [&str; 11] = [
+const ROUTE_TEMPLATES: [&str; 13] = [
     "/tenants",
     "/tenants/{id}",
+    "/tenants/{id}/limits",
     "/tenants/{id}/keys",
     "/tenants/{id}/keys/{key_id}",
     "/tenants/{id}/keys/{key_id}/rotate",
+    "/tenants/{id}/keys/{key_id}/limit",
     "/protected",
     "/verify",
     "/healthz",
@@ -136,6 +138,42 @@ impl Verification {
     }
 }
 
+/// The outcome of checking one request against its limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitOutcome {
+    /// Within every enforced limit and the quota.
+    Allowed,
+    /// Over an enforced rate limit, so rejected with 429 `rate_limited`.
+    RateLimited,
+    /// Over the monthly quota, so rejected with 429 `quota_exceeded`.
+    QuotaExceeded,
+    /// Allowed, but over a shadow limit, which only counts.
+    ShadowRejected,
+    /// A client address over its limit of failed authentications.
+    AuthFailuresLimited,
+}
+
+impl LimitOutcome {
+    const ALL: [LimitOutcome; 5] = [
+        LimitOutcome::Allowed,
+        LimitOutcome::RateLimited,
+        LimitOutcome::QuotaExceeded,
+        LimitOutcome::ShadowRejected,
+        LimitOutcome::AuthFailuresLimited,
+    ];
+
+    /// Returns the `outcome` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitOutcome::Allowed => "allowed",
+            LimitOutcome::RateLimited => "rate_limited",
+            LimitOutcome::QuotaExceeded => "quota_exceeded",
+            LimitOutcome::ShadowRejected => "shadow_rejected",
+            LimitOutcome::AuthFailuresLimited => "auth_failures_limited",
+        }
+    }
+}
+
 /// Every metric of one server, and the registry that encodes them.
 #[derive(Debug)]
 pub struct Metrics {
@@ -151,6 +189,10 @@ pub struct Metrics {
     /// One counter per [`Verification`], in [`Verification::ALL`] order,
     /// so that counting takes no lookup.
     verifications: [Counter; 7],
+    /// One counter per [`LimitOutcome`], in [`LimitOutcome::ALL`] order.
+    limit_outcomes: [Counter; 5],
+    /// 1 while rate limits fall back to this process because Redis fails.
+    limiter_fallback: Gauge<i64, AtomicI64>,
     ready: Gauge<i64, AtomicI64>,
 }
 
@@ -188,6 +230,27 @@ impl Metrics {
             outcomes,
         );
 
+        let limit_family = Family::<OutcomeLabels, Counter>::default();
+        let limit_outcomes = LimitOutcome::ALL.map(|outcome| {
+            limit_family
+                .get_or_create(&OutcomeLabels {
+                    outcome: outcome.as_str(),
+                })
+                .clone()
+        });
+        registry.register(
+            "tenet_rate_limit_decisions",
+            "Requests checked against rate limits and quotas, by outcome; \
+             shadow_rejected counts requests that a shadow limit would have rejected",
+            limit_family,
+        );
+        let limiter_fallback = Gauge::default();
+        registry.register(
+            "tenet_rate_limit_fallback",
+            "1 while rate limits are enforced per replica because Redis fails, else 0",
+            limiter_fallback.clone(),
+        );
+
         let ready = Gauge::default();
         registry.register(
             "tenet_ready",
@@ -208,6 +271,8 @@ impl Metrics {
             request_duration,
             request_handles: (0..REQUEST_SLOTS).map(|_| OnceLock::new()).collect(),
             verifications,
+            limit_outcomes,
+            limiter_fallback,
             ready,
         }
     }
@@ -255,6 +320,16 @@ impl Metrics {
     /// Counts one verification of a presented key.
     pub fn observe_verification(&self, outcome: Verification) {
         self.verifications[outcome.index()].inc();
+    }
+
+    /// Counts one limit decision.
+    pub fn observe_limit(&self, outcome: LimitOutcome) {
+        self.limit_outcomes[outcome as usize].inc();
+    }
+
+    /// Records whether rate limits currently fall back to this process.
+    pub fn set_limiter_fallback(&self, fallback: bool) {
+        self.limiter_fallback.set(i64::from(fallback));
     }
 
     /// Records whether `/readyz` returns 200.

@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use std::time::Duration;
 
 use tenet_core::api::{
-    IssueKeyRequest, IssuedKeyResponse, KeyListResponse, KeyResponse, RotateKeyRequest,
+    IssueKeyRequest, IssuedKeyResponse, KeyListResponse, KeyResponse, LimitBody, RotateKeyRequest,
     RotateKeyResponse,
 };
 use tenet_core::expiry::{MAX_KEY_LIFETIME, resolve_expiry};
@@ -33,7 +33,7 @@ pub const ADMIN_SCOPE: &str = "tenet:admin";
 ///
 /// Credentials are checked before the tenant id, so a request without
 /// valid credentials learns nothing about which tenants exist.
-async fn authorize(
+pub(super) async fn authorize(
     state: &State,
     headers: &HeaderMap,
     tenant: &str,
@@ -61,8 +61,8 @@ async fn authorize(
     Ok((tenant, caller))
 }
 
-/// `POST /tenants/{id}/keys`: issues a key with an optional name, expiry
-/// and scopes, returning 201 with the plaintext key. This is the only
+/// `POST /tenants/{id}/keys`: issues a key with an optional name, expiry,
+/// scopes and rate limit, returning 201 with the plaintext key. This is the only
 /// response that ever carries it, so it is marked `Cache-Control: no-store`.
 pub async fn issue(
     state: &State,
@@ -83,6 +83,11 @@ pub async fn issue(
             OffsetDateTime::now_utc(),
         )?,
         scopes: Scope::parse_list(&request.scopes)?,
+        limit: request
+            .limit
+            .as_ref()
+            .map(LimitBody::to_limit)
+            .transpose()?,
     };
     // NOTE: only scopes are bounded by the caller. A tenet:admin key that
     // expires may still issue a key without expiry.

@@ -14,6 +14,7 @@ use crate::setup::State;
 
 mod health;
 mod keys;
+mod limits;
 mod metrics;
 mod openapi;
 mod page;
@@ -26,9 +27,11 @@ mod verify;
 pub enum Route {
     Tenants,
     Tenant { tenant: String },
+    TenantLimits { tenant: String },
     TenantKeys { tenant: String },
     TenantKey { tenant: String, key: String },
     RotateKey { tenant: String, key: String },
+    KeyLimit { tenant: String, key: String },
     Protected,
     Verify,
     Healthz,
@@ -51,6 +54,9 @@ impl Route {
             ["tenants", tenant] => Route::Tenant {
                 tenant: (*tenant).to_owned(),
             },
+            ["tenants", tenant, "limits"] => Route::TenantLimits {
+                tenant: (*tenant).to_owned(),
+            },
             ["tenants", tenant, "keys"] => Route::TenantKeys {
                 tenant: (*tenant).to_owned(),
             },
@@ -59,6 +65,10 @@ impl Route {
                 key: (*key).to_owned(),
             },
             ["tenants", tenant, "keys", key, "rotate"] => Route::RotateKey {
+                tenant: (*tenant).to_owned(),
+                key: (*key).to_owned(),
+            },
+            ["tenants", tenant, "keys", key, "limit"] => Route::KeyLimit {
                 tenant: (*tenant).to_owned(),
                 key: (*key).to_owned(),
             },
@@ -79,9 +89,11 @@ impl Route {
         match self {
             Route::Tenants => "/tenants",
             Route::Tenant { .. } => "/tenants/{id}",
+            Route::TenantLimits { .. } => "/tenants/{id}/limits",
             Route::TenantKeys { .. } => "/tenants/{id}/keys",
             Route::TenantKey { .. } => "/tenants/{id}/keys/{key_id}",
             Route::RotateKey { .. } => "/tenants/{id}/keys/{key_id}/rotate",
+            Route::KeyLimit { .. } => "/tenants/{id}/keys/{key_id}/limit",
             Route::Protected => "/protected",
             Route::Verify => "/verify",
             Route::Healthz => "/healthz",
@@ -104,6 +116,8 @@ impl Route {
                 (&[Method::GET, Method::POST], "GET, POST")
             }
             Route::TenantKey { .. } => (&[Method::DELETE], "DELETE"),
+            Route::TenantLimits { .. } => (&[Method::GET, Method::PUT], "GET, PUT"),
+            Route::KeyLimit { .. } => (&[Method::PUT], "PUT"),
             Route::Verify | Route::RotateKey { .. } => (&[Method::POST], "POST"),
             Route::Tenant { .. }
             | Route::Protected
@@ -122,12 +136,17 @@ impl Route {
         vec![
             Route::Tenants,
             Route::Tenant { tenant: tenant() },
+            Route::TenantLimits { tenant: tenant() },
             Route::TenantKeys { tenant: tenant() },
             Route::TenantKey {
                 tenant: tenant(),
                 key: key(),
             },
             Route::RotateKey {
+                tenant: tenant(),
+                key: key(),
+            },
+            Route::KeyLimit {
                 tenant: tenant(),
                 key: key(),
             },
@@ -148,15 +167,17 @@ impl Route {
         match self {
             Route::Tenants => 0,
             Route::Tenant { .. } => 1,
-            Route::TenantKeys { .. } => 2,
-            Route::TenantKey { .. } => 3,
-            Route::RotateKey { .. } => 4,
-            Route::Protected => 5,
-            Route::Verify => 6,
-            Route::Healthz => 7,
-            Route::Readyz => 8,
-            Route::Metrics => 9,
-            Route::OpenApi => 10,
+            Route::TenantLimits { .. } => 2,
+            Route::TenantKeys { .. } => 3,
+            Route::TenantKey { .. } => 4,
+            Route::RotateKey { .. } => 5,
+            Route::KeyLimit { .. } => 6,
+            Route::Protected => 7,
+            Route::Verify => 8,
+            Route::Healthz => 9,
+            Route::Readyz => 10,
+            Route::Metrics => 11,
+            Route::OpenApi => 12,
         }
     }
 
@@ -164,9 +185,11 @@ impl Route {
     fn tenant_segment(&self) -> Option<&str> {
         match self {
             Route::Tenant { tenant }
+            | Route::TenantLimits { tenant }
             | Route::TenantKeys { tenant }
             | Route::TenantKey { tenant, .. }
-            | Route::RotateKey { tenant, .. } => Some(tenant),
+            | Route::RotateKey { tenant, .. }
+            | Route::KeyLimit { tenant, .. } => Some(tenant),
             _ => None,
         }
     }
@@ -210,7 +233,12 @@ pub async fn dispatch(state: &State, route: Option<Route>, request: Request<Inco
             keys::revoke(state, request.headers(), &tenant, &key).await
         }
         (Route::RotateKey { tenant, key }, _) => keys::rotate(state, request, &tenant, &key).await,
-        (Route::Protected, _) => protected::get(state, request.headers()).await,
+        (Route::TenantLimits { tenant }, Method::PUT) => limits::put(state, request, &tenant).await,
+        (Route::TenantLimits { tenant }, _) => limits::get(state, request.headers(), &tenant).await,
+        (Route::KeyLimit { tenant, key }, _) => {
+            limits::put_key(state, request, &tenant, &key).await
+        }
+        (Route::Protected, _) => protected::get(state, &request).await,
         (Route::Verify, _) => verify::post(state, request).await,
         (Route::Healthz, _) => Ok(health::live()),
         (Route::Readyz, _) => health::ready(state).await,
@@ -270,6 +298,17 @@ mod tests {
                 }),
             ),
             ("/tenants/t/keys/k/x", None),
+            (
+                "/tenants/t/limits",
+                Some(Route::TenantLimits { tenant: tenant() }),
+            ),
+            (
+                "/tenants/t/keys/k/limit",
+                Some(Route::KeyLimit {
+                    tenant: tenant(),
+                    key: "k".to_owned(),
+                }),
+            ),
             ("/tenants/t/other", None),
             ("/Tenants", None),
         ];

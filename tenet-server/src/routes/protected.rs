@@ -1,21 +1,38 @@
 //! `/protected`: an endpoint that only a valid API key may call, returning
-//! whom the key acts for.
+//! whom the key acts for, within the key's and its tenant's limits.
 
-use http::{HeaderMap, StatusCode};
+use http::{Request, StatusCode};
+use hyper::body::Incoming;
 use tenet_core::api::PrincipalResponse;
+use tenet_core::ratelimit::Mode;
 
-use crate::auth::authenticate;
+use crate::auth::{authenticate, guard_failures};
 use crate::error::Error;
 use crate::response::{LogTenant, Response, json};
 use crate::setup::State;
 
-/// `GET /protected`: 200 with the key's tenant and key id, or 401.
-pub async fn get(state: &State, headers: &HeaderMap) -> Result<Response, Error> {
-    let principal = authenticate(headers, &state.tenet, &state.metrics).await?;
+/// `GET /protected`: 200 with the key's tenant and key id and the
+/// `RateLimit-*` headers; 401 for an invalid key; 429 over a rate limit,
+/// the monthly quota, or the client's limit of failed authentications.
+///
+/// The response carries the [`RequestLimit`](crate::limiting::RequestLimit)
+/// in its extensions.
+pub async fn get(state: &State, request: &Request<Incoming>) -> Result<Response, Error> {
+    let principal = guard_failures(state, request, async {
+        authenticate(request.headers(), &state.tenet, &state.metrics).await
+    })
+    .await?;
+
+    let limit = state
+        .limiter
+        .check(&state.tenet, &state.metrics, principal, Mode::Consume)
+        .await?;
 
     let mut response = json(StatusCode::OK, &PrincipalResponse::from(principal));
+    limit.apply(&mut response);
     response
         .extensions_mut()
         .insert(LogTenant(principal.tenant_id));
+    response.extensions_mut().insert(limit);
     Ok(response)
 }

@@ -3,11 +3,13 @@
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use tenet_core::api::{InvalidKeyResponse, ValidKeyResponse, VerifyRequest, VerifyResponse};
-use tenet_core::{Rejection, Scope};
+use tenet_core::ratelimit::Mode;
+use tenet_core::{Rejection, Scope, VerifiedKey};
 
-use crate::auth::require_admin_or_scope;
+use crate::auth::{guard_failures, require_admin_or_scope};
 use crate::body::read_json;
 use crate::error::Error;
+use crate::limiting::{LimitExceeded, RequestLimit};
 use crate::metrics::Verification;
 use crate::response::{LogTenant, Response, json};
 use crate::setup::State;
@@ -19,16 +21,23 @@ pub const VERIFY_SCOPE: &str = "tenet:verify";
 /// "code"}` for the key in the body. Only the admin token or a key with
 /// [`VERIFY_SCOPE`] may call it, because unlike `/protected` it returns
 /// why a key is rejected.
+///
+/// A valid key's request is checked against its limits and counted unless
+/// the body has `"consume": false`. The outcome is in `rate_limit`, and a
+/// key over a limit is still `valid`.
 pub async fn post(state: &State, request: Request<Incoming>) -> Result<Response, Error> {
-    let (parts, body) = request.into_parts();
-    require_admin_or_scope(
-        &parts.headers,
-        &state.admin,
-        &state.tenet,
-        &state.metrics,
-        VERIFY_SCOPE,
-    )
+    guard_failures(state, &request, async {
+        require_admin_or_scope(
+            request.headers(),
+            &state.admin,
+            &state.tenet,
+            &state.metrics,
+            VERIFY_SCOPE,
+        )
+        .await
+    })
     .await?;
+    let (parts, body) = request.into_parts();
 
     let request: VerifyRequest = read_json(&parts.headers, body, state.max_body_bytes).await?;
     let required = Scope::parse_list(&request.scopes)?;
@@ -41,18 +50,45 @@ pub async fn post(state: &State, request: Request<Incoming>) -> Result<Response,
 
     let body = match verified {
         Ok(verified) => {
-            let tenant = verified.principal.tenant_id;
-            let mut response = json(
-                StatusCode::OK,
-                &VerifyResponse::Valid(ValidKeyResponse::from(&verified)),
-            );
-            response.extensions_mut().insert(LogTenant(tenant));
-            return Ok(response);
+            let mode = if request.consume {
+                Mode::Consume
+            } else {
+                Mode::Peek
+            };
+            let checked = state
+                .limiter
+                .check(&state.tenet, &state.metrics, verified.principal, mode)
+                .await;
+            return Ok(valid(&verified, checked));
         }
         Err(tenet_core::Error::Rejected(rejection)) => invalid(rejection),
         Err(other) => return Err(other.into()),
     };
     Ok(json(StatusCode::OK, &body))
+}
+
+/// Builds the response for a valid key, with its limit state in the body
+/// and, in the extensions, the [`RequestLimit`] or the [`LimitExceeded`].
+fn valid(verified: &VerifiedKey, checked: Result<RequestLimit, LimitExceeded>) -> Response {
+    let mut body = ValidKeyResponse::from(verified);
+    body.rate_limit = match &checked {
+        Ok(limit) => limit.state(),
+        Err(exceeded) => Some(exceeded.state()),
+    };
+
+    let mut response = json(StatusCode::OK, &VerifyResponse::Valid(body));
+    response
+        .extensions_mut()
+        .insert(LogTenant(verified.principal.tenant_id));
+    match checked {
+        Ok(limit) => {
+            response.extensions_mut().insert(limit);
+        }
+        Err(exceeded) => {
+            response.extensions_mut().insert(exceeded);
+        }
+    }
+    response
 }
 
 fn invalid(rejection: Rejection) -> VerifyResponse {

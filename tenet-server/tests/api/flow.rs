@@ -115,6 +115,7 @@ async fn create_responses_have_the_documented_shape() {
             "created_at",
             "expires_at",
             "id",
+            "limit",
             "name",
             "prefix",
             "scopes",

@@ -13,6 +13,7 @@ mod observability;
 mod openapi;
 mod pagination;
 mod protocol;
+mod rate_limits;
 mod rotate;
 mod self_service;
 mod verify;

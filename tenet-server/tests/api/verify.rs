@@ -147,6 +147,7 @@ async fn verify_reports_each_outcome() {
             "key_id": scoped.id,
             "scopes": ["billing:read"],
             "expires_at": null,
+            "rate_limit": null,
         })
     );
 

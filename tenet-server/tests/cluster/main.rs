@@ -14,6 +14,7 @@ mod faults;
 #[allow(dead_code)]
 #[path = "../api/helpers.rs"]
 mod helpers;
+mod limits;
 mod proxy;
 
 use std::env;

@@ -48,6 +48,10 @@ pub enum Command {
     #[command(subcommand)]
     Keys(KeysCommand),
 
+    /// Read and set a tenant's rate limit and monthly quota.
+    #[command(subcommand)]
+    Limits(LimitsCommand),
+
     /// Verify an API key and print its tenant and key id.
     ///
     /// With an admin token this uses `POST /verify`, which also prints the
@@ -130,5 +134,35 @@ pub enum KeysCommand {
 
         /// Key id, as listed by `tenet keys list`.
         key: KeyId,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LimitsCommand {
+    /// Print a tenant's rate limit and monthly quota.
+    Get {
+        /// Tenant id.
+        tenant: TenantId,
+    },
+    /// Replace a tenant's rate limit and monthly quota; a value left out is
+    /// removed.
+    Set {
+        /// Tenant id.
+        tenant: TenantId,
+        /// Requests per period that the tenant's keys may make together.
+        #[arg(long, requires_all = ["period", "burst"])]
+        rate: Option<u32>,
+        /// Period of the rate, in seconds.
+        #[arg(long, requires = "rate")]
+        period: Option<u64>,
+        /// Requests that may arrive at once.
+        #[arg(long, requires = "rate")]
+        burst: Option<u32>,
+        /// Count requests over the rate limit without rejecting them.
+        #[arg(long, requires = "rate")]
+        shadow: bool,
+        /// Requests the tenant's keys may make per calendar month (UTC).
+        #[arg(long)]
+        monthly_quota: Option<u64>,
     },
 }

@@ -4,10 +4,11 @@ use std::io::{self, BufRead as _, Write};
 
 use tenet_client::{Client, Credential};
 use tenet_core::api::{
-    IssueKeyRequest, IssuedKeyResponse, KeyResponse, RotateKeyRequest, TenantResponse,
+    IssueKeyRequest, IssuedKeyResponse, KeyResponse, LimitBody, RotateKeyRequest, TenantLimitsBody,
+    TenantResponse,
 };
 
-use crate::args::{Command, KeysCommand, TenantsCommand};
+use crate::args::{Command, KeysCommand, LimitsCommand, TenantsCommand};
 use crate::output;
 
 /// The failure of a command.
@@ -37,7 +38,10 @@ impl Failure {
 }
 
 pub async fn run(client: &Client, command: Command, json: bool) -> Result<(), Failure> {
-    let needs_admin = matches!(command, Command::Tenants(_) | Command::Keys(_));
+    let needs_admin = matches!(
+        command,
+        Command::Tenants(_) | Command::Keys(_) | Command::Limits(_)
+    );
     if needs_admin && !client.has_credential() {
         return Err(Failure::Usage(
             "missing admin token: set TENET_ADMIN_TOKEN or pass --token".to_owned(),
@@ -48,6 +52,7 @@ pub async fn run(client: &Client, command: Command, json: bool) -> Result<(), Fa
     match command {
         Command::Tenants(command) => tenants(client, command, json, &mut out).await,
         Command::Keys(command) => keys(client, command, json, &mut out).await,
+        Command::Limits(command) => limits(client, command, json, &mut out).await,
         Command::Verify { key } => verify(client, &key, json, &mut out).await,
         Command::Ready => {
             let health = client.ready().await?;
@@ -107,6 +112,58 @@ fn print_tenants(
         })
         .collect();
     Ok(output::table(out, &["ID", "NAME", "CREATED"], &rows)?)
+}
+
+async fn limits(
+    client: &Client,
+    command: LimitsCommand,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<(), Failure> {
+    let limits = match command {
+        LimitsCommand::Get { tenant } => client.get_limits(tenant).await?,
+        LimitsCommand::Set {
+            tenant,
+            rate,
+            period,
+            burst,
+            shadow,
+            monthly_quota,
+        } => {
+            // clap requires --period and --burst together with --rate.
+            let limit = match (rate, period, burst) {
+                (Some(rate), Some(period_seconds), Some(burst)) => Some(LimitBody {
+                    rate,
+                    period_seconds,
+                    burst,
+                    shadow,
+                }),
+                _ => None,
+            };
+            let request = TenantLimitsBody {
+                limit,
+                monthly_quota,
+            };
+            client.set_limits(tenant, &request).await?
+        }
+    };
+    if json {
+        return Ok(output::json(out, &limits)?);
+    }
+    let limit = limits.limit.map(|limit| {
+        let shadow = if limit.shadow { " (shadow)" } else { "" };
+        format!(
+            "{} per {} s, burst {}{shadow}",
+            limit.rate, limit.period_seconds, limit.burst
+        )
+    });
+    Ok(output::fields(
+        out,
+        &[
+            ("rate limit", output::optional(limit)),
+            ("monthly quota", output::optional(limits.monthly_quota)),
+        ],
+    )?)
 }
 
 async fn keys(

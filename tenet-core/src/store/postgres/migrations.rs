@@ -58,6 +58,26 @@ ALTER TABLE key_events DROP CONSTRAINT key_events_kind_check;
 ALTER TABLE key_events ADD CONSTRAINT key_events_kind_check
     CHECK (kind IN ('issued', 'revoked', 'expiry_shortened'));
 "#,
+    // A tenant's row may carry a rate limit, a quota or both; the CHECK
+    // keeps the three rate limit columns set or unset together.
+    r#"
+CREATE TABLE tenant_limits (
+    tenant_id      uuid PRIMARY KEY REFERENCES tenants (id),
+    rate           bigint,
+    period_ms      bigint,
+    burst          bigint,
+    shadow         boolean,
+    monthly_quota  bigint,
+    CHECK ((rate IS NULL) = (period_ms IS NULL) AND (rate IS NULL) = (burst IS NULL))
+);
+CREATE TABLE key_limits (
+    key_id     uuid PRIMARY KEY REFERENCES api_keys (id),
+    rate       bigint NOT NULL,
+    period_ms  bigint NOT NULL,
+    burst      bigint NOT NULL,
+    shadow     boolean NOT NULL
+);
+"#,
 ];
 
 /// The version of the newest migration, as stored in

@@ -1,0 +1,133 @@
+//! The limits of tenants and keys, cached in process so that the request
+//! path reads the store only once per subject and refresh interval.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tenet_core::{KeyId, Limit, TenantId, TenantLimits, Tenet};
+
+/// Entries per map before the map is emptied, which bounds memory when
+/// many tenants or keys are active; each entry is then read again once.
+const MAX_ENTRIES: usize = 100_000;
+
+/// Limits read from the store, each kept for the refresh interval.
+///
+/// A change made through this replica takes effect here at once (see
+/// [`LimitCache::forget_tenant`]) and on other replicas within the refresh
+/// interval. When a refresh fails, the last known value stays in use and
+/// the next attempt waits another interval, so a store outage neither
+/// drops limits nor sends every request to the store.
+#[derive(Debug)]
+pub struct LimitCache {
+    refresh: Duration,
+    tenants: Entries<TenantId, TenantLimits>,
+    keys: Entries<KeyId, Option<Limit>>,
+    /// Whether the last read failed, so that an outage logs one warning
+    /// and one line when reads succeed again, not one per subject.
+    failing: AtomicBool,
+}
+
+type Entries<K, V> = Mutex<HashMap<K, Arc<Slot<V>>>>;
+
+/// One cached value. The async mutex lets one request refresh it while
+/// concurrent requests for the same subject wait for that read instead of
+/// starting their own.
+#[derive(Debug, Default)]
+struct Slot<V> {
+    value: tokio::sync::Mutex<Option<(V, Instant)>>,
+}
+
+impl LimitCache {
+    /// Builds an empty cache that keeps values for `refresh`.
+    pub fn new(refresh: Duration) -> Self {
+        Self {
+            refresh,
+            tenants: Mutex::default(),
+            keys: Mutex::default(),
+            failing: AtomicBool::new(false),
+        }
+    }
+
+    /// Returns a tenant's limits and a key's own limit.
+    pub async fn limits(
+        &self,
+        tenet: &Tenet,
+        tenant: TenantId,
+        key: KeyId,
+    ) -> (TenantLimits, Option<Limit>) {
+        let tenant_slot = slot(&self.tenants, tenant);
+        let key_slot = slot(&self.keys, key);
+        let tenant_limits = self
+            .read(&tenant_slot, || tenet.store().tenant_limits(tenant))
+            .await;
+        let key_limit = self.read(&key_slot, || tenet.store().key_limit(key)).await;
+        (tenant_limits, key_limit)
+    }
+
+    /// Drops a tenant's cached limits, so that the next request reads them.
+    pub fn forget_tenant(&self, tenant: TenantId) {
+        lock(&self.tenants).remove(&tenant);
+    }
+
+    /// Drops a key's cached limit, so that the next request reads it.
+    pub fn forget_key(&self, key: KeyId) {
+        lock(&self.keys).remove(&key);
+    }
+
+    async fn read<V, F>(&self, slot: &Slot<V>, fetch: impl FnOnce() -> F) -> V
+    where
+        V: Clone + Default,
+        F: Future<Output = tenet_core::Result<V>>,
+    {
+        let mut cached = slot.value.lock().await;
+        if let Some((value, read_at)) = cached.as_ref() {
+            if read_at.elapsed() < self.refresh {
+                return value.clone();
+            }
+        }
+
+        match fetch().await {
+            Ok(value) => {
+                if self.failing.swap(false, Ordering::AcqRel) {
+                    tracing::info!("reading rate limits from the store again");
+                }
+                *cached = Some((value.clone(), Instant::now()));
+                value
+            }
+            Err(err) => {
+                // NOTE: a subject whose limits were never read before the
+                // store failed gets no limits until a read succeeds.
+                if self.failing.swap(true, Ordering::AcqRel) {
+                    tracing::debug!(error = %err, "failed to read rate limits");
+                } else {
+                    tracing::warn!(
+                        error = %err,
+                        "failed to read rate limits; keeping the last known ones"
+                    );
+                }
+                let value = cached.as_ref().map(|(value, _)| value.clone());
+                let value = value.unwrap_or_default();
+                *cached = Some((value.clone(), Instant::now()));
+                value
+            }
+        }
+    }
+}
+
+fn slot<K: Eq + Hash + Copy, V: Default>(entries: &Entries<K, V>, id: K) -> Arc<Slot<V>> {
+    let mut entries = lock(entries);
+    if entries.len() >= MAX_ENTRIES && !entries.contains_key(&id) {
+        entries.clear();
+    }
+    Arc::clone(entries.entry(id).or_default())
+}
+
+fn lock<K, V>(entries: &Entries<K, V>) -> std::sync::MutexGuard<'_, HashMap<K, Arc<Slot<V>>>> {
+    entries
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
