@@ -24,6 +24,7 @@
 //! - [`key`]: the key format, its parser and key metadata;
 //! - [`secret`]: the pepper, key digests and the admin token;
 //! - [`id`], [`name`], [`scope`], [`tenant`]: identifiers and validated values;
+//! - [`audit`]: audit entries, which record who changed what;
 //! - [`expiry`]: key expiry checks;
 //! - [`store`]: the storage trait and its backends;
 //! - [`cache`]: the verification caches, in process and in Redis;
@@ -41,6 +42,7 @@
 //!   are wiped from memory on drop.
 
 pub mod api;
+pub mod audit;
 pub mod cache;
 pub mod error;
 pub mod expiry;
@@ -55,10 +57,11 @@ pub mod stats;
 pub mod store;
 pub mod tenant;
 
+pub use audit::{Actor, AuditAction, AuditEntry, AuditTarget};
 pub use cache::CacheOptions;
 pub use cache::redis::RedisOptions;
 pub use error::{Error, Rejection, Result};
-pub use id::{KeyId, TenantId};
+pub use id::{AuditId, KeyId, TenantId};
 pub use key::{
     ApiKey, IssuedKey, KeyInfo, KeyOptions, KeyRecord, Principal, RotatedKey, VerifiedKey,
 };
@@ -68,6 +71,6 @@ pub use secret::{AdminToken, AdminTokenDigest, KeyDigest, Pepper};
 pub use service::{Tenet, TenetBuilder};
 pub use store::{
     KeyEvent, KeyEventKind, KeyEvents, MemoryStore, Page, PageRequest, PostgresOptions,
-    PostgresStore, Rotation, SqliteStore, Store,
+    PostgresStore, Rotation, SqliteStore, Store, TenantEvent,
 };
-pub use tenant::Tenant;
+pub use tenant::{Tenant, TenantStatus};

@@ -36,6 +36,13 @@ macro_rules! backend_suite {
                 cases::expiry_and_scopes_round_trip,
                 cases::rotate_shortens_expiry_and_inserts,
                 cases::rotate_with_revoke_and_missing_key,
+                cases::tenant_status_changes_and_repeats,
+                cases::rename_keeps_other_fields,
+                cases::delete_revokes_keys_and_hides_tenant,
+                cases::deleted_tenant_rejects_every_change,
+                cases::audit_entries_round_trip,
+                cases::audit_records_each_change_per_tenant,
+                cases::audit_pages_after_id,
                 service::issued_key_verifies,
                 service::revoked_key_is_rejected,
                 service::unknown_key_is_rejected,
@@ -44,6 +51,9 @@ macro_rules! backend_suite {
                 service::scopes_are_required,
                 service::invalid_expiry_is_rejected,
                 service::rotated_key_ends_after_grace,
+                service::suspended_tenant_keys_are_rejected,
+                service::deleted_tenant_is_gone_but_its_audit_stays,
+                service::audit_trail_records_actor_and_target,
                 $($group :: $case,)*
             );
         }

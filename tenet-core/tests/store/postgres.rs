@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use tokio_postgres::Client;
 use tokio_postgres::config::{Config, Host};
 
+use crate::cases::audit;
 use crate::database::{TestSchema, database_url};
 
 const PASSWORD: &str = "zq9-Hunter2-secret";
@@ -24,11 +25,11 @@ fn now() -> OffsetDateTime {
 }
 
 fn tenant() -> Tenant {
-    Tenant {
-        id: TenantId::generate(),
-        name: TenantName::parse("Acme").expect("valid name"),
-        created_at: now(),
-    }
+    Tenant::new(
+        TenantId::generate(),
+        TenantName::parse("Acme").expect("valid name"),
+        now(),
+    )
 }
 
 fn key(tenant: TenantId) -> KeyRecord {
@@ -185,7 +186,7 @@ async fn schemas_are_isolated() {
     let tenant = tenant();
 
     first_store
-        .insert_tenant(&tenant)
+        .insert_tenant(&tenant, &audit(tenant.id))
         .await
         .expect("tenant inserts");
 
@@ -208,13 +209,13 @@ async fn key_events_record_issue_and_revoke() {
     };
     let store = schema.migrated_store().await;
     let tenant = tenant();
-    store.insert_tenant(&tenant).await.expect("tenant inserts");
+    store.insert_tenant(&tenant, &audit(tenant.id)).await.expect("tenant inserts");
 
     let start = store.key_events(None).await.expect("clock reads");
     let key = key(tenant.id);
-    store.insert_key(&key).await.expect("key inserts");
+    store.insert_key(&key, &audit(key.info.tenant_id)).await.expect("key inserts");
     store
-        .revoke_key(tenant.id, key.info.id, key.info.created_at)
+        .revoke_key(tenant.id, key.info.id, key.info.created_at, &audit(tenant.id))
         .await
         .expect("revoke runs")
         .expect("key exists");
@@ -253,10 +254,10 @@ async fn issuing_prunes_day_old_key_events() {
         .await
         .expect("old events insert");
     let tenant = tenant();
-    store.insert_tenant(&tenant).await.expect("tenant inserts");
+    store.insert_tenant(&tenant, &audit(tenant.id)).await.expect("tenant inserts");
 
     store
-        .insert_key(&key(tenant.id))
+        .insert_key(&key(tenant.id), &audit(tenant.id))
         .await
         .expect("key inserts");
 
