@@ -26,9 +26,9 @@ impl Actor {
         if text == "admin" {
             return Ok(Actor::Admin);
         }
-        KeyId::parse(text)
-            .map(Actor::Key)
-            .map_err(|_| Error::invalid("actor", format!("expected admin or a key id, got {text:?}")))
+        KeyId::parse(text).map(Actor::Key).map_err(|_| {
+            Error::invalid("actor", format!("expected admin or a key id, got {text:?}"))
+        })
     }
 }
 

@@ -571,7 +571,9 @@ impl Tenet {
                 .verdict_from_store(&digest)
                 .await?
                 .check(required_scopes)?;
-            let state = self.tenant_state_from_store(verified.principal.tenant_id).await?;
+            let state = self
+                .tenant_state_from_store(verified.principal.tenant_id)
+                .await?;
             return admit(verified, state);
         };
         let now = cache.local.now();
@@ -832,11 +834,7 @@ mod tests {
         ) -> Result<Option<Vec<KeyRecord>>> {
             self.inner.delete_tenant(tenant, at, audit).await
         }
-        async fn list_audit(
-            &self,
-            tenant: TenantId,
-            page: PageRequest,
-        ) -> Result<Vec<AuditEntry>> {
+        async fn list_audit(&self, tenant: TenantId, page: PageRequest) -> Result<Vec<AuditEntry>> {
             self.inner.list_audit(tenant, page).await
         }
         async fn key_by_digest(&self, digest: &KeyDigest) -> Result<Option<KeyRecord>> {

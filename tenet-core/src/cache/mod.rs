@@ -36,8 +36,8 @@ pub mod redis;
 pub(crate) mod tenants;
 
 use local::{LocalCache, Millis};
-use tenants::TenantCache;
 use redis::RedisCache;
+use tenants::TenantCache;
 
 /// The cached state of one key digest.
 ///

@@ -62,7 +62,12 @@ impl TenantCache {
 
     /// Returns the cached state of `tenant` if it is younger than the TTL
     /// and was read at or after `not_before`.
-    pub(crate) fn get(&self, tenant: TenantId, now: Millis, not_before: Millis) -> Option<TenantState> {
+    pub(crate) fn get(
+        &self,
+        tenant: TenantId,
+        now: Millis,
+        not_before: Millis,
+    ) -> Option<TenantState> {
         let map = self
             .shard(tenant)
             .map
@@ -140,7 +145,12 @@ mod tests {
         let cache = cache();
         let tenant = TenantId::generate();
 
-        assert!(cache.insert(tenant, TenantState::Suspended, 100, cache.generation(tenant)));
+        assert!(cache.insert(
+            tenant,
+            TenantState::Suspended,
+            100,
+            cache.generation(tenant)
+        ));
 
         assert_eq!(cache.get(tenant, 100, 0), Some(TenantState::Suspended));
         assert_eq!(cache.get(tenant, 60_099, 0), Some(TenantState::Suspended));

@@ -15,9 +15,9 @@ use async_trait::async_trait;
 use bb8::{Pool, PooledConnection, RunError};
 use time::OffsetDateTime;
 use tokio_postgres::Row;
-use tokio_postgres::types::ToSql;
 use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::{KeyEvent, KeyEventKind, KeyEvents, PageRequest, Rotation, Store, TenantEvent};
@@ -816,7 +816,10 @@ impl Store for PostgresStore {
                 .query(SELECT_AUDIT, &[&tenant_id, &after, &limit])
                 .await
                 .map_err(|err| {
-                    self.failed(&err, format_args!("listing audit entries of tenant {tenant}"))
+                    self.failed(
+                        &err,
+                        format_args!("listing audit entries of tenant {tenant}"),
+                    )
                 })?;
             rows.iter().map(audit_from_row).collect()
         })

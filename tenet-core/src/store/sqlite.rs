@@ -337,7 +337,9 @@ impl Store for SqliteStore {
     async fn tenant(&self, id: TenantId) -> Result<Option<Tenant>> {
         self.call(move |connection| {
             connection
-                .prepare_cached(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1"))
+                .prepare_cached(&format!(
+                    "SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1"
+                ))
                 .and_then(|mut statement| {
                     statement
                         .query_row([id.to_string()], tenant_from_row)

@@ -64,13 +64,19 @@ fn key(tenant: TenantId, name: Option<&str>) -> KeyRecord {
 
 async fn insert_tenant(store: &Arc<dyn Store>, name: &str) -> Tenant {
     let tenant = tenant(name);
-    store.insert_tenant(&tenant, &audit(tenant.id)).await.expect("tenant inserts");
+    store
+        .insert_tenant(&tenant, &audit(tenant.id))
+        .await
+        .expect("tenant inserts");
     tenant
 }
 
 async fn insert_key(store: &Arc<dyn Store>, tenant: TenantId) -> KeyRecord {
     let key = key(tenant, Some("worker"));
-    store.insert_key(&key, &audit(key.info.tenant_id)).await.expect("key inserts");
+    store
+        .insert_key(&key, &audit(key.info.tenant_id))
+        .await
+        .expect("key inserts");
     key
 }
 
@@ -96,7 +102,10 @@ pub async fn tenants_list_oldest_first(backend: &TestStore) {
 
     // Inserted out of order, so only the listing's ordering can sort them.
     for tenant in [&third, &first, &second] {
-        store.insert_tenant(tenant, &audit(tenant.id)).await.expect("tenant inserts");
+        store
+            .insert_tenant(tenant, &audit(tenant.id))
+            .await
+            .expect("tenant inserts");
     }
     let listed = store
         .list_tenants(PageRequest::first(usize::MAX))
@@ -174,7 +183,9 @@ pub async fn key_for_missing_tenant_is_not_found(backend: &TestStore) {
     let store = backend.store();
     let orphan = key(TenantId::generate(), None);
 
-    let inserted = store.insert_key(&orphan, &audit(orphan.info.tenant_id)).await;
+    let inserted = store
+        .insert_key(&orphan, &audit(orphan.info.tenant_id))
+        .await;
 
     assert!(
         matches!(inserted, Err(Error::NotFound { kind: "tenant", .. })),
@@ -289,7 +300,10 @@ pub async fn key_found_by_digest(backend: &TestStore) {
 
 async fn key_without_name(store: &Arc<dyn Store>, tenant: TenantId) -> KeyRecord {
     let key = key(tenant, None);
-    store.insert_key(&key, &audit(key.info.tenant_id)).await.expect("key inserts");
+    store
+        .insert_key(&key, &audit(key.info.tenant_id))
+        .await
+        .expect("key inserts");
     key
 }
 
@@ -300,7 +314,9 @@ pub async fn duplicate_digest_is_rejected(backend: &TestStore) {
     let mut duplicate = key(tenant.id, Some("copy"));
     duplicate.digest = original.digest;
 
-    let inserted = store.insert_key(&duplicate, &audit(duplicate.info.tenant_id)).await;
+    let inserted = store
+        .insert_key(&duplicate, &audit(duplicate.info.tenant_id))
+        .await;
 
     assert!(matches!(inserted, Err(Error::Store(_))), "{inserted:?}");
     let found = store
@@ -368,11 +384,17 @@ pub async fn timestamps_round_trip_exactly(backend: &TestStore) {
     for at in times {
         let mut tenant = tenant("Timely");
         tenant.created_at = at;
-        store.insert_tenant(&tenant, &audit(tenant.id)).await.expect("tenant inserts");
+        store
+            .insert_tenant(&tenant, &audit(tenant.id))
+            .await
+            .expect("tenant inserts");
         let mut key = key(tenant.id, None);
         key.info.created_at = at;
         key.info.revoked_at = Some(at);
-        store.insert_key(&key, &audit(key.info.tenant_id)).await.expect("key inserts");
+        store
+            .insert_key(&key, &audit(key.info.tenant_id))
+            .await
+            .expect("key inserts");
 
         let read_tenant = store.tenant(tenant.id).await.expect("tenant reads");
         let read_key = store.key_by_digest(&key.digest).await.expect("lookup runs");
@@ -396,7 +418,10 @@ pub async fn names_round_trip(backend: &TestStore) {
     for name in names {
         let tenant = insert_tenant(&store, name).await;
         let key = key(tenant.id, Some(name));
-        store.insert_key(&key, &audit(key.info.tenant_id)).await.expect("key inserts");
+        store
+            .insert_key(&key, &audit(key.info.tenant_id))
+            .await
+            .expect("key inserts");
 
         let read_tenant = store.tenant(tenant.id).await.expect("tenant reads");
         let read_keys = store
@@ -431,8 +456,14 @@ pub async fn expiry_and_scopes_round_trip(backend: &TestStore) {
     scoped.info.scopes =
         Scope::parse_list(&["billing:read", "tenet:verify", "x.y_z-0"]).expect("valid scopes");
     let plain = key(tenant.id, None);
-    store.insert_key(&scoped, &audit(scoped.info.tenant_id)).await.expect("key inserts");
-    store.insert_key(&plain, &audit(plain.info.tenant_id)).await.expect("key inserts");
+    store
+        .insert_key(&scoped, &audit(scoped.info.tenant_id))
+        .await
+        .expect("key inserts");
+    store
+        .insert_key(&plain, &audit(plain.info.tenant_id))
+        .await
+        .expect("key inserts");
 
     let by_digest = store
         .key_by_digest(&scoped.digest)
@@ -457,19 +488,34 @@ pub async fn rotate_shortens_expiry_and_inserts(backend: &TestStore) {
     let tenant = insert_tenant(&store, "Acme").await;
     let mut old = key(tenant.id, Some("worker"));
     old.info.expires_at = Some(datetime!(2030-01-01 00:00:00 UTC));
-    store.insert_key(&old, &audit(old.info.tenant_id)).await.expect("key inserts");
+    store
+        .insert_key(&old, &audit(old.info.tenant_id))
+        .await
+        .expect("key inserts");
     let sooner = datetime!(2029-01-01 00:00:00 UTC);
     let later = datetime!(2029-06-01 00:00:00 UTC);
     let first = key(tenant.id, Some("worker"));
     let second = key(tenant.id, Some("worker"));
 
     let shortened = store
-        .rotate_key(tenant.id, old.info.id, &first, Rotation::ExpireBy(sooner), &audit(tenant.id))
+        .rotate_key(
+            tenant.id,
+            old.info.id,
+            &first,
+            Rotation::ExpireBy(sooner),
+            &audit(tenant.id),
+        )
         .await
         .expect("rotation succeeds")
         .expect("the key exists");
     let kept = store
-        .rotate_key(tenant.id, old.info.id, &second, Rotation::ExpireBy(later), &audit(tenant.id))
+        .rotate_key(
+            tenant.id,
+            old.info.id,
+            &second,
+            Rotation::ExpireBy(later),
+            &audit(tenant.id),
+        )
         .await
         .expect("rotation succeeds")
         .expect("the key exists");
@@ -623,7 +669,12 @@ pub async fn delete_revokes_keys_and_hides_tenant(backend: &TestStore) {
     let revoked_before = insert_key(&store, tenant.id).await;
     let first_time = datetime!(2030-01-02 03:04:05.678 UTC);
     store
-        .revoke_key(tenant.id, revoked_before.info.id, first_time, &audit(tenant.id))
+        .revoke_key(
+            tenant.id,
+            revoked_before.info.id,
+            first_time,
+            &audit(tenant.id),
+        )
         .await
         .expect("revoke runs");
     let other_key = insert_key(&store, other.id).await;

@@ -307,9 +307,8 @@ pub async fn deleted_tenant_is_gone_but_its_audit_stays(backend: &TestStore) {
         matches!(verified, Err(Error::Rejected(Rejection::Revoked))),
         "{verified:?}"
     );
-    let not_found = |result: &Result<_, Error>| {
-        matches!(result, Err(Error::NotFound { kind: "tenant", .. }))
-    };
+    let not_found =
+        |result: &Result<_, Error>| matches!(result, Err(Error::NotFound { kind: "tenant", .. }));
     assert!(not_found(&tenet.tenant(tenant).await.map(|_| ())));
     assert!(not_found(&tenet.delete_tenant(tenant).await));
     assert!(not_found(&tenet.suspend_tenant(tenant).await.map(|_| ())));
@@ -320,7 +319,10 @@ pub async fn deleted_tenant_is_gone_but_its_audit_stays(backend: &TestStore) {
     assert!(not_found(&tenet.issue_key(tenant, None).await.map(|_| ())));
     let listed = tenet.list_tenants().await.expect("tenants list");
     assert!(listed.iter().all(|listed| listed.id != tenant));
-    let audit = tenet.audit_page(tenant, None, 50).await.expect("audit reads");
+    let audit = tenet
+        .audit_page(tenant, None, 50)
+        .await
+        .expect("audit reads");
     assert_eq!(audit.items.len(), 3);
     assert_eq!(audit.items[2].action, AuditAction::DeleteTenant);
 }
@@ -341,15 +343,24 @@ pub async fn audit_trail_records_actor_and_target(backend: &TestStore) {
         .await
         .expect("key is revoked");
     tenet
-        .rename_tenant(tenant, TenantName::parse("Acme Europe").expect("valid name"))
+        .rename_tenant(
+            tenant,
+            TenantName::parse("Acme Europe").expect("valid name"),
+        )
         .await
         .expect("renamed");
     tenet.suspend_tenant(tenant).await.expect("suspended");
     tenet.resume_tenant(tenant).await.expect("resumed");
     tenet.delete_tenant(tenant).await.expect("deleted");
-    let first = tenet.audit_page(tenant, None, 5).await.expect("audit reads");
+    let first = tenet
+        .audit_page(tenant, None, 5)
+        .await
+        .expect("audit reads");
     let after = first.next_after.map(AuditId::from_uuid);
-    let second = tenet.audit_page(tenant, after, 5).await.expect("audit reads");
+    let second = tenet
+        .audit_page(tenant, after, 5)
+        .await
+        .expect("audit reads");
 
     let entries: Vec<_> = first.items.iter().chain(&second.items).collect();
     let summary: Vec<_> = entries
@@ -363,10 +374,22 @@ pub async fn audit_trail_records_actor_and_target(backend: &TestStore) {
         summary,
         vec![
             (AuditAction::CreateTenant, admin, tenant_target),
-            (AuditAction::IssueKey, admin, AuditTarget::Key(admin_key.info.id)),
+            (
+                AuditAction::IssueKey,
+                admin,
+                AuditTarget::Key(admin_key.info.id)
+            ),
             (AuditAction::IssueKey, key, AuditTarget::Key(issued.info.id)),
-            (AuditAction::RotateKey, key, AuditTarget::Key(issued.info.id)),
-            (AuditAction::RevokeKey, key, AuditTarget::Key(rotated.issued.info.id)),
+            (
+                AuditAction::RotateKey,
+                key,
+                AuditTarget::Key(issued.info.id)
+            ),
+            (
+                AuditAction::RevokeKey,
+                key,
+                AuditTarget::Key(rotated.issued.info.id)
+            ),
             (AuditAction::RenameTenant, admin, tenant_target),
             (AuditAction::SuspendTenant, admin, tenant_target),
             (AuditAction::ResumeTenant, admin, tenant_target),
@@ -377,5 +400,8 @@ pub async fn audit_trail_records_actor_and_target(backend: &TestStore) {
     assert!(entries.iter().all(|entry| entry.tenant_id == tenant));
     assert!(entries.windows(2).all(|pair| pair[0].at <= pair[1].at));
     let missing = tenet.audit_page(TenantId::generate(), None, 5).await;
-    assert!(matches!(missing, Err(Error::NotFound { .. })), "{missing:?}");
+    assert!(
+        matches!(missing, Err(Error::NotFound { .. })),
+        "{missing:?}"
+    );
 }
