@@ -68,6 +68,10 @@ pub enum Error {
     #[error("{0}")]
     InvalidLimit(String),
 
+    /// A valid API key belongs to a suspended tenant.
+    #[error("tenant suspended")]
+    TenantSuspended,
+
     /// A valid API key lacks the scope that the route requires.
     #[error("missing scope {scope}")]
     MissingScope { scope: &'static str },
@@ -160,6 +164,9 @@ impl From<tenet_core::Error> for Error {
             } => Error::KeyNotFound,
             tenet_core::Error::NotFound { kind: "tenant", .. } => Error::TenantNotFound,
             tenet_core::Error::NotFound { kind: "key", .. } => Error::KeyNotFound,
+            tenet_core::Error::Rejected(tenet_core::Rejection::TenantSuspended) => {
+                Error::TenantSuspended
+            }
             tenet_core::Error::Rejected(_) => Error::Unauthorized,
             tenet_core::Error::Unavailable(_) => Error::StoreUnavailable(err),
             other => Error::Internal(other.into()),
@@ -189,6 +196,12 @@ impl Error {
                 StatusCode::NOT_FOUND,
                 "tenant_not_found",
                 "no tenant with this id",
+            ),
+            Error::TenantSuspended => (
+                StatusCode::FORBIDDEN,
+                "tenant_suspended",
+                "this API key's tenant is suspended; its keys work again once an admin \
+                 resumes it",
             ),
             Error::KeyNotFound => (
                 StatusCode::NOT_FOUND,
@@ -362,6 +375,10 @@ mod tests {
             (
                 tenet_core::Error::unavailable("connection refused"),
                 "store_unavailable",
+            ),
+            (
+                tenet_core::Error::Rejected(tenet_core::Rejection::TenantSuspended),
+                "tenant_suspended",
             ),
             (tenet_core::Error::store("disk full"), "internal"),
         ];

@@ -36,9 +36,12 @@ const REQUEST_DURATION_BUCKETS: [f64; 14] = [
 /// Route templates that get a pre-resolved request metric handle, with
 /// `unmatched` last. A template missing here is still counted, through a
 /// `Family` lookup per request.
-const ROUTE_TEMPLATES: [&str; 11] = [
+const ROUTE_TEMPLATES: [&str; 14] = [
     "/tenants",
     "/tenants/{id}",
+    "/tenants/{id}/suspend",
+    "/tenants/{id}/resume",
+    "/tenants/{id}/audit",
     "/tenants/{id}/keys",
     "/tenants/{id}/keys/{key_id}",
     "/tenants/{id}/keys/{key_id}/rotate",
@@ -92,10 +95,12 @@ pub enum Verification {
     Expired,
     /// Valid, but without a scope that the route requires.
     MissingScope,
+    /// Valid, but its tenant is suspended.
+    TenantSuspended,
 }
 
 impl Verification {
-    const ALL: [Verification; 7] = [
+    const ALL: [Verification; 8] = [
         Verification::Valid,
         Verification::Malformed,
         Verification::Unknown,
@@ -103,6 +108,7 @@ impl Verification {
         Verification::Unavailable,
         Verification::Expired,
         Verification::MissingScope,
+        Verification::TenantSuspended,
     ];
 
     /// Classifies the result of [`Tenet::verify`].
@@ -113,6 +119,9 @@ impl Verification {
             Err(tenet_core::Error::Rejected(Rejection::Revoked)) => Verification::Revoked,
             Err(tenet_core::Error::Rejected(Rejection::Expired)) => Verification::Expired,
             Err(tenet_core::Error::Rejected(Rejection::MissingScope)) => Verification::MissingScope,
+            Err(tenet_core::Error::Rejected(Rejection::TenantSuspended)) => {
+                Verification::TenantSuspended
+            }
             Err(tenet_core::Error::Rejected(_)) => Verification::Unknown,
             Err(_) => Verification::Unavailable,
         }
@@ -128,6 +137,7 @@ impl Verification {
             Verification::Unavailable => "unavailable",
             Verification::Expired => "expired",
             Verification::MissingScope => "missing_scope",
+            Verification::TenantSuspended => "tenant_suspended",
         }
     }
 
@@ -150,7 +160,7 @@ pub struct Metrics {
     request_handles: Box<[OnceLock<RequestHandles>]>,
     /// One counter per [`Verification`], in [`Verification::ALL`] order,
     /// so that counting takes no lookup.
-    verifications: [Counter; 7],
+    verifications: [Counter; Verification::ALL.len()],
     ready: Gauge<i64, AtomicI64>,
 }
 
@@ -343,6 +353,9 @@ mod tests {
         let paths = [
             "/tenants",
             "/tenants/t",
+            "/tenants/t/suspend",
+            "/tenants/t/resume",
+            "/tenants/t/audit",
             "/tenants/t/keys",
             "/tenants/t/keys/k",
             "/tenants/t/keys/k/rotate",

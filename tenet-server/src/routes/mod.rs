@@ -26,6 +26,9 @@ mod verify;
 pub enum Route {
     Tenants,
     Tenant { tenant: String },
+    SuspendTenant { tenant: String },
+    ResumeTenant { tenant: String },
+    TenantAudit { tenant: String },
     TenantKeys { tenant: String },
     TenantKey { tenant: String, key: String },
     RotateKey { tenant: String, key: String },
@@ -49,6 +52,15 @@ impl Route {
         let route = match segments.as_slice() {
             ["tenants"] => Route::Tenants,
             ["tenants", tenant] => Route::Tenant {
+                tenant: (*tenant).to_owned(),
+            },
+            ["tenants", tenant, "suspend"] => Route::SuspendTenant {
+                tenant: (*tenant).to_owned(),
+            },
+            ["tenants", tenant, "resume"] => Route::ResumeTenant {
+                tenant: (*tenant).to_owned(),
+            },
+            ["tenants", tenant, "audit"] => Route::TenantAudit {
                 tenant: (*tenant).to_owned(),
             },
             ["tenants", tenant, "keys"] => Route::TenantKeys {
@@ -79,6 +91,9 @@ impl Route {
         match self {
             Route::Tenants => "/tenants",
             Route::Tenant { .. } => "/tenants/{id}",
+            Route::SuspendTenant { .. } => "/tenants/{id}/suspend",
+            Route::ResumeTenant { .. } => "/tenants/{id}/resume",
+            Route::TenantAudit { .. } => "/tenants/{id}/audit",
             Route::TenantKeys { .. } => "/tenants/{id}/keys",
             Route::TenantKey { .. } => "/tenants/{id}/keys/{key_id}",
             Route::RotateKey { .. } => "/tenants/{id}/keys/{key_id}/rotate",
@@ -103,9 +118,16 @@ impl Route {
             Route::Tenants | Route::TenantKeys { .. } => {
                 (&[Method::GET, Method::POST], "GET, POST")
             }
+            Route::Tenant { .. } => (
+                &[Method::GET, Method::PATCH, Method::DELETE],
+                "GET, PATCH, DELETE",
+            ),
             Route::TenantKey { .. } => (&[Method::DELETE], "DELETE"),
-            Route::Verify | Route::RotateKey { .. } => (&[Method::POST], "POST"),
-            Route::Tenant { .. }
+            Route::Verify
+            | Route::RotateKey { .. }
+            | Route::SuspendTenant { .. }
+            | Route::ResumeTenant { .. } => (&[Method::POST], "POST"),
+            Route::TenantAudit { .. }
             | Route::Protected
             | Route::Healthz
             | Route::Readyz
@@ -122,6 +144,9 @@ impl Route {
         vec![
             Route::Tenants,
             Route::Tenant { tenant: tenant() },
+            Route::SuspendTenant { tenant: tenant() },
+            Route::ResumeTenant { tenant: tenant() },
+            Route::TenantAudit { tenant: tenant() },
             Route::TenantKeys { tenant: tenant() },
             Route::TenantKey {
                 tenant: tenant(),
@@ -148,15 +173,18 @@ impl Route {
         match self {
             Route::Tenants => 0,
             Route::Tenant { .. } => 1,
-            Route::TenantKeys { .. } => 2,
-            Route::TenantKey { .. } => 3,
-            Route::RotateKey { .. } => 4,
-            Route::Protected => 5,
-            Route::Verify => 6,
-            Route::Healthz => 7,
-            Route::Readyz => 8,
-            Route::Metrics => 9,
-            Route::OpenApi => 10,
+            Route::SuspendTenant { .. } => 2,
+            Route::ResumeTenant { .. } => 3,
+            Route::TenantAudit { .. } => 4,
+            Route::TenantKeys { .. } => 5,
+            Route::TenantKey { .. } => 6,
+            Route::RotateKey { .. } => 7,
+            Route::Protected => 8,
+            Route::Verify => 9,
+            Route::Healthz => 10,
+            Route::Readyz => 11,
+            Route::Metrics => 12,
+            Route::OpenApi => 13,
         }
     }
 
@@ -164,6 +192,9 @@ impl Route {
     fn tenant_segment(&self) -> Option<&str> {
         match self {
             Route::Tenant { tenant }
+            | Route::SuspendTenant { tenant }
+            | Route::ResumeTenant { tenant }
+            | Route::TenantAudit { tenant }
             | Route::TenantKeys { tenant }
             | Route::TenantKey { tenant, .. }
             | Route::RotateKey { tenant, .. } => Some(tenant),
@@ -203,7 +234,18 @@ pub async fn dispatch(state: &State, route: Option<Route>, request: Request<Inco
     let result = match (route, method) {
         (Route::Tenants, Method::POST) => tenants::create(state, request).await,
         (Route::Tenants, _) => tenants::list(state, &request).await,
+        (Route::Tenant { tenant }, Method::PATCH) => tenants::rename(state, request, &tenant).await,
+        (Route::Tenant { tenant }, Method::DELETE) => {
+            tenants::delete(state, request.headers(), &tenant).await
+        }
         (Route::Tenant { tenant }, _) => tenants::get(state, request.headers(), &tenant).await,
+        (Route::SuspendTenant { tenant }, _) => {
+            tenants::suspend(state, request.headers(), &tenant).await
+        }
+        (Route::ResumeTenant { tenant }, _) => {
+            tenants::resume(state, request.headers(), &tenant).await
+        }
+        (Route::TenantAudit { tenant }, _) => tenants::audit(state, &request, &tenant).await,
         (Route::TenantKeys { tenant }, Method::POST) => keys::issue(state, request, &tenant).await,
         (Route::TenantKeys { tenant }, _) => keys::list(state, &request, &tenant).await,
         (Route::TenantKey { tenant, key }, _) => {
@@ -271,6 +313,19 @@ mod tests {
             ),
             ("/tenants/t/keys/k/x", None),
             ("/tenants/t/other", None),
+            (
+                "/tenants/t/suspend",
+                Some(Route::SuspendTenant { tenant: tenant() }),
+            ),
+            (
+                "/tenants/t/resume",
+                Some(Route::ResumeTenant { tenant: tenant() }),
+            ),
+            (
+                "/tenants/t/audit",
+                Some(Route::TenantAudit { tenant: tenant() }),
+            ),
+            ("/tenants/t/audit/x", None),
             ("/Tenants", None),
         ];
 
