@@ -596,6 +596,11 @@ impl Tenet {
     /// Returns a tenant's state from the tenant cache, filling it from the
     /// store on a miss. The fill takes the generation before it reads, so a
     /// change committed meanwhile makes the fill lose.
+    ///
+    /// NOTE: tenant status has no copy in Redis. While the event feed is
+    /// stale and the store is down, a status read longer ago than the
+    /// staleness bound is not trusted, so its keys get
+    /// [`Error::Unavailable`] even when Redis still has their verdicts.
     async fn cached_tenant_state(
         &self,
         cache: &CacheLayer,
