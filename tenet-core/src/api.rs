@@ -220,7 +220,7 @@ pub struct AuditEntryResponse {
     /// `admin` for the admin token, or the id of the `tenet:admin` key
     /// that made the change.
     pub actor: String,
-    /// What changed: `create_tenant`, `rename_tenant`, `suspend_tenant`,
+    /// The kind of change: `create_tenant`, `rename_tenant`, `suspend_tenant`,
     /// `resume_tenant`, `delete_tenant`, `issue_key`, `rotate_key` or
     /// `revoke_key`.
     pub action: String,

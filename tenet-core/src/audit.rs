@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 use crate::id::{AuditId, KeyId, TenantId};
 
-/// Who made a change: the admin token, or an API key with the
+/// The author of a change: the admin token, or an API key with the
 /// `tenet:admin` scope acting on its own tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Actor {

@@ -1029,7 +1029,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn suspend_and_resume_take_effect_on_a_warm_cache() {
+    async fn suspend_and_resume_reach_warm_cache() {
         let tenet = cached(Arc::new(ProbeStore::default())).await;
         let tenant = tenant(&tenet).await;
         let issued = tenet.issue_key(tenant, None).await.expect("issued");
@@ -1049,7 +1049,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn fill_racing_a_suspend_does_not_keep_the_old_status() {
+    async fn fill_racing_a_suspend_loses() {
         let store = Arc::new(ProbeStore {
             tenant_gate: Some((Notify::new(), Notify::new())),
             ..ProbeStore::default()

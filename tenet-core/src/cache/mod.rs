@@ -12,9 +12,9 @@
 //!   subscription is down) trusts no entry read longer ago than the bound.
 //!
 //! Suspending, resuming or deleting a tenant reaches every replica within
-//! the same bound: the changing replica drops its cached status at once and
-//! publishes the tenant id on Redis, and a shared store records a tenant
-//! event that the same poll reads.
+//! the same bound. The changing replica drops its cached status at once and
+//! publishes the tenant id on Redis. A shared store also records a tenant
+//! event, which the same poll reads.
 //!
 //! Fills cannot resurrect a revoked entry: the in-process cache discards a
 //! fill whose shard was invalidated after the fill's read began, and Redis

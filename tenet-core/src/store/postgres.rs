@@ -192,7 +192,8 @@ const RENAME_TENANT: &str = "\
     ) \
     SELECT id, name, created_at, status, deleted_at FROM updated";
 // The first statement of a deletion. Its row lock makes key inserts of this
-// tenant wait, so the second statement, with a newer snapshot, sees them.
+// tenant wait, so the second statement, with a newer snapshot, revokes them
+// too.
 const MARK_TENANT_DELETED: &str = "\
     WITH deleted AS ( \
         UPDATE tenants SET deleted_at = $2 WHERE id = $1 AND deleted_at IS NULL \

@@ -52,7 +52,7 @@ macro_rules! backend_suite {
                 service::invalid_expiry_is_rejected,
                 service::rotated_key_ends_after_grace,
                 service::suspended_tenant_keys_are_rejected,
-                service::deleted_tenant_is_gone_but_its_audit_stays,
+                service::deleted_tenant_keeps_only_its_audit,
                 service::audit_trail_records_actor_and_target,
                 $($group :: $case,)*
             );

@@ -295,7 +295,7 @@ pub async fn suspended_tenant_keys_are_rejected(backend: &TestStore) {
     assert!(after.is_ok(), "{after:?}");
 }
 
-pub async fn deleted_tenant_is_gone_but_its_audit_stays(backend: &TestStore) {
+pub async fn deleted_tenant_keeps_only_its_audit(backend: &TestStore) {
     let tenet = open(backend.store(), &pepper()).await;
     let tenant = tenant_of(&tenet).await;
     let issued = tenet.issue_key(tenant, None).await.expect("key is issued");

@@ -12,11 +12,11 @@ use super::Cluster;
 use super::helpers::ADMIN_TOKEN;
 use super::proxy::Mode;
 
-/// The longest a replica may keep an old tenant status.
+/// The maximum time a replica may keep an old tenant status.
 const STATUS_BOUND: Duration = Duration::from_secs(1);
 
 /// Sends `POST /tenants/{id}/{action}` or `DELETE /tenants/{id}` through
-/// replica `index` and returns when it has been answered.
+/// replica `index` and waits for a success response.
 async fn change(cluster: &Cluster, index: usize, tenant: &TenantResponse, action: &str) {
     let base = cluster.replicas[index]
         .server
@@ -37,7 +37,7 @@ async fn change(cluster: &Cluster, index: usize, tenant: &TenantResponse, action
     );
 }
 
-/// Checks that every replica answers `expected` for `key` once the bound
+/// Checks that every replica returns `expected` for `key` once the bound
 /// has passed since `changed`.
 async fn assert_everywhere(cluster: &Cluster, key: &str, changed: Instant, expected: StatusCode) {
     sleep_until((changed + STATUS_BOUND).into()).await;
