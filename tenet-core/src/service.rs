@@ -550,7 +550,7 @@ impl Tenet {
 
     /// Verifies a presented key like [`Tenet::verify`] and also requires
     /// it to hold every scope in `required_scopes`, else
-    /// [`Rejection::MissingScope`](crate::Rejection::MissingScope).
+    /// [`Rejection::MissingScope`].
     ///
     /// Expiry is checked at each call against the wall clock, so a cached
     /// key is rejected from the millisecond it expires, without a store
