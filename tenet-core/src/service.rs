@@ -750,14 +750,14 @@ fn into_page<T>(mut rows: Vec<T>, limit: usize, id_of: impl Fn(&T) -> uuid::Uuid
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     use async_trait::async_trait;
     use tokio::sync::Notify;
 
     use super::*;
     use crate::error::Rejection;
-    use crate::store::MemoryStore;
+    use crate::store::{KeyEvents, MemoryStore};
 
     /// A store that counts lookups by digest and tenant reads, and can
     /// pause the first lookup, or every tenant read, until released,
@@ -769,6 +769,10 @@ mod tests {
         tenant_reads: AtomicUsize,
         gate: Option<(Notify, Notify)>,
         tenant_gate: Option<(Notify, Notify)>,
+        /// Claims to be shared, so that the cache polls its events.
+        shared: bool,
+        /// Makes every event read fail, as when the store is down.
+        events_fail: AtomicBool,
     }
 
     #[async_trait]
@@ -859,6 +863,15 @@ mod tests {
         }
         async fn ping(&self) -> Result<()> {
             self.inner.ping().await
+        }
+        fn is_shared(&self) -> bool {
+            self.shared
+        }
+        async fn key_events(&self, since: Option<OffsetDateTime>) -> Result<KeyEvents> {
+            if self.events_fail.load(Ordering::SeqCst) {
+                return Err(Error::unavailable("the test store is down"));
+            }
+            self.inner.key_events(since).await
         }
     }
 
@@ -1083,6 +1096,32 @@ mod tests {
             after,
             Err(Error::Rejected(Rejection::TenantSuspended))
         ));
+    }
+
+    #[tokio::test]
+    async fn stale_feed_distrusts_tenant_status() {
+        let store = Arc::new(ProbeStore {
+            shared: true,
+            ..ProbeStore::default()
+        });
+        let tenet = cached(Arc::clone(&store)).await;
+        let issued = tenet
+            .issue_key(tenant(&tenet).await, None)
+            .await
+            .expect("issued");
+        let presented = issued.api_key.expose_secret();
+        tenet.verify(presented).await.expect("valid key");
+        let filled = store.tenant_reads.load(Ordering::SeqCst);
+
+        // Past the staleness bound without a successful poll, the cached
+        // status may miss a suspension, so it is read again.
+        store.events_fail.store(true, Ordering::SeqCst);
+        let bound = CacheOptions::default().max_staleness;
+        tokio::time::sleep(bound + std::time::Duration::from_millis(300)).await;
+        tenet.verify(presented).await.expect("valid key");
+
+        assert_eq!(filled, 1);
+        assert_eq!(store.tenant_reads.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
