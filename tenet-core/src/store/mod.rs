@@ -6,8 +6,9 @@
 //! own: [`crate::Tenet`] hands them checked values only.
 //!
 //! Every write method takes the [`AuditEntry`] that records the change and
-//! stores it in the same transaction as the change, and only when the
-//! change happens (a call that returns `None` writes neither).
+//! stores it in the same transaction as the change. It stores the entry
+//! whenever the call finds its target, also for a repeated revoke or
+//! suspension, and a call that returns `None` writes neither.
 
 use std::fmt;
 
