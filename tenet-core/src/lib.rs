@@ -40,6 +40,8 @@
 //! - A found digest is compared again in constant time.
 //! - Secrets (`ApiKey`, `Pepper`, `AdminToken`) never print their value and
 //!   are wiped from memory on drop.
+//! - Every change to a tenant or key is recorded in the audit trail in the
+//!   same transaction as the change, on every store.
 
 pub mod api;
 pub mod audit;
