@@ -5,8 +5,9 @@
 
 use reqwest::Method;
 use tenet_core::api::{
-    CreateTenantRequest, HealthResponse, IssueKeyRequest, IssuedKeyResponse, KeyLimitBody,
-    KeyListResponse, PrincipalResponse, RotateKeyRequest, RotateKeyResponse, TenantLimitsBody,
+    AuditListResponse, CreateTenantRequest, HealthResponse, IssueKeyRequest, IssuedKeyResponse,
+    KeyLimitBody, KeyListResponse, PrincipalResponse, RenameTenantRequest, RotateKeyRequest,
+    RotateKeyResponse, TenantLimitsBody,
     TenantListResponse, TenantResponse, VerifyRequest, VerifyResponse,
 };
 use tenet_core::{KeyId, TenantId};
@@ -53,6 +54,77 @@ impl Client {
         self.call(Method::GET, &format!("tenants/{tenant}"))
             .send()
             .await
+    }
+
+    /// `PATCH /tenants/{id}`: renames a tenant and returns it; needs the
+    /// admin token. The server validates the name like a new tenant's.
+    pub async fn rename_tenant(&self, tenant: TenantId, name: &str) -> Result<TenantResponse> {
+        let body = RenameTenantRequest {
+            name: name.to_owned(),
+        };
+        self.call(Method::PATCH, &format!("tenants/{tenant}"))
+            .json(&body)
+            .send()
+            .await
+    }
+
+    /// `POST /tenants/{id}/suspend`: suspends a tenant, whose keys are then
+    /// rejected with the code `tenant_suspended`, and returns it; succeeds
+    /// also when it is suspended already. Needs the admin token.
+    pub async fn suspend_tenant(&self, tenant: TenantId) -> Result<TenantResponse> {
+        self.call(Method::POST, &format!("tenants/{tenant}/suspend"))
+            .send()
+            .await
+    }
+
+    /// `POST /tenants/{id}/resume`: resumes a suspended tenant and returns
+    /// it; succeeds also when it is active already. Needs the admin token.
+    pub async fn resume_tenant(&self, tenant: TenantId) -> Result<TenantResponse> {
+        self.call(Method::POST, &format!("tenants/{tenant}/resume"))
+            .send()
+            .await
+    }
+
+    /// `DELETE /tenants/{id}`: revokes every key of a tenant and deletes
+    /// it; needs the admin token. A deleted tenant is
+    /// [`Error::NotFound`] afterwards, except for [`Client::list_audit`].
+    ///
+    /// NOTE: the request is retried like every `DELETE`, so a retry after
+    /// a lost response returns [`Error::NotFound`] for a tenant that this
+    /// call deleted.
+    pub async fn delete_tenant(&self, tenant: TenantId) -> Result<()> {
+        self.call(Method::DELETE, &format!("tenants/{tenant}"))
+            .send_empty()
+            .await
+    }
+
+    /// `GET /tenants/{id}/audit`: lists a tenant's audit trail, oldest
+    /// first, following `next_cursor` page by page; needs the admin token,
+    /// or a `tenet:admin` key of that tenant. The admin may read a deleted
+    /// tenant's trail. The result's `next_cursor` is `None`.
+    pub async fn list_audit(&self, tenant: TenantId) -> Result<AuditListResponse> {
+        let mut all = self.list_audit_page(tenant, None).await?;
+        while let Some(cursor) = all.next_cursor.take() {
+            let page = self.list_audit_page(tenant, Some(&cursor)).await?;
+            all.entries.extend(page.entries);
+            all.next_cursor = page.next_cursor;
+        }
+        Ok(all)
+    }
+
+    /// `GET /tenants/{id}/audit?limit=100&cursor=...`: lists one page of up
+    /// to 100 audit entries, the first page for a `cursor` of `None`.
+    pub async fn list_audit_page(
+        &self,
+        tenant: TenantId,
+        cursor: Option<&str>,
+    ) -> Result<AuditListResponse> {
+        self.call(
+            Method::GET,
+            &page_path(&format!("tenants/{tenant}/audit"), cursor),
+        )
+        .send()
+        .await
     }
 
     /// `POST /tenants/{id}/keys`: issues a key; needs the admin token. The

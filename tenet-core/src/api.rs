@@ -15,7 +15,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::id::{KeyId, TenantId};
+use crate::audit::AuditEntry;
+use crate::id::{AuditId, KeyId, TenantId};
 use crate::key::{IssuedKey, KeyInfo, Principal, VerifiedKey};
 use crate::ratelimit::{Limit, TenantLimits};
 use crate::scope::Scope;
@@ -27,6 +28,16 @@ use crate::tenant::Tenant;
 pub struct CreateTenantRequest {
     /// The tenant's display name. A missing field reads as the empty
     /// string, so a missing and a blank name are rejected the same way.
+    #[serde(default)]
+    pub name: String,
+}
+
+/// Body of `PATCH /tenants/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenameTenantRequest {
+    /// The tenant's new display name, validated like a new tenant's. A
+    /// missing field reads as the empty string, which is rejected.
     #[serde(default)]
     pub name: String,
 }
@@ -172,13 +183,22 @@ pub struct LimitStateResponse {
     pub quota_resets_at: Option<OffsetDateTime>,
 }
 
-/// A tenant, as returned by `POST /tenants` and `GET /tenants/{id}`.
+/// A tenant, as returned by `POST /tenants`, `GET /tenants/{id}` and the
+/// routes that change a tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TenantResponse {
     pub id: TenantId,
     pub name: String,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// `active`, or `suspended` while the tenant's keys are rejected.
+    /// Bodies from servers that predate suspension read as `active`.
+    #[serde(default = "active")]
+    pub status: String,
+}
+
+fn active() -> String {
+    "active".to_owned()
 }
 
 impl From<Tenant> for TenantResponse {
@@ -187,6 +207,7 @@ impl From<Tenant> for TenantResponse {
             id: tenant.id,
             name: tenant.name.as_str().to_owned(),
             created_at: tenant.created_at,
+            status: tenant.status.as_str().to_owned(),
         }
     }
 }
@@ -314,6 +335,51 @@ pub struct KeyListResponse {
     pub next_cursor: Option<String>,
 }
 
+/// One entry of a tenant's audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntryResponse {
+    pub id: AuditId,
+    pub tenant_id: TenantId,
+    /// `admin` for the admin token, or the id of the `tenet:admin` key
+    /// that made the change.
+    pub actor: String,
+    /// The kind of change: `create_tenant`, `rename_tenant`, `suspend_tenant`,
+    /// `resume_tenant`, `delete_tenant`, `issue_key`, `rotate_key` or
+    /// `revoke_key`.
+    pub action: String,
+    /// `tenant` or `key`.
+    pub target_type: String,
+    /// The id of the tenant or key that changed; for `rotate_key`, the old
+    /// key.
+    pub target_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+impl From<AuditEntry> for AuditEntryResponse {
+    fn from(entry: AuditEntry) -> Self {
+        Self {
+            id: entry.id,
+            tenant_id: entry.tenant_id,
+            actor: entry.actor.to_string(),
+            action: entry.action.as_str().to_owned(),
+            target_type: entry.target.kind().to_owned(),
+            target_id: entry.target.as_uuid().hyphenated().to_string(),
+            at: entry.at,
+        }
+    }
+}
+
+/// Body of `GET /tenants/{id}/audit`: one page of the tenant's audit
+/// trail, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditListResponse {
+    pub entries: Vec<AuditEntryResponse>,
+    /// The `cursor` of the next page, or `null` on the last page.
+    #[serde(default)]
+    pub next_cursor: Option<String>,
+}
+
 /// Body of a request authenticated by an API key: whom the key acts for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PrincipalResponse {
@@ -433,8 +499,8 @@ impl From<&VerifiedKey> for ValidKeyResponse {
 pub struct InvalidKeyResponse {
     /// Always `false`.
     pub valid: bool,
-    /// `key_malformed`, `key_unknown`, `key_revoked`, `key_expired` or
-    /// `missing_scope`.
+    /// `key_malformed`, `key_unknown`, `key_revoked`, `key_expired`,
+    /// `missing_scope` or `tenant_suspended`.
     pub code: String,
 }
 
@@ -468,6 +534,7 @@ mod tests {
     use serde::de::DeserializeOwned;
 
     use super::*;
+    use crate::audit::{Actor, AuditAction, AuditTarget};
     use crate::key::ApiKey;
     use crate::name::{KeyName, TenantName};
 
@@ -535,16 +602,22 @@ mod tests {
             limit: None,
             monthly_quota: Some(1000),
         });
+        round_trip(&RenameTenantRequest {
+            name: "Acme Europe".to_owned(),
+        });
     }
 
     #[test]
     fn responses_round_trip() {
-        let tenant = Tenant {
-            id: TenantId::generate(),
-            name: TenantName::parse("Acme").expect("valid name"),
-            created_at: time(),
-        };
+        let mut tenant = Tenant::new(
+            TenantId::generate(),
+            TenantName::parse("Acme").expect("valid name"),
+            time(),
+        );
+        round_trip(&TenantResponse::from(tenant.clone()));
+        tenant.status = crate::tenant::TenantStatus::Suspended;
         let tenant = TenantResponse::from(tenant);
+        assert_eq!(tenant.status, "suspended");
         round_trip(&tenant);
         round_trip(&TenantListResponse {
             tenants: vec![tenant.clone(), tenant],
@@ -593,6 +666,26 @@ mod tests {
             valid: false,
             code: "key_expired".to_owned(),
         }));
+        let tenant_id = TenantId::generate();
+        let created = AuditEntryResponse::from(AuditEntry::new(
+            tenant_id,
+            Actor::Admin,
+            AuditAction::CreateTenant,
+            AuditTarget::Tenant(tenant_id),
+            time(),
+        ));
+        let issued = AuditEntryResponse::from(AuditEntry::new(
+            tenant_id,
+            Actor::Key(KeyId::generate()),
+            AuditAction::IssueKey,
+            AuditTarget::Key(KeyId::generate()),
+            time(),
+        ));
+        round_trip(&created);
+        round_trip(&AuditListResponse {
+            entries: vec![created, issued],
+            next_cursor: Some("AZpC0QiIcUimCRi1OZv9ww".to_owned()),
+        });
         round_trip(&HealthResponse {
             status: "ok".to_owned(),
         });
@@ -613,6 +706,16 @@ mod tests {
         assert!(unknown.is_err());
         assert!(duplicate.is_err());
         assert!(unknown_key.is_err());
+    }
+
+    #[test]
+    fn tenant_without_status_reads_as_active() {
+        let json = r#"{"id":"01a241d1-0888-7148-a609-18b5399bfdc3","name":"Acme",
+            "created_at":"2026-12-04T15:57:47.123Z"}"#;
+
+        let tenant: TenantResponse = serde_json::from_str(json).expect("an older body parses");
+
+        assert_eq!(tenant.status, "active");
     }
 
     #[test]

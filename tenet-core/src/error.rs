@@ -87,6 +87,8 @@ pub enum Rejection {
     Expired,
     /// The key is valid but lacks a scope that the caller required.
     MissingScope,
+    /// The key is valid but its tenant is suspended.
+    TenantSuspended,
 }
 
 impl Rejection {
@@ -98,6 +100,7 @@ impl Rejection {
             Rejection::Revoked => "key_revoked",
             Rejection::Expired => "key_expired",
             Rejection::MissingScope => "missing_scope",
+            Rejection::TenantSuspended => "tenant_suspended",
         }
     }
 }
@@ -110,6 +113,7 @@ impl fmt::Display for Rejection {
             Rejection::Revoked => "revoked",
             Rejection::Expired => "expired",
             Rejection::MissingScope => "missing a required scope",
+            Rejection::TenantSuspended => "of a suspended tenant",
         };
         f.write_str(text)
     }

@@ -100,6 +100,12 @@ define_id!(
     "key id"
 );
 
+define_id!(
+    /// Identifies an audit entry; entries sort by this id, oldest first.
+    AuditId,
+    "audit entry id"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,6 +24,7 @@
 //! - [`key`]: the key format, its parser and key metadata;
 //! - [`secret`]: the pepper, key digests and the admin token;
 //! - [`id`], [`name`], [`scope`], [`tenant`]: identifiers and validated values;
+//! - [`audit`]: audit entries, which record who changed what;
 //! - [`expiry`]: key expiry checks;
 //! - [`store`]: the storage trait and its backends;
 //! - [`cache`]: the verification caches, in process and in Redis;
@@ -39,8 +40,11 @@
 //! - A found digest is compared again in constant time.
 //! - Secrets (`ApiKey`, `Pepper`, `AdminToken`) never print their value and
 //!   are wiped from memory on drop.
+//! - Every change to a tenant or key is recorded in the audit trail in the
+//!   same transaction as the change, on every store.
 
 pub mod api;
+pub mod audit;
 pub mod cache;
 pub mod error;
 pub mod expiry;
@@ -55,10 +59,11 @@ pub mod stats;
 pub mod store;
 pub mod tenant;
 
+pub use audit::{Actor, AuditAction, AuditEntry, AuditTarget};
 pub use cache::CacheOptions;
 pub use cache::redis::RedisOptions;
 pub use error::{Error, Rejection, Result};
-pub use id::{KeyId, TenantId};
+pub use id::{AuditId, KeyId, TenantId};
 pub use key::{
     ApiKey, IssuedKey, KeyInfo, KeyOptions, KeyRecord, Principal, RotatedKey, VerifiedKey,
 };
@@ -69,6 +74,6 @@ pub use secret::{AdminToken, AdminTokenDigest, KeyDigest, Pepper};
 pub use service::{Tenet, TenetBuilder};
 pub use store::{
     KeyEvent, KeyEventKind, KeyEvents, MemoryStore, Page, PageRequest, PostgresOptions,
-    PostgresStore, Rotation, SqliteStore, Store,
+    PostgresStore, Rotation, SqliteStore, Store, TenantEvent,
 };
-pub use tenant::Tenant;
+pub use tenant::{Tenant, TenantStatus};

@@ -4,11 +4,13 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 
+use crate::audit::{Actor, AuditAction, AuditEntry, AuditTarget};
 use crate::cache::redis::{RedisCache, RedisOptions};
+use crate::cache::tenants::TenantState;
 use crate::cache::{CacheLayer, CacheOptions, Verdict, feed, valid_verdict};
-use crate::error::{Error, Result};
+use crate::error::{Error, Rejection, Result};
 use crate::expiry;
-use crate::id::{KeyId, TenantId};
+use crate::id::{AuditId, KeyId, TenantId};
 use crate::key::{
     ApiKey, IssuedKey, KeyInfo, KeyOptions, KeyRecord, Principal, RotatedKey, VerifiedKey,
 };
@@ -17,7 +19,7 @@ use crate::ratelimit::{Limit, TenantLimits};
 use crate::secret::{KeyDigest, Pepper};
 use crate::stats::{CacheStats, PoolStatuses};
 use crate::store::{Page, PageRequest, Rotation, Store};
-use crate::tenant::Tenant;
+use crate::tenant::{Tenant, TenantStatus};
 
 const PEPPER_FINGERPRINT: &str = "pepper_fingerprint";
 
@@ -27,12 +29,15 @@ const WALK_PAGE_SIZE: usize = 500;
 /// Tenants and their API keys on top of a [`Store`], with optional
 /// verification caches.
 ///
-/// Cheap to clone; clones share the store and the caches.
+/// Cheap to clone; clones share the store and the caches. Every change is
+/// recorded in the audit trail under the handle's actor, which is
+/// [`Actor::Admin`] unless [`Tenet::acting_as`] set another.
 #[derive(Debug, Clone)]
 pub struct Tenet {
     store: Arc<dyn Store>,
     pepper: Pepper,
     cache: Option<Arc<CacheLayer>>,
+    actor: Actor,
 }
 
 /// Configures a [`Tenet`]; see [`Tenet::builder`].
@@ -101,6 +106,7 @@ impl TenetBuilder {
             store: self.store,
             pepper: self.pepper,
             cache,
+            actor: Actor::Admin,
         })
     }
 }
@@ -151,24 +157,151 @@ impl Tenet {
         &self.store
     }
 
+    /// Returns a handle on the same service whose changes the audit trail
+    /// records as made by `actor`.
+    pub fn acting_as(&self, actor: Actor) -> Tenet {
+        Tenet {
+            actor,
+            ..self.clone()
+        }
+    }
+
+    /// Returns the actor that this handle records changes under.
+    pub fn actor(&self) -> Actor {
+        self.actor
+    }
+
+    fn audit_entry(
+        &self,
+        tenant: TenantId,
+        action: AuditAction,
+        target: AuditTarget,
+        at: OffsetDateTime,
+    ) -> AuditEntry {
+        AuditEntry::new(tenant, self.actor, action, target, at)
+    }
+
     /// Creates a tenant.
     pub async fn create_tenant(&self, name: TenantName) -> Result<Tenant> {
-        let tenant = Tenant {
-            id: TenantId::generate(),
-            name,
-            created_at: now(),
-        };
-        self.store.insert_tenant(&tenant).await?;
-        tracing::debug!(tenant_id = %tenant.id, "created tenant");
+        let tenant = Tenant::new(TenantId::generate(), name, now());
+        let audit = self.audit_entry(
+            tenant.id,
+            AuditAction::CreateTenant,
+            AuditTarget::Tenant(tenant.id),
+            tenant.created_at,
+        );
+        self.store.insert_tenant(&tenant, &audit).await?;
+        tracing::debug!(tenant_id = %tenant.id, actor = %self.actor, "created tenant");
         Ok(tenant)
     }
 
-    /// Returns a tenant, or [`Error::NotFound`].
+    /// Returns a tenant, or [`Error::NotFound`] when it does not exist or
+    /// is deleted.
     pub async fn tenant(&self, id: TenantId) -> Result<Tenant> {
         self.store
             .tenant(id)
             .await?
+            .filter(|tenant| tenant.deleted_at.is_none())
             .ok_or_else(|| Error::not_found("tenant", id))
+    }
+
+    /// Renames a tenant; [`Error::NotFound`] when it does not exist or is
+    /// deleted.
+    pub async fn rename_tenant(&self, id: TenantId, name: TenantName) -> Result<Tenant> {
+        let audit = self.audit_entry(
+            id,
+            AuditAction::RenameTenant,
+            AuditTarget::Tenant(id),
+            now(),
+        );
+        let tenant = self
+            .store
+            .rename_tenant(id, &name, &audit)
+            .await?
+            .ok_or_else(|| Error::not_found("tenant", id))?;
+        tracing::debug!(tenant_id = %id, actor = %self.actor, "renamed tenant");
+        Ok(tenant)
+    }
+
+    /// Suspends a tenant: its keys are rejected with
+    /// [`Rejection::TenantSuspended`] until [`Tenet::resume_tenant`].
+    /// Suspending a suspended tenant changes nothing.
+    ///
+    /// Every replica's cache learns of the change within the staleness
+    /// bound, like of a revoke.
+    pub async fn suspend_tenant(&self, id: TenantId) -> Result<Tenant> {
+        self.set_tenant_status(id, TenantStatus::Suspended, AuditAction::SuspendTenant)
+            .await
+    }
+
+    /// Resumes a suspended tenant, whose keys then verify again. Resuming
+    /// an active tenant changes nothing.
+    pub async fn resume_tenant(&self, id: TenantId) -> Result<Tenant> {
+        self.set_tenant_status(id, TenantStatus::Active, AuditAction::ResumeTenant)
+            .await
+    }
+
+    async fn set_tenant_status(
+        &self,
+        id: TenantId,
+        status: TenantStatus,
+        action: AuditAction,
+    ) -> Result<Tenant> {
+        let audit = self.audit_entry(id, action, AuditTarget::Tenant(id), now());
+        let tenant = self
+            .store
+            .set_tenant_status(id, status, &audit)
+            .await?
+            .ok_or_else(|| Error::not_found("tenant", id))?;
+        tracing::debug!(tenant_id = %id, actor = %self.actor, %status, "set tenant status");
+
+        self.announce_tenant(id).await;
+        Ok(tenant)
+    }
+
+    /// Deletes a tenant: revokes every key it has and marks it deleted, in
+    /// one transaction. Afterwards the tenant is [`Error::NotFound`] for
+    /// every operation except [`Tenet::audit_page`].
+    pub async fn delete_tenant(&self, id: TenantId) -> Result<()> {
+        let at = now();
+        let audit = self.audit_entry(id, AuditAction::DeleteTenant, AuditTarget::Tenant(id), at);
+        let revoked = self
+            .store
+            .delete_tenant(id, at, &audit)
+            .await?
+            .ok_or_else(|| Error::not_found("tenant", id))?;
+        tracing::debug!(
+            tenant_id = %id,
+            actor = %self.actor,
+            revoked_keys = revoked.len(),
+            "deleted tenant"
+        );
+
+        for key in &revoked {
+            self.announce(&key.digest, &Verdict::Revoked).await;
+        }
+        self.announce_tenant(id).await;
+        Ok(())
+    }
+
+    /// Lists at most `limit` audit entries of a tenant with ids after
+    /// `after`, oldest first. A deleted tenant's trail stays readable; a
+    /// tenant that never existed is [`Error::NotFound`].
+    pub async fn audit_page(
+        &self,
+        tenant: TenantId,
+        after: Option<AuditId>,
+        limit: usize,
+    ) -> Result<Page<AuditEntry>> {
+        if self.store.tenant(tenant).await?.is_none() {
+            return Err(Error::not_found("tenant", tenant));
+        }
+        let request = PageRequest {
+            after: after.map(|id| id.as_uuid()),
+            limit: limit.saturating_add(1),
+        };
+        let entries = self.store.list_audit(tenant, request).await?;
+        Ok(into_page(entries, limit, |entry| entry.id.as_uuid()))
     }
 
     /// Lists all tenants, oldest first, reading the store page by page.
@@ -252,7 +385,13 @@ impl Tenet {
             },
             digest: self.pepper.digest(api_key.secret()),
         };
-        self.store.insert_key(&record).await?;
+        let audit = self.audit_entry(
+            tenant,
+            AuditAction::IssueKey,
+            AuditTarget::Key(record.info.id),
+            created_at,
+        );
+        self.store.insert_key(&record, &audit).await?;
         if let Some(limit) = &options.limit {
             // When this write fails the caller gets the error and never
             // the plaintext, so the key without its limit cannot be used.
@@ -260,7 +399,12 @@ impl Tenet {
                 .set_key_limit(tenant, record.info.id, Some(limit))
                 .await?;
         }
-        tracing::debug!(tenant_id = %tenant, key_id = %record.info.id, "issued key");
+        tracing::debug!(
+            tenant_id = %tenant,
+            key_id = %record.info.id,
+            actor = %self.actor,
+            "issued key"
+        );
 
         self.announce(&record.digest, &valid_verdict(&record.info))
             .await;
@@ -346,14 +490,17 @@ impl Tenet {
     /// Revokes a key of a tenant. Revoking a revoked key changes nothing.
     ///
     /// A key id that belongs to another tenant is [`Error::NotFound`], and
-    /// that key stays valid.
+    /// that key stays valid. So is any key of a deleted tenant.
     pub async fn revoke_key(&self, tenant: TenantId, key: KeyId) -> Result<KeyInfo> {
+        self.tenant(tenant).await?;
+        let at = now();
+        let audit = self.audit_entry(tenant, AuditAction::RevokeKey, AuditTarget::Key(key), at);
         let revoked = self
             .store
-            .revoke_key(tenant, key, now())
+            .revoke_key(tenant, key, at, &audit)
             .await?
             .ok_or_else(|| Error::not_found("key", key))?;
-        tracing::debug!(tenant_id = %tenant, key_id = %key, "revoked key");
+        tracing::debug!(tenant_id = %tenant, key_id = %key, actor = %self.actor, "revoked key");
 
         self.announce(&revoked.digest, &Verdict::Revoked).await;
         Ok(revoked.info)
@@ -404,9 +551,15 @@ impl Tenet {
         // The limit is read first, so that an unreadable limit fails the
         // rotation before anything is written.
         let limit = self.store.key_limit(key).await?;
+        let audit = self.audit_entry(
+            tenant,
+            AuditAction::RotateKey,
+            AuditTarget::Key(key),
+            rotated_at,
+        );
         let ended = self
             .store
-            .rotate_key(tenant, key, &replacement, rotation)
+            .rotate_key(tenant, key, &replacement, rotation, &audit)
             .await?
             .ok_or_else(|| Error::not_found("key", key))?;
         if let Some(limit) = &limit {
@@ -421,6 +574,7 @@ impl Tenet {
             tenant_id = %tenant,
             key_id = %key,
             new_key_id = %replacement.info.id,
+            actor = %self.actor,
             "rotated key"
         );
 
@@ -447,8 +601,8 @@ impl Tenet {
     /// Malformed keys are rejected by parsing alone. A well-formed key is
     /// looked up by its keyed digest, in the caches first, then through the
     /// store's index, where the found digest is compared once more in
-    /// constant time. A revoked, unknown or expired key is rejected. A warm
-    /// cache hit allocates nothing.
+    /// constant time. A revoked, unknown or expired key is rejected, and so
+    /// is a key of a suspended tenant. A warm cache hit allocates nothing.
     pub async fn verify(&self, presented: &str) -> Result<Principal> {
         self.verify_with(presented, &[])
             .await
@@ -457,7 +611,7 @@ impl Tenet {
 
     /// Verifies a presented key like [`Tenet::verify`] and also requires
     /// it to hold every scope in `required_scopes`, else
-    /// [`Rejection::MissingScope`](crate::Rejection::MissingScope).
+    /// [`Rejection::MissingScope`].
     ///
     /// Expiry is checked at each call against the wall clock, so a cached
     /// key is rejected from the millisecond it expires, without a store
@@ -474,20 +628,66 @@ impl Tenet {
             .map_err(Error::Rejected)?;
 
         let Some(cache) = &self.cache else {
-            return self
+            let verified = self
                 .verdict_from_store(&digest)
                 .await?
-                .check(required_scopes);
+                .check(required_scopes)?;
+            let state = self
+                .tenant_state_from_store(verified.principal.tenant_id)
+                .await?;
+            return admit(verified, state);
         };
         let now = cache.local.now();
-        if let Some(verdict) = cache.local.get(&digest, now, cache.trust_cutoff(now)) {
+        let verified = if let Some(verdict) = cache.local.get(&digest, now, cache.trust_cutoff(now))
+        {
             cache.stats.local_hits.increment();
-            return verdict.check(required_scopes);
+            verdict.check(required_scopes)?
+        } else {
+            cache.stats.local_misses.increment();
+            self.verify_uncached(cache, digest)
+                .await?
+                .check(required_scopes)?
+        };
+        let state = self
+            .cached_tenant_state(cache, verified.principal.tenant_id)
+            .await?;
+        admit(verified, state)
+    }
+
+    /// Returns a tenant's state from the tenant cache, filling it from the
+    /// store on a miss. The fill takes the generation before it reads, so a
+    /// change committed meanwhile makes the fill lose.
+    ///
+    /// NOTE: tenant status has no copy in Redis. While the event feed is
+    /// stale and the store is down, a status read longer ago than the
+    /// staleness bound is not trusted, so its keys get
+    /// [`Error::Unavailable`] even when Redis still has their verdicts.
+    async fn cached_tenant_state(
+        &self,
+        cache: &CacheLayer,
+        tenant: TenantId,
+    ) -> Result<TenantState> {
+        let now = cache.local.now();
+        if let Some(state) = cache.tenants.get(tenant, now, cache.trust_cutoff(now)) {
+            return Ok(state);
         }
-        cache.stats.local_misses.increment();
-        self.verify_uncached(cache, digest)
-            .await?
-            .check(required_scopes)
+        let generation = cache.tenants.generation(tenant);
+        let read_at = cache.local.now();
+        let state = self.tenant_state_from_store(tenant).await?;
+        cache.tenants.insert(tenant, state, read_at, generation);
+        Ok(state)
+    }
+
+    async fn tenant_state_from_store(&self, tenant: TenantId) -> Result<TenantState> {
+        let state = match self.store.tenant(tenant).await? {
+            Some(tenant) if tenant.deleted_at.is_some() => TenantState::Gone,
+            Some(tenant) => match tenant.status {
+                TenantStatus::Active => TenantState::Active,
+                TenantStatus::Suspended => TenantState::Suspended,
+            },
+            None => TenantState::Gone,
+        };
+        Ok(state)
     }
 
     async fn verify_uncached(&self, cache: &Arc<CacheLayer>, digest: KeyDigest) -> Result<Verdict> {
@@ -541,6 +741,21 @@ impl Tenet {
         Ok(verdict)
     }
 
+    /// Tells the tenant caches, here and on other replicas, that the status
+    /// of `tenant` changed. The store is written already, so a fill that
+    /// starts after the local invalidation reads the new status.
+    async fn announce_tenant(&self, tenant: TenantId) {
+        let Some(cache) = &self.cache else {
+            return;
+        };
+        cache.tenants.invalidate(tenant);
+        if let Some(redis) = &cache.redis {
+            if redis.publish_tenant(tenant).await {
+                cache.stats.invalidations_published.increment();
+            }
+        }
+    }
+
     /// Tells the caches, here and on other replicas, that the key with
     /// `digest` is now in the `verdict` state. Redis comes before the local
     /// cache so that a local fill from Redis cannot undo the change.
@@ -557,6 +772,17 @@ impl Tenet {
                 cache.stats.invalidations_published.increment();
             }
         }
+    }
+}
+
+/// Accepts a verified key only while its tenant is active. A deleted
+/// tenant's keys are revoked with it, so a key whose tenant is gone reads as
+/// revoked.
+fn admit(verified: VerifiedKey, state: TenantState) -> Result<VerifiedKey> {
+    match state {
+        TenantState::Active => Ok(verified),
+        TenantState::Suspended => Err(Error::Rejected(Rejection::TenantSuspended)),
+        TenantState::Gone => Err(Error::Rejected(Rejection::Revoked)),
     }
 }
 
@@ -585,37 +811,50 @@ fn into_page<T>(mut rows: Vec<T>, limit: usize, id_of: impl Fn(&T) -> uuid::Uuid
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     use async_trait::async_trait;
     use tokio::sync::Notify;
 
     use super::*;
     use crate::error::Rejection;
-    use crate::store::MemoryStore;
+    use crate::store::{KeyEvents, MemoryStore};
 
-    /// A store that counts lookups by digest, and can pause the first lookup
-    /// until released, returning the record as it was when the lookup began.
+    /// A store that counts lookups by digest and tenant reads, and can
+    /// pause the first lookup, or every tenant read, until released,
+    /// returning the data as it was when the read began.
     #[derive(Debug, Default)]
     struct ProbeStore {
         inner: MemoryStore,
         lookups: AtomicUsize,
+        tenant_reads: AtomicUsize,
         gate: Option<(Notify, Notify)>,
+        tenant_gate: Option<(Notify, Notify)>,
+        /// Claims to be shared, so that the cache polls its events.
+        shared: bool,
+        /// Makes every event read fail, as when the store is down.
+        events_fail: AtomicBool,
     }
 
     #[async_trait]
     impl Store for ProbeStore {
-        async fn insert_tenant(&self, tenant: &Tenant) -> Result<()> {
-            self.inner.insert_tenant(tenant).await
+        async fn insert_tenant(&self, tenant: &Tenant, audit: &AuditEntry) -> Result<()> {
+            self.inner.insert_tenant(tenant, audit).await
         }
         async fn tenant(&self, id: TenantId) -> Result<Option<Tenant>> {
-            self.inner.tenant(id).await
+            self.tenant_reads.fetch_add(1, Ordering::SeqCst);
+            let snapshot = self.inner.tenant(id).await;
+            if let Some((reached, release)) = &self.tenant_gate {
+                reached.notify_one();
+                release.notified().await;
+            }
+            snapshot
         }
         async fn list_tenants(&self, page: PageRequest) -> Result<Vec<Tenant>> {
             self.inner.list_tenants(page).await
         }
-        async fn insert_key(&self, key: &KeyRecord) -> Result<()> {
-            self.inner.insert_key(key).await
+        async fn insert_key(&self, key: &KeyRecord, audit: &AuditEntry) -> Result<()> {
+            self.inner.insert_key(key, audit).await
         }
         async fn list_keys(&self, tenant: TenantId, page: PageRequest) -> Result<Vec<KeyInfo>> {
             self.inner.list_keys(tenant, page).await
@@ -625,8 +864,9 @@ mod tests {
             tenant: TenantId,
             key: KeyId,
             at: OffsetDateTime,
+            audit: &AuditEntry,
         ) -> Result<Option<KeyRecord>> {
-            self.inner.revoke_key(tenant, key, at).await
+            self.inner.revoke_key(tenant, key, at, audit).await
         }
         async fn rotate_key(
             &self,
@@ -634,10 +874,38 @@ mod tests {
             key: KeyId,
             replacement: &KeyRecord,
             rotation: Rotation,
+            audit: &AuditEntry,
         ) -> Result<Option<KeyRecord>> {
             self.inner
-                .rotate_key(tenant, key, replacement, rotation)
+                .rotate_key(tenant, key, replacement, rotation, audit)
                 .await
+        }
+        async fn set_tenant_status(
+            &self,
+            tenant: TenantId,
+            status: TenantStatus,
+            audit: &AuditEntry,
+        ) -> Result<Option<Tenant>> {
+            self.inner.set_tenant_status(tenant, status, audit).await
+        }
+        async fn rename_tenant(
+            &self,
+            tenant: TenantId,
+            name: &TenantName,
+            audit: &AuditEntry,
+        ) -> Result<Option<Tenant>> {
+            self.inner.rename_tenant(tenant, name, audit).await
+        }
+        async fn delete_tenant(
+            &self,
+            tenant: TenantId,
+            at: OffsetDateTime,
+            audit: &AuditEntry,
+        ) -> Result<Option<Vec<KeyRecord>>> {
+            self.inner.delete_tenant(tenant, at, audit).await
+        }
+        async fn list_audit(&self, tenant: TenantId, page: PageRequest) -> Result<Vec<AuditEntry>> {
+            self.inner.list_audit(tenant, page).await
         }
         async fn key_by_digest(&self, digest: &KeyDigest) -> Result<Option<KeyRecord>> {
             let earlier = self.lookups.fetch_add(1, Ordering::SeqCst);
@@ -673,6 +941,15 @@ mod tests {
         }
         async fn ping(&self) -> Result<()> {
             self.inner.ping().await
+        }
+        fn is_shared(&self) -> bool {
+            self.shared
+        }
+        async fn key_events(&self, since: Option<OffsetDateTime>) -> Result<KeyEvents> {
+            if self.events_fail.load(Ordering::SeqCst) {
+                return Err(Error::unavailable("the test store is down"));
+            }
+            self.inner.key_events(since).await
         }
     }
 
@@ -821,6 +1098,128 @@ mod tests {
 
         assert!(matches!(err, Error::Rejected(Rejection::Expired)));
         assert_eq!(store.lookups.load(Ordering::SeqCst), 1, "served from cache");
+    }
+
+    #[tokio::test]
+    async fn warm_tenant_status_skips_the_store() {
+        let store = Arc::new(ProbeStore::default());
+        let tenet = cached(Arc::clone(&store)).await;
+        let issued = tenet
+            .issue_key(tenant(&tenet).await, None)
+            .await
+            .expect("issued");
+
+        for _ in 0..3 {
+            tenet
+                .verify(issued.api_key.expose_secret())
+                .await
+                .expect("valid key");
+        }
+
+        assert_eq!(store.tenant_reads.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn suspend_and_resume_reach_warm_cache() {
+        let tenet = cached(Arc::new(ProbeStore::default())).await;
+        let tenant = tenant(&tenet).await;
+        let issued = tenet.issue_key(tenant, None).await.expect("issued");
+        let presented = issued.api_key.expose_secret();
+        tenet.verify(presented).await.expect("valid key");
+
+        tenet.suspend_tenant(tenant).await.expect("suspended");
+        let suspended = tenet.verify(presented).await;
+        tenet.resume_tenant(tenant).await.expect("resumed");
+        let resumed = tenet.verify(presented).await;
+
+        assert!(matches!(
+            suspended,
+            Err(Error::Rejected(Rejection::TenantSuspended))
+        ));
+        assert!(resumed.is_ok(), "{resumed:?}");
+    }
+
+    #[tokio::test]
+    async fn fill_racing_a_suspend_loses() {
+        let store = Arc::new(ProbeStore {
+            tenant_gate: Some((Notify::new(), Notify::new())),
+            ..ProbeStore::default()
+        });
+        let tenet = cached(Arc::clone(&store)).await;
+        let tenant = tenant(&tenet).await;
+        let issued = tenet.issue_key(tenant, None).await.expect("issued");
+        let presented = issued.api_key.expose_secret().to_owned();
+        let (reached, release) = store.tenant_gate.as_ref().expect("gated store");
+
+        // The fill reads the tenant while it is still active, then waits.
+        let racing = tokio::spawn({
+            let tenet = tenet.clone();
+            let presented = presented.clone();
+            async move { tenet.verify(&presented).await }
+        });
+        reached.notified().await;
+        tenet.suspend_tenant(tenant).await.expect("suspended");
+        release.notify_one();
+        let raced = racing.await.expect("task finished");
+        assert!(raced.is_ok(), "the fill began before the suspension");
+
+        let after = tokio::spawn({
+            let tenet = tenet.clone();
+            async move { tenet.verify(&presented).await }
+        });
+        reached.notified().await;
+        release.notify_one();
+        let after = after.await.expect("task finished");
+        assert!(matches!(
+            after,
+            Err(Error::Rejected(Rejection::TenantSuspended))
+        ));
+    }
+
+    #[tokio::test]
+    async fn stale_feed_distrusts_tenant_status() {
+        let store = Arc::new(ProbeStore {
+            shared: true,
+            ..ProbeStore::default()
+        });
+        let tenet = cached(Arc::clone(&store)).await;
+        let issued = tenet
+            .issue_key(tenant(&tenet).await, None)
+            .await
+            .expect("issued");
+        let presented = issued.api_key.expose_secret();
+        tenet.verify(presented).await.expect("valid key");
+        let filled = store.tenant_reads.load(Ordering::SeqCst);
+
+        // Past the staleness bound without a successful poll, the cached
+        // status may miss a suspension, so it is read again.
+        store.events_fail.store(true, Ordering::SeqCst);
+        let bound = CacheOptions::default().max_staleness;
+        tokio::time::sleep(bound + std::time::Duration::from_millis(300)).await;
+        tenet.verify(presented).await.expect("valid key");
+
+        assert_eq!(filled, 1);
+        assert_eq!(store.tenant_reads.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn audit_records_the_actor() {
+        let tenet = cached(Arc::new(ProbeStore::default())).await;
+        let tenant = tenant(&tenet).await;
+        let key = KeyId::generate();
+
+        let issued = tenet
+            .acting_as(Actor::Key(key))
+            .issue_key(tenant, None)
+            .await
+            .expect("issued");
+        let page = tenet.audit_page(tenant, None, 10).await.expect("audit");
+
+        let actions: Vec<_> = page.items.iter().map(|entry| entry.action).collect();
+        assert_eq!(actions, [AuditAction::CreateTenant, AuditAction::IssueKey]);
+        assert_eq!(page.items[0].actor, Actor::Admin);
+        assert_eq!(page.items[1].actor, Actor::Key(key));
+        assert_eq!(page.items[1].target, AuditTarget::Key(issued.info.id));
     }
 
     #[tokio::test]

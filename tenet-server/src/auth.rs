@@ -1,12 +1,14 @@
 //! Credentials: the admin token check and API-key extraction.
 //!
 //! Every rejection is the same [`Error::Unauthorized`], whatever the reason,
-//! so a response never reveals whether a key exists. The reason is logged at
-//! debug level with at most the key's display prefix.
+//! so a response never reveals whether a key exists. The one exception is a
+//! valid key of a suspended tenant, which gets [`Error::TenantSuspended`],
+//! because only the holder of a valid key can learn it. The reason is logged
+//! at debug level with at most the key's display prefix.
 
 use http::header::{self, HeaderMap, HeaderName};
 use tenet_core::key::DISPLAY_PREFIX_LEN;
-use tenet_core::{AdminTokenDigest, Principal, Scope, Tenet, VerifiedKey};
+use tenet_core::{Actor, AdminTokenDigest, Principal, Scope, Tenet, VerifiedKey};
 
 use crate::error::Error;
 use crate::limiting::ClientAddr;
@@ -133,7 +135,10 @@ pub async fn authenticate_with(
                 _ => presented.get(..DISPLAY_PREFIX_LEN).unwrap_or_default(),
             };
             tracing::debug!(reason = rejection.code(), prefix, "rejected API key");
-            Err(Error::Unauthorized)
+            match rejection {
+                tenet_core::Rejection::TenantSuspended => Err(Error::TenantSuspended),
+                _ => Err(Error::Unauthorized),
+            }
         }
         Err(other) => Err(other.into()),
     }
@@ -147,6 +152,14 @@ pub enum Caller {
 }
 
 impl Caller {
+    /// Returns the actor that the audit trail records for this caller.
+    pub fn actor(&self) -> Actor {
+        match self {
+            Caller::Admin => Actor::Admin,
+            Caller::Key(verified) => Actor::Key(verified.principal.key_id),
+        }
+    }
+
     /// Checks that the caller may give a key `scopes`: the admin token may
     /// give any scope, and an API key only scopes that it holds itself, so
     /// that no key can mint a key with more power than its own.

@@ -84,6 +84,9 @@ pub enum Error {
     /// failed authentications, rejected with 429 and `Retry-After`.
     #[error("request limited")]
     Limited(crate::limiting::LimitExceeded),
+    /// A valid API key belongs to a suspended tenant.
+    #[error("tenant suspended")]
+    TenantSuspended,
 
     /// A valid API key lacks the scope that the route requires.
     #[error("missing scope {scope}")]
@@ -185,6 +188,9 @@ impl From<tenet_core::Error> for Error {
             } => Error::KeyNotFound,
             tenet_core::Error::NotFound { kind: "tenant", .. } => Error::TenantNotFound,
             tenet_core::Error::NotFound { kind: "key", .. } => Error::KeyNotFound,
+            tenet_core::Error::Rejected(tenet_core::Rejection::TenantSuspended) => {
+                Error::TenantSuspended
+            }
             tenet_core::Error::Rejected(_) => Error::Unauthorized,
             tenet_core::Error::Unavailable(_) => Error::StoreUnavailable(err),
             other => Error::Internal(other.into()),
@@ -214,6 +220,12 @@ impl Error {
                 StatusCode::NOT_FOUND,
                 "tenant_not_found",
                 "no tenant with this id",
+            ),
+            Error::TenantSuspended => (
+                StatusCode::FORBIDDEN,
+                "tenant_suspended",
+                "this API key's tenant is suspended; its keys work again once an admin \
+                 resumes it",
             ),
             Error::KeyNotFound => (
                 StatusCode::NOT_FOUND,
@@ -430,6 +442,10 @@ mod tests {
             (
                 tenet_core::Error::unavailable("connection refused"),
                 "store_unavailable",
+            ),
+            (
+                tenet_core::Error::Rejected(tenet_core::Rejection::TenantSuspended),
+                "tenant_suspended",
             ),
             (tenet_core::Error::store("disk full"), "internal"),
         ];

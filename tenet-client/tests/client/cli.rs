@@ -314,3 +314,52 @@ async fn limits_set_and_get() {
     assert!(stdout(&got).contains("5000"), "{}", stdout(&got));
     assert_eq!(incomplete.status.code(), Some(2), "{}", stderr(&incomplete));
 }
+
+#[tokio::test]
+async fn tenant_lifecycle_commands() {
+    let server = TestServer::start().await;
+    let url = server.url();
+    let created = run(tenet(&url), &["tenants", "create", "Acme", "--json"]).await;
+    let tenant = json(&created)["id"].as_str().expect("tenant id").to_owned();
+
+    let renamed = run(tenet(&url), &["tenants", "rename", &tenant, "Acme Europe"]).await;
+    assert!(renamed.status.success(), "{}", stderr(&renamed));
+    assert!(
+        stdout(&renamed).contains("Acme Europe"),
+        "{}",
+        stdout(&renamed)
+    );
+
+    let suspended = run(tenet(&url), &["tenants", "suspend", &tenant, "--json"]).await;
+    assert!(suspended.status.success(), "{}", stderr(&suspended));
+    assert_eq!(json(&suspended)["status"], "suspended");
+
+    let resumed = run(tenet(&url), &["tenants", "resume", &tenant]).await;
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    assert!(stdout(&resumed).contains("active"), "{}", stdout(&resumed));
+
+    let deleted = run(tenet(&url), &["tenants", "delete", &tenant]).await;
+    assert!(deleted.status.success(), "{}", stderr(&deleted));
+    assert!(stdout(&deleted).contains(&tenant), "{}", stdout(&deleted));
+
+    let audit = run(tenet(&url), &["tenants", "audit", &tenant]).await;
+    assert!(audit.status.success(), "{}", stderr(&audit));
+    let text = stdout(&audit);
+    assert!(text.starts_with("AT"), "{text}");
+    for action in [
+        "create_tenant",
+        "rename_tenant",
+        "suspend_tenant",
+        "resume_tenant",
+        "delete_tenant",
+    ] {
+        assert!(text.contains(action), "{action} missing from {text}");
+    }
+
+    let audit_json = run(tenet(&url), &["tenants", "audit", &tenant, "--json"]).await;
+    assert_eq!(json(&audit_json)["entries"][0]["actor"], "admin");
+
+    let gone = run(tenet(&url), &["tenants", "suspend", &tenant]).await;
+    let message = assert_fails(&gone, 1);
+    assert!(message.contains("404 tenant_not_found"), "{message}");
+}

@@ -5,6 +5,7 @@ mod cli;
 mod errors;
 mod helpers;
 mod layer;
+mod lifecycle;
 mod methods;
 mod outage;
 mod retries;

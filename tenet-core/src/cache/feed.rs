@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 use tokio::time::{MissedTickBehavior, interval, sleep, timeout};
 
 use super::{CacheLayer, Verdict, valid_verdict};
+use crate::id::TenantId;
 use crate::secret::KeyDigest;
 use crate::store::{KeyEvent, KeyEventKind, Store};
 
@@ -75,6 +76,7 @@ async fn poll_events(layer: Weak<CacheLayer>, store: Arc<dyn Store>, clock: Stor
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut since: Option<OffsetDateTime> = None;
     let mut applied: HashMap<i64, OffsetDateTime> = HashMap::new();
+    let mut applied_tenants: HashMap<i64, OffsetDateTime> = HashMap::new();
     let mut failing = FailureLog::default();
 
     loop {
@@ -101,6 +103,7 @@ async fn poll_events(layer: Weak<CacheLayer>, store: Arc<dyn Store>, clock: Stor
             // Entries cached before the first successful poll may predate
             // events that this poll cannot see any more.
             layer.local.clear();
+            layer.tenants.clear();
         }
         for event in &batch.events {
             if applied.contains_key(&event.seq) {
@@ -111,6 +114,12 @@ async fn poll_events(layer: Weak<CacheLayer>, store: Arc<dyn Store>, clock: Stor
             }
         }
         applied.retain(|_, seen| *seen >= batch.now - EVENT_WINDOW * 2);
+        for event in &batch.tenant_events {
+            if applied_tenants.insert(event.seq, batch.now).is_none() {
+                layer.tenants.invalidate(event.tenant_id);
+            }
+        }
+        applied_tenants.retain(|_, seen| *seen >= batch.now - EVENT_WINDOW * 2);
 
         since = Some(batch.now);
         *clock.lock().unwrap_or_else(PoisonError::into_inner) = Some(batch.now);
@@ -217,13 +226,18 @@ async fn listen(weak: &Weak<CacheLayer>) -> Listen {
     outcome
 }
 
+/// Applies an invalidation message: 32 bytes are a key digest, 16 bytes a
+/// tenant id.
 fn invalidate(layer: &CacheLayer, payload: &[u8]) {
-    match <[u8; 32]>::try_from(payload) {
-        Ok(bytes) => {
-            layer.stats.invalidations_received.increment();
-            layer.local.invalidate(&KeyDigest::from_bytes(bytes));
-        }
-        Err(_) => tracing::debug!(len = payload.len(), "ignored a malformed invalidation"),
+    if let Ok(bytes) = <[u8; 32]>::try_from(payload) {
+        layer.stats.invalidations_received.increment();
+        layer.local.invalidate(&KeyDigest::from_bytes(bytes));
+    } else if let Ok(bytes) = <[u8; 16]>::try_from(payload) {
+        layer.stats.invalidations_received.increment();
+        let tenant = TenantId::from_uuid(uuid::Uuid::from_bytes(bytes));
+        layer.tenants.invalidate(tenant);
+    } else {
+        tracing::debug!(len = payload.len(), "ignored a malformed invalidation");
     }
 }
 

@@ -11,6 +11,11 @@
 //! - a replica that can confirm neither (its poll fails and its
 //!   subscription is down) trusts no entry read longer ago than the bound.
 //!
+//! Suspending, resuming or deleting a tenant reaches every replica within
+//! the same bound. The changing replica drops its cached status at once and
+//! publishes the tenant id on Redis. A shared store also records a tenant
+//! event, which the same poll reads.
+//!
 //! Fills cannot resurrect a revoked entry: the in-process cache discards a
 //! fill whose shard was invalidated after the fill's read began, and Redis
 //! entries only move forward in a key's life (see [`redis`]).
@@ -28,9 +33,11 @@ use crate::stats::CacheStats;
 pub(crate) mod feed;
 pub(crate) mod local;
 pub mod redis;
+pub(crate) mod tenants;
 
 use local::{LocalCache, Millis};
 use redis::RedisCache;
+use tenants::TenantCache;
 
 /// The cached state of one key digest.
 ///
@@ -147,6 +154,8 @@ impl CacheOptions {
 #[derive(Debug)]
 pub(crate) struct CacheLayer {
     pub(crate) local: LocalCache,
+    /// Tenant status, timed by `local`'s clock.
+    pub(crate) tenants: TenantCache,
     pub(crate) redis: Option<RedisCache>,
     pub(crate) options: CacheOptions,
     /// Present when other processes write to the store.
@@ -158,6 +167,7 @@ impl CacheLayer {
     pub(crate) fn new(options: CacheOptions, redis: Option<RedisCache>, shared: bool) -> Self {
         Self {
             local: LocalCache::new(options.capacity, options.ttl, options.negative_ttl),
+            tenants: TenantCache::new(options.capacity, millis(options.ttl)),
             redis,
             health: shared.then(FeedHealth::default),
             options,

@@ -233,10 +233,21 @@ impl RedisCache {
 
     /// Tells every replica to drop its cached entry for `digest`.
     pub(crate) async fn publish(&self, digest: &KeyDigest) -> bool {
+        self.publish_payload(digest.as_bytes().to_vec()).await
+    }
+
+    /// Tells every replica to drop its cached status of `tenant`. The
+    /// payload is the id's 16 bytes, which subscribers tell apart from a
+    /// 32-byte key digest by length.
+    pub(crate) async fn publish_tenant(&self, tenant: TenantId) -> bool {
+        self.publish_payload(tenant.as_uuid().as_bytes().to_vec())
+            .await
+    }
+
+    async fn publish_payload(&self, payload: Vec<u8>) -> bool {
         if self.is_open() {
             return false;
         }
-        let payload = digest.as_bytes().to_vec();
         self.run("publish", async {
             let mut connection = self.connection().await?;
             connection

@@ -8,12 +8,14 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::{PageRequest, Rotation, Store};
+use crate::audit::AuditEntry;
 use crate::error::{Error, Result};
-use crate::id::{KeyId, TenantId};
+use crate::id::{AuditId, KeyId, TenantId};
 use crate::key::{KeyInfo, KeyRecord};
+use crate::name::TenantName;
 use crate::ratelimit::{Limit, TenantLimits};
 use crate::secret::KeyDigest;
-use crate::tenant::Tenant;
+use crate::tenant::{Tenant, TenantStatus};
 
 /// A store that keeps everything in memory.
 #[derive(Debug, Default)]
@@ -30,6 +32,20 @@ struct State {
     settings: HashMap<String, Vec<u8>>,
     tenant_limits: HashMap<TenantId, TenantLimits>,
     key_limits: HashMap<KeyId, Limit>,
+    audit: BTreeMap<AuditId, AuditEntry>,
+}
+
+impl State {
+    /// Returns a tenant that exists and is not deleted.
+    fn live_tenant(&mut self, id: TenantId) -> Option<&mut Tenant> {
+        self.tenants
+            .get_mut(&id)
+            .filter(|tenant| tenant.deleted_at.is_none())
+    }
+
+    fn record(&mut self, audit: &AuditEntry) {
+        self.audit.insert(audit.id, audit.clone());
+    }
 }
 
 impl MemoryStore {
@@ -51,8 +67,10 @@ impl MemoryStore {
 
 #[async_trait]
 impl Store for MemoryStore {
-    async fn insert_tenant(&self, tenant: &Tenant) -> Result<()> {
-        self.write().tenants.insert(tenant.id, tenant.clone());
+    async fn insert_tenant(&self, tenant: &Tenant, audit: &AuditEntry) -> Result<()> {
+        let mut state = self.write();
+        state.tenants.insert(tenant.id, tenant.clone());
+        state.record(audit);
         Ok(())
     }
 
@@ -65,6 +83,7 @@ impl Store for MemoryStore {
         let tenants = state
             .tenants
             .values()
+            .filter(|tenant| tenant.deleted_at.is_none())
             .filter(|tenant| page.after.is_none_or(|after| tenant.id.as_uuid() > after))
             .take(page.limit)
             .cloned()
@@ -72,9 +91,9 @@ impl Store for MemoryStore {
         Ok(tenants)
     }
 
-    async fn insert_key(&self, key: &KeyRecord) -> Result<()> {
+    async fn insert_key(&self, key: &KeyRecord, audit: &AuditEntry) -> Result<()> {
         let mut state = self.write();
-        if !state.tenants.contains_key(&key.info.tenant_id) {
+        if state.live_tenant(key.info.tenant_id).is_none() {
             return Err(Error::not_found("tenant", key.info.tenant_id));
         }
         // Mirrors the UNIQUE digest column of the SQL stores.
@@ -86,6 +105,7 @@ impl Store for MemoryStore {
         }
         state.keys_by_digest.insert(key.digest, key.info.id);
         state.keys.insert(key.info.id, key.clone());
+        state.record(audit);
         Ok(())
     }
 
@@ -107,6 +127,7 @@ impl Store for MemoryStore {
         tenant: TenantId,
         key: KeyId,
         at: OffsetDateTime,
+        audit: &AuditEntry,
     ) -> Result<Option<KeyRecord>> {
         let mut state = self.write();
         let Some(record) = state.keys.get_mut(&key) else {
@@ -116,7 +137,9 @@ impl Store for MemoryStore {
             return Ok(None);
         }
         record.info.revoked_at.get_or_insert(at);
-        Ok(Some(record.clone()))
+        let revoked = record.clone();
+        state.record(audit);
+        Ok(Some(revoked))
     }
 
     async fn rotate_key(
@@ -125,6 +148,7 @@ impl Store for MemoryStore {
         key: KeyId,
         replacement: &KeyRecord,
         rotation: Rotation,
+        audit: &AuditEntry,
     ) -> Result<Option<KeyRecord>> {
         let mut state = self.write();
         let rotatable = state
@@ -155,7 +179,76 @@ impl Store for MemoryStore {
                     Some(old.info.expires_at.map_or(at, |current| current.min(at)));
             }
         }
-        Ok(Some(old.clone()))
+        let old = old.clone();
+        state.record(audit);
+        Ok(Some(old))
+    }
+
+    async fn set_tenant_status(
+        &self,
+        tenant: TenantId,
+        status: TenantStatus,
+        audit: &AuditEntry,
+    ) -> Result<Option<Tenant>> {
+        let mut state = self.write();
+        let Some(stored) = state.live_tenant(tenant) else {
+            return Ok(None);
+        };
+        stored.status = status;
+        let updated = stored.clone();
+        state.record(audit);
+        Ok(Some(updated))
+    }
+
+    async fn rename_tenant(
+        &self,
+        tenant: TenantId,
+        name: &TenantName,
+        audit: &AuditEntry,
+    ) -> Result<Option<Tenant>> {
+        let mut state = self.write();
+        let Some(stored) = state.live_tenant(tenant) else {
+            return Ok(None);
+        };
+        stored.name = name.clone();
+        let updated = stored.clone();
+        state.record(audit);
+        Ok(Some(updated))
+    }
+
+    async fn delete_tenant(
+        &self,
+        tenant: TenantId,
+        at: OffsetDateTime,
+        audit: &AuditEntry,
+    ) -> Result<Option<Vec<KeyRecord>>> {
+        let mut state = self.write();
+        let Some(stored) = state.live_tenant(tenant) else {
+            return Ok(None);
+        };
+        stored.deleted_at = Some(at);
+        let mut revoked = Vec::new();
+        for record in state.keys.values_mut() {
+            if record.info.tenant_id == tenant && record.info.revoked_at.is_none() {
+                record.info.revoked_at = Some(at);
+                revoked.push(record.clone());
+            }
+        }
+        state.record(audit);
+        Ok(Some(revoked))
+    }
+
+    async fn list_audit(&self, tenant: TenantId, page: PageRequest) -> Result<Vec<AuditEntry>> {
+        let state = self.read();
+        let entries = state
+            .audit
+            .values()
+            .filter(|entry| entry.tenant_id == tenant)
+            .filter(|entry| page.after.is_none_or(|after| entry.id.as_uuid() > after))
+            .take(page.limit)
+            .cloned()
+            .collect();
+        Ok(entries)
     }
 
     async fn key_by_digest(&self, digest: &KeyDigest) -> Result<Option<KeyRecord>> {

@@ -4,6 +4,11 @@
 //! key) and a few named settings such as the pepper fingerprint. Every write
 //! is durable when its future resolves. Stores do no validation of their
 //! own: [`crate::Tenet`] hands them checked values only.
+//!
+//! Every write method takes the [`AuditEntry`] that records the change and
+//! stores it in the same transaction as the change. It stores the entry
+//! whenever the call finds its target, also for a repeated revoke or
+//! suspension, and a call that returns `None` writes neither.
 
 use std::fmt;
 
@@ -11,13 +16,15 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::audit::AuditEntry;
 use crate::error::Result;
 use crate::id::{KeyId, TenantId};
 use crate::key::{KeyInfo, KeyRecord};
+use crate::name::TenantName;
 use crate::ratelimit::{Limit, TenantLimits};
 use crate::secret::KeyDigest;
 use crate::stats::PoolStatus;
-use crate::tenant::Tenant;
+use crate::tenant::{Tenant, TenantStatus};
 
 mod memory;
 mod postgres;
@@ -28,7 +35,7 @@ pub use memory::MemoryStore;
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::SqliteStore;
 
-/// A backend for tenants, keys and settings.
+/// A backend for tenants, keys, the audit trail and settings.
 ///
 /// Implementations map "backend not reachable in time" to
 /// [`crate::Error::Unavailable`] and every other driver failure to
@@ -36,20 +43,22 @@ pub use sqlite::SqliteStore;
 #[async_trait]
 pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Inserts a new tenant.
-    async fn insert_tenant(&self, tenant: &Tenant) -> Result<()>;
+    async fn insert_tenant(&self, tenant: &Tenant, audit: &AuditEntry) -> Result<()>;
 
-    /// Returns the tenant with this id, if any.
+    /// Returns the tenant with this id, if any, deleted ones included.
     async fn tenant(&self, id: TenantId) -> Result<Option<Tenant>>;
 
-    /// Lists at most `page.limit` tenants with ids after `page.after`,
-    /// ordered by id, which for UUIDv7 ids is oldest first.
+    /// Lists at most `page.limit` tenants that are not deleted with ids
+    /// after `page.after`, ordered by id, which for UUIDv7 ids is oldest
+    /// first.
     async fn list_tenants(&self, page: PageRequest) -> Result<Vec<Tenant>>;
 
     /// Inserts a new key record.
     ///
     /// Returns [`crate::Error::NotFound`] when the key's tenant does not
-    /// exist, checked in the same transaction as the insert.
-    async fn insert_key(&self, key: &KeyRecord) -> Result<()>;
+    /// exist or is deleted, checked in the same transaction as the insert
+    /// so that a concurrent [`Store::delete_tenant`] cannot miss the key.
+    async fn insert_key(&self, key: &KeyRecord, audit: &AuditEntry) -> Result<()>;
 
     /// Lists at most `page.limit` keys of a tenant with ids after
     /// `page.after`, ordered by id (oldest first), revoked ones included.
@@ -65,6 +74,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         tenant: TenantId,
         key: KeyId,
         at: OffsetDateTime,
+        audit: &AuditEntry,
     ) -> Result<Option<KeyRecord>>;
 
     /// Rotates a key of this tenant in one transaction: inserts
@@ -75,13 +85,55 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Returns the old key as stored afterwards, or `None`, with nothing
     /// written, when this tenant has no unrevoked key with this id. A shared
     /// store records a [`KeyEvent`] for each key in the same transaction.
+    /// A deleted tenant's keys are all revoked, so they never rotate.
     async fn rotate_key(
         &self,
         tenant: TenantId,
         key: KeyId,
         replacement: &KeyRecord,
         rotation: Rotation,
+        audit: &AuditEntry,
     ) -> Result<Option<KeyRecord>>;
+
+    /// Sets a tenant's status; setting the status it already has changes
+    /// nothing but still records `audit`.
+    ///
+    /// Returns the tenant as stored afterwards, or `None`, with nothing
+    /// written, when no tenant with this id exists or it is deleted. A
+    /// shared store records a [`TenantEvent`] in the same transaction.
+    async fn set_tenant_status(
+        &self,
+        tenant: TenantId,
+        status: TenantStatus,
+        audit: &AuditEntry,
+    ) -> Result<Option<Tenant>>;
+
+    /// Renames a tenant; returns the tenant as stored afterwards, or `None`,
+    /// with nothing written, when it does not exist or is deleted.
+    async fn rename_tenant(
+        &self,
+        tenant: TenantId,
+        name: &TenantName,
+        audit: &AuditEntry,
+    ) -> Result<Option<Tenant>>;
+
+    /// Marks a tenant deleted at `at` and revokes each of its unrevoked
+    /// keys at `at`, in one transaction.
+    ///
+    /// Returns the keys that this call revoked, or `None`, with nothing
+    /// written, when no tenant with this id exists or it is deleted
+    /// already. A shared store records a [`KeyEvent`] for each revoked key
+    /// and a [`TenantEvent`] in the same transaction.
+    async fn delete_tenant(
+        &self,
+        tenant: TenantId,
+        at: OffsetDateTime,
+        audit: &AuditEntry,
+    ) -> Result<Option<Vec<KeyRecord>>>;
+
+    /// Lists at most `page.limit` audit entries of a tenant with ids after
+    /// `page.after`, ordered by id (oldest first).
+    async fn list_audit(&self, tenant: TenantId, page: PageRequest) -> Result<Vec<AuditEntry>>;
 
     /// Finds a key by the digest of its secret through an index.
     async fn key_by_digest(&self, digest: &KeyDigest) -> Result<Option<KeyRecord>>;
@@ -132,9 +184,9 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         None
     }
 
-    /// Returns the store's clock and the key events recorded at or after
-    /// `since` (all of them are returned again on the next call with the
-    /// same `since`: callers must treat events as idempotent).
+    /// Returns the store's clock and the key and tenant events recorded at
+    /// or after `since` (all of them are returned again on the next call
+    /// with the same `since`: callers must treat events as idempotent).
     ///
     /// With `since` of `None`, returns the clock and no events. Stores that
     /// only this process writes record no events.
@@ -143,6 +195,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         Ok(KeyEvents {
             now: OffsetDateTime::now_utc(),
             events: Vec::new(),
+            tenant_events: Vec::new(),
         })
     }
 }
@@ -206,9 +259,21 @@ pub enum Rotation {
     ExpireBy(OffsetDateTime),
 }
 
-/// Key events read from a store, with the store's clock at the read.
+/// A change to a tenant that other processes' caches must not miss: it
+/// was suspended, resumed or deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TenantEvent {
+    /// Unique per event, in a sequence of its own, apart from
+    /// [`KeyEvent::seq`].
+    pub seq: i64,
+    pub tenant_id: TenantId,
+}
+
+/// Key and tenant events read from a store, with the store's clock at the
+/// read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyEvents {
     pub now: OffsetDateTime,
     pub events: Vec<KeyEvent>,
+    pub tenant_events: Vec<TenantEvent>,
 }

@@ -17,19 +17,21 @@ use time::OffsetDateTime;
 use tokio_postgres::Row;
 use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::stored_limit::LimitColumns;
-use super::{KeyEvent, KeyEventKind, KeyEvents, PageRequest, Rotation, Store};
+use super::{KeyEvent, KeyEventKind, KeyEvents, PageRequest, Rotation, Store, TenantEvent};
+use crate::audit::{Actor, AuditAction, AuditEntry, AuditTarget};
 use crate::error::{Error, Result};
-use crate::id::{KeyId, TenantId};
+use crate::id::{AuditId, KeyId, TenantId};
 use crate::key::{KeyInfo, KeyRecord};
 use crate::name::{KeyName, TenantName};
 use crate::ratelimit::{Limit, TenantLimits};
 use crate::scope::Scope;
 use crate::secret::KeyDigest;
 use crate::stats::{PoolStatus, WaitHistogram};
-use crate::tenant::Tenant;
+use crate::tenant::{Tenant, TenantStatus};
 
 mod errors;
 mod migrations;
@@ -48,16 +50,29 @@ const SELECT_KEYS_OF_TENANT: &str = "\
 const SELECT_KEY_BY_DIGEST: &str = "\
     SELECT id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes \
     FROM api_keys WHERE digest = $1";
-// Each key write records a key event in the same statement, and so in the
-// same transaction.
+// Each key write records a key event and its audit entry in the same
+// statement, and so in the same transaction. Audit parameters come last, in
+// the column order of `INSERT INTO audit_log`.
+//
+// A key is inserted only while its tenant is not deleted. The tenant row is
+// locked FOR SHARE, which conflicts with the UPDATE that deletes a tenant,
+// so a deletion waits for the insert to commit and then revokes that key too.
 const INSERT_KEY: &str = "\
-    WITH inserted AS ( \
+    WITH tenant AS ( \
+        SELECT id FROM tenants WHERE id = $2 AND deleted_at IS NULL FOR SHARE \
+    ), inserted AS ( \
         INSERT INTO api_keys \
             (id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes) \
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+        SELECT $1::uuid, $2::uuid, $3::text, $4::text, $5::bytea, $6::timestamptz, \
+            $7::timestamptz, $8::timestamptz, $9::text[] \
+        FROM tenant \
         RETURNING digest \
+    ), event AS ( \
+        INSERT INTO key_events (digest, kind) SELECT digest, 'issued' FROM inserted \
     ) \
-    INSERT INTO key_events (digest, kind) SELECT digest, 'issued' FROM inserted";
+    INSERT INTO audit_log (id, tenant_id, actor, action, target_kind, target_id, at) \
+    SELECT $10::uuid, $11::uuid, $12::text, $13::text, $14::text, $15::uuid, $16::timestamptz \
+    FROM inserted";
 const SELECT_TENANT_LIMITS: &str = "\
     SELECT rate, period_ms, burst, shadow, monthly_quota \
     FROM tenant_limits WHERE tenant_id = $1";
@@ -84,6 +99,10 @@ const REVOKE_KEY: &str = "\
         RETURNING id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes \
     ), event AS ( \
         INSERT INTO key_events (digest, kind) SELECT digest, 'revoked' FROM revoked \
+    ), audit AS ( \
+        INSERT INTO audit_log (id, tenant_id, actor, action, target_kind, target_id, at) \
+        SELECT $4::uuid, $5::uuid, $6::text, $7::text, $8::text, $9::uuid, $10::timestamptz \
+        FROM revoked \
     ) \
     SELECT id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes \
     FROM revoked";
@@ -92,15 +111,19 @@ const REVOKE_KEY: &str = "\
 ///
 /// A rotation is one statement, and so one transaction: it ends the old
 /// key, inserts the replacement only when the old key was found, and records
-/// an event for each.
+/// an event for each and the audit entry. Like [`INSERT_KEY`], it locks the
+/// tenant row FOR SHARE, so a concurrent deletion revokes the replacement.
 macro_rules! rotate_key_sql {
     ($set:literal, $kind:literal) => {
         concat!(
-            "WITH changed AS ( \
+            "WITH tenant AS ( \
+                SELECT id FROM tenants WHERE id = $2 AND deleted_at IS NULL FOR SHARE \
+            ), changed AS ( \
                 UPDATE api_keys SET ",
             $set,
             " \
                 WHERE id = $1 AND tenant_id = $2 AND revoked_at IS NULL \
+                    AND EXISTS (SELECT 1 FROM tenant) \
                 RETURNING id, tenant_id, name, prefix, digest, created_at, revoked_at, \
                     expires_at, scopes \
             ), old_event AS ( \
@@ -117,6 +140,12 @@ macro_rules! rotate_key_sql {
                 RETURNING digest \
             ), new_event AS ( \
                 INSERT INTO key_events (digest, kind) SELECT digest, 'issued' FROM inserted \
+            ), audit AS ( \
+                INSERT INTO audit_log \
+                    (id, tenant_id, actor, action, target_kind, target_id, at) \
+                SELECT $13::uuid, $14::uuid, $15::text, $16::text, $17::text, $18::uuid, \
+                    $19::timestamptz \
+                FROM changed \
             ) \
             SELECT id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, \
                 scopes \
@@ -135,6 +164,78 @@ const SELECT_KEY_EVENTS: &str = "\
     SELECT seq, digest, kind FROM key_events WHERE at >= $1 ORDER BY seq";
 const PRUNE_KEY_EVENTS: &str = "\
     DELETE FROM key_events WHERE at < now() - make_interval(secs => $1)";
+const SELECT_TENANT_EVENTS: &str = "\
+    SELECT seq, tenant_id FROM tenant_events WHERE at >= $1 ORDER BY seq";
+const PRUNE_TENANT_EVENTS: &str = "\
+    DELETE FROM tenant_events WHERE at < now() - make_interval(secs => $1)";
+
+// The tenant queries return the columns in the order `tenant_from_row`
+// reads.
+const INSERT_TENANT: &str = "\
+    WITH inserted AS ( \
+        INSERT INTO tenants (id, name, created_at, status, deleted_at) \
+        VALUES ($1, $2, $3, $4, $5) \
+        RETURNING id \
+    ) \
+    INSERT INTO audit_log (id, tenant_id, actor, action, target_kind, target_id, at) \
+    SELECT $6::uuid, $7::uuid, $8::text, $9::text, $10::text, $11::uuid, $12::timestamptz \
+    FROM inserted";
+const SELECT_TENANT: &str = "\
+    SELECT id, name, created_at, status, deleted_at FROM tenants WHERE id = $1";
+const SELECT_TENANTS: &str = "\
+    SELECT id, name, created_at, status, deleted_at FROM tenants \
+    WHERE id > $1 AND deleted_at IS NULL ORDER BY id LIMIT $2";
+// A status change records a tenant event, so that other replicas drop the
+// cached status.
+const SET_TENANT_STATUS: &str = "\
+    WITH updated AS ( \
+        UPDATE tenants SET status = $2 WHERE id = $1 AND deleted_at IS NULL \
+        RETURNING id, name, created_at, status, deleted_at \
+    ), event AS ( \
+        INSERT INTO tenant_events (tenant_id) SELECT id FROM updated \
+    ), audit AS ( \
+        INSERT INTO audit_log (id, tenant_id, actor, action, target_kind, target_id, at) \
+        SELECT $3::uuid, $4::uuid, $5::text, $6::text, $7::text, $8::uuid, $9::timestamptz \
+        FROM updated \
+    ) \
+    SELECT id, name, created_at, status, deleted_at FROM updated";
+const RENAME_TENANT: &str = "\
+    WITH updated AS ( \
+        UPDATE tenants SET name = $2 WHERE id = $1 AND deleted_at IS NULL \
+        RETURNING id, name, created_at, status, deleted_at \
+    ), audit AS ( \
+        INSERT INTO audit_log (id, tenant_id, actor, action, target_kind, target_id, at) \
+        SELECT $3::uuid, $4::uuid, $5::text, $6::text, $7::text, $8::uuid, $9::timestamptz \
+        FROM updated \
+    ) \
+    SELECT id, name, created_at, status, deleted_at FROM updated";
+// The first statement of a deletion. Its row lock makes key inserts of this
+// tenant wait, so the second statement, with a newer snapshot, revokes them
+// too.
+const MARK_TENANT_DELETED: &str = "\
+    WITH deleted AS ( \
+        UPDATE tenants SET deleted_at = $2 WHERE id = $1 AND deleted_at IS NULL \
+        RETURNING id \
+    ), event AS ( \
+        INSERT INTO tenant_events (tenant_id) SELECT id FROM deleted \
+    ), audit AS ( \
+        INSERT INTO audit_log (id, tenant_id, actor, action, target_kind, target_id, at) \
+        SELECT $3::uuid, $4::uuid, $5::text, $6::text, $7::text, $8::uuid, $9::timestamptz \
+        FROM deleted \
+    ) \
+    SELECT id FROM deleted";
+const REVOKE_TENANT_KEYS: &str = "\
+    WITH revoked AS ( \
+        UPDATE api_keys SET revoked_at = $2 WHERE tenant_id = $1 AND revoked_at IS NULL \
+        RETURNING id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes \
+    ), event AS ( \
+        INSERT INTO key_events (digest, kind) SELECT digest, 'revoked' FROM revoked \
+    ) \
+    SELECT id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes \
+    FROM revoked";
+const SELECT_AUDIT: &str = "\
+    SELECT id, tenant_id, actor, action, target_kind, target_id, at FROM audit_log \
+    WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3";
 
 /// How long key events are kept. Readers look back a few seconds, or to
 /// when their Redis connection was lost. A Redis entry older than the
@@ -332,11 +433,71 @@ fn page_params(page: PageRequest) -> (Uuid, i64) {
 
 fn tenant_from_row(row: &Row) -> Result<Tenant> {
     let name: String = column(row, 1, "tenant name")?;
+    let status: &str = column(row, 3, "tenant status")?;
     Ok(Tenant {
         id: TenantId::from_uuid(column(row, 0, "tenant id")?),
         name: TenantName::parse(&name).map_err(|err| invalid_row("tenant name", err))?,
         created_at: column(row, 2, "tenant created_at")?,
+        status: TenantStatus::parse(status).map_err(|err| invalid_row("tenant status", err))?,
+        deleted_at: column(row, 4, "tenant deleted_at")?,
     })
+}
+
+fn audit_from_row(row: &Row) -> Result<AuditEntry> {
+    let actor: &str = column(row, 2, "audit actor")?;
+    let action: &str = column(row, 3, "audit action")?;
+    let target_kind: &str = column(row, 4, "audit target_kind")?;
+    let target_id: Uuid = column(row, 5, "audit target_id")?;
+    Ok(AuditEntry {
+        id: AuditId::from_uuid(column(row, 0, "audit id")?),
+        tenant_id: TenantId::from_uuid(column(row, 1, "audit tenant_id")?),
+        actor: Actor::parse(actor).map_err(|err| invalid_row("audit actor", err))?,
+        action: AuditAction::parse(action).map_err(|err| invalid_row("audit action", err))?,
+        target: AuditTarget::from_parts(target_kind, target_id)
+            .map_err(|err| invalid_row("audit target", err))?,
+        at: column(row, 6, "audit at")?,
+    })
+}
+
+/// An audit entry as SQL parameters, in the column order of
+/// `INSERT INTO audit_log`.
+struct AuditParams {
+    id: Uuid,
+    tenant_id: Uuid,
+    actor: String,
+    action: &'static str,
+    target_kind: &'static str,
+    target_id: Uuid,
+    at: OffsetDateTime,
+}
+
+impl AuditParams {
+    fn new(audit: &AuditEntry) -> Self {
+        Self {
+            id: audit.id.as_uuid(),
+            tenant_id: audit.tenant_id.as_uuid(),
+            actor: audit.actor.to_string(),
+            action: audit.action.as_str(),
+            target_kind: audit.target.kind(),
+            target_id: audit.target.as_uuid(),
+            at: audit.at,
+        }
+    }
+
+    /// Returns `leading` followed by the audit parameters.
+    fn after<'a>(&'a self, leading: &[&'a (dyn ToSql + Sync)]) -> Vec<&'a (dyn ToSql + Sync)> {
+        let mut params = leading.to_vec();
+        params.extend_from_slice(&[
+            &self.id,
+            &self.tenant_id,
+            &self.actor,
+            &self.action,
+            &self.target_kind,
+            &self.target_id,
+            &self.at,
+        ]);
+        params
+    }
 }
 
 fn key_from_row(row: &Row) -> Result<KeyRecord> {
@@ -386,14 +547,21 @@ fn key_event_from_row(row: &Row) -> Result<KeyEvent> {
 
 #[async_trait]
 impl Store for PostgresStore {
-    async fn insert_tenant(&self, tenant: &Tenant) -> Result<()> {
+    async fn insert_tenant(&self, tenant: &Tenant, audit: &AuditEntry) -> Result<()> {
         self.bounded(async {
             let id: Uuid = tenant.id.as_uuid();
+            let audit = AuditParams::new(audit);
             let mut connection = self.connection().await?;
             connection
                 .execute(
-                    "INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)",
-                    &[&id, &tenant.name.as_str(), &tenant.created_at],
+                    INSERT_TENANT,
+                    &audit.after(&[
+                        &id,
+                        &tenant.name.as_str(),
+                        &tenant.created_at,
+                        &tenant.status.as_str(),
+                        &tenant.deleted_at,
+                    ]),
                 )
                 .await
                 .map_err(|err| self.failed(&err, format_args!("inserting tenant {}", tenant.id)))?;
@@ -407,10 +575,7 @@ impl Store for PostgresStore {
             let uuid = id.as_uuid();
             let mut connection = self.connection().await?;
             let row = connection
-                .query_opt(
-                    "SELECT id, name, created_at FROM tenants WHERE id = $1",
-                    &[&uuid],
-                )
+                .query_opt(SELECT_TENANT, &[&uuid])
                 .await
                 .map_err(|err| self.failed(&err, format_args!("reading tenant {id}")))?;
             row.as_ref().map(tenant_from_row).transpose()
@@ -423,10 +588,7 @@ impl Store for PostgresStore {
             let (after, limit) = page_params(page);
             let mut connection = self.connection().await?;
             let rows = connection
-                .query(
-                    "SELECT id, name, created_at FROM tenants WHERE id > $1 ORDER BY id LIMIT $2",
-                    &[&after, &limit],
-                )
+                .query(SELECT_TENANTS, &[&after, &limit])
                 .await
                 .map_err(|err| self.failed(&err, "listing tenants"))?;
             rows.iter().map(tenant_from_row).collect()
@@ -434,8 +596,9 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn insert_key(&self, key: &KeyRecord) -> Result<()> {
+    async fn insert_key(&self, key: &KeyRecord, audit: &AuditEntry) -> Result<()> {
         self.bounded(async {
+            let audit = AuditParams::new(audit);
             let info = &key.info;
             let id = info.id.as_uuid();
             let tenant_id = info.tenant_id.as_uuid();
@@ -443,13 +606,13 @@ impl Store for PostgresStore {
             let digest = &key.digest.as_bytes()[..];
             let scopes: Vec<&str> = info.scopes.iter().map(Scope::as_str).collect();
 
-            // The foreign key checks the tenant inside the INSERT's own
-            // transaction, so a tenant cannot vanish between check and insert.
+            // The statement checks the tenant inside its own transaction, so a
+            // tenant cannot be deleted between check and insert.
             let mut connection = self.connection().await?;
             let inserted = connection
                 .execute(
                     INSERT_KEY,
-                    &[
+                    &audit.after(&[
                         &id,
                         &tenant_id,
                         &name,
@@ -459,10 +622,11 @@ impl Store for PostgresStore {
                         &info.revoked_at,
                         &info.expires_at,
                         &scopes,
-                    ],
+                    ]),
                 )
                 .await;
             match inserted {
+                Ok(0) => return Err(Error::not_found("tenant", info.tenant_id)),
                 Ok(_) => {}
                 Err(err) if err.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) => {
                     return Err(Error::not_found("tenant", info.tenant_id));
@@ -479,9 +643,14 @@ impl Store for PostgresStore {
             // event reads. The key is stored already, so a failed prune is
             // only logged.
             let retention = KEY_EVENT_RETENTION.as_secs_f64();
-            if let Err(err) = connection.execute(PRUNE_KEY_EVENTS, &[&retention]).await {
-                let err = self.failed(&err, "pruning old key events");
-                tracing::debug!(error = %err, "key event pruning failed");
+            for (sql, what) in [
+                (PRUNE_KEY_EVENTS, "key events"),
+                (PRUNE_TENANT_EVENTS, "tenant events"),
+            ] {
+                if let Err(err) = connection.execute(sql, &[&retention]).await {
+                    let err = self.failed(&err, format_args!("pruning old {what}"));
+                    tracing::debug!(error = %err, "event pruning failed");
+                }
             }
             Ok(())
         })
@@ -511,13 +680,15 @@ impl Store for PostgresStore {
         tenant: TenantId,
         key: KeyId,
         at: OffsetDateTime,
+        audit: &AuditEntry,
     ) -> Result<Option<KeyRecord>> {
         self.bounded(async {
             let key_id = key.as_uuid();
             let tenant_id = tenant.as_uuid();
+            let audit = AuditParams::new(audit);
             let mut connection = self.connection().await?;
             let row = connection
-                .query_opt(REVOKE_KEY, &[&key_id, &tenant_id, &at])
+                .query_opt(REVOKE_KEY, &audit.after(&[&key_id, &tenant_id, &at]))
                 .await
                 .map_err(|err| {
                     self.failed(&err, format_args!("revoking key {key} of tenant {tenant}"))
@@ -533,8 +704,10 @@ impl Store for PostgresStore {
         key: KeyId,
         replacement: &KeyRecord,
         rotation: Rotation,
+        audit: &AuditEntry,
     ) -> Result<Option<KeyRecord>> {
         self.bounded(async {
+            let audit = AuditParams::new(audit);
             let key_id = key.as_uuid();
             let tenant_id = tenant.as_uuid();
             let (sql, at) = match rotation {
@@ -552,7 +725,7 @@ impl Store for PostgresStore {
             let row = connection
                 .query_opt(
                     sql,
-                    &[
+                    &audit.after(&[
                         &key_id,
                         &tenant_id,
                         &at,
@@ -565,13 +738,109 @@ impl Store for PostgresStore {
                         &info.revoked_at,
                         &info.expires_at,
                         &scopes,
-                    ],
+                    ]),
                 )
                 .await
                 .map_err(|err| {
                     self.failed(&err, format_args!("rotating key {key} of tenant {tenant}"))
                 })?;
             row.as_ref().map(key_from_row).transpose()
+        })
+        .await
+    }
+
+    async fn set_tenant_status(
+        &self,
+        tenant: TenantId,
+        status: TenantStatus,
+        audit: &AuditEntry,
+    ) -> Result<Option<Tenant>> {
+        self.bounded(async {
+            let tenant_id = tenant.as_uuid();
+            let audit = AuditParams::new(audit);
+            let mut connection = self.connection().await?;
+            let row = connection
+                .query_opt(
+                    SET_TENANT_STATUS,
+                    &audit.after(&[&tenant_id, &status.as_str()]),
+                )
+                .await
+                .map_err(|err| {
+                    self.failed(&err, format_args!("setting tenant {tenant} {status}"))
+                })?;
+            row.as_ref().map(tenant_from_row).transpose()
+        })
+        .await
+    }
+
+    async fn rename_tenant(
+        &self,
+        tenant: TenantId,
+        name: &TenantName,
+        audit: &AuditEntry,
+    ) -> Result<Option<Tenant>> {
+        self.bounded(async {
+            let tenant_id = tenant.as_uuid();
+            let audit = AuditParams::new(audit);
+            let mut connection = self.connection().await?;
+            let row = connection
+                .query_opt(RENAME_TENANT, &audit.after(&[&tenant_id, &name.as_str()]))
+                .await
+                .map_err(|err| self.failed(&err, format_args!("renaming tenant {tenant}")))?;
+            row.as_ref().map(tenant_from_row).transpose()
+        })
+        .await
+    }
+
+    async fn delete_tenant(
+        &self,
+        tenant: TenantId,
+        at: OffsetDateTime,
+        audit: &AuditEntry,
+    ) -> Result<Option<Vec<KeyRecord>>> {
+        self.bounded(async {
+            let tenant_id = tenant.as_uuid();
+            let audit = AuditParams::new(audit);
+            let failed = |err: tokio_postgres::Error| {
+                self.failed(&err, format_args!("deleting tenant {tenant}"))
+            };
+            let mut connection = self.connection().await?;
+            let transaction = connection.client.transaction().await.map_err(failed)?;
+
+            let deleted = transaction
+                .query_opt(MARK_TENANT_DELETED, &audit.after(&[&tenant_id, &at]))
+                .await
+                .map_err(failed)?;
+            if deleted.is_none() {
+                transaction.rollback().await.map_err(failed)?;
+                return Ok(None);
+            }
+            let rows = transaction
+                .query(REVOKE_TENANT_KEYS, &[&tenant_id, &at])
+                .await
+                .map_err(failed)?;
+            let revoked = rows.iter().map(key_from_row).collect::<Result<Vec<_>>>()?;
+            transaction.commit().await.map_err(failed)?;
+            Ok(Some(revoked))
+        })
+        .await
+    }
+
+    async fn list_audit(&self, tenant: TenantId, page: PageRequest) -> Result<Vec<AuditEntry>> {
+        self.bounded(async {
+            let tenant_id = tenant.as_uuid();
+            let (after, limit) = page_params(page);
+            let mut connection = self.connection().await?;
+            let rows = connection
+                .query(SELECT_AUDIT, &[&tenant_id, &after, &limit])
+                .await
+                .map_err(|err| {
+                    self.failed(
+                        &err,
+                        format_args!("listing audit entries of tenant {tenant}"),
+                    )
+                })?;
+            rows.iter().map(audit_from_row).collect()
         })
         .await
     }
@@ -818,6 +1087,7 @@ impl Store for PostgresStore {
                 return Ok(KeyEvents {
                     now,
                     events: Vec::new(),
+                    tenant_events: Vec::new(),
                 });
             };
             let rows = connection
@@ -827,7 +1097,26 @@ impl Store for PostgresStore {
                     self.failed(&err, format_args!("reading key events since {since}"))
                 })?;
             let events = rows.iter().map(key_event_from_row).collect::<Result<_>>()?;
-            Ok(KeyEvents { now, events })
+            let rows = connection
+                .query(SELECT_TENANT_EVENTS, &[&since])
+                .await
+                .map_err(|err| {
+                    self.failed(&err, format_args!("reading tenant events since {since}"))
+                })?;
+            let tenant_events = rows
+                .iter()
+                .map(|row| {
+                    Ok(TenantEvent {
+                        seq: column(row, 0, "tenant event seq")?,
+                        tenant_id: TenantId::from_uuid(column(row, 1, "tenant event tenant_id")?),
+                    })
+                })
+                .collect::<Result<_>>()?;
+            Ok(KeyEvents {
+                now,
+                events,
+                tenant_events,
+            })
         })
         .await
     }

@@ -14,14 +14,15 @@ use time::OffsetDateTime;
 
 use super::stored_limit::LimitColumns;
 use super::{PageRequest, Rotation, Store};
+use crate::audit::{Actor, AuditAction, AuditEntry, AuditTarget};
 use crate::error::{Error, Result};
-use crate::id::{KeyId, TenantId};
+use crate::id::{AuditId, KeyId, TenantId};
 use crate::key::{KeyInfo, KeyRecord};
 use crate::name::{KeyName, TenantName};
 use crate::ratelimit::{Limit, TenantLimits};
 use crate::scope::Scope;
 use crate::secret::KeyDigest;
-use crate::tenant::Tenant;
+use crate::tenant::{Tenant, TenantStatus};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how
 /// many have run. Append new steps; never edit a released one.
@@ -71,10 +72,29 @@ CREATE TABLE key_limits (
     shadow     INTEGER NOT NULL
 );
 "#,
+    // A deleted tenant keeps its row, so that its audit entries keep their
+    // tenant.
+    r#"
+ALTER TABLE tenants ADD COLUMN status TEXT NOT NULL DEFAULT 'active'
+    CHECK (status IN ('active', 'suspended'));
+ALTER TABLE tenants ADD COLUMN deleted_at INTEGER;
+CREATE TABLE audit_log (
+    id           TEXT PRIMARY KEY NOT NULL,
+    tenant_id    TEXT NOT NULL REFERENCES tenants (id),
+    actor        TEXT NOT NULL,
+    action       TEXT NOT NULL,
+    target_kind  TEXT NOT NULL,
+    target_id    TEXT NOT NULL,
+    at           INTEGER NOT NULL
+);
+CREATE INDEX audit_log_by_tenant ON audit_log (tenant_id, id);
+"#,
 ];
 
 const KEY_COLUMNS: &str =
     "id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes";
+const TENANT_COLUMNS: &str = "id, name, created_at, status, deleted_at";
+const AUDIT_COLUMNS: &str = "id, tenant_id, actor, action, target_kind, target_id, at";
 
 /// A store in one SQLite database file.
 #[derive(Debug, Clone)]
@@ -197,6 +217,36 @@ fn insert_key_row(transaction: &rusqlite::Transaction<'_>, key: &KeyRecord) -> R
     Ok(())
 }
 
+fn insert_audit_row(transaction: &rusqlite::Transaction<'_>, audit: &AuditEntry) -> Result<()> {
+    transaction
+        .execute(
+            &format!("INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+            params![
+                audit.id.to_string(),
+                audit.tenant_id.to_string(),
+                audit.actor.to_string(),
+                audit.action.as_str(),
+                audit.target.kind(),
+                audit.target.as_uuid().hyphenated().to_string(),
+                to_millis(audit.at),
+            ],
+        )
+        .map_err(Error::store)?;
+    Ok(())
+}
+
+/// Reads a tenant that exists and is not deleted, inside `transaction`.
+fn live_tenant(transaction: &rusqlite::Transaction<'_>, id: TenantId) -> Result<Option<Tenant>> {
+    transaction
+        .query_row(
+            &format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1 AND deleted_at IS NULL"),
+            [id.to_string()],
+            tenant_from_row,
+        )
+        .optional()
+        .map_err(Error::store)
+}
+
 fn join_scopes(scopes: &[Scope]) -> String {
     let names: Vec<&str> = scopes.iter().map(Scope::as_str).collect();
     names.join(" ")
@@ -222,10 +272,33 @@ fn page_params(page: PageRequest) -> (String, i64) {
 fn tenant_from_row(row: &Row<'_>) -> rusqlite::Result<Tenant> {
     let id: String = row.get(0)?;
     let name: String = row.get(1)?;
+    let status: String = row.get(3)?;
+    let deleted_at: Option<i64> = row.get(4)?;
     Ok(Tenant {
         id: TenantId::parse(&id).map_err(conversion)?,
         name: TenantName::parse(&name).map_err(conversion)?,
         created_at: from_millis(row.get(2)?)?,
+        status: TenantStatus::parse(&status).map_err(conversion)?,
+        deleted_at: deleted_at.map(from_millis).transpose()?,
+    })
+}
+
+fn audit_from_row(row: &Row<'_>) -> rusqlite::Result<AuditEntry> {
+    let id: String = row.get(0)?;
+    let tenant_id: String = row.get(1)?;
+    let actor: String = row.get(2)?;
+    let action: String = row.get(3)?;
+    let target_kind: String = row.get(4)?;
+    let target_id: String = row.get(5)?;
+    let target_id = uuid::Uuid::try_parse(&target_id)
+        .map_err(|err| conversion(Error::invalid("audit target", err.to_string())))?;
+    Ok(AuditEntry {
+        id: AuditId::parse(&id).map_err(conversion)?,
+        tenant_id: TenantId::parse(&tenant_id).map_err(conversion)?,
+        actor: Actor::parse(&actor).map_err(conversion)?,
+        action: AuditAction::parse(&action).map_err(conversion)?,
+        target: AuditTarget::from_parts(&target_kind, target_id).map_err(conversion)?,
+        at: from_millis(row.get(6)?)?,
     })
 }
 
@@ -259,20 +332,25 @@ fn key_from_row(row: &Row<'_>) -> rusqlite::Result<KeyRecord> {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn insert_tenant(&self, tenant: &Tenant) -> Result<()> {
+    async fn insert_tenant(&self, tenant: &Tenant, audit: &AuditEntry) -> Result<()> {
         let tenant = tenant.clone();
+        let audit = audit.clone();
         self.call(move |connection| {
-            connection
+            let transaction = connection.transaction().map_err(Error::store)?;
+            transaction
                 .execute(
-                    "INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3)",
+                    &format!("INSERT INTO tenants ({TENANT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)"),
                     params![
                         tenant.id.to_string(),
                         tenant.name.as_str(),
-                        to_millis(tenant.created_at)
+                        to_millis(tenant.created_at),
+                        tenant.status.as_str(),
+                        tenant.deleted_at.map(to_millis),
                     ],
                 )
                 .map_err(Error::store)?;
-            Ok(())
+            insert_audit_row(&transaction, &audit)?;
+            transaction.commit().map_err(Error::store)
         })
         .await
     }
@@ -280,7 +358,9 @@ impl Store for SqliteStore {
     async fn tenant(&self, id: TenantId) -> Result<Option<Tenant>> {
         self.call(move |connection| {
             connection
-                .prepare_cached("SELECT id, name, created_at FROM tenants WHERE id = ?1")
+                .prepare_cached(&format!(
+                    "SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1"
+                ))
                 .and_then(|mut statement| {
                     statement
                         .query_row([id.to_string()], tenant_from_row)
@@ -294,9 +374,10 @@ impl Store for SqliteStore {
     async fn list_tenants(&self, page: PageRequest) -> Result<Vec<Tenant>> {
         self.call(move |connection| {
             let mut statement = connection
-                .prepare_cached(
-                    "SELECT id, name, created_at FROM tenants WHERE id > ?1 ORDER BY id LIMIT ?2",
-                )
+                .prepare_cached(&format!(
+                    "SELECT {TENANT_COLUMNS} FROM tenants \
+                     WHERE id > ?1 AND deleted_at IS NULL ORDER BY id LIMIT ?2"
+                ))
                 .map_err(Error::store)?;
             let tenants = statement
                 .query_map(page_params(page), tenant_from_row)
@@ -307,23 +388,16 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn insert_key(&self, key: &KeyRecord) -> Result<()> {
+    async fn insert_key(&self, key: &KeyRecord, audit: &AuditEntry) -> Result<()> {
         let key = key.clone();
+        let audit = audit.clone();
         self.call(move |connection| {
             let transaction = connection.transaction().map_err(Error::store)?;
-            let tenant_exists = transaction
-                .query_row(
-                    "SELECT 1 FROM tenants WHERE id = ?1",
-                    [key.info.tenant_id.to_string()],
-                    |_| Ok(()),
-                )
-                .optional()
-                .map_err(Error::store)?
-                .is_some();
-            if !tenant_exists {
+            if live_tenant(&transaction, key.info.tenant_id)?.is_none() {
                 return Err(Error::not_found("tenant", key.info.tenant_id));
             }
             insert_key_row(&transaction, &key)?;
+            insert_audit_row(&transaction, &audit)?;
             transaction.commit().map_err(Error::store)
         })
         .await
@@ -354,7 +428,9 @@ impl Store for SqliteStore {
         tenant: TenantId,
         key: KeyId,
         at: OffsetDateTime,
+        audit: &AuditEntry,
     ) -> Result<Option<KeyRecord>> {
+        let audit = audit.clone();
         self.call(move |connection| {
             let transaction = connection.transaction().map_err(Error::store)?;
             transaction
@@ -372,6 +448,9 @@ impl Store for SqliteStore {
                 )
                 .optional()
                 .map_err(Error::store)?;
+            if revoked.is_some() {
+                insert_audit_row(&transaction, &audit)?;
+            }
             transaction.commit().map_err(Error::store)?;
             Ok(revoked)
         })
@@ -384,8 +463,10 @@ impl Store for SqliteStore {
         key: KeyId,
         replacement: &KeyRecord,
         rotation: Rotation,
+        audit: &AuditEntry,
     ) -> Result<Option<KeyRecord>> {
         let replacement = replacement.clone();
+        let audit = audit.clone();
         self.call(move |connection| {
             let transaction = connection.transaction().map_err(Error::store)?;
             let (sql, at) = match rotation {
@@ -417,8 +498,114 @@ impl Store for SqliteStore {
                     key_from_row,
                 )
                 .map_err(Error::store)?;
+            insert_audit_row(&transaction, &audit)?;
             transaction.commit().map_err(Error::store)?;
             Ok(Some(old))
+        })
+        .await
+    }
+
+    async fn set_tenant_status(
+        &self,
+        tenant: TenantId,
+        status: TenantStatus,
+        audit: &AuditEntry,
+    ) -> Result<Option<Tenant>> {
+        let audit = audit.clone();
+        self.call(move |connection| {
+            let transaction = connection.transaction().map_err(Error::store)?;
+            transaction
+                .execute(
+                    "UPDATE tenants SET status = ?2 WHERE id = ?1 AND deleted_at IS NULL",
+                    params![tenant.to_string(), status.as_str()],
+                )
+                .map_err(Error::store)?;
+            let updated = live_tenant(&transaction, tenant)?;
+            if updated.is_some() {
+                insert_audit_row(&transaction, &audit)?;
+            }
+            transaction.commit().map_err(Error::store)?;
+            Ok(updated)
+        })
+        .await
+    }
+
+    async fn rename_tenant(
+        &self,
+        tenant: TenantId,
+        name: &TenantName,
+        audit: &AuditEntry,
+    ) -> Result<Option<Tenant>> {
+        let name = name.clone();
+        let audit = audit.clone();
+        self.call(move |connection| {
+            let transaction = connection.transaction().map_err(Error::store)?;
+            transaction
+                .execute(
+                    "UPDATE tenants SET name = ?2 WHERE id = ?1 AND deleted_at IS NULL",
+                    params![tenant.to_string(), name.as_str()],
+                )
+                .map_err(Error::store)?;
+            let updated = live_tenant(&transaction, tenant)?;
+            if updated.is_some() {
+                insert_audit_row(&transaction, &audit)?;
+            }
+            transaction.commit().map_err(Error::store)?;
+            Ok(updated)
+        })
+        .await
+    }
+
+    async fn delete_tenant(
+        &self,
+        tenant: TenantId,
+        at: OffsetDateTime,
+        audit: &AuditEntry,
+    ) -> Result<Option<Vec<KeyRecord>>> {
+        let audit = audit.clone();
+        self.call(move |connection| {
+            let transaction = connection.transaction().map_err(Error::store)?;
+            let deleted = transaction
+                .execute(
+                    "UPDATE tenants SET deleted_at = ?2 WHERE id = ?1 AND deleted_at IS NULL",
+                    params![tenant.to_string(), to_millis(at)],
+                )
+                .map_err(Error::store)?;
+            if deleted == 0 {
+                return Ok(None);
+            }
+            let revoked = transaction
+                .prepare(&format!(
+                    "UPDATE api_keys SET revoked_at = ?2 \
+                     WHERE tenant_id = ?1 AND revoked_at IS NULL RETURNING {KEY_COLUMNS}"
+                ))
+                .and_then(|mut statement| {
+                    statement
+                        .query_map(params![tenant.to_string(), to_millis(at)], key_from_row)?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(Error::store)?;
+            insert_audit_row(&transaction, &audit)?;
+            transaction.commit().map_err(Error::store)?;
+            Ok(Some(revoked))
+        })
+        .await
+    }
+
+    async fn list_audit(&self, tenant: TenantId, page: PageRequest) -> Result<Vec<AuditEntry>> {
+        self.call(move |connection| {
+            let mut statement = connection
+                .prepare_cached(&format!(
+                    "SELECT {AUDIT_COLUMNS} FROM audit_log \
+                     WHERE id > ?1 AND tenant_id = ?3 ORDER BY id LIMIT ?2"
+                ))
+                .map_err(Error::store)?;
+            let (after, limit) = page_params(page);
+            let entries = statement
+                .query_map(params![after, limit, tenant.to_string()], audit_from_row)
+                .and_then(Iterator::collect)
+                .map_err(Error::store)?;
+            Ok(entries)
         })
         .await
     }

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tenet_core::{
-    Error, KeyDigest, KeyId, KeyInfo, KeyName, KeyRecord, Limit, PageRequest, Rotation, Scope,
-    Store, Tenant, TenantId, TenantLimits, TenantName,
+    Actor, AuditAction, AuditEntry, AuditTarget, Error, KeyDigest, KeyId, KeyInfo, KeyName,
+    KeyRecord, Limit, PageRequest, Rotation, Scope, Store, Tenant, TenantId, TenantLimits,
+    TenantName, TenantStatus,
 };
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -22,11 +23,23 @@ fn now() -> OffsetDateTime {
 }
 
 fn tenant(name: &str) -> Tenant {
-    Tenant {
-        id: TenantId::generate(),
-        name: TenantName::parse(name).expect("valid tenant name"),
-        created_at: now(),
-    }
+    Tenant::new(
+        TenantId::generate(),
+        TenantName::parse(name).expect("valid tenant name"),
+        now(),
+    )
+}
+
+/// Returns an audit entry for a change to `tenant`, for store calls whose
+/// test is not about the audit trail.
+pub fn audit(tenant: TenantId) -> AuditEntry {
+    AuditEntry::new(
+        tenant,
+        Actor::Admin,
+        AuditAction::RenameTenant,
+        AuditTarget::Tenant(tenant),
+        now(),
+    )
 }
 
 fn random_digest() -> KeyDigest {
@@ -53,13 +66,19 @@ fn key(tenant: TenantId, name: Option<&str>) -> KeyRecord {
 
 async fn insert_tenant(store: &Arc<dyn Store>, name: &str) -> Tenant {
     let tenant = tenant(name);
-    store.insert_tenant(&tenant).await.expect("tenant inserts");
+    store
+        .insert_tenant(&tenant, &audit(tenant.id))
+        .await
+        .expect("tenant inserts");
     tenant
 }
 
 async fn insert_key(store: &Arc<dyn Store>, tenant: TenantId) -> KeyRecord {
     let key = key(tenant, Some("worker"));
-    store.insert_key(&key).await.expect("key inserts");
+    store
+        .insert_key(&key, &audit(key.info.tenant_id))
+        .await
+        .expect("key inserts");
     key
 }
 
@@ -85,7 +104,10 @@ pub async fn tenants_list_oldest_first(backend: &TestStore) {
 
     // Inserted out of order, so only the listing's ordering can sort them.
     for tenant in [&third, &first, &second] {
-        store.insert_tenant(tenant).await.expect("tenant inserts");
+        store
+            .insert_tenant(tenant, &audit(tenant.id))
+            .await
+            .expect("tenant inserts");
     }
     let listed = store
         .list_tenants(PageRequest::first(usize::MAX))
@@ -163,7 +185,9 @@ pub async fn key_for_missing_tenant_is_not_found(backend: &TestStore) {
     let store = backend.store();
     let orphan = key(TenantId::generate(), None);
 
-    let inserted = store.insert_key(&orphan).await;
+    let inserted = store
+        .insert_key(&orphan, &audit(orphan.info.tenant_id))
+        .await;
 
     assert!(
         matches!(inserted, Err(Error::NotFound { kind: "tenant", .. })),
@@ -210,12 +234,12 @@ pub async fn revoke_keeps_first_time(backend: &TestStore) {
     let second_time = datetime!(2030-01-02 04:00:00.000 UTC);
 
     let first = store
-        .revoke_key(tenant.id, key.info.id, first_time)
+        .revoke_key(tenant.id, key.info.id, first_time, &audit(tenant.id))
         .await
         .expect("revoke runs")
         .expect("key exists");
     let second = store
-        .revoke_key(tenant.id, key.info.id, second_time)
+        .revoke_key(tenant.id, key.info.id, second_time, &audit(tenant.id))
         .await
         .expect("revoke runs")
         .expect("key exists");
@@ -237,11 +261,11 @@ pub async fn revoke_of_other_tenant_key_is_none(backend: &TestStore) {
     let key = insert_key(&store, owner.id).await;
 
     let revoked = store
-        .revoke_key(intruder.id, key.info.id, now())
+        .revoke_key(intruder.id, key.info.id, now(), &audit(intruder.id))
         .await
         .expect("revoke runs");
     let unknown = store
-        .revoke_key(owner.id, KeyId::generate(), now())
+        .revoke_key(owner.id, KeyId::generate(), now(), &audit(owner.id))
         .await
         .expect("revoke runs");
 
@@ -278,7 +302,10 @@ pub async fn key_found_by_digest(backend: &TestStore) {
 
 async fn key_without_name(store: &Arc<dyn Store>, tenant: TenantId) -> KeyRecord {
     let key = key(tenant, None);
-    store.insert_key(&key).await.expect("key inserts");
+    store
+        .insert_key(&key, &audit(key.info.tenant_id))
+        .await
+        .expect("key inserts");
     key
 }
 
@@ -289,7 +316,9 @@ pub async fn duplicate_digest_is_rejected(backend: &TestStore) {
     let mut duplicate = key(tenant.id, Some("copy"));
     duplicate.digest = original.digest;
 
-    let inserted = store.insert_key(&duplicate).await;
+    let inserted = store
+        .insert_key(&duplicate, &audit(duplicate.info.tenant_id))
+        .await;
 
     assert!(matches!(inserted, Err(Error::Store(_))), "{inserted:?}");
     let found = store
@@ -357,11 +386,17 @@ pub async fn timestamps_round_trip_exactly(backend: &TestStore) {
     for at in times {
         let mut tenant = tenant("Timely");
         tenant.created_at = at;
-        store.insert_tenant(&tenant).await.expect("tenant inserts");
+        store
+            .insert_tenant(&tenant, &audit(tenant.id))
+            .await
+            .expect("tenant inserts");
         let mut key = key(tenant.id, None);
         key.info.created_at = at;
         key.info.revoked_at = Some(at);
-        store.insert_key(&key).await.expect("key inserts");
+        store
+            .insert_key(&key, &audit(key.info.tenant_id))
+            .await
+            .expect("key inserts");
 
         let read_tenant = store.tenant(tenant.id).await.expect("tenant reads");
         let read_key = store.key_by_digest(&key.digest).await.expect("lookup runs");
@@ -385,7 +420,10 @@ pub async fn names_round_trip(backend: &TestStore) {
     for name in names {
         let tenant = insert_tenant(&store, name).await;
         let key = key(tenant.id, Some(name));
-        store.insert_key(&key).await.expect("key inserts");
+        store
+            .insert_key(&key, &audit(key.info.tenant_id))
+            .await
+            .expect("key inserts");
 
         let read_tenant = store.tenant(tenant.id).await.expect("tenant reads");
         let read_keys = store
@@ -420,8 +458,14 @@ pub async fn expiry_and_scopes_round_trip(backend: &TestStore) {
     scoped.info.scopes =
         Scope::parse_list(&["billing:read", "tenet:verify", "x.y_z-0"]).expect("valid scopes");
     let plain = key(tenant.id, None);
-    store.insert_key(&scoped).await.expect("key inserts");
-    store.insert_key(&plain).await.expect("key inserts");
+    store
+        .insert_key(&scoped, &audit(scoped.info.tenant_id))
+        .await
+        .expect("key inserts");
+    store
+        .insert_key(&plain, &audit(plain.info.tenant_id))
+        .await
+        .expect("key inserts");
 
     let by_digest = store
         .key_by_digest(&scoped.digest)
@@ -446,19 +490,34 @@ pub async fn rotate_shortens_expiry_and_inserts(backend: &TestStore) {
     let tenant = insert_tenant(&store, "Acme").await;
     let mut old = key(tenant.id, Some("worker"));
     old.info.expires_at = Some(datetime!(2030-01-01 00:00:00 UTC));
-    store.insert_key(&old).await.expect("key inserts");
+    store
+        .insert_key(&old, &audit(old.info.tenant_id))
+        .await
+        .expect("key inserts");
     let sooner = datetime!(2029-01-01 00:00:00 UTC);
     let later = datetime!(2029-06-01 00:00:00 UTC);
     let first = key(tenant.id, Some("worker"));
     let second = key(tenant.id, Some("worker"));
 
     let shortened = store
-        .rotate_key(tenant.id, old.info.id, &first, Rotation::ExpireBy(sooner))
+        .rotate_key(
+            tenant.id,
+            old.info.id,
+            &first,
+            Rotation::ExpireBy(sooner),
+            &audit(tenant.id),
+        )
         .await
         .expect("rotation succeeds")
         .expect("the key exists");
     let kept = store
-        .rotate_key(tenant.id, old.info.id, &second, Rotation::ExpireBy(later))
+        .rotate_key(
+            tenant.id,
+            old.info.id,
+            &second,
+            Rotation::ExpireBy(later),
+            &audit(tenant.id),
+        )
         .await
         .expect("rotation succeeds")
         .expect("the key exists");
@@ -497,6 +556,7 @@ pub async fn rotate_with_revoke_and_missing_key(backend: &TestStore) {
             old.info.id,
             &key(other.id, None),
             Rotation::RevokeAt(at),
+            &audit(other.id),
         )
         .await
         .expect("rotation runs");
@@ -506,6 +566,7 @@ pub async fn rotate_with_revoke_and_missing_key(backend: &TestStore) {
             old.info.id,
             &key(tenant.id, None),
             Rotation::RevokeAt(at),
+            &audit(tenant.id),
         )
         .await
         .expect("rotation runs");
@@ -515,6 +576,7 @@ pub async fn rotate_with_revoke_and_missing_key(backend: &TestStore) {
             old.info.id,
             &key(tenant.id, None),
             Rotation::RevokeAt(at),
+            &audit(tenant.id),
         )
         .await
         .expect("rotation runs");
@@ -648,4 +710,312 @@ pub async fn key_limit_of_other_tenant_writes_nothing(backend: &TestStore) {
         store.key_limit(key.info.id).await.expect("limit reads"),
         None
     );
+}
+/// Returns every audit entry of `tenant`, oldest first.
+async fn audit_of(store: &Arc<dyn Store>, tenant: TenantId) -> Vec<AuditEntry> {
+    store
+        .list_audit(tenant, PageRequest::first(usize::MAX))
+        .await
+        .expect("audit lists")
+}
+
+pub async fn tenant_status_changes_and_repeats(backend: &TestStore) {
+    let store = backend.store();
+    let tenant = insert_tenant(&store, "Acme").await;
+
+    let suspended = store
+        .set_tenant_status(tenant.id, TenantStatus::Suspended, &audit(tenant.id))
+        .await
+        .expect("status update runs")
+        .expect("tenant exists");
+    let again = store
+        .set_tenant_status(tenant.id, TenantStatus::Suspended, &audit(tenant.id))
+        .await
+        .expect("status update runs")
+        .expect("tenant exists");
+    let read = store.tenant(tenant.id).await.expect("tenant reads");
+    let resumed = store
+        .set_tenant_status(tenant.id, TenantStatus::Active, &audit(tenant.id))
+        .await
+        .expect("status update runs")
+        .expect("tenant exists");
+
+    assert_eq!(tenant.status, TenantStatus::Active);
+    assert_eq!(suspended.status, TenantStatus::Suspended);
+    assert_eq!(again, suspended);
+    assert_eq!(read, Some(suspended));
+    assert_eq!(resumed.status, TenantStatus::Active);
+    assert_eq!(resumed.name, tenant.name);
+}
+
+pub async fn rename_keeps_other_fields(backend: &TestStore) {
+    let store = backend.store();
+    let tenant = insert_tenant(&store, "Acme").await;
+    let name = TenantName::parse("Acme Europe").expect("valid tenant name");
+
+    let renamed = store
+        .rename_tenant(tenant.id, &name, &audit(tenant.id))
+        .await
+        .expect("rename runs")
+        .expect("tenant exists");
+    let missing = store
+        .rename_tenant(TenantId::generate(), &name, &audit(tenant.id))
+        .await
+        .expect("rename runs");
+
+    assert_eq!(renamed.name, name);
+    assert_eq!(renamed.id, tenant.id);
+    assert_eq!(renamed.created_at, tenant.created_at);
+    assert_eq!(
+        store.tenant(tenant.id).await.expect("tenant reads"),
+        Some(renamed)
+    );
+    assert_eq!(missing, None);
+}
+
+pub async fn delete_revokes_keys_and_hides_tenant(backend: &TestStore) {
+    let store = backend.store();
+    let tenant = insert_tenant(&store, "Acme").await;
+    let other = insert_tenant(&store, "Globex").await;
+    let live = insert_key(&store, tenant.id).await;
+    let revoked_before = insert_key(&store, tenant.id).await;
+    let first_time = datetime!(2030-01-02 03:04:05.678 UTC);
+    store
+        .revoke_key(
+            tenant.id,
+            revoked_before.info.id,
+            first_time,
+            &audit(tenant.id),
+        )
+        .await
+        .expect("revoke runs");
+    let other_key = insert_key(&store, other.id).await;
+    let at = now();
+
+    let revoked = store
+        .delete_tenant(tenant.id, at, &audit(tenant.id))
+        .await
+        .expect("delete runs")
+        .expect("tenant exists");
+
+    let ids: Vec<KeyId> = revoked.iter().map(|key| key.info.id).collect();
+    assert_eq!(ids, vec![live.info.id], "only unrevoked keys are revoked");
+    assert_eq!(revoked[0].digest, live.digest);
+    let keys = store
+        .list_keys(tenant.id, PageRequest::first(usize::MAX))
+        .await
+        .expect("keys list");
+    assert_eq!(keys[0].revoked_at, Some(at));
+    assert_eq!(keys[1].revoked_at, Some(first_time));
+    let stored = store
+        .tenant(tenant.id)
+        .await
+        .expect("tenant reads")
+        .expect("the row is kept");
+    assert_eq!(stored.deleted_at, Some(at));
+    let listed = store
+        .list_tenants(PageRequest::first(usize::MAX))
+        .await
+        .expect("tenants list");
+    assert_eq!(listed, vec![other.clone()]);
+    let other_found = store
+        .key_by_digest(&other_key.digest)
+        .await
+        .expect("lookup runs")
+        .expect("other key exists");
+    assert_eq!(other_found.info.revoked_at, None);
+}
+
+pub async fn deleted_tenant_rejects_every_change(backend: &TestStore) {
+    let store = backend.store();
+    let tenant = insert_tenant(&store, "Acme").await;
+    let key = insert_key(&store, tenant.id).await;
+    store
+        .delete_tenant(tenant.id, now(), &audit(tenant.id))
+        .await
+        .expect("delete runs")
+        .expect("tenant exists");
+    let recorded = audit_of(&store, tenant.id).await.len();
+    let name = TenantName::parse("Renamed").expect("valid tenant name");
+
+    let second_delete = store
+        .delete_tenant(tenant.id, now(), &audit(tenant.id))
+        .await
+        .expect("delete runs");
+    let suspend = store
+        .set_tenant_status(tenant.id, TenantStatus::Suspended, &audit(tenant.id))
+        .await
+        .expect("status update runs");
+    let rename = store
+        .rename_tenant(tenant.id, &name, &audit(tenant.id))
+        .await
+        .expect("rename runs");
+    let issue = store
+        .insert_key(&self::key(tenant.id, None), &audit(tenant.id))
+        .await;
+    let rotate = store
+        .rotate_key(
+            tenant.id,
+            key.info.id,
+            &self::key(tenant.id, None),
+            Rotation::RevokeAt(now()),
+            &audit(tenant.id),
+        )
+        .await
+        .expect("rotation runs");
+    let missing = store
+        .delete_tenant(TenantId::generate(), now(), &audit(tenant.id))
+        .await
+        .expect("delete runs");
+
+    assert_eq!(second_delete, None);
+    assert_eq!(suspend, None);
+    assert_eq!(rename, None);
+    assert!(
+        matches!(issue, Err(Error::NotFound { kind: "tenant", .. })),
+        "{issue:?}"
+    );
+    assert_eq!(rotate, None);
+    assert_eq!(missing, None);
+    assert_eq!(
+        audit_of(&store, tenant.id).await.len(),
+        recorded,
+        "rejected changes record nothing"
+    );
+}
+
+pub async fn audit_entries_round_trip(backend: &TestStore) {
+    let store = backend.store();
+    let tenant = tenant("Acme");
+    let key = self::key(tenant.id, None);
+    let admin_key = KeyId::generate();
+    let created = AuditEntry::new(
+        tenant.id,
+        Actor::Admin,
+        AuditAction::CreateTenant,
+        AuditTarget::Tenant(tenant.id),
+        datetime!(2030-01-02 03:04:05.678 UTC),
+    );
+    let issued = AuditEntry::new(
+        tenant.id,
+        Actor::Key(admin_key),
+        AuditAction::IssueKey,
+        AuditTarget::Key(key.info.id),
+        datetime!(2030-01-02 03:04:06.001 UTC),
+    );
+
+    store
+        .insert_tenant(&tenant, &created)
+        .await
+        .expect("tenant inserts");
+    store.insert_key(&key, &issued).await.expect("key inserts");
+
+    assert_eq!(audit_of(&store, tenant.id).await, vec![created, issued]);
+}
+
+pub async fn audit_records_each_change_per_tenant(backend: &TestStore) {
+    let store = backend.store();
+    let tenant = insert_tenant(&store, "Acme").await;
+    let other = insert_tenant(&store, "Globex").await;
+    let key = insert_key(&store, tenant.id).await;
+    let entry = |action, target| AuditEntry::new(tenant.id, Actor::Admin, action, target, now());
+    let name = TenantName::parse("Acme Europe").expect("valid tenant name");
+
+    let renamed = entry(AuditAction::RenameTenant, AuditTarget::Tenant(tenant.id));
+    store
+        .rename_tenant(tenant.id, &name, &renamed)
+        .await
+        .expect("rename runs");
+    let suspended = entry(AuditAction::SuspendTenant, AuditTarget::Tenant(tenant.id));
+    store
+        .set_tenant_status(tenant.id, TenantStatus::Suspended, &suspended)
+        .await
+        .expect("status update runs");
+    let rotated = entry(AuditAction::RotateKey, AuditTarget::Key(key.info.id));
+    store
+        .rotate_key(
+            tenant.id,
+            key.info.id,
+            &self::key(tenant.id, None),
+            Rotation::ExpireBy(now()),
+            &rotated,
+        )
+        .await
+        .expect("rotation runs")
+        .expect("key exists");
+    let revoked = entry(AuditAction::RevokeKey, AuditTarget::Key(key.info.id));
+    store
+        .revoke_key(tenant.id, key.info.id, now(), &revoked)
+        .await
+        .expect("revoke runs")
+        .expect("key exists");
+    let unknown = entry(AuditAction::RevokeKey, AuditTarget::Key(KeyId::generate()));
+    store
+        .revoke_key(tenant.id, KeyId::generate(), now(), &unknown)
+        .await
+        .expect("revoke runs");
+    let deleted = entry(AuditAction::DeleteTenant, AuditTarget::Tenant(tenant.id));
+    store
+        .delete_tenant(tenant.id, now(), &deleted)
+        .await
+        .expect("delete runs")
+        .expect("tenant exists");
+
+    let entries = audit_of(&store, tenant.id).await;
+    let actions: Vec<AuditAction> = entries.iter().map(|entry| entry.action).collect();
+    assert_eq!(
+        actions,
+        vec![
+            AuditAction::RenameTenant,
+            AuditAction::RenameTenant,
+            AuditAction::RenameTenant,
+            AuditAction::SuspendTenant,
+            AuditAction::RotateKey,
+            AuditAction::RevokeKey,
+            AuditAction::DeleteTenant,
+        ],
+        "the helper's entries for insertion, then one per change, and none for \
+         the unknown key"
+    );
+    assert_eq!(entries[3..], [suspended, rotated, revoked, deleted]);
+    assert_eq!(audit_of(&store, other.id).await.len(), 1);
+}
+
+pub async fn audit_pages_after_id(backend: &TestStore) {
+    let store = backend.store();
+    let tenant = insert_tenant(&store, "Acme").await;
+    for _ in 0..4 {
+        insert_key(&store, tenant.id).await;
+    }
+    let all = audit_of(&store, tenant.id).await;
+
+    let first = store
+        .list_audit(tenant.id, PageRequest::first(2))
+        .await
+        .expect("audit lists");
+    let second = store
+        .list_audit(
+            tenant.id,
+            PageRequest {
+                after: Some(first[1].id.as_uuid()),
+                limit: 2,
+            },
+        )
+        .await
+        .expect("audit lists");
+    let last = store
+        .list_audit(
+            tenant.id,
+            PageRequest {
+                after: Some(all[3].id.as_uuid()),
+                limit: 2,
+            },
+        )
+        .await
+        .expect("audit lists");
+
+    assert_eq!(all.len(), 5);
+    assert_eq!(first, all[..2]);
+    assert_eq!(second, all[2..4]);
+    assert_eq!(last, all[4..]);
 }

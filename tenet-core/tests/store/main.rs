@@ -40,6 +40,13 @@ macro_rules! backend_suite {
                 cases::tenant_limits_of_missing_tenant,
                 cases::key_limit_set_replaced_and_removed,
                 cases::key_limit_of_other_tenant_writes_nothing,
+                cases::tenant_status_changes_and_repeats,
+                cases::rename_keeps_other_fields,
+                cases::delete_revokes_keys_and_hides_tenant,
+                cases::deleted_tenant_rejects_every_change,
+                cases::audit_entries_round_trip,
+                cases::audit_records_each_change_per_tenant,
+                cases::audit_pages_after_id,
                 service::issued_key_verifies,
                 service::revoked_key_is_rejected,
                 service::unknown_key_is_rejected,
@@ -48,6 +55,9 @@ macro_rules! backend_suite {
                 service::scopes_are_required,
                 service::invalid_expiry_is_rejected,
                 service::rotated_key_ends_after_grace,
+                service::suspended_tenant_keys_are_rejected,
+                service::deleted_tenant_keeps_only_its_audit,
+                service::audit_trail_records_actor_and_target,
                 $($group :: $case,)*
             );
         }

@@ -6,12 +6,13 @@ use std::time::{Duration, Instant};
 
 use tenet_core::{
     Error, KeyDigest, KeyEventKind, KeyId, KeyInfo, KeyRecord, PageRequest, PostgresOptions,
-    PostgresStore, Store, Tenant, TenantId, TenantName,
+    PostgresStore, Store, Tenant, TenantId, TenantName, TenantStatus,
 };
 use time::OffsetDateTime;
 use tokio_postgres::Client;
 use tokio_postgres::config::{Config, Host};
 
+use crate::cases::audit;
 use crate::database::{TestSchema, database_url};
 
 const PASSWORD: &str = "zq9-Hunter2-secret";
@@ -24,11 +25,11 @@ fn now() -> OffsetDateTime {
 }
 
 fn tenant() -> Tenant {
-    Tenant {
-        id: TenantId::generate(),
-        name: TenantName::parse("Acme").expect("valid name"),
-        created_at: now(),
-    }
+    Tenant::new(
+        TenantId::generate(),
+        TenantName::parse("Acme").expect("valid name"),
+        now(),
+    )
 }
 
 fn key(tenant: TenantId) -> KeyRecord {
@@ -185,7 +186,7 @@ async fn schemas_are_isolated() {
     let tenant = tenant();
 
     first_store
-        .insert_tenant(&tenant)
+        .insert_tenant(&tenant, &audit(tenant.id))
         .await
         .expect("tenant inserts");
 
@@ -208,13 +209,24 @@ async fn key_events_record_issue_and_revoke() {
     };
     let store = schema.migrated_store().await;
     let tenant = tenant();
-    store.insert_tenant(&tenant).await.expect("tenant inserts");
+    store
+        .insert_tenant(&tenant, &audit(tenant.id))
+        .await
+        .expect("tenant inserts");
 
     let start = store.key_events(None).await.expect("clock reads");
     let key = key(tenant.id);
-    store.insert_key(&key).await.expect("key inserts");
     store
-        .revoke_key(tenant.id, key.info.id, key.info.created_at)
+        .insert_key(&key, &audit(key.info.tenant_id))
+        .await
+        .expect("key inserts");
+    store
+        .revoke_key(
+            tenant.id,
+            key.info.id,
+            key.info.created_at,
+            &audit(tenant.id),
+        )
         .await
         .expect("revoke runs")
         .expect("key exists");
@@ -253,10 +265,13 @@ async fn issuing_prunes_day_old_key_events() {
         .await
         .expect("old events insert");
     let tenant = tenant();
-    store.insert_tenant(&tenant).await.expect("tenant inserts");
+    store
+        .insert_tenant(&tenant, &audit(tenant.id))
+        .await
+        .expect("tenant inserts");
 
     store
-        .insert_key(&key(tenant.id))
+        .insert_key(&key(tenant.id), &audit(tenant.id))
         .await
         .expect("key inserts");
 
@@ -450,4 +465,104 @@ async fn invalid_url_is_config_error_without_password() {
     };
     assert!(message.contains("port"), "{message}");
     assert!(!message.contains(PASSWORD), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_changes_record_tenant_and_key_events() {
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    let store = schema.migrated_store().await;
+    let tenant = tenant();
+    store
+        .insert_tenant(&tenant, &audit(tenant.id))
+        .await
+        .expect("tenant inserts");
+    let key = key(tenant.id);
+    store
+        .insert_key(&key, &audit(tenant.id))
+        .await
+        .expect("key inserts");
+    let start = store.key_events(None).await.expect("clock reads");
+
+    for status in [TenantStatus::Suspended, TenantStatus::Active] {
+        store
+            .set_tenant_status(tenant.id, status, &audit(tenant.id))
+            .await
+            .expect("status update runs")
+            .expect("tenant exists");
+    }
+    store
+        .rename_tenant(
+            tenant.id,
+            &TenantName::parse("Renamed").expect("valid name"),
+            &audit(tenant.id),
+        )
+        .await
+        .expect("rename runs");
+    store
+        .delete_tenant(tenant.id, now(), &audit(tenant.id))
+        .await
+        .expect("delete runs")
+        .expect("tenant exists");
+    let batch = store
+        .key_events(Some(start.now))
+        .await
+        .expect("events read");
+
+    let tenants: Vec<TenantId> = batch
+        .tenant_events
+        .iter()
+        .map(|event| event.tenant_id)
+        .collect();
+    assert_eq!(
+        tenants,
+        vec![tenant.id; 3],
+        "suspend, resume and delete record events; a rename does not"
+    );
+    let kinds: Vec<_> = batch.events.iter().map(|event| event.kind).collect();
+    assert_eq!(kinds, vec![KeyEventKind::Revoked]);
+    assert_eq!(batch.events[0].digest, key.digest);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_revokes_keys_issued_concurrently() {
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    let store = Arc::new(schema.migrated_store().await);
+    let tenant = tenant();
+    store
+        .insert_tenant(&tenant, &audit(tenant.id))
+        .await
+        .expect("tenant inserts");
+
+    // Issues race the deletion; each either lands before it, and is then
+    // revoked by it, or fails because the tenant is gone.
+    let issuers: Vec<_> = (0..20)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.insert_key(&key(tenant.id), &audit(tenant.id)).await })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    store
+        .delete_tenant(tenant.id, now(), &audit(tenant.id))
+        .await
+        .expect("delete runs")
+        .expect("tenant exists");
+    for issuer in issuers {
+        let issued = issuer.await.expect("task finished");
+        assert!(
+            matches!(issued, Ok(()) | Err(Error::NotFound { kind: "tenant", .. })),
+            "{issued:?}"
+        );
+    }
+
+    let keys = store
+        .list_keys(tenant.id, PageRequest::first(usize::MAX))
+        .await
+        .expect("keys list");
+    let live: Vec<_> = keys.iter().filter(|key| key.revoked_at.is_none()).collect();
+    assert!(live.is_empty(), "keys left valid: {live:?}");
 }

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tenet_core::{
-    ApiKey, Error, KeyName, KeyOptions, Pepper, Principal, Rejection, Scope, Store, TenantName,
-    Tenet,
+    Actor, ApiKey, AuditAction, AuditId, AuditTarget, Error, KeyName, KeyOptions, Pepper,
+    Principal, Rejection, Scope, Store, TenantId, TenantName, TenantStatus, Tenet,
 };
 use time::OffsetDateTime;
 
@@ -268,4 +268,140 @@ pub async fn rotated_key_ends_after_grace(backend: &TestStore) {
         "{expired:?}"
     );
     assert!(tenet.verify(new_key).await.is_ok());
+}
+
+pub async fn suspended_tenant_keys_are_rejected(backend: &TestStore) {
+    let tenet = open(backend.store(), &pepper()).await;
+    let tenant = tenant_of(&tenet).await;
+    let issued = tenet.issue_key(tenant, None).await.expect("key is issued");
+    let presented = issued.api_key.expose_secret();
+
+    let suspended = tenet.suspend_tenant(tenant).await.expect("suspended");
+    let again = tenet.suspend_tenant(tenant).await.expect("suspended again");
+    let while_suspended = tenet.verify(presented).await;
+    let resumed = tenet.resume_tenant(tenant).await.expect("resumed");
+    let after = tenet.verify(presented).await;
+
+    assert_eq!(suspended.status, TenantStatus::Suspended);
+    assert_eq!(again.status, TenantStatus::Suspended);
+    assert!(
+        matches!(
+            while_suspended,
+            Err(Error::Rejected(Rejection::TenantSuspended))
+        ),
+        "{while_suspended:?}"
+    );
+    assert_eq!(resumed.status, TenantStatus::Active);
+    assert!(after.is_ok(), "{after:?}");
+}
+
+pub async fn deleted_tenant_keeps_only_its_audit(backend: &TestStore) {
+    let tenet = open(backend.store(), &pepper()).await;
+    let tenant = tenant_of(&tenet).await;
+    let issued = tenet.issue_key(tenant, None).await.expect("key is issued");
+
+    tenet.delete_tenant(tenant).await.expect("deleted");
+
+    let verified = tenet.verify(issued.api_key.expose_secret()).await;
+    assert!(
+        matches!(verified, Err(Error::Rejected(Rejection::Revoked))),
+        "{verified:?}"
+    );
+    let not_found =
+        |result: &Result<_, Error>| matches!(result, Err(Error::NotFound { kind: "tenant", .. }));
+    assert!(not_found(&tenet.tenant(tenant).await.map(|_| ())));
+    assert!(not_found(&tenet.delete_tenant(tenant).await));
+    assert!(not_found(&tenet.suspend_tenant(tenant).await.map(|_| ())));
+    assert!(not_found(&tenet.list_keys(tenant).await.map(|_| ())));
+    assert!(not_found(
+        &tenet.revoke_key(tenant, issued.info.id).await.map(|_| ())
+    ));
+    assert!(not_found(&tenet.issue_key(tenant, None).await.map(|_| ())));
+    let listed = tenet.list_tenants().await.expect("tenants list");
+    assert!(listed.iter().all(|listed| listed.id != tenant));
+    let audit = tenet
+        .audit_page(tenant, None, 50)
+        .await
+        .expect("audit reads");
+    assert_eq!(audit.items.len(), 3);
+    assert_eq!(audit.items[2].action, AuditAction::DeleteTenant);
+}
+
+pub async fn audit_trail_records_actor_and_target(backend: &TestStore) {
+    let tenet = open(backend.store(), &pepper()).await;
+    let tenant = tenant_of(&tenet).await;
+    let admin_key = tenet.issue_key(tenant, None).await.expect("key is issued");
+    let as_key = tenet.acting_as(Actor::Key(admin_key.info.id));
+
+    let issued = as_key.issue_key(tenant, None).await.expect("key is issued");
+    let rotated = as_key
+        .rotate_key(tenant, issued.info.id, Duration::ZERO)
+        .await
+        .expect("key rotates");
+    as_key
+        .revoke_key(tenant, rotated.issued.info.id)
+        .await
+        .expect("key is revoked");
+    tenet
+        .rename_tenant(
+            tenant,
+            TenantName::parse("Acme Europe").expect("valid name"),
+        )
+        .await
+        .expect("renamed");
+    tenet.suspend_tenant(tenant).await.expect("suspended");
+    tenet.resume_tenant(tenant).await.expect("resumed");
+    tenet.delete_tenant(tenant).await.expect("deleted");
+    let first = tenet
+        .audit_page(tenant, None, 5)
+        .await
+        .expect("audit reads");
+    let after = first.next_after.map(AuditId::from_uuid);
+    let second = tenet
+        .audit_page(tenant, after, 5)
+        .await
+        .expect("audit reads");
+
+    let entries: Vec<_> = first.items.iter().chain(&second.items).collect();
+    let summary: Vec<_> = entries
+        .iter()
+        .map(|entry| (entry.action, entry.actor, entry.target))
+        .collect();
+    let admin = Actor::Admin;
+    let key = Actor::Key(admin_key.info.id);
+    let tenant_target = AuditTarget::Tenant(tenant);
+    assert_eq!(
+        summary,
+        vec![
+            (AuditAction::CreateTenant, admin, tenant_target),
+            (
+                AuditAction::IssueKey,
+                admin,
+                AuditTarget::Key(admin_key.info.id)
+            ),
+            (AuditAction::IssueKey, key, AuditTarget::Key(issued.info.id)),
+            (
+                AuditAction::RotateKey,
+                key,
+                AuditTarget::Key(issued.info.id)
+            ),
+            (
+                AuditAction::RevokeKey,
+                key,
+                AuditTarget::Key(rotated.issued.info.id)
+            ),
+            (AuditAction::RenameTenant, admin, tenant_target),
+            (AuditAction::SuspendTenant, admin, tenant_target),
+            (AuditAction::ResumeTenant, admin, tenant_target),
+            (AuditAction::DeleteTenant, admin, tenant_target),
+        ]
+    );
+    assert_eq!(second.next_after, None);
+    assert!(entries.iter().all(|entry| entry.tenant_id == tenant));
+    assert!(entries.windows(2).all(|pair| pair[0].at <= pair[1].at));
+    let missing = tenet.audit_page(TenantId::generate(), None, 5).await;
+    assert!(
+        matches!(missing, Err(Error::NotFound { .. })),
+        "{missing:?}"
+    );
 }

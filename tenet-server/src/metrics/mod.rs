@@ -36,9 +36,12 @@ const REQUEST_DURATION_BUCKETS: [f64; 14] = [
 /// Route templates that get a pre-resolved request metric handle, with
 /// `unmatched` last. A template missing here is still counted, through a
 /// `Family` lookup per request.
-const ROUTE_TEMPLATES: [&str; 13] = [
+const ROUTE_TEMPLATES: [&str; 16] = [
     "/tenants",
     "/tenants/{id}",
+    "/tenants/{id}/suspend",
+    "/tenants/{id}/resume",
+    "/tenants/{id}/audit",
     "/tenants/{id}/limits",
     "/tenants/{id}/keys",
     "/tenants/{id}/keys/{key_id}",
@@ -94,10 +97,12 @@ pub enum Verification {
     Expired,
     /// Valid, but without a scope that the route requires.
     MissingScope,
+    /// Valid, but its tenant is suspended.
+    TenantSuspended,
 }
 
 impl Verification {
-    const ALL: [Verification; 7] = [
+    const ALL: [Verification; 8] = [
         Verification::Valid,
         Verification::Malformed,
         Verification::Unknown,
@@ -105,6 +110,7 @@ impl Verification {
         Verification::Unavailable,
         Verification::Expired,
         Verification::MissingScope,
+        Verification::TenantSuspended,
     ];
 
     /// Classifies the result of [`Tenet::verify`].
@@ -115,6 +121,9 @@ impl Verification {
             Err(tenet_core::Error::Rejected(Rejection::Revoked)) => Verification::Revoked,
             Err(tenet_core::Error::Rejected(Rejection::Expired)) => Verification::Expired,
             Err(tenet_core::Error::Rejected(Rejection::MissingScope)) => Verification::MissingScope,
+            Err(tenet_core::Error::Rejected(Rejection::TenantSuspended)) => {
+                Verification::TenantSuspended
+            }
             Err(tenet_core::Error::Rejected(_)) => Verification::Unknown,
             Err(_) => Verification::Unavailable,
         }
@@ -130,6 +139,7 @@ impl Verification {
             Verification::Unavailable => "unavailable",
             Verification::Expired => "expired",
             Verification::MissingScope => "missing_scope",
+            Verification::TenantSuspended => "tenant_suspended",
         }
     }
 
@@ -188,7 +198,7 @@ pub struct Metrics {
     request_handles: Box<[OnceLock<RequestHandles>]>,
     /// One counter per [`Verification`], in [`Verification::ALL`] order,
     /// so that counting takes no lookup.
-    verifications: [Counter; 7],
+    verifications: [Counter; Verification::ALL.len()],
     /// One counter per [`LimitOutcome`], in [`LimitOutcome::ALL`] order.
     limit_outcomes: [Counter; 5],
     /// 1 while rate limits fall back to this process because Redis fails.
@@ -418,6 +428,9 @@ mod tests {
         let paths = [
             "/tenants",
             "/tenants/t",
+            "/tenants/t/suspend",
+            "/tenants/t/resume",
+            "/tenants/t/audit",
             "/tenants/t/keys",
             "/tenants/t/keys/k",
             "/tenants/t/keys/k/rotate",

@@ -92,7 +92,11 @@ pub async fn issue(
     // NOTE: only scopes are bounded by the caller. A tenet:admin key that
     // expires may still issue a key without expiry.
     caller.require_grantable(&options.scopes)?;
-    let issued = state.tenet.issue_key_with(tenant, options).await?;
+    let issued = state
+        .tenet
+        .acting_as(caller.actor())
+        .issue_key_with(tenant, options)
+        .await?;
 
     let mut response = json(StatusCode::CREATED, &IssuedKeyResponse::from(&issued));
     response
@@ -134,10 +138,14 @@ pub async fn revoke(
     tenant: &str,
     key: &str,
 ) -> Result<Response, Error> {
-    let (tenant, _) = authorize(state, headers, tenant).await?;
+    let (tenant, caller) = authorize(state, headers, tenant).await?;
     let key = KeyId::parse(key).map_err(|_| Error::KeyNotFound)?;
 
-    state.tenet.revoke_key(tenant, key).await?;
+    state
+        .tenet
+        .acting_as(caller.actor())
+        .revoke_key(tenant, key)
+        .await?;
 
     Ok(empty(StatusCode::NO_CONTENT))
 }
@@ -184,7 +192,11 @@ pub async fn rotate(
             .ok_or(Error::KeyNotFound)?;
         caller.require_grantable(&old.scopes)?;
     }
-    let rotated = state.tenet.rotate_key(tenant, key, grace).await?;
+    let rotated = state
+        .tenet
+        .acting_as(caller.actor())
+        .rotate_key(tenant, key, grace)
+        .await?;
 
     let body = RotateKeyResponse {
         new_key: IssuedKeyResponse::from(&rotated.issued),

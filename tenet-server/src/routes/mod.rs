@@ -27,6 +27,9 @@ mod verify;
 pub enum Route {
     Tenants,
     Tenant { tenant: String },
+    SuspendTenant { tenant: String },
+    ResumeTenant { tenant: String },
+    TenantAudit { tenant: String },
     TenantLimits { tenant: String },
     TenantKeys { tenant: String },
     TenantKey { tenant: String, key: String },
@@ -54,7 +57,16 @@ impl Route {
             ["tenants", tenant] => Route::Tenant {
                 tenant: (*tenant).to_owned(),
             },
+            ["tenants", tenant, "suspend"] => Route::SuspendTenant {
+                tenant: (*tenant).to_owned(),
+            },
+            ["tenants", tenant, "resume"] => Route::ResumeTenant {
+                tenant: (*tenant).to_owned(),
+            },
             ["tenants", tenant, "limits"] => Route::TenantLimits {
+                tenant: (*tenant).to_owned(),
+            },
+            ["tenants", tenant, "audit"] => Route::TenantAudit {
                 tenant: (*tenant).to_owned(),
             },
             ["tenants", tenant, "keys"] => Route::TenantKeys {
@@ -89,6 +101,9 @@ impl Route {
         match self {
             Route::Tenants => "/tenants",
             Route::Tenant { .. } => "/tenants/{id}",
+            Route::SuspendTenant { .. } => "/tenants/{id}/suspend",
+            Route::ResumeTenant { .. } => "/tenants/{id}/resume",
+            Route::TenantAudit { .. } => "/tenants/{id}/audit",
             Route::TenantLimits { .. } => "/tenants/{id}/limits",
             Route::TenantKeys { .. } => "/tenants/{id}/keys",
             Route::TenantKey { .. } => "/tenants/{id}/keys/{key_id}",
@@ -115,11 +130,18 @@ impl Route {
             Route::Tenants | Route::TenantKeys { .. } => {
                 (&[Method::GET, Method::POST], "GET, POST")
             }
+            Route::Tenant { .. } => (
+                &[Method::GET, Method::PATCH, Method::DELETE],
+                "GET, PATCH, DELETE",
+            ),
             Route::TenantKey { .. } => (&[Method::DELETE], "DELETE"),
             Route::TenantLimits { .. } => (&[Method::GET, Method::PUT], "GET, PUT"),
             Route::KeyLimit { .. } => (&[Method::PUT], "PUT"),
-            Route::Verify | Route::RotateKey { .. } => (&[Method::POST], "POST"),
-            Route::Tenant { .. }
+            Route::Verify
+            | Route::RotateKey { .. }
+            | Route::SuspendTenant { .. }
+            | Route::ResumeTenant { .. } => (&[Method::POST], "POST"),
+            Route::TenantAudit { .. }
             | Route::Protected
             | Route::Healthz
             | Route::Readyz
@@ -136,6 +158,9 @@ impl Route {
         vec![
             Route::Tenants,
             Route::Tenant { tenant: tenant() },
+            Route::SuspendTenant { tenant: tenant() },
+            Route::ResumeTenant { tenant: tenant() },
+            Route::TenantAudit { tenant: tenant() },
             Route::TenantLimits { tenant: tenant() },
             Route::TenantKeys { tenant: tenant() },
             Route::TenantKey {
@@ -167,17 +192,20 @@ impl Route {
         match self {
             Route::Tenants => 0,
             Route::Tenant { .. } => 1,
-            Route::TenantLimits { .. } => 2,
-            Route::TenantKeys { .. } => 3,
-            Route::TenantKey { .. } => 4,
-            Route::RotateKey { .. } => 5,
-            Route::KeyLimit { .. } => 6,
-            Route::Protected => 7,
-            Route::Verify => 8,
-            Route::Healthz => 9,
-            Route::Readyz => 10,
-            Route::Metrics => 11,
-            Route::OpenApi => 12,
+            Route::SuspendTenant { .. } => 2,
+            Route::ResumeTenant { .. } => 3,
+            Route::TenantAudit { .. } => 4,
+            Route::TenantLimits { .. } => 5,
+            Route::TenantKeys { .. } => 6,
+            Route::TenantKey { .. } => 7,
+            Route::RotateKey { .. } => 8,
+            Route::KeyLimit { .. } => 9,
+            Route::Protected => 10,
+            Route::Verify => 11,
+            Route::Healthz => 12,
+            Route::Readyz => 13,
+            Route::Metrics => 14,
+            Route::OpenApi => 15,
         }
     }
 
@@ -185,6 +213,9 @@ impl Route {
     fn tenant_segment(&self) -> Option<&str> {
         match self {
             Route::Tenant { tenant }
+            | Route::SuspendTenant { tenant }
+            | Route::ResumeTenant { tenant }
+            | Route::TenantAudit { tenant }
             | Route::TenantLimits { tenant }
             | Route::TenantKeys { tenant }
             | Route::TenantKey { tenant, .. }
@@ -226,7 +257,18 @@ pub async fn dispatch(state: &State, route: Option<Route>, request: Request<Inco
     let result = match (route, method) {
         (Route::Tenants, Method::POST) => tenants::create(state, request).await,
         (Route::Tenants, _) => tenants::list(state, &request).await,
+        (Route::Tenant { tenant }, Method::PATCH) => tenants::rename(state, request, &tenant).await,
+        (Route::Tenant { tenant }, Method::DELETE) => {
+            tenants::delete(state, request.headers(), &tenant).await
+        }
         (Route::Tenant { tenant }, _) => tenants::get(state, request.headers(), &tenant).await,
+        (Route::SuspendTenant { tenant }, _) => {
+            tenants::suspend(state, request.headers(), &tenant).await
+        }
+        (Route::ResumeTenant { tenant }, _) => {
+            tenants::resume(state, request.headers(), &tenant).await
+        }
+        (Route::TenantAudit { tenant }, _) => tenants::audit(state, &request, &tenant).await,
         (Route::TenantKeys { tenant }, Method::POST) => keys::issue(state, request, &tenant).await,
         (Route::TenantKeys { tenant }, _) => keys::list(state, &request, &tenant).await,
         (Route::TenantKey { tenant, key }, _) => {
@@ -310,6 +352,19 @@ mod tests {
                 }),
             ),
             ("/tenants/t/other", None),
+            (
+                "/tenants/t/suspend",
+                Some(Route::SuspendTenant { tenant: tenant() }),
+            ),
+            (
+                "/tenants/t/resume",
+                Some(Route::ResumeTenant { tenant: tenant() }),
+            ),
+            (
+                "/tenants/t/audit",
+                Some(Route::TenantAudit { tenant: tenant() }),
+            ),
+            ("/tenants/t/audit/x", None),
             ("/Tenants", None),
         ];
 

@@ -34,6 +34,8 @@ pub enum Listing {
     Tenants,
     /// The keys of one tenant.
     Keys(TenantId),
+    /// The audit trail of one tenant.
+    Audit(TenantId),
 }
 
 impl Listing {
@@ -41,6 +43,7 @@ impl Listing {
         match self {
             Listing::Tenants => 1,
             Listing::Keys(_) => 2,
+            Listing::Audit(_) => 3,
         }
     }
 
@@ -50,7 +53,7 @@ impl Listing {
         hasher.update(&[self.tag()]);
         match self {
             Listing::Tenants => {}
-            Listing::Keys(tenant) => {
+            Listing::Keys(tenant) | Listing::Audit(tenant) => {
                 hasher.update(tenant.as_uuid().as_bytes());
             }
         }

@@ -173,7 +173,13 @@ fn cases() -> Vec<Case> {
         Case::new("PUT on /tenants", Method::PUT, "/tenants")
             .expect(S::METHOD_NOT_ALLOWED, "method_not_allowed")
             .allow("GET, POST"),
-        Case::new("DELETE on a tenant", Method::DELETE, "/tenants/{tenant}")
+        Case::new("PUT on a tenant", Method::PUT, "/tenants/{tenant}")
+            .expect(S::METHOD_NOT_ALLOWED, "method_not_allowed")
+            .allow("GET, PATCH, DELETE"),
+        Case::new("GET on suspend", Method::GET, "/tenants/{tenant}/suspend")
+            .expect(S::METHOD_NOT_ALLOWED, "method_not_allowed")
+            .allow("POST"),
+        Case::new("POST on the audit", Method::POST, "/tenants/{tenant}/audit")
             .expect(S::METHOD_NOT_ALLOWED, "method_not_allowed")
             .allow("GET"),
         Case::new("PATCH on keys", Method::PATCH, "/tenants/{tenant}/keys")

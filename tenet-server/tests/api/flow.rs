@@ -88,7 +88,8 @@ async fn create_responses_have_the_documented_shape() {
     assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
     let tenant: Value = response.json().await.expect("tenant JSON");
     let id = tenant["id"].as_str().expect("id is a string").to_owned();
-    assert_eq!(field_names(&tenant), ["created_at", "id", "name"]);
+    assert_eq!(field_names(&tenant), ["created_at", "id", "name", "status"]);
+    assert_eq!(tenant["status"], "active");
     assert!(
         time::OffsetDateTime::parse(
             tenant["created_at"].as_str().expect("string"),

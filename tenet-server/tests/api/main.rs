@@ -8,6 +8,7 @@ mod drain;
 mod errors;
 mod flow;
 mod helpers;
+mod lifecycle;
 mod limits;
 mod observability;
 mod openapi;

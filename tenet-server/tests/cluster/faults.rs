@@ -128,6 +128,11 @@ async fn postgres_fault_serves_cached_keys(mode: Mode) {
     let tenant = cluster.tenant(0).await;
     let cached = cluster.issue(0, &tenant).await;
     assert_eq!(cluster.protected(0, &cached.api_key).await, StatusCode::OK);
+    // A subscription vouches for cached entries only once a poll of the
+    // store's events has completed after it started; the poll runs every
+    // 250 ms. Tenant status has no copy in Redis, so without this wait it
+    // would not be trusted a second into the outage.
+    sleep(Duration::from_millis(600)).await;
 
     cluster.replicas[0].postgres.set(mode);
     // A connection that hangs is given up after both timeouts.

@@ -10,6 +10,7 @@
 
 mod agreement;
 mod faults;
+mod lifecycle;
 // The API tests' server helpers; this binary uses only some of them.
 #[allow(dead_code)]
 #[path = "../api/helpers.rs"]

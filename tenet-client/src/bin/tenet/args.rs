@@ -40,7 +40,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create, list and read tenants.
+    /// Create, list, read, rename, suspend, resume and delete tenants, and
+    /// read their audit trail.
     #[command(subcommand)]
     Tenants(TenantsCommand),
 
@@ -79,6 +80,39 @@ pub enum TenantsCommand {
 
     /// Read one tenant.
     Get {
+        /// Tenant id.
+        tenant: TenantId,
+    },
+
+    /// Rename a tenant.
+    Rename {
+        /// Tenant id.
+        tenant: TenantId,
+
+        /// New display name of the tenant.
+        name: String,
+    },
+
+    /// Suspend a tenant: its keys are rejected until it is resumed.
+    Suspend {
+        /// Tenant id.
+        tenant: TenantId,
+    },
+
+    /// Resume a suspended tenant, whose keys then work again.
+    Resume {
+        /// Tenant id.
+        tenant: TenantId,
+    },
+
+    /// Revoke every key of a tenant and delete it; this cannot be undone.
+    Delete {
+        /// Tenant id.
+        tenant: TenantId,
+    },
+
+    /// List a tenant's audit trail, oldest first: who changed what, when.
+    Audit {
         /// Tenant id.
         tenant: TenantId,
     },

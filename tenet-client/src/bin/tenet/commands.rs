@@ -4,7 +4,8 @@ use std::io::{self, BufRead as _, Write};
 
 use tenet_client::{Client, Credential};
 use tenet_core::api::{
-    IssueKeyRequest, IssuedKeyResponse, KeyResponse, LimitBody, RotateKeyRequest, TenantLimitsBody,
+    AuditEntryResponse, IssueKeyRequest, IssuedKeyResponse, KeyResponse, LimitBody,
+    RotateKeyRequest, TenantLimitsBody,
     TenantResponse,
 };
 
@@ -88,7 +89,55 @@ async fn tenants(
             let tenant = client.tenant(tenant).await?;
             print_tenants(out, json, std::slice::from_ref(&tenant), Some(&tenant))
         }
+        TenantsCommand::Rename { tenant, name } => {
+            let tenant = client.rename_tenant(tenant, &name).await?;
+            print_tenants(out, json, std::slice::from_ref(&tenant), Some(&tenant))
+        }
+        TenantsCommand::Suspend { tenant } => {
+            let tenant = client.suspend_tenant(tenant).await?;
+            print_tenants(out, json, std::slice::from_ref(&tenant), Some(&tenant))
+        }
+        TenantsCommand::Resume { tenant } => {
+            let tenant = client.resume_tenant(tenant).await?;
+            print_tenants(out, json, std::slice::from_ref(&tenant), Some(&tenant))
+        }
+        TenantsCommand::Delete { tenant } => {
+            client.delete_tenant(tenant).await?;
+            if json {
+                output::json(out, &serde_json::json!({ "deleted": tenant }))?;
+            } else {
+                writeln!(out, "deleted tenant {tenant} and revoked its keys")?;
+            }
+            Ok(())
+        }
+        TenantsCommand::Audit { tenant } => {
+            let list = client.list_audit(tenant).await?;
+            if json {
+                return Ok(output::json(out, &list)?);
+            }
+            print_audit(out, &list.entries)
+        }
     }
+}
+
+/// Prints audit entries as a table.
+fn print_audit(out: &mut impl Write, entries: &[AuditEntryResponse]) -> Result<(), Failure> {
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|entry| {
+            vec![
+                output::time(entry.at),
+                entry.actor.clone(),
+                entry.action.clone(),
+                format!("{} {}", entry.target_type, entry.target_id),
+            ]
+        })
+        .collect();
+    Ok(output::table(
+        out,
+        &["AT", "ACTOR", "ACTION", "TARGET"],
+        &rows,
+    )?)
 }
 
 /// Prints tenants as a table, or `single` as a JSON object.
@@ -107,11 +156,16 @@ fn print_tenants(
             vec![
                 tenant.id.to_string(),
                 tenant.name.clone(),
+                tenant.status.clone(),
                 output::time(tenant.created_at),
             ]
         })
         .collect();
-    Ok(output::table(out, &["ID", "NAME", "CREATED"], &rows)?)
+    Ok(output::table(
+        out,
+        &["ID", "NAME", "STATUS", "CREATED"],
+        &rows,
+    )?)
 }
 
 async fn limits(

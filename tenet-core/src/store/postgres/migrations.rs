@@ -78,6 +78,31 @@ CREATE TABLE key_limits (
     shadow     boolean NOT NULL
 );
 "#,
+    // Tenant status and deletion, the audit trail, and tenant events, which
+    // tell other replicas' caches which tenants changed status. A deleted
+    // tenant keeps its row, so that its audit entries keep their tenant.
+    r#"
+ALTER TABLE tenants
+    ADD COLUMN status text NOT NULL DEFAULT 'active'
+        CHECK (status IN ('active', 'suspended')),
+    ADD COLUMN deleted_at timestamptz;
+CREATE TABLE audit_log (
+    id           uuid PRIMARY KEY,
+    tenant_id    uuid NOT NULL REFERENCES tenants (id),
+    actor        text NOT NULL,
+    action       text NOT NULL,
+    target_kind  text NOT NULL CHECK (target_kind IN ('tenant', 'key')),
+    target_id    uuid NOT NULL,
+    at           timestamptz NOT NULL
+);
+CREATE INDEX audit_log_by_tenant ON audit_log (tenant_id, id);
+CREATE TABLE tenant_events (
+    seq        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id  uuid NOT NULL,
+    at         timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX tenant_events_by_time ON tenant_events (at);
+"#,
 ];
 
 /// The version of the newest migration, as stored in
