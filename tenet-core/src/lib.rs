@@ -25,10 +25,13 @@
 //! - [`secret`]: the pepper, key digests and the admin token;
 //! - [`id`], [`name`], [`scope`], [`tenant`]: identifiers and validated values;
 //! - [`expiry`]: key expiry checks;
+//! - [`metadata`]: the JSON object an issuer attaches to a key;
 //! - [`store`]: the storage trait and its backends;
 //! - [`cache`]: the verification caches, in process and in Redis;
 //! - [`service`]: [`Tenet`], the operations;
 //! - [`ratelimit`]: GCRA rate limits, in process and in Redis;
+//! - [`key_use`]: `last_used_at`, recorded in memory and written in batches;
+//! - [`usage`]: request counts per tenant, key and hour;
 //! - [`stats`]: cache and connection pool counters for metrics;
 //! - [`error`]: the crate's one error type;
 //! - [`api`]: the request and response bodies of the HTTP API.
@@ -46,6 +49,8 @@ pub mod error;
 pub mod expiry;
 pub mod id;
 pub mod key;
+pub mod key_use;
+pub mod metadata;
 pub mod name;
 pub mod ratelimit;
 pub mod scope;
@@ -54,14 +59,17 @@ pub mod service;
 pub mod stats;
 pub mod store;
 pub mod tenant;
+pub mod usage;
 
 pub use cache::CacheOptions;
 pub use cache::redis::RedisOptions;
 pub use error::{Error, Rejection, Result};
 pub use id::{KeyId, TenantId};
+pub use key_use::KeyUse;
 pub use key::{
     ApiKey, IssuedKey, KeyInfo, KeyOptions, KeyRecord, Principal, RotatedKey, VerifiedKey,
 };
+pub use metadata::KeyMetadata;
 pub use name::{KeyName, TenantName};
 pub use scope::Scope;
 pub use secret::{AdminToken, AdminTokenDigest, KeyDigest, Pepper};
@@ -71,3 +79,4 @@ pub use store::{
     PostgresStore, Rotation, SqliteStore, Store,
 };
 pub use tenant::Tenant;
+pub use usage::{Granularity, Outcome, UsageCount, UsageRange};

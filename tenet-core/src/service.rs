@@ -12,11 +12,13 @@ use crate::id::{KeyId, TenantId};
 use crate::key::{
     ApiKey, IssuedKey, KeyInfo, KeyOptions, KeyRecord, Principal, RotatedKey, VerifiedKey,
 };
+use crate::key_use::KeyUseRecorder;
 use crate::name::{KeyName, TenantName};
 use crate::secret::{KeyDigest, Pepper};
 use crate::stats::{CacheStats, PoolStatuses};
 use crate::store::{Page, PageRequest, Rotation, Store};
 use crate::tenant::Tenant;
+use crate::usage::{Outcome, UsageCount, UsageRange, UsageRecorder};
 
 const PEPPER_FINGERPRINT: &str = "pepper_fingerprint";
 
@@ -32,6 +34,8 @@ pub struct Tenet {
     store: Arc<dyn Store>,
     pepper: Pepper,
     cache: Option<Arc<CacheLayer>>,
+    key_uses: Arc<KeyUseRecorder>,
+    usage: Arc<UsageRecorder>,
 }
 
 /// Configures a [`Tenet`]; see [`Tenet::builder`].
@@ -100,6 +104,8 @@ impl TenetBuilder {
             store: self.store,
             pepper: self.pepper,
             cache,
+            key_uses: Arc::default(),
+            usage: Arc::default(),
         })
     }
 }
@@ -248,6 +254,8 @@ impl Tenet {
                 revoked_at: None,
                 expires_at,
                 scopes,
+                metadata: options.metadata,
+                last_used_at: None,
             },
             digest: self.pepper.digest(api_key.secret()),
         };
@@ -307,12 +315,14 @@ impl Tenet {
             .ok_or_else(|| Error::not_found("key", key))?;
         tracing::debug!(tenant_id = %tenant, key_id = %key, "revoked key");
 
-        self.announce(&revoked.digest, &Verdict::Revoked).await;
+        let owner = principal_of(&revoked.info);
+        self.announce(&revoked.digest, &Verdict::Revoked(Some(owner)))
+            .await;
         Ok(revoked.info)
     }
 
-    /// Rotates a key: issues a new key with the old key's name and scopes,
-    /// and ends the old key after `grace`, or at once for a zero grace.
+    /// Rotates a key: issues a new key with the old key's name, scopes and
+    /// metadata, and ends the old key after `grace`, or at once for a zero grace.
     ///
     /// The old key's expiry moves to now plus `grace` unless it already
     /// expires sooner, and every replica's cache learns of the shorter
@@ -344,6 +354,8 @@ impl Tenet {
                 revoked_at: None,
                 expires_at: old.expires_at.filter(|at| *at > rotated_at),
                 scopes: old.scopes.clone(),
+                metadata: old.metadata.clone(),
+                last_used_at: None,
             },
             digest: self.pepper.digest(api_key.secret()),
         };
@@ -367,7 +379,7 @@ impl Tenet {
         self.announce(&replacement.digest, &valid_verdict(&replacement.info))
             .await;
         let old_verdict = if ended.info.revoked_at.is_some() {
-            Verdict::Revoked
+            Verdict::Revoked(Some(principal_of(&ended.info)))
         } else {
             valid_verdict(&ended.info)
         };
@@ -407,26 +419,121 @@ impl Tenet {
         presented: &str,
         required_scopes: &[&str],
     ) -> Result<VerifiedKey> {
+        let verified = self.verdict(presented).await?.check(required_scopes);
+        if let Ok(verified) = &verified {
+            self.key_uses.record(verified.principal.key_id);
+        }
+        verified
+    }
+
+    /// Verifies a presented key like [`Tenet::verify_with`] and counts the
+    /// request for usage metering: accepted when the key verifies, rejected
+    /// when the key is known but revoked, expired or missing a scope.
+    ///
+    /// Malformed and unknown keys belong to no tenant and are not counted.
+    /// A revoked key is counted only while this process knows whose it was:
+    /// a revoked state that reached the cache through another replica's
+    /// key event or through Redis does not say.
+    pub async fn verify_metered(
+        &self,
+        presented: &str,
+        required_scopes: &[&str],
+    ) -> Result<VerifiedKey> {
+        let verdict = self.verdict(presented).await?;
+        let owner = verdict.principal();
+        let verified = verdict.check(required_scopes);
+
+        match (&verified, owner) {
+            (Ok(verified), _) => {
+                let principal = verified.principal;
+                self.key_uses.record(principal.key_id);
+                self.record_usage(principal.tenant_id, principal.key_id, Outcome::Accepted);
+            }
+            (Err(Error::Rejected(_)), Some(owner)) => {
+                self.record_usage(owner.tenant_id, owner.key_id, Outcome::Rejected);
+            }
+            (Err(_), _) => {}
+        }
+        verified
+    }
+
+    /// Counts one request of a key for usage metering, in memory until the
+    /// next [`Tenet::flush_usage`]. Never waits and never fails.
+    pub fn record_usage(&self, tenant: TenantId, key: KeyId, outcome: Outcome) {
+        self.usage.record(tenant, key, outcome);
+    }
+
+    /// Returns the cached or stored state of a presented key.
+    async fn verdict(&self, presented: &str) -> Result<Verdict> {
         let digest = self
             .pepper
             .digest_presented(presented)
             .map_err(Error::Rejected)?;
 
         let Some(cache) = &self.cache else {
-            return self
-                .verdict_from_store(&digest)
-                .await?
-                .check(required_scopes);
+            return self.verdict_from_store(&digest).await;
         };
         let now = cache.local.now();
         if let Some(verdict) = cache.local.get(&digest, now, cache.trust_cutoff(now)) {
             cache.stats.local_hits.increment();
-            return verdict.check(required_scopes);
+            return Ok(verdict);
         }
         cache.stats.local_misses.increment();
-        self.verify_uncached(cache, digest)
-            .await?
-            .check(required_scopes)
+        self.verify_uncached(cache, digest).await
+    }
+
+    /// Writes the `last_used_at` of every key that verified since the last
+    /// call, in one store call, and returns how many keys it wrote.
+    ///
+    /// Called once per interval, this writes each key at most once per
+    /// interval. When the write fails, the uses are kept for the next call.
+    pub async fn flush_key_uses(&self) -> Result<usize> {
+        let uses = self.key_uses.take();
+        if uses.is_empty() {
+            return Ok(0);
+        }
+        match self.store.record_key_uses(&uses).await {
+            Ok(()) => {
+                tracing::debug!(keys = uses.len(), "wrote key uses");
+                Ok(uses.len())
+            }
+            Err(err) => {
+                self.key_uses.restore(&uses);
+                Err(err)
+            }
+        }
+    }
+
+    /// Adds the usage counts recorded since the last call to the store in
+    /// one atomic call, and returns how many hourly rows it wrote.
+    ///
+    /// When the write fails, the counts are kept for the next call, so a
+    /// failed flush loses nothing while the process lives.
+    pub async fn flush_usage(&self) -> Result<usize> {
+        let counts = self.usage.take();
+        if counts.is_empty() {
+            return Ok(0);
+        }
+        match self.store.add_usage(&counts).await {
+            Ok(()) => {
+                tracing::debug!(rows = counts.len(), "wrote usage counts");
+                Ok(counts.len())
+            }
+            Err(err) => {
+                self.usage.restore(&counts);
+                Err(err)
+            }
+        }
+    }
+
+    /// Returns a tenant's stored hourly usage counts in `range`, ordered by
+    /// hour, then key id; [`Error::NotFound`] for an unknown tenant.
+    ///
+    /// Counts still in memory, here or on other replicas, are not included
+    /// until their next flush.
+    pub async fn usage(&self, tenant: TenantId, range: UsageRange) -> Result<Vec<UsageCount>> {
+        self.tenant(tenant).await?;
+        self.store.usage(tenant, range).await
     }
 
     async fn verify_uncached(&self, cache: &Arc<CacheLayer>, digest: KeyDigest) -> Result<Verdict> {
@@ -470,7 +577,7 @@ impl Tenet {
         let verdict = match self.store.key_by_digest(digest).await? {
             Some(record) if record.digest.ct_eq(digest) => {
                 if record.info.revoked_at.is_some() {
-                    Verdict::Revoked
+                    Verdict::Revoked(Some(principal_of(&record.info)))
                 } else {
                     valid_verdict(&record.info)
                 }
@@ -496,6 +603,13 @@ impl Tenet {
                 cache.stats.invalidations_published.increment();
             }
         }
+    }
+}
+
+fn principal_of(info: &KeyInfo) -> Principal {
+    Principal {
+        tenant_id: info.tenant_id,
+        key_id: info.id,
     }
 }
 
@@ -531,6 +645,7 @@ mod tests {
 
     use super::*;
     use crate::error::Rejection;
+    use crate::key_use::KeyUse;
     use crate::store::MemoryStore;
 
     /// A store that counts lookups by digest, and can pause the first lookup
@@ -592,6 +707,15 @@ mod tests {
         }
         async fn init_setting(&self, name: &str, value: &[u8]) -> Result<Vec<u8>> {
             self.inner.init_setting(name, value).await
+        }
+        async fn record_key_uses(&self, uses: &[KeyUse]) -> Result<()> {
+            self.inner.record_key_uses(uses).await
+        }
+        async fn add_usage(&self, counts: &[UsageCount]) -> Result<()> {
+            self.inner.add_usage(counts).await
+        }
+        async fn usage(&self, tenant: TenantId, range: UsageRange) -> Result<Vec<UsageCount>> {
+            self.inner.usage(tenant, range).await
         }
         async fn ping(&self) -> Result<()> {
             self.inner.ping().await

@@ -38,7 +38,9 @@ use redis::RedisCache;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Verdict {
     Valid(ValidKey),
-    Revoked,
+    /// Whom the revoked key acted for, when known. A revoked state learned
+    /// from a key event or read from Redis does not carry it.
+    Revoked(Option<Principal>),
     Unknown,
 }
 
@@ -70,8 +72,19 @@ impl Verdict {
                     expires_at: key.expires_at.to_time(),
                 })
             }
-            Verdict::Revoked => Err(Error::Rejected(Rejection::Revoked)),
+            Verdict::Revoked(_) => Err(Error::Rejected(Rejection::Revoked)),
             Verdict::Unknown => Err(Error::Rejected(Rejection::Unknown)),
+        }
+    }
+}
+
+impl Verdict {
+    /// Returns whom the key acts or acted for, when that is known.
+    pub(crate) fn principal(&self) -> Option<Principal> {
+        match self {
+            Verdict::Valid(key) => Some(key.principal),
+            Verdict::Revoked(principal) => *principal,
+            Verdict::Unknown => None,
         }
     }
 }
@@ -178,7 +191,7 @@ impl CacheLayer {
     pub(crate) fn ttl_for(&self, verdict: &Verdict) -> Duration {
         match verdict {
             Verdict::Unknown => self.options.negative_ttl,
-            Verdict::Valid(_) | Verdict::Revoked => self.options.ttl,
+            Verdict::Valid(_) | Verdict::Revoked(_) => self.options.ttl,
         }
     }
 

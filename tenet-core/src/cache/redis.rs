@@ -326,7 +326,7 @@ const VALID_LAYOUT: u8 = b'e';
 fn encode(verdict: &Verdict) -> Vec<u8> {
     match verdict {
         Verdict::Unknown => vec![RANK_UNKNOWN],
-        Verdict::Revoked => vec![RANK_REVOKED],
+        Verdict::Revoked(_) => vec![RANK_REVOKED],
         Verdict::Valid(key) => {
             let scope_bytes: usize = key
                 .scopes
@@ -352,7 +352,7 @@ fn encode(verdict: &Verdict) -> Vec<u8> {
 fn decode(value: &[u8]) -> Option<Verdict> {
     match value {
         [RANK_UNKNOWN] => Some(Verdict::Unknown),
-        [RANK_REVOKED] => Some(Verdict::Revoked),
+        [RANK_REVOKED] => Some(Verdict::Revoked(None)),
         [RANK_VALID, VALID_LAYOUT, rest @ ..] if rest.len() >= 40 => {
             let (expiry, rest) = rest.split_at(8);
             let (ids, mut scope_bytes) = rest.split_at(32);
@@ -399,7 +399,7 @@ mod tests {
         let longest = "s".repeat(crate::scope::MAX_SCOPE_LEN);
         for verdict in [
             Verdict::Unknown,
-            Verdict::Revoked,
+            Verdict::Revoked(None),
             valid_key(Expiry::NEVER, &[]),
             valid_key(Expiry::from_millis(1_800_000_000_000), &["a:b", &longest]),
         ] {
@@ -499,9 +499,9 @@ mod live_tests {
         assert!(cache.put(&digest, &valid, ttl).await);
         assert!(cache.put(&digest, &Verdict::Unknown, ttl).await);
         assert_eq!(cache.get(&digest).await, Some(valid.clone()));
-        assert!(cache.put(&digest, &Verdict::Revoked, ttl).await);
+        assert!(cache.put(&digest, &Verdict::Revoked(None), ttl).await);
         assert!(cache.put(&digest, &valid, ttl).await);
-        assert_eq!(cache.get(&digest).await, Some(Verdict::Revoked));
+        assert_eq!(cache.get(&digest).await, Some(Verdict::Revoked(None)));
 
         cleanup(&cache).await;
     }
@@ -530,8 +530,8 @@ mod live_tests {
         assert!(cache.put(&digest, &sooner, ttl).await);
         assert!(cache.put(&digest, &later, ttl).await);
         assert_eq!(cache.get(&digest).await, Some(sooner));
-        assert!(cache.put(&digest, &Verdict::Revoked, ttl).await);
-        assert_eq!(cache.get(&digest).await, Some(Verdict::Revoked));
+        assert!(cache.put(&digest, &Verdict::Revoked(None), ttl).await);
+        assert_eq!(cache.get(&digest).await, Some(Verdict::Revoked(None)));
 
         cleanup(&cache).await;
     }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use tenet_core::{
-    Error, KeyDigest, KeyId, KeyInfo, KeyName, KeyRecord, PageRequest, Rotation, Scope, Store,
+    Error, KeyDigest, KeyId, KeyInfo, KeyMetadata, KeyName, KeyRecord, PageRequest, Rotation, Scope, Store,
     Tenant, TenantId, TenantName,
 };
 use time::OffsetDateTime;
@@ -45,6 +45,8 @@ fn key(tenant: TenantId, name: Option<&str>) -> KeyRecord {
             revoked_at: None,
             expires_at: None,
             scopes: Vec::new(),
+            metadata: KeyMetadata::default(),
+            last_used_at: None,
         },
         digest: random_digest(),
     }

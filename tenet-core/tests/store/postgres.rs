@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tenet_core::{
-    Error, KeyDigest, KeyEventKind, KeyId, KeyInfo, KeyRecord, PageRequest, PostgresOptions,
+    Error, KeyDigest, KeyEventKind, KeyId, KeyInfo, KeyMetadata, KeyRecord, PageRequest, PostgresOptions,
     PostgresStore, Store, Tenant, TenantId, TenantName,
 };
 use time::OffsetDateTime;
@@ -44,6 +44,8 @@ fn key(tenant: TenantId) -> KeyRecord {
             revoked_at: None,
             expires_at: None,
             scopes: Vec::new(),
+            metadata: KeyMetadata::default(),
+            last_used_at: None,
         },
         digest: KeyDigest::from_bytes(digest),
     }
