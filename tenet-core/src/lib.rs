@@ -65,10 +65,10 @@ pub use cache::CacheOptions;
 pub use cache::redis::RedisOptions;
 pub use error::{Error, Rejection, Result};
 pub use id::{KeyId, TenantId};
-pub use key_use::KeyUse;
 pub use key::{
     ApiKey, IssuedKey, KeyInfo, KeyOptions, KeyRecord, Principal, RotatedKey, VerifiedKey,
 };
+pub use key_use::KeyUse;
 pub use metadata::KeyMetadata;
 pub use name::{KeyName, TenantName};
 pub use scope::Scope;

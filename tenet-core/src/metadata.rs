@@ -32,9 +32,7 @@ impl KeyMetadata {
         if size > MAX_METADATA_BYTES {
             return Err(Error::invalid(
                 "metadata",
-                format!(
-                    "is {size} bytes as compact JSON; the maximum is {MAX_METADATA_BYTES}"
-                ),
+                format!("is {size} bytes as compact JSON; the maximum is {MAX_METADATA_BYTES}"),
             ));
         }
         Ok(metadata)
@@ -86,7 +84,10 @@ mod tests {
         let metadata = KeyMetadata::parse(json!({"owner": "billing", "n": 1})).expect("valid");
 
         assert_eq!(metadata.to_json(), r#"{"n":1,"owner":"billing"}"#);
-        assert_eq!(KeyMetadata::from_json(&metadata.to_json()).ok(), Some(metadata));
+        assert_eq!(
+            KeyMetadata::from_json(&metadata.to_json()).ok(),
+            Some(metadata)
+        );
     }
 
     #[test]
@@ -100,7 +101,10 @@ mod tests {
 
         for (description, value) in cases {
             let err = KeyMetadata::parse(value).expect_err(description);
-            assert!(err.to_string().contains("JSON object"), "{description}: {err}");
+            assert!(
+                err.to_string().contains("JSON object"),
+                "{description}: {err}"
+            );
         }
     }
 

@@ -139,7 +139,10 @@ impl Granularity {
 
 /// Sums hourly counts, ordered by hour, into the whole range's totals and
 /// one entry per period, with each period's keys ordered by key id.
-pub fn summarize(counts: &[UsageCount], granularity: Granularity) -> (UsageTotals, Vec<UsagePeriod>) {
+pub fn summarize(
+    counts: &[UsageCount],
+    granularity: Granularity,
+) -> (UsageTotals, Vec<UsagePeriod>) {
     let mut totals = UsageTotals::default();
     let mut periods: Vec<UsagePeriod> = Vec::new();
     for count in counts {
@@ -160,7 +163,11 @@ pub fn summarize(counts: &[UsageCount], granularity: Granularity) -> (UsageTotal
         };
         period.accepted += count.accepted;
         period.rejected += count.rejected;
-        match period.keys.iter_mut().find(|key| key.key_id == count.key_id) {
+        match period
+            .keys
+            .iter_mut()
+            .find(|key| key.key_id == count.key_id)
+        {
             Some(key) => {
                 key.accepted += count.accepted;
                 key.rejected += count.rejected;

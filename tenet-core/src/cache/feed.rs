@@ -269,7 +269,11 @@ async fn probe_redis(layer: Weak<CacheLayer>, store: Arc<dyn Store>, clock: Stor
                     complete &= match event.kind {
                         KeyEventKind::Revoked => {
                             redis
-                                .put_while_open(&event.digest, &Verdict::Revoked(None), layer.options.ttl)
+                                .put_while_open(
+                                    &event.digest,
+                                    &Verdict::Revoked(None),
+                                    layer.options.ttl,
+                                )
                                 .await
                         }
                         KeyEventKind::ExpiryShortened => {

@@ -187,9 +187,10 @@ impl Store for MemoryStore {
         let mut state = self.write();
         for used in uses {
             if let Some(record) = state.keys.get_mut(&used.key_id) {
-                let latest = record.info.last_used_at.map_or(used.used_at, |stored| {
-                    stored.max(used.used_at)
-                });
+                let latest = record
+                    .info
+                    .last_used_at
+                    .map_or(used.used_at, |stored| stored.max(used.used_at));
                 record.info.last_used_at = Some(latest);
             }
         }
@@ -216,13 +217,15 @@ impl Store for MemoryStore {
             .usage
             .range(start..)
             .take_while(|((id, hour, _), _)| *id == tenant && *hour < range.to)
-            .map(|(&(tenant_id, hour, key_id), &(accepted, rejected))| UsageCount {
-                tenant_id,
-                key_id,
-                hour,
-                accepted,
-                rejected,
-            })
+            .map(
+                |(&(tenant_id, hour, key_id), &(accepted, rejected))| UsageCount {
+                    tenant_id,
+                    key_id,
+                    hour,
+                    accepted,
+                    rejected,
+                },
+            )
             .collect();
         Ok(counts)
     }

@@ -671,7 +671,10 @@ impl Store for PostgresStore {
                 .execute(RECORD_KEY_USES, &[&ids, &times])
                 .await
                 .map_err(|err| {
-                    self.failed(&err, format_args!("recording the use of {} keys", ids.len()))
+                    self.failed(
+                        &err,
+                        format_args!("recording the use of {} keys", ids.len()),
+                    )
                 })?;
             Ok(())
         })

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use tenet_core::{
-    Error, KeyDigest, KeyId, KeyInfo, KeyMetadata, KeyName, KeyRecord, PageRequest, Rotation, Scope, Store,
-    Tenant, TenantId, TenantName,
+    Error, KeyDigest, KeyId, KeyInfo, KeyMetadata, KeyName, KeyRecord, PageRequest, Rotation,
+    Scope, Store, Tenant, TenantId, TenantName,
 };
 use time::OffsetDateTime;
 use time::macros::datetime;

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tenet_core::{
-    Error, KeyDigest, KeyEventKind, KeyId, KeyInfo, KeyMetadata, KeyRecord, PageRequest, PostgresOptions,
-    PostgresStore, Store, Tenant, TenantId, TenantName,
+    Error, KeyDigest, KeyEventKind, KeyId, KeyInfo, KeyMetadata, KeyRecord, PageRequest,
+    PostgresOptions, PostgresStore, Store, Tenant, TenantId, TenantName,
 };
 use time::OffsetDateTime;
 use tokio_postgres::Client;

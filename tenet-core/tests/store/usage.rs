@@ -7,9 +7,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::json;
 use tenet_core::{
-    Error, IssuedKey, KeyDigest, KeyEvents, KeyId, KeyInfo, KeyMetadata, KeyOptions, KeyRecord, KeyUse,
-    PageRequest, Pepper, Rejection, Result, Rotation, Scope, Store, Tenant, TenantId, TenantName,
-    Tenet, UsageCount, UsageRange,
+    Error, IssuedKey, KeyDigest, KeyEvents, KeyId, KeyInfo, KeyMetadata, KeyOptions, KeyRecord,
+    KeyUse, PageRequest, Pepper, Rejection, Result, Rotation, Scope, Store, Tenant, TenantId,
+    TenantName, Tenet, UsageCount, UsageRange,
 };
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -148,8 +148,11 @@ fn this_hour() -> UsageRange {
         .and_then(|at| at.replace_second(0))
         .and_then(|at| at.replace_nanosecond(0))
         .expect("the start of the hour is valid");
-    UsageRange::new(hour - Duration::from_secs(3600), hour + Duration::from_secs(7200))
-        .expect("a three-hour range is valid")
+    UsageRange::new(
+        hour - Duration::from_secs(3600),
+        hour + Duration::from_secs(7200),
+    )
+    .expect("a three-hour range is valid")
 }
 
 /// Sums the accepted and rejected counts of one key.
@@ -186,7 +189,10 @@ pub async fn metadata_round_trips_and_survives_rotation(backend: &TestStore) {
     let stored = listed(&tenet, tenant, issued.info.id).await;
     let replacement = listed(&tenet, tenant, rotated.issued.info.id).await;
     let without = listed(&tenet, tenant, plain.info.id).await;
-    assert_eq!(serde_json::to_value(&stored.metadata).ok(), Some(metadata.clone()));
+    assert_eq!(
+        serde_json::to_value(&stored.metadata).ok(),
+        Some(metadata.clone())
+    );
     assert_eq!(
         serde_json::to_value(&replacement.metadata).ok(),
         Some(metadata)
@@ -288,7 +294,10 @@ pub async fn usage_totals_match_after_flush(backend: &TestStore) {
         let missing = tenet
             .verify_metered(busy.api_key.expose_secret(), &["billing:write"])
             .await;
-        assert!(matches!(missing, Err(Error::Rejected(Rejection::MissingScope))));
+        assert!(matches!(
+            missing,
+            Err(Error::Rejected(Rejection::MissingScope))
+        ));
     }
     for _ in 0..2 {
         let rejected = tenet
@@ -302,7 +311,10 @@ pub async fn usage_totals_match_after_flush(backend: &TestStore) {
     tenet.flush_usage().await.expect("usage is written");
     let counts = tenet.usage(tenant, this_hour()).await.expect("usage reads");
 
-    assert!(before_flush.is_empty(), "nothing is stored before the flush");
+    assert!(
+        before_flush.is_empty(),
+        "nothing is stored before the flush"
+    );
     assert_eq!(store.usage_writes.load(Ordering::SeqCst), 1);
     assert_eq!(totals_of(&counts, busy.info.id), (7, 3));
     assert_eq!(totals_of(&counts, revoked.info.id), (0, 2));
@@ -378,6 +390,9 @@ pub async fn replicas_flushing_one_hour_sum_up(backend: &TestStore) {
     flushed_second.expect("second replica flushes");
     first.flush_usage().await.expect("an empty flush succeeds");
 
-    let counts = second.usage(tenant, this_hour()).await.expect("usage reads");
+    let counts = second
+        .usage(tenant, this_hour())
+        .await
+        .expect("usage reads");
     assert_eq!(totals_of(&counts, key.info.id), (10, 0));
 }

@@ -14,7 +14,7 @@ use tenet_core::api::{
     RotateKeyResponse,
 };
 use tenet_core::expiry::{MAX_KEY_LIFETIME, resolve_expiry};
-use tenet_core::{KeyId, KeyName, KeyOptions, Scope, TenantId};
+use tenet_core::{KeyId, KeyMetadata, KeyName, KeyOptions, Scope, TenantId};
 use time::OffsetDateTime;
 
 use super::page::{PageQuery, encode_cursor};
@@ -33,7 +33,7 @@ pub const ADMIN_SCOPE: &str = "tenet:admin";
 ///
 /// Credentials are checked before the tenant id, so a request without
 /// valid credentials learns nothing about which tenants exist.
-async fn authorize(
+pub(super) async fn authorize(
     state: &State,
     headers: &HeaderMap,
     tenant: &str,
@@ -61,8 +61,8 @@ async fn authorize(
     Ok((tenant, caller))
 }
 
-/// `POST /tenants/{id}/keys`: issues a key with an optional name, expiry
-/// and scopes, returning 201 with the plaintext key. This is the only
+/// `POST /tenants/{id}/keys`: issues a key with an optional name, expiry,
+/// scopes and metadata, returning 201 with the plaintext key. This is the only
 /// response that ever carries it, so it is marked `Cache-Control: no-store`.
 pub async fn issue(
     state: &State,
@@ -83,6 +83,11 @@ pub async fn issue(
             OffsetDateTime::now_utc(),
         )?,
         scopes: Scope::parse_list(&request.scopes)?,
+        metadata: request
+            .metadata
+            .map(KeyMetadata::parse)
+            .transpose()?
+            .unwrap_or_default(),
     };
     // NOTE: only scopes are bounded by the caller. A tenet:admin key that
     // expires may still issue a key without expiry.
@@ -140,7 +145,7 @@ pub async fn revoke(
 const DEFAULT_GRACE: Duration = Duration::from_secs(86_400);
 
 /// `POST /tenants/{id}/keys/{key_id}/rotate`: issues a key with the old
-/// key's name and scopes and ends the old key after the grace period,
+/// key's name, scopes and metadata and ends the old key after the grace period,
 /// returning 201 with the new plaintext key. A revoked key, or a key of
 /// another tenant, is 404.
 pub async fn rotate(

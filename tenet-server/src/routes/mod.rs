@@ -1,7 +1,8 @@
 //! The router: path segments to a route, per-route methods, and dispatch.
 //!
 //! Paths match segment by segment, without percent-decoding. Only the
-//! listing routes read the query string, for `limit` and `cursor`. A known path with another method gets 405 with
+//! listing routes (for `limit` and `cursor`) and the usage routes (for
+//! `from`, `to` and `granularity`) read the query string. A known path with another method gets 405 with
 //! `Allow`; an unknown path gets 404 `not_found`.
 
 use http::{Method, Request};
@@ -19,6 +20,7 @@ mod openapi;
 mod page;
 mod protected;
 mod tenants;
+mod usage;
 mod verify;
 
 /// A matched route, with the raw path segments it captures.
@@ -29,6 +31,8 @@ pub enum Route {
     TenantKeys { tenant: String },
     TenantKey { tenant: String, key: String },
     RotateKey { tenant: String, key: String },
+    TenantUsage { tenant: String },
+    TenantUsageExport { tenant: String },
     Protected,
     Verify,
     Healthz,
@@ -62,6 +66,12 @@ impl Route {
                 tenant: (*tenant).to_owned(),
                 key: (*key).to_owned(),
             },
+            ["tenants", tenant, "usage"] => Route::TenantUsage {
+                tenant: (*tenant).to_owned(),
+            },
+            ["tenants", tenant, "usage", "export"] => Route::TenantUsageExport {
+                tenant: (*tenant).to_owned(),
+            },
             ["protected"] => Route::Protected,
             ["verify"] => Route::Verify,
             ["healthz"] => Route::Healthz,
@@ -82,6 +92,8 @@ impl Route {
             Route::TenantKeys { .. } => "/tenants/{id}/keys",
             Route::TenantKey { .. } => "/tenants/{id}/keys/{key_id}",
             Route::RotateKey { .. } => "/tenants/{id}/keys/{key_id}/rotate",
+            Route::TenantUsage { .. } => "/tenants/{id}/usage",
+            Route::TenantUsageExport { .. } => "/tenants/{id}/usage/export",
             Route::Protected => "/protected",
             Route::Verify => "/verify",
             Route::Healthz => "/healthz",
@@ -106,6 +118,8 @@ impl Route {
             Route::TenantKey { .. } => (&[Method::DELETE], "DELETE"),
             Route::Verify | Route::RotateKey { .. } => (&[Method::POST], "POST"),
             Route::Tenant { .. }
+            | Route::TenantUsage { .. }
+            | Route::TenantUsageExport { .. }
             | Route::Protected
             | Route::Healthz
             | Route::Readyz
@@ -131,6 +145,8 @@ impl Route {
                 tenant: tenant(),
                 key: key(),
             },
+            Route::TenantUsage { tenant: tenant() },
+            Route::TenantUsageExport { tenant: tenant() },
             Route::Protected,
             Route::Verify,
             Route::Healthz,
@@ -151,12 +167,14 @@ impl Route {
             Route::TenantKeys { .. } => 2,
             Route::TenantKey { .. } => 3,
             Route::RotateKey { .. } => 4,
-            Route::Protected => 5,
-            Route::Verify => 6,
-            Route::Healthz => 7,
-            Route::Readyz => 8,
-            Route::Metrics => 9,
-            Route::OpenApi => 10,
+            Route::TenantUsage { .. } => 5,
+            Route::TenantUsageExport { .. } => 6,
+            Route::Protected => 7,
+            Route::Verify => 8,
+            Route::Healthz => 9,
+            Route::Readyz => 10,
+            Route::Metrics => 11,
+            Route::OpenApi => 12,
         }
     }
 
@@ -166,7 +184,9 @@ impl Route {
             Route::Tenant { tenant }
             | Route::TenantKeys { tenant }
             | Route::TenantKey { tenant, .. }
-            | Route::RotateKey { tenant, .. } => Some(tenant),
+            | Route::RotateKey { tenant, .. }
+            | Route::TenantUsage { tenant }
+            | Route::TenantUsageExport { tenant } => Some(tenant),
             _ => None,
         }
     }
@@ -210,6 +230,8 @@ pub async fn dispatch(state: &State, route: Option<Route>, request: Request<Inco
             keys::revoke(state, request.headers(), &tenant, &key).await
         }
         (Route::RotateKey { tenant, key }, _) => keys::rotate(state, request, &tenant, &key).await,
+        (Route::TenantUsage { tenant }, _) => usage::get(state, &request, &tenant).await,
+        (Route::TenantUsageExport { tenant }, _) => usage::export(state, &request, &tenant).await,
         (Route::Protected, _) => protected::get(state, request.headers()).await,
         (Route::Verify, _) => verify::post(state, request).await,
         (Route::Healthz, _) => Ok(health::live()),
@@ -270,6 +292,15 @@ mod tests {
                 }),
             ),
             ("/tenants/t/keys/k/x", None),
+            (
+                "/tenants/t/usage",
+                Some(Route::TenantUsage { tenant: tenant() }),
+            ),
+            (
+                "/tenants/t/usage/export",
+                Some(Route::TenantUsageExport { tenant: tenant() }),
+            ),
+            ("/tenants/t/usage/x", None),
             ("/tenants/t/other", None),
             ("/Tenants", None),
         ];

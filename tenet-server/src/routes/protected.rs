@@ -4,14 +4,15 @@
 use http::{HeaderMap, StatusCode};
 use tenet_core::api::PrincipalResponse;
 
-use crate::auth::authenticate;
+use crate::auth::authenticate_metered;
 use crate::error::Error;
 use crate::response::{LogTenant, Response, json};
 use crate::setup::State;
 
-/// `GET /protected`: 200 with the key's tenant and key id, or 401.
+/// `GET /protected`: 200 with the key's tenant and key id, or 401. The
+/// request counts in the key's usage.
 pub async fn get(state: &State, headers: &HeaderMap) -> Result<Response, Error> {
-    let principal = authenticate(headers, &state.tenet, &state.metrics).await?;
+    let principal = authenticate_metered(headers, &state.tenet, &state.metrics).await?;
 
     let mut response = json(StatusCode::OK, &PrincipalResponse::from(principal));
     response

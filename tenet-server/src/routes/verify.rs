@@ -18,7 +18,8 @@ pub const VERIFY_SCOPE: &str = "tenet:verify";
 /// `POST /verify`: 200 with `{"valid": true, ...}` or `{"valid": false,
 /// "code"}` for the key in the body. Only the admin token or a key with
 /// [`VERIFY_SCOPE`] may call it, because unlike `/protected` it returns
-/// why a key is rejected.
+/// why a key is rejected. The check counts in the usage of the key in the
+/// body, not of the calling key.
 pub async fn post(state: &State, request: Request<Incoming>) -> Result<Response, Error> {
     let (parts, body) = request.into_parts();
     require_admin_or_scope(
@@ -34,7 +35,7 @@ pub async fn post(state: &State, request: Request<Incoming>) -> Result<Response,
     let required = Scope::parse_list(&request.scopes)?;
     let required: Vec<&str> = required.iter().map(Scope::as_str).collect();
 
-    let verified = state.tenet.verify_with(&request.key, &required).await;
+    let verified = state.tenet.verify_metered(&request.key, &required).await;
     state
         .metrics
         .observe_verification(Verification::of(&verified));

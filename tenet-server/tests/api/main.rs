@@ -15,4 +15,5 @@ mod pagination;
 mod protocol;
 mod rotate;
 mod self_service;
+mod usage;
 mod verify;
