@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 
+use crate::cache::local::Millis;
 use crate::cache::redis::{RedisCache, RedisOptions};
 use crate::cache::{CacheLayer, CacheOptions, Verdict, feed, valid_verdict};
 use crate::error::{Error, Result};
@@ -419,9 +420,10 @@ impl Tenet {
         presented: &str,
         required_scopes: &[&str],
     ) -> Result<VerifiedKey> {
-        let verified = self.verdict(presented).await?.check(required_scopes);
-        if let Ok(verified) = &verified {
-            self.key_uses.record(verified.principal.key_id);
+        let (verdict, now) = self.verdict(presented).await?;
+        let verified = verdict.check(required_scopes);
+        if verified.is_ok() {
+            self.record_key_use(&verdict, now);
         }
         verified
     }
@@ -431,22 +433,22 @@ impl Tenet {
     /// when the key is known but revoked, expired or missing a scope.
     ///
     /// Malformed and unknown keys belong to no tenant and are not counted.
-    /// A revoked key is counted only while this process knows whose it was:
-    /// a revoked state that reached the cache through another replica's
-    /// key event or through Redis does not say.
+    /// A revoked key is counted only when this process has the key's
+    /// record. A revoked state that reached the cache through another
+    /// replica's key event or through Redis carries no key id.
     pub async fn verify_metered(
         &self,
         presented: &str,
         required_scopes: &[&str],
     ) -> Result<VerifiedKey> {
-        let verdict = self.verdict(presented).await?;
+        let (verdict, now) = self.verdict(presented).await?;
         let owner = verdict.principal();
         let verified = verdict.check(required_scopes);
 
         match (&verified, owner) {
             (Ok(verified), _) => {
                 let principal = verified.principal;
-                self.key_uses.record(principal.key_id);
+                self.record_key_use(&verdict, now);
                 self.record_usage(principal.tenant_id, principal.key_id, Outcome::Accepted);
             }
             (Err(Error::Rejected(_)), Some(owner)) => {
@@ -458,28 +460,49 @@ impl Tenet {
     }
 
     /// Counts one request of a key for usage metering, in memory until the
-    /// next [`Tenet::flush_usage`]. Never waits and never fails.
+    /// next [`Tenet::flush_usage`]. It takes no lock across an await and
+    /// cannot fail.
     pub fn record_usage(&self, tenant: TenantId, key: KeyId, outcome: Outcome) {
         self.usage.record(tenant, key, outcome);
     }
 
-    /// Returns the cached or stored state of a presented key.
-    async fn verdict(&self, presented: &str) -> Result<Verdict> {
+    /// Returns the cached or stored state of a presented key, and the
+    /// cache time of the lookup when a cache is configured.
+    async fn verdict(&self, presented: &str) -> Result<(Verdict, Option<Millis>)> {
         let digest = self
             .pepper
             .digest_presented(presented)
             .map_err(Error::Rejected)?;
 
         let Some(cache) = &self.cache else {
-            return self.verdict_from_store(&digest).await;
+            return Ok((self.verdict_from_store(&digest).await?, None));
         };
         let now = cache.local.now();
         if let Some(verdict) = cache.local.get(&digest, now, cache.trust_cutoff(now)) {
             cache.stats.local_hits.increment();
-            return Ok(verdict);
+            return Ok((verdict, Some(now)));
         }
         cache.stats.local_misses.increment();
-        self.verify_uncached(cache, digest).await
+        let verdict = self.verify_uncached(cache, digest).await?;
+        Ok((verdict, Some(now)))
+    }
+
+    /// Records that the key of a valid `verdict` was used, at the cache
+    /// time `now` when there is one.
+    ///
+    /// With a cache, the use goes to the cell that the cache entry shares,
+    /// which takes atomic operations only. Without one, each verification
+    /// builds a new verdict, so the use goes to the recorder's map instead.
+    fn record_key_use(&self, verdict: &Verdict, now: Option<Millis>) {
+        let Verdict::Valid(key) = verdict else {
+            return;
+        };
+        match (&self.cache, now) {
+            (Some(cache), Some(now)) => {
+                self.key_uses.record_cell(&key.uses, cache.wall_millis(now));
+            }
+            _ => self.key_uses.record(key.principal.key_id),
+        }
     }
 
     /// Writes the `last_used_at` of every key that verified since the last

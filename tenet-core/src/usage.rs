@@ -19,14 +19,14 @@ use crate::error::{Error, Result};
 use crate::id::{KeyId, TenantId};
 use crate::key_use::unix_millis_now;
 
-/// Longest range that a usage query or export may cover: 31 days.
+/// Maximum range that a usage query or export may cover: 31 days.
 pub const MAX_USAGE_RANGE: Duration = Duration::from_secs(31 * 24 * 60 * 60);
 
 const SHARDS: usize = 16;
 const HOUR_SECONDS: i64 = 3600;
 const DAY_SECONDS: i64 = 24 * HOUR_SECONDS;
 
-/// How a metered request ended for the key it presented.
+/// The outcome of a metered request for the key it presented.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Outcome {
@@ -242,10 +242,10 @@ impl UsageRecorder {
 
     /// Removes and returns every count.
     pub(crate) fn take(&self) -> Vec<UsageCount> {
-        let mut taken = Vec::new();
+        let mut counts = Vec::new();
         for shard in self.shards.iter() {
             let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
-            taken.extend(shard.drain().map(|(slot, counts)| UsageCount {
+            counts.extend(shard.drain().map(|(slot, counts)| UsageCount {
                 tenant_id: slot.tenant_id,
                 key_id: slot.key_id,
                 hour: floor(slot.hour, HOUR_SECONDS),
@@ -253,7 +253,7 @@ impl UsageRecorder {
                 rejected: counts.rejected,
             }));
         }
-        taken
+        counts
     }
 
     /// Adds back counts that a failed flush took.
@@ -280,7 +280,7 @@ impl UsageRecorder {
 /// `period` seconds.
 fn floor(seconds: i64, period: i64) -> OffsetDateTime {
     let start = seconds - seconds.rem_euclid(period);
-    // Every hour start of a time that `OffsetDateTime` holds is valid too.
+    // The hour start of any valid `OffsetDateTime` is valid too.
     OffsetDateTime::from_unix_timestamp(start).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
@@ -334,7 +334,7 @@ mod tests {
     }
 
     #[test]
-    fn event_id_depends_on_tenant_key_and_hour_only() {
+    fn event_id_ignores_the_counts() {
         let key = KeyId::generate();
         let hour = datetime!(2026-12-04 15:00 UTC);
 

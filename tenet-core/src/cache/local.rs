@@ -205,13 +205,15 @@ mod tests {
     }
 
     fn valid() -> Verdict {
+        let key_id = KeyId::generate();
         Verdict::Valid(ValidKey {
             principal: Principal {
                 tenant_id: TenantId::generate(),
-                key_id: KeyId::generate(),
+                key_id,
             },
             expires_at: Expiry::NEVER,
             scopes: Arc::from([]),
+            uses: Arc::new(crate::key_use::KeyUseCell::new(key_id)),
         })
     }
 

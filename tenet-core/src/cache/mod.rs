@@ -22,6 +22,7 @@ use std::time::Duration;
 use crate::error::{Error, Rejection, Result};
 use crate::expiry::Expiry;
 use crate::key::{KeyInfo, Principal, VerifiedKey};
+use crate::key_use::{KeyUseCell, unix_millis_now};
 use crate::scope::{self, Scope};
 use crate::stats::CacheStats;
 
@@ -52,12 +53,14 @@ pub(crate) struct ValidKey {
     pub(crate) principal: Principal,
     pub(crate) expires_at: Expiry,
     pub(crate) scopes: Arc<[Scope]>,
+    /// The key's latest use, shared by the clones of this entry.
+    pub(crate) uses: Arc<KeyUseCell>,
 }
 
 impl Verdict {
     /// Turns the verdict into the result of a verification that requires
     /// `required_scopes`, checking expiry before scopes.
-    pub(crate) fn check(self, required_scopes: &[&str]) -> Result<VerifiedKey> {
+    pub(crate) fn check(&self, required_scopes: &[&str]) -> Result<VerifiedKey> {
         match self {
             Verdict::Valid(key) => {
                 if key.expires_at.has_passed() {
@@ -68,7 +71,7 @@ impl Verdict {
                 }
                 Ok(VerifiedKey {
                     principal: key.principal,
-                    scopes: key.scopes,
+                    scopes: Arc::clone(&key.scopes),
                     expires_at: key.expires_at.to_time(),
                 })
             }
@@ -98,6 +101,7 @@ pub(crate) fn valid_verdict(info: &KeyInfo) -> Verdict {
         },
         expires_at: Expiry::from_time(info.expires_at),
         scopes: info.scopes.as_slice().into(),
+        uses: Arc::new(KeyUseCell::new(info.id)),
     })
 }
 
@@ -160,6 +164,8 @@ impl CacheOptions {
 #[derive(Debug)]
 pub(crate) struct CacheLayer {
     pub(crate) local: LocalCache,
+    /// Unix milliseconds at cache time 0.
+    wall_at_epoch: i64,
     pub(crate) redis: Option<RedisCache>,
     pub(crate) options: CacheOptions,
     /// Present when other processes write to the store.
@@ -169,13 +175,26 @@ pub(crate) struct CacheLayer {
 
 impl CacheLayer {
     pub(crate) fn new(options: CacheOptions, redis: Option<RedisCache>, shared: bool) -> Self {
+        let local = LocalCache::new(options.capacity, options.ttl, options.negative_ttl);
+        let wall_at_epoch = unix_millis_now().saturating_sub_unsigned(local.now());
         Self {
-            local: LocalCache::new(options.capacity, options.ttl, options.negative_ttl),
+            local,
+            wall_at_epoch,
             redis,
             health: shared.then(FeedHealth::default),
             options,
             stats: CacheStats::default(),
         }
+    }
+
+    /// Converts a cache time to Unix milliseconds, which saves a second
+    /// clock read on the warm path.
+    ///
+    /// NOTE: cache time is monotonic. It follows NTP's rate adjustments but
+    /// not steps of the wall clock, so after a step the recorded uses are
+    /// off by the step until the process restarts.
+    pub(crate) fn wall_millis(&self, now: Millis) -> i64 {
+        self.wall_at_epoch.saturating_add_unsigned(now)
     }
 
     /// Returns the earliest read time of an entry that may be used now.

@@ -18,6 +18,7 @@
 //! store before a rotation cannot undo the rotation's shorter expiry.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,7 @@ use crate::error::{Error, Result};
 use crate::expiry::Expiry;
 use crate::id::{KeyId, TenantId};
 use crate::key::Principal;
+use crate::key_use::KeyUseCell;
 use crate::scope::Scope;
 use crate::secret::KeyDigest;
 use crate::stats::{PoolStatus, WaitHistogram};
@@ -366,13 +368,15 @@ fn decode(value: &[u8]) -> Option<Verdict> {
                 scopes.push(Scope::parse(text).ok()?);
                 scope_bytes = &tail[len..];
             }
+            let key_id = KeyId::from_uuid(key);
             Some(Verdict::Valid(ValidKey {
                 principal: Principal {
                     tenant_id: TenantId::from_uuid(tenant),
-                    key_id: KeyId::from_uuid(key),
+                    key_id,
                 },
                 expires_at,
                 scopes: scopes.into(),
+                uses: Arc::new(KeyUseCell::new(key_id)),
             }))
         }
         _ => None,
@@ -384,13 +388,15 @@ mod tests {
     use super::*;
 
     fn valid_key(expires_at: Expiry, scopes: &[&str]) -> Verdict {
+        let key_id = KeyId::generate();
         Verdict::Valid(ValidKey {
             principal: Principal {
                 tenant_id: TenantId::generate(),
-                key_id: KeyId::generate(),
+                key_id,
             },
             expires_at,
             scopes: Scope::parse_list(scopes).expect("valid scopes").into(),
+            uses: Arc::new(KeyUseCell::new(key_id)),
         })
     }
 
@@ -465,13 +471,15 @@ mod live_tests {
     }
 
     fn valid(expires_at: Expiry) -> Verdict {
+        let key_id = KeyId::generate();
         Verdict::Valid(ValidKey {
             principal: Principal {
                 tenant_id: TenantId::generate(),
-                key_id: KeyId::generate(),
+                key_id,
             },
             expires_at,
             scopes: Arc::from([]),
+            uses: Arc::new(KeyUseCell::new(key_id)),
         })
     }
 

@@ -48,6 +48,7 @@ macro_rules! backend_suite {
                 usage::metadata_round_trips_and_survives_rotation,
                 usage::last_used_never_moves_backwards,
                 usage::key_uses_coalesce_into_one_write,
+                usage::key_uses_coalesce_with_a_cache,
                 usage::usage_totals_match_after_flush,
                 usage::usage_adds_to_stored_rows,
                 $($group :: $case,)*

@@ -7,9 +7,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::json;
 use tenet_core::{
-    Error, IssuedKey, KeyDigest, KeyEvents, KeyId, KeyInfo, KeyMetadata, KeyOptions, KeyRecord,
-    KeyUse, PageRequest, Pepper, Rejection, Result, Rotation, Scope, Store, Tenant, TenantId,
-    TenantName, Tenet, UsageCount, UsageRange,
+    CacheOptions, Error, IssuedKey, KeyDigest, KeyEvents, KeyId, KeyInfo, KeyMetadata, KeyOptions,
+    KeyRecord, KeyUse, PageRequest, Pepper, Rejection, Result, Rotation, Scope, Store, Tenant,
+    TenantId, TenantName, Tenet, UsageCount, UsageRange,
 };
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -235,10 +235,22 @@ pub async fn last_used_never_moves_backwards(backend: &TestStore) {
 }
 
 pub async fn key_uses_coalesce_into_one_write(backend: &TestStore) {
+    key_uses_coalesce(backend, None).await;
+}
+
+/// With a cache, uses are recorded in the cache entries rather than in the
+/// recorder's map; the outcome must be the same.
+pub async fn key_uses_coalesce_with_a_cache(backend: &TestStore) {
+    key_uses_coalesce(backend, Some(CacheOptions::default())).await;
+}
+
+async fn key_uses_coalesce(backend: &TestStore, cache: Option<CacheOptions>) {
     let store = Arc::new(CountingStore::new(backend.store()));
-    let tenet = Tenet::open(Arc::clone(&store) as Arc<dyn Store>, pepper())
-        .await
-        .expect("service opens");
+    let mut builder = Tenet::builder(Arc::clone(&store) as Arc<dyn Store>, pepper());
+    if let Some(cache) = cache {
+        builder = builder.cache(cache);
+    }
+    let tenet = builder.build().await.expect("service opens");
     let tenant = create_tenant(&tenet).await;
     let first = issue(&tenet, tenant, &[]).await;
     let second = issue(&tenet, tenant, &[]).await;
