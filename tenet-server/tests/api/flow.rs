@@ -115,6 +115,7 @@ async fn create_responses_have_the_documented_shape() {
             "created_at",
             "expires_at",
             "id",
+            "metadata",
             "name",
             "prefix",
             "scopes",
@@ -138,6 +139,8 @@ async fn create_responses_have_the_documented_shape() {
             "created_at",
             "expires_at",
             "id",
+            "last_used_at",
+            "metadata",
             "name",
             "prefix",
             "revoked_at",
@@ -146,6 +149,8 @@ async fn create_responses_have_the_documented_shape() {
         ]
     );
     assert!(listed["revoked_at"].is_null());
+    assert!(listed["last_used_at"].is_null());
+    assert_eq!(listed["metadata"], serde_json::json!({}));
     assert!(
         !listing
             .to_string()
