@@ -521,6 +521,33 @@ mod tests {
             valid: false,
             code: "key_expired".to_owned(),
         }));
+        round_trip(&UsageResponse {
+            tenant_id: TenantId::generate(),
+            from: time(),
+            to: time(),
+            granularity: "day".to_owned(),
+            totals: UsageTotals {
+                accepted: 3,
+                rejected: 1,
+            },
+            periods: vec![UsagePeriod {
+                start: time(),
+                accepted: 3,
+                rejected: 1,
+                keys: vec![KeyUsage {
+                    key_id: KeyId::generate(),
+                    accepted: 3,
+                    rejected: 1,
+                }],
+            }],
+        });
+        round_trip(&UsageRecord::from(&UsageCount {
+            tenant_id: TenantId::generate(),
+            key_id: KeyId::generate(),
+            hour: time(),
+            accepted: 2,
+            rejected: 0,
+        }));
         round_trip(&HealthResponse {
             status: "ok".to_owned(),
         });

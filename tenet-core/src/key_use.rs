@@ -87,8 +87,8 @@ impl KeyUseRecorder {
     /// Records a use at `millis` (Unix milliseconds) in a cache entry's
     /// cell, and queues the cell for the next flush unless it is queued.
     pub(crate) fn record_cell(&self, cell: &Arc<KeyUseCell>, millis: i64) {
-        // Sequentially consistent, so that either this call sees the flag
-        // that `take` cleared and queues the cell again, or `take` sees
+        // Sequentially consistent, so that either this call reads the flag
+        // that `take` cleared and queues the cell again, or `take` reads
         // this use.
         if cell.used_at.load(Ordering::SeqCst) < millis {
             cell.used_at.fetch_max(millis, Ordering::SeqCst);

@@ -83,7 +83,11 @@ impl UsageRange {
         if from >= to {
             return Err(Error::invalid(
                 "usage range",
-                format!("from ({from}) must be before to ({to})"),
+                format!(
+                    "from ({}) must be before to ({})",
+                    rfc3339(from),
+                    rfc3339(to)
+                ),
             ));
         }
         if to - from > MAX_USAGE_RANGE {
@@ -274,6 +278,13 @@ impl UsageRecorder {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Formats a time for a message, falling back to `Display` for a year
+/// that RFC 3339 cannot express.
+fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| at.to_string())
 }
 
 /// Returns the UTC time of `seconds` rounded down to a multiple of

@@ -296,7 +296,7 @@ pub struct Config {
 
     /// Sets how often the keys' last_used_at times are written to the
     /// store, in seconds, and so how far they may lag behind. Each key is
-    /// written at most once per interval.
+    /// written at most once per interval, and once more at shutdown.
     #[arg(
         long,
         env = "TENET_KEY_USE_FLUSH_INTERVAL",

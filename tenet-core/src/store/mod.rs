@@ -103,7 +103,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Adds each count to the stored row of its tenant, key and hour,
     /// creating missing rows, all in one transaction. Adding rather than
     /// overwriting lets replicas that count the same hour sum up. `counts`
-    /// holds each tenant, key and hour at most once.
+    /// contains each tenant, key and hour at most once.
     async fn add_usage(&self, counts: &[UsageCount]) -> Result<()>;
 
     /// Lists a tenant's hourly counts with hours in `range`, ordered by

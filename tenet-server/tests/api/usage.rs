@@ -76,7 +76,7 @@ async fn verify_valid(server: &TestServer, key: &str, scopes: &[&str]) -> bool {
     body["valid"] == true
 }
 
-/// Returns a query for the day around now, which holds every hour that a
+/// Returns a query for the day around now, which contains every hour that a
 /// test's requests fall into.
 fn today_query() -> String {
     let now = OffsetDateTime::now_utc();
