@@ -323,7 +323,8 @@ impl Tenet {
     }
 
     /// Rotates a key: issues a new key with the old key's name, scopes and
-    /// metadata, and ends the old key after `grace`, or at once for a zero grace.
+    /// metadata, and ends the old key after `grace`, or at once for a zero
+    /// grace.
     ///
     /// The old key's expiry moves to now plus `grace` unless it already
     /// expires sooner, and every replica's cache learns of the shorter
@@ -462,6 +463,11 @@ impl Tenet {
     /// Counts one request of a key for usage metering, in memory until the
     /// next [`Tenet::flush_usage`]. It takes no lock across an await and
     /// cannot fail.
+    ///
+    /// A route that applies a rate limit after the key verified should
+    /// verify with [`Tenet::verify_with`] and record [`Outcome::Accepted`]
+    /// or [`Outcome::RateLimited`] here, because [`Tenet::verify_metered`]
+    /// already counts a verified key as accepted.
     pub fn record_usage(&self, tenant: TenantId, key: KeyId, outcome: Outcome) {
         self.usage.record(tenant, key, outcome);
     }

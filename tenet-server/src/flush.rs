@@ -29,6 +29,11 @@ impl Flusher {
     pub fn spawn(tenet: Tenet, usage_every: Duration, key_uses_every: Duration) -> Self {
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(run(tenet.clone(), usage_every, key_uses_every, stopped));
+        tracing::debug!(
+            usage_flush_interval_s = usage_every.as_secs(),
+            key_use_flush_interval_s = key_uses_every.as_secs(),
+            "started writing usage counts and key uses periodically"
+        );
         Self { tenet, stop, task }
     }
 
