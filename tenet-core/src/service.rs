@@ -516,6 +516,10 @@ impl Tenet {
     ///
     /// Called once per interval, this writes each key at most once per
     /// interval. When the write fails, the uses are kept for the next call.
+    ///
+    /// NOTE: nothing calls this on its own; `tenet-server` calls it on a
+    /// timer. An embedder that never calls it keeps growing memory: one
+    /// entry per cache fill of a used key, or per key without a cache.
     pub async fn flush_key_uses(&self) -> Result<usize> {
         let uses = self.key_uses.take();
         if uses.is_empty() {
