@@ -101,6 +101,16 @@ fn warm_cache(c: &mut Criterion) {
                 async move { black_box(tenet.verify(key).await) }
             });
         });
+        // The same lookup plus the usage count that `/protected` and
+        // `/verify` add.
+        group.bench_function(BenchmarkId::new("memory/cache-warm-metered", &label), |b| {
+            let mut keys = issued.cycle();
+            b.to_async(&runtime).iter(|| {
+                let key = keys.next_key();
+                let tenet = &tenet;
+                async move { black_box(tenet.verify_metered(key, &[]).await) }
+            });
+        });
         group.bench_function(BenchmarkId::new("floor/std-hashmap", &label), |b| {
             let mut keys = issued.cycle();
             b.iter(|| black_box(floor.lookup(keys.next_key())));

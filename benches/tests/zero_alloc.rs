@@ -1,4 +1,5 @@
-//! A warm-cache `Tenet::verify` or `Tenet::verify_with` allocates nothing.
+//! A warm-cache `Tenet::verify`, `Tenet::verify_with` or
+//! `Tenet::verify_metered` allocates nothing.
 //!
 //! This test binary installs a global allocator that counts, per thread,
 //! every allocation the thread makes. The service runs on a current-thread
@@ -177,6 +178,51 @@ fn warm_verify_with_scopes_and_expiry_allocates_nothing() {
     assert_eq!(
         allocations, 0,
         "allocations in {VERIFICATIONS} warm scoped verifications"
+    );
+}
+
+#[test]
+fn warm_metered_verify_after_a_flush_allocates_nothing() {
+    let runtime = current_thread_runtime();
+    let tenet = runtime
+        .block_on(
+            Tenet::builder(Arc::new(MemoryStore::new()), fixture::pepper())
+                .cache(fixture::cache_options(KEYS * 2))
+                .build(),
+        )
+        .expect("the cached memory service opens");
+    let issued = runtime
+        .block_on(fixture::issue(&tenet, KEYS, 1))
+        .expect("keys are issued");
+    let mut keys = issued.cycle();
+    runtime.block_on(async {
+        for _ in 0..KEYS {
+            tenet
+                .verify_metered(keys.next_key(), &[])
+                .await
+                .expect("a fresh key verifies");
+        }
+        // The flush empties the in-memory maps but keeps their capacity.
+        tenet.flush_usage().await.expect("usage is written");
+        tenet.flush_key_uses().await.expect("key uses are written");
+    });
+
+    let (verified, allocations) = allocations_during(|| {
+        runtime.block_on(async {
+            let mut verified = 0;
+            for _ in 0..VERIFICATIONS {
+                if tenet.verify_metered(keys.next_key(), &[]).await.is_ok() {
+                    verified += 1;
+                }
+            }
+            verified
+        })
+    });
+
+    assert_eq!(verified, VERIFICATIONS, "every warm key verifies");
+    assert_eq!(
+        allocations, 0,
+        "allocations in {VERIFICATIONS} warm metered verifications"
     );
 }
 

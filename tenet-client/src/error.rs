@@ -156,6 +156,11 @@ pub enum Error {
     #[error("{request} failed: invalid request body: {reason}")]
     InvalidBody { request: String, reason: String },
 
+    /// A query parameter could not be formatted, such as a time outside
+    /// the years that RFC 3339 can express.
+    #[error("{request} failed: invalid query: {reason}")]
+    InvalidQuery { request: String, reason: String },
+
     /// The HTTP client could not be built, for example without TLS roots.
     #[error("failed to build the HTTP client: {0}")]
     Build(#[source] reqwest::Error),

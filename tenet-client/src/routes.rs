@@ -7,10 +7,12 @@ use reqwest::Method;
 use tenet_core::api::{
     AuditListResponse, CreateTenantRequest, HealthResponse, IssueKeyRequest, IssuedKeyResponse,
     KeyLimitBody, KeyListResponse, PrincipalResponse, RenameTenantRequest, RotateKeyRequest,
-    RotateKeyResponse, TenantLimitsBody,
-    TenantListResponse, TenantResponse, VerifyRequest, VerifyResponse,
+    RotateKeyResponse, TenantLimitsBody, TenantListResponse, TenantResponse, UsageRecord,
+    UsageResponse, VerifyRequest, VerifyResponse,
 };
-use tenet_core::{KeyId, TenantId};
+use tenet_core::{Granularity, KeyId, TenantId};
+use time::format_description::well_known::Rfc3339;
+use time::{OffsetDateTime, UtcOffset};
 use zeroize::Zeroize;
 
 use crate::client::Client;
@@ -298,6 +300,71 @@ impl Client {
         }
     }
 
+    /// `GET /tenants/{id}/usage`: sums a tenant's accepted and rejected
+    /// requests in the hours that start in `from..to`, per period and key;
+    /// needs the admin token or a `tenet:admin` key of the tenant.
+    ///
+    /// The range may cover at most 31 days. Counts reach the server's
+    /// store at each usage flush, so the latest seconds are missing.
+    ///
+    /// ```no_run
+    /// # async fn run(client: tenet_client::Client, tenant: tenet_core::TenantId)
+    /// # -> tenet_client::Result<()> {
+    /// use time::macros::datetime;
+    ///
+    /// let from = datetime!(2026-12-01 00:00 UTC);
+    /// let to = datetime!(2026-12-02 00:00 UTC);
+    /// let usage = client
+    ///     .usage(tenant, from, to, tenet_core::Granularity::Hour)
+    ///     .await?;
+    /// println!("{} accepted", usage.totals.accepted);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn usage(
+        &self,
+        tenant: TenantId,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        granularity: Granularity,
+    ) -> Result<UsageResponse> {
+        let path = format!(
+            "tenants/{tenant}/usage?{}&granularity={}",
+            self.range_query("usage", tenant, from, to)?,
+            granularity.as_str()
+        );
+        self.call(Method::GET, &path).send().await
+    }
+
+    /// `GET /tenants/{id}/usage/export`: returns one record per key and
+    /// hour with requests in `from..to`, oldest first; needs the admin
+    /// token or a `tenet:admin` key of the tenant.
+    ///
+    /// A record's `event_id` depends on the tenant, key and hour only, so
+    /// an hour exported twice has the same id both times.
+    pub async fn export_usage(
+        &self,
+        tenant: TenantId,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<UsageRecord>> {
+        let query = self.range_query("usage/export", tenant, from, to)?;
+        let path = format!("tenants/{tenant}/usage/export?{query}");
+        let call = self.call(Method::GET, &path);
+        let request = format!("GET {}{path}", self.base_url());
+        let text = call.send_text().await?;
+        text.lines()
+            .map(|line| {
+                serde_json::from_str(line).map_err(|err| Error::UnexpectedResponse {
+                    request: request.clone(),
+                    status: reqwest::StatusCode::OK,
+                    error: None,
+                    detail: format!("invalid usage record: {err}"),
+                })
+            })
+            .collect()
+    }
+
     /// `GET /healthz`: succeeds while the server process serves requests.
     pub async fn health(&self) -> Result<HealthResponse> {
         self.call(Method::GET, "healthz").send().await
@@ -314,6 +381,32 @@ impl Client {
     /// `GET /metrics`: the server's metrics in the Prometheus text format.
     pub async fn metrics(&self) -> Result<String> {
         self.call(Method::GET, "metrics").send_text().await
+    }
+}
+
+impl Client {
+    /// Formats `from` and `to` as query parameters of a usage route, in
+    /// UTC so that no `+` offset needs percent-encoding.
+    fn range_query(
+        &self,
+        route: &str,
+        tenant: TenantId,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<String> {
+        let format = |name: &str, at: OffsetDateTime| {
+            at.to_offset(UtcOffset::UTC)
+                .format(&Rfc3339)
+                .map_err(|err| Error::InvalidQuery {
+                    request: format!("GET {}tenants/{tenant}/{route}", self.base_url()),
+                    reason: format!("{name} {at} has no RFC 3339 form: {err}"),
+                })
+        };
+        Ok(format!(
+            "from={}&to={}",
+            format("from", from)?,
+            format("to", to)?
+        ))
     }
 }
 

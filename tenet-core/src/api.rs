@@ -13,6 +13,7 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 use crate::audit::AuditEntry;
@@ -21,6 +22,7 @@ use crate::key::{IssuedKey, KeyInfo, Principal, VerifiedKey};
 use crate::ratelimit::{Limit, TenantLimits};
 use crate::scope::Scope;
 use crate::tenant::Tenant;
+use crate::usage::UsageCount;
 
 /// Body of `POST /tenants`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +69,10 @@ pub struct IssueKeyRequest {
     /// A rate limit of the key's own, applied together with the tenant's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<LimitBody>,
+    /// A JSON object stored with the key; see
+    /// [`KeyMetadata::parse`](crate::KeyMetadata::parse).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
 }
 
 /// A rate limit in a request or response body: `rate` requests per
@@ -245,6 +251,9 @@ pub struct IssuedKeyResponse {
     /// The key's own rate limit, or `null` when only the tenant's applies.
     #[serde(default)]
     pub limit: Option<LimitBody>,
+    /// The JSON object stored with the key; `{}` when none was given.
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
 }
 
 impl From<&IssuedKey> for IssuedKeyResponse {
@@ -263,6 +272,7 @@ impl From<&IssuedKey> for IssuedKeyResponse {
             expires_at: issued.info.expires_at,
             scopes: scope_names(&issued.info.scopes),
             limit: issued.limit.as_ref().map(LimitBody::from),
+            metadata: issued.info.metadata.as_map().clone(),
         }
     }
 }
@@ -279,6 +289,7 @@ impl fmt::Debug for IssuedKeyResponse {
             .field("expires_at", &self.expires_at)
             .field("scopes", &self.scopes)
             .field("limit", &self.limit)
+            .field("metadata", &self.metadata)
             .finish()
     }
 }
@@ -301,6 +312,14 @@ pub struct KeyResponse {
     /// The key's scopes, sorted and without duplicates.
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// The JSON object stored with the key; `{}` when none was given.
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+    /// The last successful verification written to the store, or `null`
+    /// for a key not used yet. It lags behind by up to the server's
+    /// key-use flush interval.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
 }
 
 impl From<KeyInfo> for KeyResponse {
@@ -314,6 +333,8 @@ impl From<KeyInfo> for KeyResponse {
             revoked_at: info.revoked_at,
             expires_at: info.expires_at,
             scopes: scope_names(&info.scopes),
+            metadata: info.metadata.as_map().clone(),
+            last_used_at: info.last_used_at,
         }
     }
 }
@@ -504,6 +525,79 @@ pub struct InvalidKeyResponse {
     pub code: String,
 }
 
+/// Body of `GET /tenants/{id}/usage`: request counts of a tenant's keys
+/// in a range, summed per period and key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageResponse {
+    pub tenant_id: TenantId,
+    #[serde(with = "time::serde::rfc3339")]
+    pub from: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub to: OffsetDateTime,
+    /// `hour` or `day`, both in UTC.
+    pub granularity: String,
+    /// Sums over the whole range.
+    pub totals: UsageTotals,
+    /// Periods with at least one request, oldest first.
+    pub periods: Vec<UsagePeriod>,
+}
+
+/// Accepted and rejected requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageTotals {
+    pub accepted: u64,
+    pub rejected: u64,
+}
+
+/// The requests of one hour or day, in total and per key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsagePeriod {
+    /// Start of the period, in UTC.
+    #[serde(with = "time::serde::rfc3339")]
+    pub start: OffsetDateTime,
+    pub accepted: u64,
+    pub rejected: u64,
+    /// Keys with at least one request in the period, ordered by id.
+    pub keys: Vec<KeyUsage>,
+}
+
+/// The requests of one key in one period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyUsage {
+    pub key_id: KeyId,
+    pub accepted: u64,
+    pub rejected: u64,
+}
+
+/// One line of `GET /tenants/{id}/usage/export`: the requests of one key in
+/// one UTC hour.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    /// Derived from the tenant, the key and the hour, so that importing
+    /// the same hour twice can be detected.
+    pub event_id: uuid::Uuid,
+    pub tenant_id: TenantId,
+    pub key_id: KeyId,
+    /// Start of the hour, in UTC.
+    #[serde(with = "time::serde::rfc3339")]
+    pub hour: OffsetDateTime,
+    pub accepted: u64,
+    pub rejected: u64,
+}
+
+impl From<&UsageCount> for UsageRecord {
+    fn from(count: &UsageCount) -> Self {
+        Self {
+            event_id: count.event_id(),
+            tenant_id: count.tenant_id,
+            key_id: count.key_id,
+            hour: count.hour,
+            accepted: count.accepted,
+            rejected: count.rejected,
+        }
+    }
+}
+
 /// Body of `GET /healthz` and of a successful `GET /readyz`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthResponse {
@@ -563,6 +657,8 @@ mod tests {
             revoked_at,
             expires_at: None,
             scopes: Vec::new(),
+            metadata: crate::KeyMetadata::default(),
+            last_used_at: revoked_at,
         }
     }
 
@@ -587,6 +683,7 @@ mod tests {
                 burst: 5,
                 shadow: true,
             }),
+            metadata: Some(serde_json::json!({"owner": "billing"})),
         });
         round_trip(&VerifyRequest {
             key: "tnt_x".to_owned(),
@@ -686,6 +783,33 @@ mod tests {
             entries: vec![created, issued],
             next_cursor: Some("AZpC0QiIcUimCRi1OZv9ww".to_owned()),
         });
+        round_trip(&UsageResponse {
+            tenant_id: TenantId::generate(),
+            from: time(),
+            to: time(),
+            granularity: "day".to_owned(),
+            totals: UsageTotals {
+                accepted: 3,
+                rejected: 1,
+            },
+            periods: vec![UsagePeriod {
+                start: time(),
+                accepted: 3,
+                rejected: 1,
+                keys: vec![KeyUsage {
+                    key_id: KeyId::generate(),
+                    accepted: 3,
+                    rejected: 1,
+                }],
+            }],
+        });
+        round_trip(&UsageRecord::from(&UsageCount {
+            tenant_id: TenantId::generate(),
+            key_id: KeyId::generate(),
+            hour: time(),
+            accepted: 2,
+            rejected: 0,
+        }));
         round_trip(&HealthResponse {
             status: "ok".to_owned(),
         });

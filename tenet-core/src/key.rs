@@ -23,6 +23,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::Rejection;
 use crate::id::{KeyId, TenantId};
+use crate::metadata::KeyMetadata;
 use crate::name::KeyName;
 use crate::scope::Scope;
 use crate::secret::KeyDigest;
@@ -164,6 +165,13 @@ pub struct KeyInfo {
     pub expires_at: Option<OffsetDateTime>,
     /// The key's scopes, sorted and without duplicates.
     pub scopes: Vec<Scope>,
+    /// The issuer's JSON object, copied to the replacement on rotation.
+    pub metadata: KeyMetadata,
+    /// The last successful verification that reached the store, or `None`
+    /// for a key never used. Written in batches, so it lags behind the
+    /// last use by up to the key-use flush interval.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
 }
 
 /// The settings of a key to issue, besides its tenant; see
@@ -178,6 +186,8 @@ pub struct KeyOptions {
     pub scopes: Vec<Scope>,
     /// A rate limit of the key's own, applied together with its tenant's.
     pub limit: Option<crate::ratelimit::Limit>,
+    /// The issuer's JSON object; see [`KeyMetadata::parse`].
+    pub metadata: KeyMetadata,
 }
 
 /// A key as stored: its metadata and the keyed digest of its secret.

@@ -26,10 +26,13 @@
 //! - [`id`], [`name`], [`scope`], [`tenant`]: identifiers and validated values;
 //! - [`audit`]: audit entries, which record who changed what;
 //! - [`expiry`]: key expiry checks;
+//! - [`metadata`]: the JSON object an issuer attaches to a key;
 //! - [`store`]: the storage trait and its backends;
 //! - [`cache`]: the verification caches, in process and in Redis;
 //! - [`service`]: [`Tenet`], the operations;
 //! - [`ratelimit`]: GCRA rate limits, in process and in Redis;
+//! - [`key_use`]: `last_used_at`, recorded in memory and written in batches;
+//! - [`usage`]: request counts per tenant, key and hour;
 //! - [`stats`]: cache and connection pool counters for metrics;
 //! - [`error`]: the crate's one error type;
 //! - [`api`]: the request and response bodies of the HTTP API.
@@ -50,6 +53,8 @@ pub mod error;
 pub mod expiry;
 pub mod id;
 pub mod key;
+pub mod key_use;
+pub mod metadata;
 pub mod name;
 pub mod ratelimit;
 pub mod scope;
@@ -58,6 +63,7 @@ pub mod service;
 pub mod stats;
 pub mod store;
 pub mod tenant;
+pub mod usage;
 
 pub use audit::{Actor, AuditAction, AuditEntry, AuditTarget};
 pub use cache::CacheOptions;
@@ -67,6 +73,8 @@ pub use id::{AuditId, KeyId, TenantId};
 pub use key::{
     ApiKey, IssuedKey, KeyInfo, KeyOptions, KeyRecord, Principal, RotatedKey, VerifiedKey,
 };
+pub use key_use::KeyUse;
+pub use metadata::KeyMetadata;
 pub use name::{KeyName, TenantName};
 pub use ratelimit::{Limit, TenantLimits};
 pub use scope::Scope;
@@ -77,3 +85,4 @@ pub use store::{
     PostgresStore, Rotation, SqliteStore, Store, TenantEvent,
 };
 pub use tenant::{Tenant, TenantStatus};
+pub use usage::{Granularity, Outcome, UsageCount, UsageRange};

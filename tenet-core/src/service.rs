@@ -5,6 +5,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 use crate::audit::{Actor, AuditAction, AuditEntry, AuditTarget};
+use crate::cache::local::Millis;
 use crate::cache::redis::{RedisCache, RedisOptions};
 use crate::cache::tenants::TenantState;
 use crate::cache::{CacheLayer, CacheOptions, Verdict, feed, valid_verdict};
@@ -14,12 +15,14 @@ use crate::id::{AuditId, KeyId, TenantId};
 use crate::key::{
     ApiKey, IssuedKey, KeyInfo, KeyOptions, KeyRecord, Principal, RotatedKey, VerifiedKey,
 };
+use crate::key_use::KeyUseRecorder;
 use crate::name::{KeyName, TenantName};
 use crate::ratelimit::{Limit, TenantLimits};
 use crate::secret::{KeyDigest, Pepper};
 use crate::stats::{CacheStats, PoolStatuses};
 use crate::store::{Page, PageRequest, Rotation, Store};
 use crate::tenant::{Tenant, TenantStatus};
+use crate::usage::{Outcome, UsageCount, UsageRange, UsageRecorder};
 
 const PEPPER_FINGERPRINT: &str = "pepper_fingerprint";
 
@@ -38,6 +41,8 @@ pub struct Tenet {
     pepper: Pepper,
     cache: Option<Arc<CacheLayer>>,
     actor: Actor,
+    key_uses: Arc<KeyUseRecorder>,
+    usage: Arc<UsageRecorder>,
 }
 
 /// Configures a [`Tenet`]; see [`Tenet::builder`].
@@ -107,6 +112,8 @@ impl TenetBuilder {
             pepper: self.pepper,
             cache,
             actor: Actor::Admin,
+            key_uses: Arc::default(),
+            usage: Arc::default(),
         })
     }
 }
@@ -278,7 +285,9 @@ impl Tenet {
         );
 
         for key in &revoked {
-            self.announce(&key.digest, &Verdict::Revoked).await;
+            let owner = principal_of(&key.info);
+            self.announce(&key.digest, &Verdict::Revoked(Some(owner)))
+                .await;
         }
         self.announce_tenant(id).await;
         Ok(())
@@ -382,6 +391,8 @@ impl Tenet {
                 revoked_at: None,
                 expires_at,
                 scopes,
+                metadata: options.metadata,
+                last_used_at: None,
             },
             digest: self.pepper.digest(api_key.secret()),
         };
@@ -502,13 +513,15 @@ impl Tenet {
             .ok_or_else(|| Error::not_found("key", key))?;
         tracing::debug!(tenant_id = %tenant, key_id = %key, actor = %self.actor, "revoked key");
 
-        self.announce(&revoked.digest, &Verdict::Revoked).await;
+        let owner = principal_of(&revoked.info);
+        self.announce(&revoked.digest, &Verdict::Revoked(Some(owner)))
+            .await;
         Ok(revoked.info)
     }
 
     /// Rotates a key: issues a new key with the old key's name, scopes and
-    /// own rate limit, and ends the old key after `grace`, or at once for a
-    /// zero grace.
+    /// own rate limit and metadata, and ends the old key after `grace`, or
+    /// at once for a zero grace.
     ///
     /// The old key's expiry moves to now plus `grace` unless it already
     /// expires sooner, and every replica's cache learns of the shorter
@@ -540,6 +553,8 @@ impl Tenet {
                 revoked_at: None,
                 expires_at: old.expires_at.filter(|at| *at > rotated_at),
                 scopes: old.scopes.clone(),
+                metadata: old.metadata.clone(),
+                last_used_at: None,
             },
             digest: self.pepper.digest(api_key.secret()),
         };
@@ -581,7 +596,7 @@ impl Tenet {
         self.announce(&replacement.digest, &valid_verdict(&replacement.info))
             .await;
         let old_verdict = if ended.info.revoked_at.is_some() {
-            Verdict::Revoked
+            Verdict::Revoked(Some(principal_of(&ended.info)))
         } else {
             valid_verdict(&ended.info)
         };
@@ -611,7 +626,8 @@ impl Tenet {
 
     /// Verifies a presented key like [`Tenet::verify`] and also requires
     /// it to hold every scope in `required_scopes`, else
-    /// [`Rejection::MissingScope`].
+    /// [`Rejection::MissingScope`], and its tenant to be active, else
+    /// [`Rejection::TenantSuspended`].
     ///
     /// Expiry is checked at each call against the wall clock, so a cached
     /// key is rejected from the millisecond it expires, without a store
@@ -622,36 +638,189 @@ impl Tenet {
         presented: &str,
         required_scopes: &[&str],
     ) -> Result<VerifiedKey> {
+        let (verdict, now) = self.verdict(presented).await?;
+        let verified = verdict.check(required_scopes)?;
+        let verified = self.admit_tenant(verified).await?;
+        self.record_key_use(&verdict, now);
+        Ok(verified)
+    }
+
+    /// Verifies a presented key like [`Tenet::verify_with`] and counts the
+    /// request for usage metering: accepted when the key verifies, rejected
+    /// when the key is known but revoked, expired, missing a scope or of a
+    /// suspended tenant.
+    ///
+    /// Malformed and unknown keys belong to no tenant and are not counted.
+    /// A revoked key is counted only when this process has the key's
+    /// record. A revoked state that reached the cache through another
+    /// replica's key event or through Redis carries no key id.
+    pub async fn verify_metered(
+        &self,
+        presented: &str,
+        required_scopes: &[&str],
+    ) -> Result<VerifiedKey> {
+        self.verify_counted(presented, required_scopes, true).await
+    }
+
+    /// Verifies a presented key like [`Tenet::verify_metered`] but counts
+    /// only rejections, for a caller that applies rate limits next and then
+    /// records [`Outcome::Accepted`] or [`Outcome::RateLimited`] itself
+    /// with [`Tenet::record_usage`], so that each request counts once.
+    pub async fn verify_metered_before_limits(
+        &self,
+        presented: &str,
+        required_scopes: &[&str],
+    ) -> Result<VerifiedKey> {
+        self.verify_counted(presented, required_scopes, false).await
+    }
+
+    async fn verify_counted(
+        &self,
+        presented: &str,
+        required_scopes: &[&str],
+        count_accepted: bool,
+    ) -> Result<VerifiedKey> {
+        let (verdict, now) = self.verdict(presented).await?;
+        let owner = verdict.principal();
+        let verified = match verdict.check(required_scopes) {
+            Ok(verified) => self.admit_tenant(verified).await,
+            Err(err) => Err(err),
+        };
+
+        match (&verified, owner) {
+            (Ok(verified), _) => {
+                let principal = verified.principal;
+                self.record_key_use(&verdict, now);
+                if count_accepted {
+                    self.record_usage(principal.tenant_id, principal.key_id, Outcome::Accepted);
+                }
+            }
+            (Err(Error::Rejected(_)), Some(owner)) => {
+                self.record_usage(owner.tenant_id, owner.key_id, Outcome::Rejected);
+            }
+            (Err(_), _) => {}
+        }
+        verified
+    }
+
+    /// Passes a verified key on only while its tenant is active, reading
+    /// the tenant's state through the tenant cache when there is one.
+    async fn admit_tenant(&self, verified: VerifiedKey) -> Result<VerifiedKey> {
+        let tenant = verified.principal.tenant_id;
+        let state = match &self.cache {
+            Some(cache) => self.cached_tenant_state(cache, tenant).await?,
+            None => self.tenant_state_from_store(tenant).await?,
+        };
+        admit(verified, state)
+    }
+
+    /// Counts one request of a key for usage metering, in memory until the
+    /// next [`Tenet::flush_usage`]. It takes no lock across an await and
+    /// cannot fail.
+    ///
+    /// A route that applies a rate limit after the key verified should
+    /// verify with [`Tenet::verify_metered_before_limits`] and record
+    /// [`Outcome::Accepted`] or [`Outcome::RateLimited`] here, because
+    /// [`Tenet::verify_metered`] already counts a verified key as accepted.
+    pub fn record_usage(&self, tenant: TenantId, key: KeyId, outcome: Outcome) {
+        self.usage.record(tenant, key, outcome);
+    }
+
+    /// Returns the cached or stored state of a presented key, and the
+    /// cache time of the lookup when a cache is configured.
+    async fn verdict(&self, presented: &str) -> Result<(Verdict, Option<Millis>)> {
         let digest = self
             .pepper
             .digest_presented(presented)
             .map_err(Error::Rejected)?;
 
         let Some(cache) = &self.cache else {
-            let verified = self
-                .verdict_from_store(&digest)
-                .await?
-                .check(required_scopes)?;
-            let state = self
-                .tenant_state_from_store(verified.principal.tenant_id)
-                .await?;
-            return admit(verified, state);
+            return Ok((self.verdict_from_store(&digest).await?, None));
         };
         let now = cache.local.now();
-        let verified = if let Some(verdict) = cache.local.get(&digest, now, cache.trust_cutoff(now))
-        {
+        if let Some(verdict) = cache.local.get(&digest, now, cache.trust_cutoff(now)) {
             cache.stats.local_hits.increment();
-            verdict.check(required_scopes)?
-        } else {
-            cache.stats.local_misses.increment();
-            self.verify_uncached(cache, digest)
-                .await?
-                .check(required_scopes)?
+            return Ok((verdict, Some(now)));
+        }
+        cache.stats.local_misses.increment();
+        let verdict = self.verify_uncached(cache, digest).await?;
+        Ok((verdict, Some(now)))
+    }
+
+    /// Records that the key of a valid `verdict` was used, at the cache
+    /// time `now` when there is one.
+    ///
+    /// With a cache, the use goes to the cell that the cache entry shares,
+    /// which takes atomic operations only. Without one, each verification
+    /// builds a new verdict, so the use goes to the recorder's map instead.
+    fn record_key_use(&self, verdict: &Verdict, now: Option<Millis>) {
+        let Verdict::Valid(key) = verdict else {
+            return;
         };
-        let state = self
-            .cached_tenant_state(cache, verified.principal.tenant_id)
-            .await?;
-        admit(verified, state)
+        match (&self.cache, now) {
+            (Some(cache), Some(now)) => {
+                self.key_uses.record_cell(&key.uses, cache.wall_millis(now));
+            }
+            _ => self.key_uses.record(key.principal.key_id),
+        }
+    }
+
+    /// Writes the `last_used_at` of every key that verified since the last
+    /// call, in one store call, and returns how many keys it wrote.
+    ///
+    /// Called once per interval, this writes each key at most once per
+    /// interval. When the write fails, the uses are kept for the next call.
+    ///
+    /// NOTE: nothing calls this on its own; `tenet-server` calls it on a
+    /// timer. An embedder that never calls it keeps growing memory: one
+    /// entry per cache fill of a used key, or per key without a cache.
+    pub async fn flush_key_uses(&self) -> Result<usize> {
+        let uses = self.key_uses.take();
+        if uses.is_empty() {
+            return Ok(0);
+        }
+        match self.store.record_key_uses(&uses).await {
+            Ok(()) => {
+                tracing::debug!(keys = uses.len(), "wrote key uses");
+                Ok(uses.len())
+            }
+            Err(err) => {
+                self.key_uses.restore(&uses);
+                Err(err)
+            }
+        }
+    }
+
+    /// Adds the usage counts recorded since the last call to the store in
+    /// one atomic call, and returns how many hourly rows it wrote.
+    ///
+    /// When the write fails, the counts are kept for the next call, so a
+    /// failed flush loses nothing while the process lives.
+    pub async fn flush_usage(&self) -> Result<usize> {
+        let counts = self.usage.take();
+        if counts.is_empty() {
+            return Ok(0);
+        }
+        match self.store.add_usage(&counts).await {
+            Ok(()) => {
+                tracing::debug!(rows = counts.len(), "wrote usage counts");
+                Ok(counts.len())
+            }
+            Err(err) => {
+                self.usage.restore(&counts);
+                Err(err)
+            }
+        }
+    }
+
+    /// Returns a tenant's stored hourly usage counts in `range`, ordered by
+    /// hour, then key id; [`Error::NotFound`] for an unknown tenant.
+    ///
+    /// Counts still in memory, here or on other replicas, are not included
+    /// until their next flush.
+    pub async fn usage(&self, tenant: TenantId, range: UsageRange) -> Result<Vec<UsageCount>> {
+        self.tenant(tenant).await?;
+        self.store.usage(tenant, range).await
     }
 
     /// Returns a tenant's state from the tenant cache, filling it from the
@@ -731,7 +900,7 @@ impl Tenet {
         let verdict = match self.store.key_by_digest(digest).await? {
             Some(record) if record.digest.ct_eq(digest) => {
                 if record.info.revoked_at.is_some() {
-                    Verdict::Revoked
+                    Verdict::Revoked(Some(principal_of(&record.info)))
                 } else {
                     valid_verdict(&record.info)
                 }
@@ -786,6 +955,13 @@ fn admit(verified: VerifiedKey, state: TenantState) -> Result<VerifiedKey> {
     }
 }
 
+fn principal_of(info: &KeyInfo) -> Principal {
+    Principal {
+        tenant_id: info.tenant_id,
+        key_id: info.id,
+    }
+}
+
 /// Returns the current time in UTC, truncated to milliseconds, which every
 /// store keeps exactly.
 pub(crate) fn now() -> OffsetDateTime {
@@ -818,6 +994,7 @@ mod tests {
 
     use super::*;
     use crate::error::Rejection;
+    use crate::key_use::KeyUse;
     use crate::store::{KeyEvents, MemoryStore};
 
     /// A store that counts lookups by digest and tenant reads, and can
@@ -938,6 +1115,15 @@ mod tests {
         }
         async fn init_setting(&self, name: &str, value: &[u8]) -> Result<Vec<u8>> {
             self.inner.init_setting(name, value).await
+        }
+        async fn record_key_uses(&self, uses: &[KeyUse]) -> Result<()> {
+            self.inner.record_key_uses(uses).await
+        }
+        async fn add_usage(&self, counts: &[UsageCount]) -> Result<()> {
+            self.inner.add_usage(counts).await
+        }
+        async fn usage(&self, tenant: TenantId, range: UsageRange) -> Result<Vec<UsageCount>> {
+            self.inner.usage(tenant, range).await
         }
         async fn ping(&self) -> Result<()> {
             self.inner.ping().await

@@ -104,6 +104,20 @@ pub async fn authenticate(
         .map(|verified| verified.principal)
 }
 
+/// Authenticates like [`authenticate`] and counts a known key's rejection
+/// in its usage; the caller records an accepted or rate-limited request
+/// after applying the key's limits (see
+/// [`Tenet::verify_metered_before_limits`]).
+pub async fn authenticate_metered(
+    headers: &HeaderMap,
+    tenet: &Tenet,
+    metrics: &Metrics,
+) -> Result<Principal, Error> {
+    let presented = extract_or_reject(headers)?;
+    let verified = tenet.verify_metered_before_limits(presented, &[]).await;
+    conclude(presented, verified, metrics).map(|verified| verified.principal)
+}
+
 /// Authenticates like [`authenticate`] and requires the key to hold every
 /// scope in `required_scopes`; a key without one is rejected like any
 /// other invalid key.
@@ -113,15 +127,25 @@ pub async fn authenticate_with(
     metrics: &Metrics,
     required_scopes: &[&str],
 ) -> Result<VerifiedKey, Error> {
-    let presented = match extract_api_key(headers) {
-        Ok(presented) => presented,
-        Err(refusal) => {
-            tracing::debug!(reason = refusal.code(), "rejected API key");
-            return Err(Error::Unauthorized);
-        }
-    };
-
+    let presented = extract_or_reject(headers)?;
     let verified = tenet.verify_with(presented, required_scopes).await;
+    conclude(presented, verified, metrics)
+}
+
+fn extract_or_reject(headers: &HeaderMap) -> Result<&str, Error> {
+    extract_api_key(headers).map_err(|refusal| {
+        tracing::debug!(reason = refusal.code(), "rejected API key");
+        Error::Unauthorized
+    })
+}
+
+/// Counts a verification's outcome in `metrics` and maps a rejection to
+/// the uniform [`Error::Unauthorized`].
+fn conclude(
+    presented: &str,
+    verified: tenet_core::Result<VerifiedKey>,
+    metrics: &Metrics,
+) -> Result<VerifiedKey, Error> {
     metrics.observe_verification(Verification::of(&verified));
 
     match verified {

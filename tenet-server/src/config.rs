@@ -334,6 +334,29 @@ pub struct Config {
         value_parser = clap::value_parser!(u32).range(1..=1_000_000)
     )]
     pub auth_failure_burst: u32,
+    /// Sets how often usage counts are added to the store, in seconds. A
+    /// crash loses the counts of at most this interval; a graceful shutdown
+    /// writes them.
+    #[arg(
+        long,
+        env = "TENET_USAGE_FLUSH_INTERVAL",
+        value_name = "SECONDS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub usage_flush_interval: u64,
+
+    /// Sets how often the keys' last_used_at times are written to the
+    /// store, in seconds, and so how far they may lag behind. Each key is
+    /// written at most once per interval, and once more at shutdown.
+    #[arg(
+        long,
+        env = "TENET_KEY_USE_FLUSH_INTERVAL",
+        value_name = "SECONDS",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
+    )]
+    pub key_use_flush_interval: u64,
 
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -436,6 +459,16 @@ impl Config {
         Duration::from_secs(self.shutdown_timeout)
     }
 
+    /// Returns the usage flush interval as a duration.
+    pub fn usage_flush_interval(&self) -> Duration {
+        Duration::from_secs(self.usage_flush_interval)
+    }
+
+    /// Returns the `last_used_at` flush interval as a duration.
+    pub fn key_use_flush_interval(&self) -> Duration {
+        Duration::from_secs(self.key_use_flush_interval)
+    }
+
     /// Returns the time to keep serving after SIGTERM as a duration.
     pub fn drain_delay(&self) -> Duration {
         Duration::from_secs(self.drain_delay)
@@ -480,6 +513,8 @@ impl fmt::Debug for Config {
             .field("limit_refresh", &self.limit_refresh)
             .field("auth_failure_rate", &self.auth_failure_rate)
             .field("auth_failure_burst", &self.auth_failure_burst)
+            .field("usage_flush_interval", &self.usage_flush_interval)
+            .field("key_use_flush_interval", &self.key_use_flush_interval)
             .field("command", &self.command)
             .field("key_pepper", &redacted(self.key_pepper.is_some()))
             .finish()

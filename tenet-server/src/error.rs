@@ -63,6 +63,19 @@ pub enum Error {
     #[error("{0}")]
     InvalidScopes(String),
 
+    /// A key's `metadata` is not a JSON object or is too large.
+    #[error("{0}")]
+    InvalidMetadata(String),
+
+    /// A usage query's `from` or `to` is missing, not RFC 3339, out of
+    /// order or too far apart.
+    #[error("{0}")]
+    InvalidRange(String),
+
+    /// A usage query's `granularity` is neither `hour` nor `day`.
+    #[error("{0}")]
+    InvalidGranularity(String),
+
     /// A listing's `cursor` query parameter is not one the server issued.
     #[error("{0}")]
     InvalidCursor(String),
@@ -181,6 +194,17 @@ impl From<tenet_core::Error> for Error {
                 ..
             } => Error::InvalidQuota(err.to_string()),
             tenet_core::Error::Invalid {
+                field: "metadata", ..
+            } => Error::InvalidMetadata(err.to_string()),
+            tenet_core::Error::Invalid {
+                field: "usage range",
+                ..
+            } => Error::InvalidRange(err.to_string()),
+            tenet_core::Error::Invalid {
+                field: "granularity",
+                ..
+            } => Error::InvalidGranularity(err.to_string()),
+            tenet_core::Error::Invalid {
                 field: "tenant id", ..
             } => Error::TenantNotFound,
             tenet_core::Error::Invalid {
@@ -243,6 +267,19 @@ impl Error {
             }
             Error::InvalidScopes(detail) => {
                 return (StatusCode::BAD_REQUEST, "invalid_scopes", detail.clone());
+            }
+            Error::InvalidMetadata(detail) => {
+                return (StatusCode::BAD_REQUEST, "invalid_metadata", detail.clone());
+            }
+            Error::InvalidRange(detail) => {
+                return (StatusCode::BAD_REQUEST, "invalid_range", detail.clone());
+            }
+            Error::InvalidGranularity(detail) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    "invalid_granularity",
+                    detail.clone(),
+                );
             }
             Error::InvalidCursor(detail) => {
                 return (StatusCode::BAD_REQUEST, "invalid_cursor", detail.clone());

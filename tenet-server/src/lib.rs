@@ -22,6 +22,7 @@
 //! - [`setup`]: the data directory, store, pepper, admin token and the
 //!   shared [`setup::State`];
 //! - [`server`]: the accept loop, connection limits and graceful shutdown;
+//! - [`flush`]: periodic writes of usage counts and `last_used_at`;
 //! - [`lifecycle`]: signals, the drain delay and readiness during shutdown;
 //! - [`service`]: one request: routing, the request id, panic safety,
 //!   request metrics and the request log line;
@@ -48,6 +49,7 @@ pub mod auth;
 pub mod body;
 pub mod config;
 pub mod error;
+pub mod flush;
 pub mod lifecycle;
 pub mod limiting;
 pub mod logging;
@@ -159,6 +161,11 @@ impl App {
             self.state.lifecycle.start_draining();
             stop.send_replace(true);
         };
+        let flusher = flush::Flusher::spawn(
+            self.state.tenet.clone(),
+            self.config.usage_flush_interval(),
+            self.config.key_use_flush_interval(),
+        );
         let wait_for_stop = |mut stopped: watch::Receiver<bool>| async move {
             // An error means the sender is gone, which also means stop.
             let _ = stopped.wait_for(|stop| *stop).await;
@@ -184,6 +191,9 @@ impl App {
             }
         };
         tokio::join!(trigger, main, metrics);
+
+        // No request is running any more, so this write includes every count.
+        flusher.finish().await;
 
         tracing::info!(address = %self.local_addr, "tenet-server stopped");
     }

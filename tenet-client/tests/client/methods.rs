@@ -1,6 +1,7 @@
 //! Every route method against a real server.
 
 use tenet_client::Credential;
+use tenet_core::Granularity;
 use tenet_core::api::{
     IssueKeyRequest, KeyLimitBody, LimitBody, RotateKeyRequest, TenantLimitsBody, VerifyRequest,
     VerifyResponse,
@@ -320,4 +321,49 @@ async fn limits_set_get_and_key_limit() {
     assert_eq!(key_stored, key_limit);
     let err = invalid.expect_err("a zero quota is invalid");
     assert!(err.to_string().contains("invalid_quota"), "{err}");
+}
+
+#[tokio::test]
+async fn usage_and_export_match_requests() {
+    let server = TestServer::start_with(&["--usage-flush-interval", "1"]).await;
+    let admin = server.admin();
+    let (tenant, issued) = server.tenant_with_key().await;
+    let key = server.anonymous().with_credential(issued.api_key.as_str());
+    for _ in 0..3 {
+        key.whoami().await.expect("the key is accepted");
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let (from, to) = (
+        now - time::Duration::hours(2),
+        now + time::Duration::hours(2),
+    );
+
+    // The counts reach the store at the next flush, within about a second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let usage = loop {
+        let usage = admin
+            .usage(tenant.id, from, to, Granularity::Day)
+            .await
+            .expect("usage reads");
+        if usage.totals.accepted == 3 || std::time::Instant::now() > deadline {
+            break usage;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let records = admin
+        .export_usage(tenant.id, from, to)
+        .await
+        .expect("usage exports");
+    let again = admin
+        .export_usage(tenant.id, from, to)
+        .await
+        .expect("usage exports");
+
+    assert_eq!(usage.totals.accepted, 3);
+    assert_eq!(usage.totals.rejected, 0);
+    assert_eq!(usage.granularity, "day");
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].key_id, issued.id);
+    assert_eq!(records[0].accepted, 3);
+    assert_eq!(records, again, "a second export is identical");
 }

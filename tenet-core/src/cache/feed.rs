@@ -55,7 +55,7 @@ pub(crate) async fn apply_event(layer: &CacheLayer, event: &KeyEvent) -> bool {
     if let (KeyEventKind::Revoked, Some(redis)) = (event.kind, &layer.redis) {
         if !redis.is_open() {
             written = redis
-                .put(&event.digest, &Verdict::Revoked, layer.options.ttl)
+                .put(&event.digest, &Verdict::Revoked(None), layer.options.ttl)
                 .await;
         }
     }
@@ -283,7 +283,11 @@ async fn probe_redis(layer: Weak<CacheLayer>, store: Arc<dyn Store>, clock: Stor
                     complete &= match event.kind {
                         KeyEventKind::Revoked => {
                             redis
-                                .put_while_open(&event.digest, &Verdict::Revoked, layer.options.ttl)
+                                .put_while_open(
+                                    &event.digest,
+                                    &Verdict::Revoked(None),
+                                    layer.options.ttl,
+                                )
                                 .await
                         }
                         KeyEventKind::ExpiryShortened => {

@@ -110,7 +110,7 @@ impl LocalCache {
         let entry = map.get(digest)?;
         let ttl = match entry.verdict {
             Verdict::Unknown => self.negative_ttl,
-            Verdict::Valid(_) | Verdict::Revoked => self.ttl,
+            Verdict::Valid(_) | Verdict::Revoked(_) => self.ttl,
         };
         let fresh = now.saturating_sub(entry.read_at) < ttl && entry.read_at >= not_before;
         fresh.then(|| entry.verdict.clone())
@@ -205,13 +205,15 @@ mod tests {
     }
 
     fn valid() -> Verdict {
+        let key_id = KeyId::generate();
         Verdict::Valid(ValidKey {
             principal: Principal {
                 tenant_id: TenantId::generate(),
-                key_id: KeyId::generate(),
+                key_id,
             },
             expires_at: Expiry::NEVER,
             scopes: Arc::from([]),
+            uses: Arc::new(crate::key_use::KeyUseCell::new(key_id)),
         })
     }
 

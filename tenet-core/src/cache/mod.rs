@@ -27,6 +27,7 @@ use std::time::Duration;
 use crate::error::{Error, Rejection, Result};
 use crate::expiry::Expiry;
 use crate::key::{KeyInfo, Principal, VerifiedKey};
+use crate::key_use::{KeyUseCell, unix_millis_now};
 use crate::scope::{self, Scope};
 use crate::stats::CacheStats;
 
@@ -45,7 +46,9 @@ use tenants::TenantCache;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Verdict {
     Valid(ValidKey),
-    Revoked,
+    /// Whom the revoked key acted for, when known. A revoked state learned
+    /// from a key event or read from Redis does not carry it.
+    Revoked(Option<Principal>),
     Unknown,
 }
 
@@ -57,12 +60,14 @@ pub(crate) struct ValidKey {
     pub(crate) principal: Principal,
     pub(crate) expires_at: Expiry,
     pub(crate) scopes: Arc<[Scope]>,
+    /// The key's latest use, shared by the clones of this entry.
+    pub(crate) uses: Arc<KeyUseCell>,
 }
 
 impl Verdict {
     /// Turns the verdict into the result of a verification that requires
     /// `required_scopes`, checking expiry before scopes.
-    pub(crate) fn check(self, required_scopes: &[&str]) -> Result<VerifiedKey> {
+    pub(crate) fn check(&self, required_scopes: &[&str]) -> Result<VerifiedKey> {
         match self {
             Verdict::Valid(key) => {
                 if key.expires_at.has_passed() {
@@ -73,12 +78,23 @@ impl Verdict {
                 }
                 Ok(VerifiedKey {
                     principal: key.principal,
-                    scopes: key.scopes,
+                    scopes: Arc::clone(&key.scopes),
                     expires_at: key.expires_at.to_time(),
                 })
             }
-            Verdict::Revoked => Err(Error::Rejected(Rejection::Revoked)),
+            Verdict::Revoked(_) => Err(Error::Rejected(Rejection::Revoked)),
             Verdict::Unknown => Err(Error::Rejected(Rejection::Unknown)),
+        }
+    }
+}
+
+impl Verdict {
+    /// Returns whom the key acts or acted for, when that is known.
+    pub(crate) fn principal(&self) -> Option<Principal> {
+        match self {
+            Verdict::Valid(key) => Some(key.principal),
+            Verdict::Revoked(principal) => *principal,
+            Verdict::Unknown => None,
         }
     }
 }
@@ -92,6 +108,7 @@ pub(crate) fn valid_verdict(info: &KeyInfo) -> Verdict {
         },
         expires_at: Expiry::from_time(info.expires_at),
         scopes: info.scopes.as_slice().into(),
+        uses: Arc::new(KeyUseCell::new(info.id)),
     })
 }
 
@@ -156,6 +173,8 @@ pub(crate) struct CacheLayer {
     pub(crate) local: LocalCache,
     /// Tenant status, timed by `local`'s clock.
     pub(crate) tenants: TenantCache,
+    /// Unix milliseconds at cache time 0.
+    wall_at_epoch: i64,
     pub(crate) redis: Option<RedisCache>,
     pub(crate) options: CacheOptions,
     /// Present when other processes write to the store.
@@ -165,14 +184,27 @@ pub(crate) struct CacheLayer {
 
 impl CacheLayer {
     pub(crate) fn new(options: CacheOptions, redis: Option<RedisCache>, shared: bool) -> Self {
+        let local = LocalCache::new(options.capacity, options.ttl, options.negative_ttl);
+        let wall_at_epoch = unix_millis_now().saturating_sub_unsigned(local.now());
         Self {
-            local: LocalCache::new(options.capacity, options.ttl, options.negative_ttl),
+            local,
             tenants: TenantCache::new(options.capacity, millis(options.ttl)),
+            wall_at_epoch,
             redis,
             health: shared.then(FeedHealth::default),
             options,
             stats: CacheStats::default(),
         }
+    }
+
+    /// Converts a cache time to Unix milliseconds, which saves a second
+    /// clock read on the warm path.
+    ///
+    /// NOTE: cache time is monotonic. It follows NTP's rate adjustments but
+    /// not steps of the wall clock, so after a step the recorded uses are
+    /// off by the step until the process restarts.
+    pub(crate) fn wall_millis(&self, now: Millis) -> i64 {
+        self.wall_at_epoch.saturating_add_unsigned(now)
     }
 
     /// Returns the earliest read time of an entry that may be used now.
@@ -188,7 +220,7 @@ impl CacheLayer {
     pub(crate) fn ttl_for(&self, verdict: &Verdict) -> Duration {
         match verdict {
             Verdict::Unknown => self.options.negative_ttl,
-            Verdict::Valid(_) | Verdict::Revoked => self.options.ttl,
+            Verdict::Valid(_) | Verdict::Revoked(_) => self.options.ttl,
         }
     }
 

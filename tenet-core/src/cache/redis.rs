@@ -18,6 +18,7 @@
 //! store before a rotation cannot undo the rotation's shorter expiry.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,7 @@ use crate::error::{Error, Result};
 use crate::expiry::Expiry;
 use crate::id::{KeyId, TenantId};
 use crate::key::Principal;
+use crate::key_use::KeyUseCell;
 use crate::scope::Scope;
 use crate::secret::KeyDigest;
 use crate::stats::{PoolStatus, WaitHistogram};
@@ -337,7 +339,7 @@ const VALID_LAYOUT: u8 = b'e';
 fn encode(verdict: &Verdict) -> Vec<u8> {
     match verdict {
         Verdict::Unknown => vec![RANK_UNKNOWN],
-        Verdict::Revoked => vec![RANK_REVOKED],
+        Verdict::Revoked(_) => vec![RANK_REVOKED],
         Verdict::Valid(key) => {
             let scope_bytes: usize = key
                 .scopes
@@ -363,7 +365,7 @@ fn encode(verdict: &Verdict) -> Vec<u8> {
 fn decode(value: &[u8]) -> Option<Verdict> {
     match value {
         [RANK_UNKNOWN] => Some(Verdict::Unknown),
-        [RANK_REVOKED] => Some(Verdict::Revoked),
+        [RANK_REVOKED] => Some(Verdict::Revoked(None)),
         [RANK_VALID, VALID_LAYOUT, rest @ ..] if rest.len() >= 40 => {
             let (expiry, rest) = rest.split_at(8);
             let (ids, mut scope_bytes) = rest.split_at(32);
@@ -377,13 +379,15 @@ fn decode(value: &[u8]) -> Option<Verdict> {
                 scopes.push(Scope::parse(text).ok()?);
                 scope_bytes = &tail[len..];
             }
+            let key_id = KeyId::from_uuid(key);
             Some(Verdict::Valid(ValidKey {
                 principal: Principal {
                     tenant_id: TenantId::from_uuid(tenant),
-                    key_id: KeyId::from_uuid(key),
+                    key_id,
                 },
                 expires_at,
                 scopes: scopes.into(),
+                uses: Arc::new(KeyUseCell::new(key_id)),
             }))
         }
         _ => None,
@@ -395,13 +399,15 @@ mod tests {
     use super::*;
 
     fn valid_key(expires_at: Expiry, scopes: &[&str]) -> Verdict {
+        let key_id = KeyId::generate();
         Verdict::Valid(ValidKey {
             principal: Principal {
                 tenant_id: TenantId::generate(),
-                key_id: KeyId::generate(),
+                key_id,
             },
             expires_at,
             scopes: Scope::parse_list(scopes).expect("valid scopes").into(),
+            uses: Arc::new(KeyUseCell::new(key_id)),
         })
     }
 
@@ -410,7 +416,7 @@ mod tests {
         let longest = "s".repeat(crate::scope::MAX_SCOPE_LEN);
         for verdict in [
             Verdict::Unknown,
-            Verdict::Revoked,
+            Verdict::Revoked(None),
             valid_key(Expiry::NEVER, &[]),
             valid_key(Expiry::from_millis(1_800_000_000_000), &["a:b", &longest]),
         ] {
@@ -476,13 +482,15 @@ mod live_tests {
     }
 
     fn valid(expires_at: Expiry) -> Verdict {
+        let key_id = KeyId::generate();
         Verdict::Valid(ValidKey {
             principal: Principal {
                 tenant_id: TenantId::generate(),
-                key_id: KeyId::generate(),
+                key_id,
             },
             expires_at,
             scopes: Arc::from([]),
+            uses: Arc::new(KeyUseCell::new(key_id)),
         })
     }
 
@@ -510,9 +518,9 @@ mod live_tests {
         assert!(cache.put(&digest, &valid, ttl).await);
         assert!(cache.put(&digest, &Verdict::Unknown, ttl).await);
         assert_eq!(cache.get(&digest).await, Some(valid.clone()));
-        assert!(cache.put(&digest, &Verdict::Revoked, ttl).await);
+        assert!(cache.put(&digest, &Verdict::Revoked(None), ttl).await);
         assert!(cache.put(&digest, &valid, ttl).await);
-        assert_eq!(cache.get(&digest).await, Some(Verdict::Revoked));
+        assert_eq!(cache.get(&digest).await, Some(Verdict::Revoked(None)));
 
         cleanup(&cache).await;
     }
@@ -541,8 +549,8 @@ mod live_tests {
         assert!(cache.put(&digest, &sooner, ttl).await);
         assert!(cache.put(&digest, &later, ttl).await);
         assert_eq!(cache.get(&digest).await, Some(sooner));
-        assert!(cache.put(&digest, &Verdict::Revoked, ttl).await);
-        assert_eq!(cache.get(&digest).await, Some(Verdict::Revoked));
+        assert!(cache.put(&digest, &Verdict::Revoked(None), ttl).await);
+        assert_eq!(cache.get(&digest).await, Some(Verdict::Revoked(None)));
 
         cleanup(&cache).await;
     }

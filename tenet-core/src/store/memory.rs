@@ -12,10 +12,12 @@ use crate::audit::AuditEntry;
 use crate::error::{Error, Result};
 use crate::id::{AuditId, KeyId, TenantId};
 use crate::key::{KeyInfo, KeyRecord};
+use crate::key_use::KeyUse;
 use crate::name::TenantName;
 use crate::ratelimit::{Limit, TenantLimits};
 use crate::secret::KeyDigest;
 use crate::tenant::{Tenant, TenantStatus};
+use crate::usage::{UsageCount, UsageRange};
 
 /// A store that keeps everything in memory.
 #[derive(Debug, Default)]
@@ -33,6 +35,9 @@ struct State {
     tenant_limits: HashMap<TenantId, TenantLimits>,
     key_limits: HashMap<KeyId, Limit>,
     audit: BTreeMap<AuditId, AuditEntry>,
+    /// Accepted and rejected counts per tenant, hour and key, in the
+    /// order that [`Store::usage`] lists them.
+    usage: BTreeMap<(TenantId, OffsetDateTime, KeyId), (u64, u64)>,
 }
 
 impl State {
@@ -315,6 +320,53 @@ impl Store for MemoryStore {
             .entry(name.to_owned())
             .or_insert_with(|| value.to_vec());
         Ok(stored.clone())
+    }
+
+    async fn record_key_uses(&self, uses: &[KeyUse]) -> Result<()> {
+        let mut state = self.write();
+        for used in uses {
+            if let Some(record) = state.keys.get_mut(&used.key_id) {
+                let latest = record
+                    .info
+                    .last_used_at
+                    .map_or(used.used_at, |stored| stored.max(used.used_at));
+                record.info.last_used_at = Some(latest);
+            }
+        }
+        Ok(())
+    }
+
+    async fn add_usage(&self, counts: &[UsageCount]) -> Result<()> {
+        let mut state = self.write();
+        for count in counts {
+            let row = state
+                .usage
+                .entry((count.tenant_id, count.hour, count.key_id))
+                .or_default();
+            row.0 = row.0.saturating_add(count.accepted);
+            row.1 = row.1.saturating_add(count.rejected);
+        }
+        Ok(())
+    }
+
+    async fn usage(&self, tenant: TenantId, range: UsageRange) -> Result<Vec<UsageCount>> {
+        let state = self.read();
+        let start = (tenant, range.from, KeyId::from_uuid(uuid::Uuid::nil()));
+        let counts = state
+            .usage
+            .range(start..)
+            .take_while(|((id, hour, _), _)| *id == tenant && *hour < range.to)
+            .map(
+                |(&(tenant_id, hour, key_id), &(accepted, rejected))| UsageCount {
+                    tenant_id,
+                    key_id,
+                    hour,
+                    accepted,
+                    rejected,
+                },
+            )
+            .collect();
+        Ok(counts)
     }
 
     async fn ping(&self) -> Result<()> {

@@ -1,7 +1,8 @@
 //! Storage behind one trait, with a module per backend.
 //!
 //! A store keeps tenants, key records (metadata and keyed digest, never the
-//! key) and a few named settings such as the pepper fingerprint. Every write
+//! key), hourly usage counts and a few named settings such as the pepper
+//! fingerprint. Every write
 //! is durable when its future resolves. Stores do no validation of their
 //! own: [`crate::Tenet`] hands them checked values only.
 //!
@@ -20,11 +21,13 @@ use crate::audit::AuditEntry;
 use crate::error::Result;
 use crate::id::{KeyId, TenantId};
 use crate::key::{KeyInfo, KeyRecord};
+use crate::key_use::KeyUse;
 use crate::name::TenantName;
 use crate::ratelimit::{Limit, TenantLimits};
 use crate::secret::KeyDigest;
 use crate::stats::PoolStatus;
 use crate::tenant::{Tenant, TenantStatus};
+use crate::usage::{UsageCount, UsageRange};
 
 mod memory;
 mod postgres;
@@ -168,6 +171,21 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// stored afterwards, so that replicas starting together agree on the
     /// first writer's value.
     async fn init_setting(&self, name: &str, value: &[u8]) -> Result<Vec<u8>>;
+
+    /// Moves each key's `last_used_at` to its use's time unless it is
+    /// already later, so that an older time never overwrites a newer one.
+    /// Ids of keys that do not exist are skipped.
+    async fn record_key_uses(&self, uses: &[KeyUse]) -> Result<()>;
+
+    /// Adds each count to the stored row of its tenant, key and hour,
+    /// creating missing rows, all in one transaction. Adding rather than
+    /// overwriting lets replicas that count the same hour sum up. `counts`
+    /// contains each tenant, key and hour at most once.
+    async fn add_usage(&self, counts: &[UsageCount]) -> Result<()>;
+
+    /// Lists a tenant's hourly counts with hours in `range`, ordered by
+    /// hour, then key id.
+    async fn usage(&self, tenant: TenantId, range: UsageRange) -> Result<Vec<UsageCount>>;
 
     /// Checks that the backend responds.
     async fn ping(&self) -> Result<()>;

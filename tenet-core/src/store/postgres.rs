@@ -26,12 +26,15 @@ use crate::audit::{Actor, AuditAction, AuditEntry, AuditTarget};
 use crate::error::{Error, Result};
 use crate::id::{AuditId, KeyId, TenantId};
 use crate::key::{KeyInfo, KeyRecord};
+use crate::key_use::KeyUse;
+use crate::metadata::KeyMetadata;
 use crate::name::{KeyName, TenantName};
 use crate::ratelimit::{Limit, TenantLimits};
 use crate::scope::Scope;
 use crate::secret::KeyDigest;
 use crate::stats::{PoolStatus, WaitHistogram};
 use crate::tenant::{Tenant, TenantStatus};
+use crate::usage::{UsageCount, UsageRange};
 
 mod errors;
 mod migrations;
@@ -45,10 +48,12 @@ use pool::{ConnectErrorSink, LastConnectError, Manager};
 
 // The key queries return the columns in the order `key_from_row` reads.
 const SELECT_KEYS_OF_TENANT: &str = "\
-    SELECT id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes \
+    SELECT id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes, \
+        metadata::text, last_used_at \
     FROM api_keys WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3";
 const SELECT_KEY_BY_DIGEST: &str = "\
-    SELECT id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes \
+    SELECT id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes, \
+        metadata::text, last_used_at \
     FROM api_keys WHERE digest = $1";
 // Each key write records a key event and its audit entry in the same
 // statement, and so in the same transaction. Audit parameters come last, in
@@ -62,16 +67,17 @@ const INSERT_KEY: &str = "\
         SELECT id FROM tenants WHERE id = $2 AND deleted_at IS NULL FOR SHARE \
     ), inserted AS ( \
         INSERT INTO api_keys \
-            (id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes) \
+            (id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes, \
+            metadata, last_used_at) \
         SELECT $1::uuid, $2::uuid, $3::text, $4::text, $5::bytea, $6::timestamptz, \
-            $7::timestamptz, $8::timestamptz, $9::text[] \
+            $7::timestamptz, $8::timestamptz, $9::text[], $10::text::jsonb, $11::timestamptz \
         FROM tenant \
         RETURNING digest \
     ), event AS ( \
         INSERT INTO key_events (digest, kind) SELECT digest, 'issued' FROM inserted \
     ) \
     INSERT INTO audit_log (id, tenant_id, actor, action, target_kind, target_id, at) \
-    SELECT $10::uuid, $11::uuid, $12::text, $13::text, $14::text, $15::uuid, $16::timestamptz \
+    SELECT $12::uuid, $13::uuid, $14::text, $15::text, $16::text, $17::uuid, $18::timestamptz \
     FROM inserted";
 const SELECT_TENANT_LIMITS: &str = "\
     SELECT rate, period_ms, burst, shadow, monthly_quota \
@@ -96,7 +102,8 @@ const REVOKE_KEY: &str = "\
     WITH revoked AS ( \
         UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $3) \
         WHERE id = $1 AND tenant_id = $2 \
-        RETURNING id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes \
+        RETURNING id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes, \
+            metadata, last_used_at \
     ), event AS ( \
         INSERT INTO key_events (digest, kind) SELECT digest, 'revoked' FROM revoked \
     ), audit AS ( \
@@ -104,7 +111,8 @@ const REVOKE_KEY: &str = "\
         SELECT $4::uuid, $5::uuid, $6::text, $7::text, $8::text, $9::uuid, $10::timestamptz \
         FROM revoked \
     ) \
-    SELECT id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes \
+    SELECT id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes, \
+        metadata::text, last_used_at \
     FROM revoked";
 /// Builds a rotation statement from how it ends the old key (`$set`) and
 /// the event that records it (`$kind`).
@@ -125,7 +133,7 @@ macro_rules! rotate_key_sql {
                 WHERE id = $1 AND tenant_id = $2 AND revoked_at IS NULL \
                     AND EXISTS (SELECT 1 FROM tenant) \
                 RETURNING id, tenant_id, name, prefix, digest, created_at, revoked_at, \
-                    expires_at, scopes \
+                    expires_at, scopes, metadata, last_used_at \
             ), old_event AS ( \
                 INSERT INTO key_events (digest, kind) SELECT digest, '",
             $kind,
@@ -133,9 +141,10 @@ macro_rules! rotate_key_sql {
             ), inserted AS ( \
                 INSERT INTO api_keys \
                     (id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, \
-                    scopes) \
+                    scopes, metadata, last_used_at) \
                 SELECT $4::uuid, $5::uuid, $6::text, $7::text, $8::bytea, $9::timestamptz, \
-                    $10::timestamptz, $11::timestamptz, $12::text[] \
+                    $10::timestamptz, $11::timestamptz, $12::text[], $13::text::jsonb, \
+                    $14::timestamptz \
                 WHERE EXISTS (SELECT 1 FROM changed) \
                 RETURNING digest \
             ), new_event AS ( \
@@ -143,12 +152,12 @@ macro_rules! rotate_key_sql {
             ), audit AS ( \
                 INSERT INTO audit_log \
                     (id, tenant_id, actor, action, target_kind, target_id, at) \
-                SELECT $13::uuid, $14::uuid, $15::text, $16::text, $17::text, $18::uuid, \
-                    $19::timestamptz \
+                SELECT $15::uuid, $16::uuid, $17::text, $18::text, $19::text, $20::uuid, \
+                    $21::timestamptz \
                 FROM changed \
             ) \
             SELECT id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, \
-                scopes \
+                scopes, metadata::text, last_used_at \
             FROM changed"
         )
     };
@@ -162,6 +171,22 @@ const ROTATE_KEY_EXPIRE: &str = rotate_key_sql!(
 const ROTATE_KEY_REVOKE: &str = rotate_key_sql!("revoked_at = $3", "revoked");
 const SELECT_KEY_EVENTS: &str = "\
     SELECT seq, digest, kind FROM key_events WHERE at >= $1 ORDER BY seq";
+// GREATEST ignores NULL, so a key's first use sets the column.
+const RECORD_KEY_USES: &str = "\
+    UPDATE api_keys AS k SET last_used_at = GREATEST(k.last_used_at, u.used_at) \
+    FROM unnest($1::uuid[], $2::timestamptz[]) AS u (id, used_at) \
+    WHERE k.id = u.id";
+// One statement, so the whole batch commits or none of it does.
+const ADD_USAGE: &str = "\
+    INSERT INTO usage_hourly AS u (tenant_id, hour, key_id, accepted, rejected) \
+    SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::bigint[], \
+        $5::bigint[]) \
+    ON CONFLICT (tenant_id, hour, key_id) DO UPDATE SET \
+        accepted = u.accepted + excluded.accepted, \
+        rejected = u.rejected + excluded.rejected";
+const SELECT_USAGE: &str = "\
+    SELECT tenant_id, hour, key_id, accepted, rejected FROM usage_hourly \
+    WHERE tenant_id = $1 AND hour >= $2 AND hour < $3 ORDER BY hour, key_id";
 const PRUNE_KEY_EVENTS: &str = "\
     DELETE FROM key_events WHERE at < now() - make_interval(secs => $1)";
 const SELECT_TENANT_EVENTS: &str = "\
@@ -227,11 +252,13 @@ const MARK_TENANT_DELETED: &str = "\
 const REVOKE_TENANT_KEYS: &str = "\
     WITH revoked AS ( \
         UPDATE api_keys SET revoked_at = $2 WHERE tenant_id = $1 AND revoked_at IS NULL \
-        RETURNING id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes \
+        RETURNING id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes, \
+            metadata, last_used_at \
     ), event AS ( \
         INSERT INTO key_events (digest, kind) SELECT digest, 'revoked' FROM revoked \
     ) \
-    SELECT id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes \
+    SELECT id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes, \
+        metadata::text, last_used_at \
     FROM revoked";
 const SELECT_AUDIT: &str = "\
     SELECT id, tenant_id, actor, action, target_kind, target_id, at FROM audit_log \
@@ -504,6 +531,7 @@ fn key_from_row(row: &Row) -> Result<KeyRecord> {
     let name: Option<String> = column(row, 2, "key name")?;
     let digest: Vec<u8> = column(row, 4, "key digest")?;
     let scopes: Vec<String> = column(row, 8, "key scopes")?;
+    let metadata: String = column(row, 9, "key metadata")?;
     let digest: [u8; 32] = digest
         .try_into()
         .map_err(|bytes: Vec<u8>| invalid_row("key digest", format!("{} bytes", bytes.len())))?;
@@ -521,9 +549,30 @@ fn key_from_row(row: &Row) -> Result<KeyRecord> {
             revoked_at: column(row, 6, "key revoked_at")?,
             expires_at: column(row, 7, "key expires_at")?,
             scopes: Scope::parse_list(&scopes).map_err(|err| invalid_row("key scopes", err))?,
+            metadata: KeyMetadata::from_json(&metadata)
+                .map_err(|err| invalid_row("key metadata", err))?,
+            last_used_at: column(row, 10, "key last_used_at")?,
         },
         digest: KeyDigest::from_bytes(digest),
     })
+}
+
+fn usage_from_row(row: &Row) -> Result<UsageCount> {
+    let accepted: i64 = column(row, 3, "usage accepted")?;
+    let rejected: i64 = column(row, 4, "usage rejected")?;
+    Ok(UsageCount {
+        tenant_id: TenantId::from_uuid(column(row, 0, "usage tenant_id")?),
+        hour: column(row, 1, "usage hour")?,
+        key_id: KeyId::from_uuid(column(row, 2, "usage key_id")?),
+        accepted: accepted.unsigned_abs(),
+        rejected: rejected.unsigned_abs(),
+    })
+}
+
+/// Converts a count to Postgres's `bigint`, saturating at its maximum,
+/// which no real count reaches.
+fn to_sql_count(count: u64) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
 }
 
 fn key_event_from_row(row: &Row) -> Result<KeyEvent> {
@@ -605,6 +654,7 @@ impl Store for PostgresStore {
             let name = info.name.as_ref().map(KeyName::as_str);
             let digest = &key.digest.as_bytes()[..];
             let scopes: Vec<&str> = info.scopes.iter().map(Scope::as_str).collect();
+            let metadata = info.metadata.to_json();
 
             // The statement checks the tenant inside its own transaction, so a
             // tenant cannot be deleted between check and insert.
@@ -622,6 +672,8 @@ impl Store for PostgresStore {
                         &info.revoked_at,
                         &info.expires_at,
                         &scopes,
+                        &metadata,
+                        &info.last_used_at,
                     ]),
                 )
                 .await;
@@ -720,6 +772,7 @@ impl Store for PostgresStore {
             let name = info.name.as_ref().map(KeyName::as_str);
             let digest = &replacement.digest.as_bytes()[..];
             let scopes: Vec<&str> = info.scopes.iter().map(Scope::as_str).collect();
+            let metadata = info.metadata.to_json();
 
             let mut connection = self.connection().await?;
             let row = connection
@@ -738,6 +791,8 @@ impl Store for PostgresStore {
                         &info.revoked_at,
                         &info.expires_at,
                         &scopes,
+                        &metadata,
+                        &info.last_used_at,
                     ]),
                 )
                 .await
@@ -1043,6 +1098,59 @@ impl Store for PostgresStore {
                 .await
                 .map_err(|err| self.failed(&err, format_args!("reading setting {name:?}")))?;
             column(&row, 0, "setting value")
+        })
+        .await
+    }
+
+    async fn record_key_uses(&self, uses: &[KeyUse]) -> Result<()> {
+        let ids: Vec<Uuid> = uses.iter().map(|used| used.key_id.as_uuid()).collect();
+        let times: Vec<OffsetDateTime> = uses.iter().map(|used| used.used_at).collect();
+        self.bounded(async {
+            let mut connection = self.connection().await?;
+            connection
+                .execute(RECORD_KEY_USES, &[&ids, &times])
+                .await
+                .map_err(|err| {
+                    self.failed(
+                        &err,
+                        format_args!("recording the use of {} keys", ids.len()),
+                    )
+                })?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn add_usage(&self, counts: &[UsageCount]) -> Result<()> {
+        let tenants: Vec<Uuid> = counts.iter().map(|c| c.tenant_id.as_uuid()).collect();
+        let hours: Vec<OffsetDateTime> = counts.iter().map(|c| c.hour).collect();
+        let keys: Vec<Uuid> = counts.iter().map(|c| c.key_id.as_uuid()).collect();
+        let accepted: Vec<i64> = counts.iter().map(|c| to_sql_count(c.accepted)).collect();
+        let rejected: Vec<i64> = counts.iter().map(|c| to_sql_count(c.rejected)).collect();
+        self.bounded(async {
+            let mut connection = self.connection().await?;
+            connection
+                .execute(ADD_USAGE, &[&tenants, &hours, &keys, &accepted, &rejected])
+                .await
+                .map_err(|err| {
+                    self.failed(&err, format_args!("adding {} usage counts", counts.len()))
+                })?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn usage(&self, tenant: TenantId, range: UsageRange) -> Result<Vec<UsageCount>> {
+        self.bounded(async {
+            let tenant_id = tenant.as_uuid();
+            let mut connection = self.connection().await?;
+            let rows = connection
+                .query(SELECT_USAGE, &[&tenant_id, &range.from, &range.to])
+                .await
+                .map_err(|err| {
+                    self.failed(&err, format_args!("reading usage of tenant {tenant}"))
+                })?;
+            rows.iter().map(usage_from_row).collect()
         })
         .await
     }

@@ -18,11 +18,14 @@ use crate::audit::{Actor, AuditAction, AuditEntry, AuditTarget};
 use crate::error::{Error, Result};
 use crate::id::{AuditId, KeyId, TenantId};
 use crate::key::{KeyInfo, KeyRecord};
+use crate::key_use::KeyUse;
+use crate::metadata::KeyMetadata;
 use crate::name::{KeyName, TenantName};
 use crate::ratelimit::{Limit, TenantLimits};
 use crate::scope::Scope;
 use crate::secret::KeyDigest;
 use crate::tenant::{Tenant, TenantStatus};
+use crate::usage::{UsageCount, UsageRange};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how
 /// many have run. Append new steps; never edit a released one.
@@ -89,10 +92,24 @@ CREATE TABLE audit_log (
 );
 CREATE INDEX audit_log_by_tenant ON audit_log (tenant_id, id);
 "#,
+    // Metadata is compact JSON text. Usage hours are Unix milliseconds of
+    // the hour's start, like every other time here.
+    r#"
+ALTER TABLE api_keys ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE api_keys ADD COLUMN last_used_at INTEGER;
+CREATE TABLE usage_hourly (
+    tenant_id  TEXT NOT NULL,
+    hour       INTEGER NOT NULL,
+    key_id     TEXT NOT NULL,
+    accepted   INTEGER NOT NULL,
+    rejected   INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, hour, key_id)
+);
+"#,
 ];
 
-const KEY_COLUMNS: &str =
-    "id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes";
+const KEY_COLUMNS: &str = "id, tenant_id, name, prefix, digest, created_at, revoked_at, \
+     expires_at, scopes, metadata, last_used_at";
 const TENANT_COLUMNS: &str = "id, name, created_at, status, deleted_at";
 const AUDIT_COLUMNS: &str = "id, tenant_id, actor, action, target_kind, target_id, at";
 
@@ -199,7 +216,7 @@ fn insert_key_row(transaction: &rusqlite::Transaction<'_>, key: &KeyRecord) -> R
         .execute(
             &format!(
                 "INSERT INTO api_keys ({KEY_COLUMNS}) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
             ),
             params![
                 key.info.id.to_string(),
@@ -211,6 +228,8 @@ fn insert_key_row(transaction: &rusqlite::Transaction<'_>, key: &KeyRecord) -> R
                 key.info.revoked_at.map(to_millis),
                 key.info.expires_at.map(to_millis),
                 join_scopes(&key.info.scopes),
+                key.info.metadata.to_json(),
+                key.info.last_used_at.map(to_millis),
             ],
         )
         .map_err(Error::store)?;
@@ -311,6 +330,8 @@ fn key_from_row(row: &Row<'_>) -> rusqlite::Result<KeyRecord> {
     let expires_at: Option<i64> = row.get(7)?;
     let scopes: String = row.get(8)?;
     let scopes: Vec<&str> = scopes.split_whitespace().collect();
+    let metadata: String = row.get(9)?;
+    let last_used_at: Option<i64> = row.get(10)?;
     Ok(KeyRecord {
         info: KeyInfo {
             id: KeyId::parse(&id).map_err(conversion)?,
@@ -325,9 +346,31 @@ fn key_from_row(row: &Row<'_>) -> rusqlite::Result<KeyRecord> {
             revoked_at: revoked_at.map(from_millis).transpose()?,
             expires_at: expires_at.map(from_millis).transpose()?,
             scopes: Scope::parse_list(&scopes).map_err(conversion)?,
+            metadata: KeyMetadata::from_json(&metadata).map_err(conversion)?,
+            last_used_at: last_used_at.map(from_millis).transpose()?,
         },
         digest: KeyDigest::from_bytes(digest),
     })
+}
+
+fn usage_from_row(row: &Row<'_>) -> rusqlite::Result<UsageCount> {
+    let tenant_id: String = row.get(0)?;
+    let key_id: String = row.get(2)?;
+    let accepted: i64 = row.get(3)?;
+    let rejected: i64 = row.get(4)?;
+    Ok(UsageCount {
+        tenant_id: TenantId::parse(&tenant_id).map_err(conversion)?,
+        hour: from_millis(row.get(1)?)?,
+        key_id: KeyId::parse(&key_id).map_err(conversion)?,
+        accepted: accepted.unsigned_abs(),
+        rejected: rejected.unsigned_abs(),
+    })
+}
+
+/// Converts a count to SQLite's signed 64-bit integer, saturating at its
+/// maximum, which no real count reaches.
+fn to_sql_count(count: u64) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
 }
 
 #[async_trait]
@@ -812,6 +855,84 @@ impl Store for SqliteStore {
                 .map_err(Error::store)?;
             transaction.commit().map_err(Error::store)?;
             Ok(stored)
+        })
+        .await
+    }
+
+    async fn record_key_uses(&self, uses: &[KeyUse]) -> Result<()> {
+        let uses = uses.to_vec();
+        self.call(move |connection| {
+            let transaction = connection.transaction().map_err(Error::store)?;
+            {
+                let mut statement = transaction
+                    .prepare_cached(
+                        "UPDATE api_keys SET last_used_at = MAX(COALESCE(last_used_at, ?2), ?2)
+                         WHERE id = ?1",
+                    )
+                    .map_err(Error::store)?;
+                for used in &uses {
+                    statement
+                        .execute(params![used.key_id.to_string(), to_millis(used.used_at)])
+                        .map_err(Error::store)?;
+                }
+            }
+            transaction.commit().map_err(Error::store)
+        })
+        .await
+    }
+
+    async fn add_usage(&self, counts: &[UsageCount]) -> Result<()> {
+        let counts = counts.to_vec();
+        self.call(move |connection| {
+            let transaction = connection.transaction().map_err(Error::store)?;
+            {
+                let mut statement = transaction
+                    .prepare_cached(
+                        "INSERT INTO usage_hourly (tenant_id, hour, key_id, accepted, rejected)
+                         VALUES (?1, ?2, ?3, ?4, ?5)
+                         ON CONFLICT (tenant_id, hour, key_id) DO UPDATE SET
+                             accepted = accepted + excluded.accepted,
+                             rejected = rejected + excluded.rejected",
+                    )
+                    .map_err(Error::store)?;
+                for count in &counts {
+                    statement
+                        .execute(params![
+                            count.tenant_id.to_string(),
+                            to_millis(count.hour),
+                            count.key_id.to_string(),
+                            to_sql_count(count.accepted),
+                            to_sql_count(count.rejected),
+                        ])
+                        .map_err(Error::store)?;
+                }
+            }
+            transaction.commit().map_err(Error::store)
+        })
+        .await
+    }
+
+    async fn usage(&self, tenant: TenantId, range: UsageRange) -> Result<Vec<UsageCount>> {
+        self.call(move |connection| {
+            let mut statement = connection
+                .prepare_cached(
+                    "SELECT tenant_id, hour, key_id, accepted, rejected FROM usage_hourly
+                     WHERE tenant_id = ?1 AND hour >= ?2 AND hour < ?3
+                     ORDER BY hour, key_id",
+                )
+                .map_err(Error::store)?;
+            let counts = statement
+                .query_map(
+                    params![
+                        tenant.to_string(),
+                        to_millis(range.from),
+                        to_millis(range.to)
+                    ],
+                    usage_from_row,
+                )
+                .and_then(Iterator::collect)
+                .map_err(Error::store)?;
+            Ok(counts)
         })
         .await
     }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tenet_core::{
-    Actor, AuditAction, AuditEntry, AuditTarget, Error, KeyDigest, KeyId, KeyInfo, KeyName,
-    KeyRecord, Limit, PageRequest, Rotation, Scope, Store, Tenant, TenantId, TenantLimits,
+    Actor, AuditAction, AuditEntry, AuditTarget, Error, KeyDigest, KeyId, KeyInfo, KeyMetadata,
+    KeyName, KeyRecord, Limit, PageRequest, Rotation, Scope, Store, Tenant, TenantId, TenantLimits,
     TenantName, TenantStatus,
 };
 use time::OffsetDateTime;
@@ -59,6 +59,8 @@ fn key(tenant: TenantId, name: Option<&str>) -> KeyRecord {
             revoked_at: None,
             expires_at: None,
             scopes: Vec::new(),
+            metadata: KeyMetadata::default(),
+            last_used_at: None,
         },
         digest: random_digest(),
     }

@@ -10,6 +10,7 @@ mod database;
 mod postgres;
 mod service;
 mod stats;
+mod usage;
 
 /// Generates one `#[tokio::test]` per case for a backend: the common
 /// store and service cases, then any backend-specific ones listed after
@@ -58,6 +59,12 @@ macro_rules! backend_suite {
                 service::suspended_tenant_keys_are_rejected,
                 service::deleted_tenant_keeps_only_its_audit,
                 service::audit_trail_records_actor_and_target,
+                usage::metadata_round_trips_and_survives_rotation,
+                usage::last_used_never_moves_backwards,
+                usage::key_uses_coalesce_into_one_write,
+                usage::key_uses_coalesce_with_a_cache,
+                usage::usage_totals_match_after_flush,
+                usage::usage_adds_to_stored_rows,
                 $($group :: $case,)*
             );
         }
@@ -80,9 +87,11 @@ backend_suite!(
     on_sqlite,
     crate::backend::sqlite,
     service::reopen_keeps_tenants_keys_and_revocations,
+    usage::replicas_flushing_one_hour_sum_up,
 );
 backend_suite!(
     on_postgres,
     crate::backend::postgres,
     service::reopen_keeps_tenants_keys_and_revocations,
+    usage::replicas_flushing_one_hour_sum_up,
 );

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tenet_core::{
-    Error, KeyDigest, KeyEventKind, KeyId, KeyInfo, KeyRecord, PageRequest, PostgresOptions,
-    PostgresStore, Store, Tenant, TenantId, TenantName, TenantStatus,
+    Error, KeyDigest, KeyEventKind, KeyId, KeyInfo, KeyMetadata, KeyRecord, PageRequest,
+    PostgresOptions, PostgresStore, Store, Tenant, TenantId, TenantName, TenantStatus,
 };
 use time::OffsetDateTime;
 use tokio_postgres::Client;
@@ -45,6 +45,8 @@ fn key(tenant: TenantId) -> KeyRecord {
             revoked_at: None,
             expires_at: None,
             scopes: Vec::new(),
+            metadata: KeyMetadata::default(),
+            last_used_at: None,
         },
         digest: KeyDigest::from_bytes(digest),
     }

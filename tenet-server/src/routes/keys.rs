@@ -14,7 +14,7 @@ use tenet_core::api::{
     RotateKeyResponse,
 };
 use tenet_core::expiry::{MAX_KEY_LIFETIME, resolve_expiry};
-use tenet_core::{KeyId, KeyName, KeyOptions, Scope, TenantId};
+use tenet_core::{KeyId, KeyMetadata, KeyName, KeyOptions, Scope, TenantId};
 use time::OffsetDateTime;
 
 use super::page::{Listing, PageQuery, encode_cursor};
@@ -62,7 +62,7 @@ pub(super) async fn authorize(
 }
 
 /// `POST /tenants/{id}/keys`: issues a key with an optional name, expiry,
-/// scopes and rate limit, returning 201 with the plaintext key. This is the only
+/// scopes, rate limit and metadata, returning 201 with the plaintext key. This is the only
 /// response that ever carries it, so it is marked `Cache-Control: no-store`.
 pub async fn issue(
     state: &State,
@@ -88,6 +88,11 @@ pub async fn issue(
             .as_ref()
             .map(LimitBody::to_limit)
             .transpose()?,
+        metadata: request
+            .metadata
+            .map(KeyMetadata::parse)
+            .transpose()?
+            .unwrap_or_default(),
     };
     // NOTE: only scopes are bounded by the caller. A tenet:admin key that
     // expires may still issue a key without expiry.
@@ -154,7 +159,7 @@ pub async fn revoke(
 const DEFAULT_GRACE: Duration = Duration::from_secs(86_400);
 
 /// `POST /tenants/{id}/keys/{key_id}/rotate`: issues a key with the old
-/// key's name and scopes and ends the old key after the grace period,
+/// key's name, scopes and metadata and ends the old key after the grace period,
 /// returning 201 with the new plaintext key. A revoked key, or a key of
 /// another tenant, is 404.
 pub async fn rotate(

@@ -1,7 +1,8 @@
 //! The router: path segments to a route, per-route methods, and dispatch.
 //!
 //! Paths match segment by segment, without percent-decoding. Only the
-//! listing routes read the query string, for `limit` and `cursor`. A known path with another method gets 405 with
+//! listing routes (for `limit` and `cursor`) and the usage routes (for
+//! `from`, `to` and `granularity`) read the query string. A known path with another method gets 405 with
 //! `Allow`; an unknown path gets 404 `not_found`.
 
 use http::{Method, Request};
@@ -20,6 +21,7 @@ mod openapi;
 mod page;
 mod protected;
 mod tenants;
+mod usage;
 mod verify;
 
 /// A matched route, with the raw path segments it captures.
@@ -35,6 +37,8 @@ pub enum Route {
     TenantKey { tenant: String, key: String },
     RotateKey { tenant: String, key: String },
     KeyLimit { tenant: String, key: String },
+    TenantUsage { tenant: String },
+    TenantUsageExport { tenant: String },
     Protected,
     Verify,
     Healthz,
@@ -84,6 +88,12 @@ impl Route {
                 tenant: (*tenant).to_owned(),
                 key: (*key).to_owned(),
             },
+            ["tenants", tenant, "usage"] => Route::TenantUsage {
+                tenant: (*tenant).to_owned(),
+            },
+            ["tenants", tenant, "usage", "export"] => Route::TenantUsageExport {
+                tenant: (*tenant).to_owned(),
+            },
             ["protected"] => Route::Protected,
             ["verify"] => Route::Verify,
             ["healthz"] => Route::Healthz,
@@ -109,6 +119,8 @@ impl Route {
             Route::TenantKey { .. } => "/tenants/{id}/keys/{key_id}",
             Route::RotateKey { .. } => "/tenants/{id}/keys/{key_id}/rotate",
             Route::KeyLimit { .. } => "/tenants/{id}/keys/{key_id}/limit",
+            Route::TenantUsage { .. } => "/tenants/{id}/usage",
+            Route::TenantUsageExport { .. } => "/tenants/{id}/usage/export",
             Route::Protected => "/protected",
             Route::Verify => "/verify",
             Route::Healthz => "/healthz",
@@ -142,6 +154,8 @@ impl Route {
             | Route::SuspendTenant { .. }
             | Route::ResumeTenant { .. } => (&[Method::POST], "POST"),
             Route::TenantAudit { .. }
+            | Route::TenantUsage { .. }
+            | Route::TenantUsageExport { .. }
             | Route::Protected
             | Route::Healthz
             | Route::Readyz
@@ -175,6 +189,8 @@ impl Route {
                 tenant: tenant(),
                 key: key(),
             },
+            Route::TenantUsage { tenant: tenant() },
+            Route::TenantUsageExport { tenant: tenant() },
             Route::Protected,
             Route::Verify,
             Route::Healthz,
@@ -200,12 +216,14 @@ impl Route {
             Route::TenantKey { .. } => 7,
             Route::RotateKey { .. } => 8,
             Route::KeyLimit { .. } => 9,
-            Route::Protected => 10,
-            Route::Verify => 11,
-            Route::Healthz => 12,
-            Route::Readyz => 13,
-            Route::Metrics => 14,
-            Route::OpenApi => 15,
+            Route::TenantUsage { .. } => 10,
+            Route::TenantUsageExport { .. } => 11,
+            Route::Protected => 12,
+            Route::Verify => 13,
+            Route::Healthz => 14,
+            Route::Readyz => 15,
+            Route::Metrics => 16,
+            Route::OpenApi => 17,
         }
     }
 
@@ -220,6 +238,8 @@ impl Route {
             | Route::TenantKeys { tenant }
             | Route::TenantKey { tenant, .. }
             | Route::RotateKey { tenant, .. }
+            | Route::TenantUsage { tenant }
+            | Route::TenantUsageExport { tenant }
             | Route::KeyLimit { tenant, .. } => Some(tenant),
             _ => None,
         }
@@ -280,6 +300,8 @@ pub async fn dispatch(state: &State, route: Option<Route>, request: Request<Inco
         (Route::KeyLimit { tenant, key }, _) => {
             limits::put_key(state, request, &tenant, &key).await
         }
+        (Route::TenantUsage { tenant }, _) => usage::get(state, &request, &tenant).await,
+        (Route::TenantUsageExport { tenant }, _) => usage::export(state, &request, &tenant).await,
         (Route::Protected, _) => protected::get(state, &request).await,
         (Route::Verify, _) => verify::post(state, request).await,
         (Route::Healthz, _) => Ok(health::live()),
@@ -351,6 +373,15 @@ mod tests {
                     key: "k".to_owned(),
                 }),
             ),
+            (
+                "/tenants/t/usage",
+                Some(Route::TenantUsage { tenant: tenant() }),
+            ),
+            (
+                "/tenants/t/usage/export",
+                Some(Route::TenantUsageExport { tenant: tenant() }),
+            ),
+            ("/tenants/t/usage/x", None),
             ("/tenants/t/other", None),
             (
                 "/tenants/t/suspend",

@@ -3,10 +3,11 @@
 
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
+use tenet_core::Outcome;
 use tenet_core::api::PrincipalResponse;
 use tenet_core::ratelimit::Mode;
 
-use crate::auth::{authenticate, guard_failures};
+use crate::auth::{authenticate_metered, guard_failures};
 use crate::error::Error;
 use crate::response::{LogTenant, Response, json};
 use crate::setup::State;
@@ -15,18 +16,27 @@ use crate::setup::State;
 /// `RateLimit-*` headers; 401 for an invalid key; 429 over a rate limit,
 /// the monthly quota, or the client's limit of failed authentications.
 ///
-/// The response carries the [`RequestLimit`](crate::limiting::RequestLimit)
-/// in its extensions.
+/// The request counts in the key's usage: accepted, rejected for a known
+/// but invalid key, or rate limited. The response carries the
+/// [`RequestLimit`](crate::limiting::RequestLimit) in its extensions.
 pub async fn get(state: &State, request: &Request<Incoming>) -> Result<Response, Error> {
     let principal = guard_failures(state, request, async {
-        authenticate(request.headers(), &state.tenet, &state.metrics).await
+        authenticate_metered(request.headers(), &state.tenet, &state.metrics).await
     })
     .await?;
 
-    let limit = state
+    let checked = state
         .limiter
         .check(&state.tenet, &state.metrics, principal, Mode::Consume)
-        .await?;
+        .await;
+    let outcome = match checked {
+        Ok(_) => Outcome::Accepted,
+        Err(_) => Outcome::RateLimited,
+    };
+    state
+        .tenet
+        .record_usage(principal.tenant_id, principal.key_id, outcome);
+    let limit = checked?;
 
     let mut response = json(StatusCode::OK, &PrincipalResponse::from(principal));
     limit.apply(&mut response);

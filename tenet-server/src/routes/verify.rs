@@ -4,7 +4,7 @@ use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use tenet_core::api::{InvalidKeyResponse, ValidKeyResponse, VerifyRequest, VerifyResponse};
 use tenet_core::ratelimit::Mode;
-use tenet_core::{Rejection, Scope, VerifiedKey};
+use tenet_core::{Outcome, Rejection, Scope, VerifiedKey};
 
 use crate::auth::{guard_failures, require_admin_or_scope};
 use crate::body::read_json;
@@ -24,7 +24,9 @@ pub const VERIFY_SCOPE: &str = "tenet:verify";
 ///
 /// A valid key's request is checked against its limits and counted unless
 /// the body has `"consume": false`. The outcome is in `rate_limit`, and a
-/// key over a limit is still `valid`.
+/// key over a limit is still `valid`. A consuming check counts in the
+/// usage of the key in the body, not of the calling key; a check with
+/// `"consume": false` counts only when it rejects a known key.
 pub async fn post(state: &State, request: Request<Incoming>) -> Result<Response, Error> {
     guard_failures(state, &request, async {
         require_admin_or_scope(
@@ -43,7 +45,10 @@ pub async fn post(state: &State, request: Request<Incoming>) -> Result<Response,
     let required = Scope::parse_list(&request.scopes)?;
     let required: Vec<&str> = required.iter().map(Scope::as_str).collect();
 
-    let verified = state.tenet.verify_with(&request.key, &required).await;
+    let verified = state
+        .tenet
+        .verify_metered_before_limits(&request.key, &required)
+        .await;
     state
         .metrics
         .observe_verification(Verification::of(&verified));
@@ -59,6 +64,16 @@ pub async fn post(state: &State, request: Request<Incoming>) -> Result<Response,
                 .limiter
                 .check(&state.tenet, &state.metrics, verified.principal, mode)
                 .await;
+            if request.consume {
+                let outcome = match checked {
+                    Ok(_) => Outcome::Accepted,
+                    Err(_) => Outcome::RateLimited,
+                };
+                let principal = verified.principal;
+                state
+                    .tenet
+                    .record_usage(principal.tenant_id, principal.key_id, outcome);
+            }
             return Ok(valid(&verified, checked));
         }
         Err(tenet_core::Error::Rejected(rejection)) => invalid(rejection),
@@ -66,7 +81,6 @@ pub async fn post(state: &State, request: Request<Incoming>) -> Result<Response,
     };
     Ok(json(StatusCode::OK, &body))
 }
-
 /// Builds the response for a valid key, with its limit state in the body
 /// and, in the extensions, the [`RequestLimit`] or the [`LimitExceeded`].
 fn valid(verified: &VerifiedKey, checked: Result<RequestLimit, LimitExceeded>) -> Response {

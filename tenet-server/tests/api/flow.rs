@@ -117,6 +117,7 @@ async fn create_responses_have_the_documented_shape() {
             "expires_at",
             "id",
             "limit",
+            "metadata",
             "name",
             "prefix",
             "scopes",
@@ -140,6 +141,8 @@ async fn create_responses_have_the_documented_shape() {
             "created_at",
             "expires_at",
             "id",
+            "last_used_at",
+            "metadata",
             "name",
             "prefix",
             "revoked_at",
@@ -148,6 +151,8 @@ async fn create_responses_have_the_documented_shape() {
         ]
     );
     assert!(listed["revoked_at"].is_null());
+    assert!(listed["last_used_at"].is_null());
+    assert_eq!(listed["metadata"], serde_json::json!({}));
     assert!(
         !listing
             .to_string()

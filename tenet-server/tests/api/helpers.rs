@@ -33,7 +33,8 @@ pub struct TestServer {
     pub client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
-    _data_dir: tempfile::TempDir,
+    /// `None` only after [`TestServer::stop_keeping_data`] took it.
+    data_dir: Option<tempfile::TempDir>,
 }
 
 impl TestServer {
@@ -45,6 +46,12 @@ impl TestServer {
     /// Starts a server with extra command-line flags.
     pub async fn start_with(flags: &[&str]) -> Self {
         let data_dir = tempfile::tempdir().expect("temporary data directory");
+        Self::start_in(data_dir, flags).await
+    }
+
+    /// Starts a server on an existing data directory, such as one that
+    /// [`TestServer::stop_keeping_data`] returned, with extra flags.
+    pub async fn start_in(data_dir: tempfile::TempDir, flags: &[&str]) -> Self {
         let mut args = vec![
             "tenet-server".to_owned(),
             "--listen".to_owned(),
@@ -72,7 +79,7 @@ impl TestServer {
             client: reqwest::Client::new(),
             shutdown: Some(shutdown),
             task: Some(task),
-            _data_dir: data_dir,
+            data_dir: Some(data_dir),
         }
     }
 
@@ -89,6 +96,14 @@ impl TestServer {
         if let Some(task) = self.task.take() {
             task.await.expect("server task ends without panicking");
         }
+    }
+
+    /// Stops the server like [`TestServer::stop`] and returns its data
+    /// directory, so that a new server can start on the same data.
+    pub async fn stop_keeping_data(mut self) -> tempfile::TempDir {
+        let data_dir = self.data_dir.take().expect("the data directory is kept");
+        self.stop().await;
+        data_dir
     }
 
     /// Returns an admin API shortcut bound to this server.

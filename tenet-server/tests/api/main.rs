@@ -17,4 +17,5 @@ mod protocol;
 mod rate_limits;
 mod rotate;
 mod self_service;
+mod usage;
 mod verify;

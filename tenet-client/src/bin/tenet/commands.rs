@@ -5,8 +5,7 @@ use std::io::{self, BufRead as _, Write};
 use tenet_client::{Client, Credential};
 use tenet_core::api::{
     AuditEntryResponse, IssueKeyRequest, IssuedKeyResponse, KeyResponse, LimitBody,
-    RotateKeyRequest, TenantLimitsBody,
-    TenantResponse,
+    RotateKeyRequest, TenantLimitsBody, TenantResponse,
 };
 
 use crate::args::{Command, KeysCommand, LimitsCommand, TenantsCommand};

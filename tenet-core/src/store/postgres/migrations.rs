@@ -103,6 +103,21 @@ CREATE TABLE tenant_events (
 );
 CREATE INDEX tenant_events_by_time ON tenant_events (at);
 "#,
+    // Usage rows are added to by every replica; the primary key serves
+    // both the upsert and the per-tenant range read.
+    r#"
+ALTER TABLE api_keys
+    ADD COLUMN metadata jsonb NOT NULL DEFAULT '{}',
+    ADD COLUMN last_used_at timestamptz;
+CREATE TABLE usage_hourly (
+    tenant_id  uuid NOT NULL,
+    hour       timestamptz NOT NULL,
+    key_id     uuid NOT NULL,
+    accepted   bigint NOT NULL CHECK (accepted >= 0),
+    rejected   bigint NOT NULL CHECK (rejected >= 0),
+    PRIMARY KEY (tenant_id, hour, key_id)
+);
+"#,
 ];
 
 /// The version of the newest migration, as stored in

@@ -1,0 +1,106 @@
+//! Background writes of usage counts and `last_used_at`, and the final
+//! write at shutdown.
+//!
+//! Requests only count in memory; this task adds the counts to the store
+//! every `--usage-flush-interval` and writes key uses every
+//! `--key-use-flush-interval`. A failed write keeps its data in memory for
+//! the next tick, so only a crash loses data: at most one interval of each.
+
+use std::time::Duration;
+
+use tenet_core::Tenet;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior, interval_at};
+
+use crate::error::cause_chain;
+
+/// The running flush task; [`Flusher::finish`] stops it and writes what is
+/// left.
+#[derive(Debug)]
+pub struct Flusher {
+    tenet: Tenet,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl Flusher {
+    /// Starts the periodic writes. Must run inside a tokio runtime.
+    pub fn spawn(tenet: Tenet, usage_every: Duration, key_uses_every: Duration) -> Self {
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(run(tenet.clone(), usage_every, key_uses_every, stopped));
+        tracing::debug!(
+            usage_flush_interval_s = usage_every.as_secs(),
+            key_use_flush_interval_s = key_uses_every.as_secs(),
+            "started writing usage counts and key uses periodically"
+        );
+        Self { tenet, stop, task }
+    }
+
+    /// Stops the periodic writes and writes the counts and key uses that
+    /// are still in memory. Call it after the last request has finished.
+    pub async fn finish(self) {
+        let _ = self.stop.send(());
+        if let Err(err) = self.task.await {
+            tracing::error!(error = %err, "the flush task failed");
+        }
+
+        let rows = flush_usage(&self.tenet).await;
+        let keys = flush_key_uses(&self.tenet).await;
+        tracing::info!(
+            usage_rows = rows,
+            key_uses = keys,
+            "wrote usage counts and key uses at shutdown"
+        );
+    }
+}
+
+async fn run(
+    tenet: Tenet,
+    usage_every: Duration,
+    key_uses_every: Duration,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    // The first tick of each timer comes one period after start.
+    let start = Instant::now();
+    let mut usage_timer = interval_at(start + usage_every, usage_every);
+    let mut key_use_timer = interval_at(start + key_uses_every, key_uses_every);
+    usage_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    key_use_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return,
+            _ = usage_timer.tick() => {
+                flush_usage(&tenet).await;
+            }
+            _ = key_use_timer.tick() => {
+                flush_key_uses(&tenet).await;
+            }
+        }
+    }
+}
+
+/// Writes the usage counts and returns the number of rows written; a
+/// failure is logged and the counts stay in memory for the next try.
+async fn flush_usage(tenet: &Tenet) -> usize {
+    match tenet.flush_usage().await {
+        Ok(rows) => rows,
+        Err(err) => {
+            tracing::error!(error = %cause_chain(&err), "failed to write usage counts; will retry");
+            0
+        }
+    }
+}
+
+/// Writes the key uses and returns the number of keys written; a failure
+/// is logged and the uses stay in memory for the next try.
+async fn flush_key_uses(tenet: &Tenet) -> usize {
+    match tenet.flush_key_uses().await {
+        Ok(keys) => keys,
+        Err(err) => {
+            tracing::error!(error = %cause_chain(&err), "failed to write key uses; will retry");
+            0
+        }
+    }
+}
