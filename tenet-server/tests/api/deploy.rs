@@ -460,3 +460,31 @@ fn migration_job_runs_a_subcommand_of_the_server() {
         assert!(subcommands.contains("migrate"), "{subcommands:?}");
     }
 }
+
+#[test]
+fn fallback_replica_count_is_the_autoscaler_maximum() {
+    let Some(objects) = render("eks") else { return };
+
+    let autoscalers: Vec<&Yaml> = objects
+        .iter()
+        .filter(|object| object["kind"].as_str() == Some("HorizontalPodAutoscaler"))
+        .collect();
+    let config = objects
+        .iter()
+        .find(|object| {
+            object["kind"].as_str() == Some("ConfigMap")
+                && !object["data"]["TENET_REPLICAS"].is_badvalue()
+        })
+        .expect("a ConfigMap that sets TENET_REPLICAS");
+
+    assert_eq!(autoscalers.len(), 1, "one HorizontalPodAutoscaler");
+    let maximum = autoscalers[0]["spec"]["maxReplicas"]
+        .as_i64()
+        .expect("maxReplicas");
+    assert_eq!(
+        config["data"]["TENET_REPLICAS"].as_str(),
+        Some(maximum.to_string().as_str()),
+        "TENET_REPLICAS must equal the HPA's maxReplicas, so that a Redis outage \
+         admits at most each limit"
+    );
+}
