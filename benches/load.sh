@@ -5,8 +5,11 @@
 # and prints requests per second, p50 and p99 latency for each scenario,
 # with the throughput as a ratio to the bare server measured in the same
 # run. With Postgres, it also runs `pgbench -S` at the concurrency of the
-# Postgres-only scenario. Then it prints the server's idle resident memory
-# and runs `cache_rss` for the memory per cached key.
+# Postgres-only scenario. With Redis, it measures `/protected` with a tenant
+# rate limit decided in Redis, as a ratio to the same server without
+# limits and to `redis-benchmark` of the limiter's script. Then it prints
+# the server's idle resident memory and runs `cache_rss` for the memory per
+# cached key.
 #
 # Every run is bounded by DURATION, and every server started here is
 # stopped on exit. Traffic goes to 127.0.0.1 only; the script refuses
@@ -229,6 +232,39 @@ issue_key_script() {
     curl -fsS --max-time 10 -H @"$WORK/admin.header" -X POST "$base/tenants/$tenant/keys" |
         jq -r '"wrk.headers[\"X-API-Key\"] = \"" + .api_key + "\""' >"$WORK/valid.lua" ||
         fail "issuing a key to tenant $tenant failed"
+    TENANT_ID=$tenant
+}
+
+# Gives the tenant of the last issue_key_script a rate limit far above any
+# load this machine can offer, so that every request passes but each one
+# runs the limiter's decision.
+set_unreachable_tenant_limit() {
+    curl -fsS --max-time 10 -H @"$WORK/admin.header" -H 'Content-Type: application/json' \
+        -X PUT -d '{"limit": {"rate": 1000000, "period_seconds": 1, "burst": 1000000}}' \
+        "http://$HOST:$PORT/tenants/$TENANT_ID/limits" >/dev/null ||
+        fail "setting the limits of tenant $TENANT_ID failed"
+}
+
+# Runs redis-benchmark on the limiter's decision script (copied from
+# tenet-core/src/ratelimit/redis.rs) with one key, as the server runs it
+# for a tenant limit, and prints the requests per second.
+benchmark_limit_script() {
+    local source=tenet-core/src/ratelimit/redis.rs script sha rest host port
+    script=$(awk '/^const DECIDE_SCRIPT: &str = r"$/ { on = 1; next }
+        on && /^";$/ { exit } on { print }' "$source")
+    [[ -n "$script" ]] || fail "cannot find DECIDE_SCRIPT in $source"
+    sha=$(redis-cli -u "$BENCH_REDIS_URL" SCRIPT LOAD "$script")
+    rest=${BENCH_REDIS_URL#*://}
+    rest=${rest#*@}
+    rest=${rest%%/*}
+    host=${rest%:*}
+    port=${rest##*:}
+    [[ "$port" == "$rest" ]] && port=6379
+    # ARGV: consume, then the interval (1 µs) and tolerance (1 s) of a
+    # limit of 1,000,000 per second with a burst of 1,000,000, not shadow.
+    timeout 600 redis-benchmark -h "$host" -p "$port" -c "$CONNECTIONS" -n 300000 -q \
+        EVALSHA "$sha" 1 "${REDIS_PREFIX}bench:limit" 1 1 1000000 0 |
+        tr '\r' '\n' | awk '/requests per second/ { value = $2 } END { print value }'
 }
 
 # Writes a wrk script with a well-formed key that was never issued:
@@ -356,6 +392,10 @@ else
 fi
 
 PGBENCH_TPS=
+UNLIMITED_RPS=
+LIMITED_RPS=
+SCRIPT_RPS=
+TENANT_ID=
 if [[ -z "$BENCH_PG_URL" ]]; then
     note "Postgres scenarios skipped"
 elif ! has_flag --database-url || ! has_flag --cache-capacity; then
@@ -379,7 +419,18 @@ else
         issue_key_script
         measure "/protected valid key, Postgres+Redis, warm" "$PROTECTED" "$WORK/valid.lua" \
             "$CONNECTIONS" 2xx
+        UNLIMITED_RPS=$LAST_RPS
+        if has_flag --limit-refresh; then
+            set_unreachable_tenant_limit
+            measure "/protected Postgres+Redis, warm, Redis rate limit" "$PROTECTED" \
+                "$WORK/valid.lua" "$CONNECTIONS" 2xx
+            LIMITED_RPS=$LAST_RPS
+        fi
         stop_server
+        if [[ -n "$LIMITED_RPS" ]] && command -v redis-benchmark >/dev/null; then
+            SCRIPT_RPS=$(benchmark_limit_script)
+            note "redis-benchmark -c $CONNECTIONS EVALSHA of the limit script: $SCRIPT_RPS requests/s"
+        fi
     fi
 fi
 
@@ -410,6 +461,14 @@ if [[ -n "$PGBENCH_TPS" ]]; then
         awk -v rps="$PG_ONLY_RPS" -v tps="$PGBENCH_TPS" \
             'BEGIN { printf "Postgres, cache off: %.2f of pgbench -S tps\n", rps / tps }'
     fi
+fi
+if [[ -n "$LIMITED_RPS" ]]; then
+    awk -v limited="$LIMITED_RPS" -v unlimited="$UNLIMITED_RPS" \
+        'BEGIN { printf "Redis rate limit: %.2f of the same server without limits\n", limited / unlimited }'
+fi
+if [[ -n "$SCRIPT_RPS" ]]; then
+    awk -v limited="$LIMITED_RPS" -v script="$SCRIPT_RPS" \
+        'BEGIN { printf "Redis rate limit: %.2f of redis-benchmark EVALSHA of the limit script (%s/s)\n", limited / script, script }'
 fi
 echo "tenet-server VmRSS: $((IDLE_KIB / 1024)) MiB idle, $((LOADED_KIB / 1024)) MiB after load"
 
