@@ -136,7 +136,8 @@ impl Limiter {
             .cache
             .limits(tenet, principal.tenant_id, principal.key_id)
             .await;
-        let mut checks = Vec::with_capacity(2);
+        // `Vec::new` allocates nothing for the common case of no limits.
+        let mut checks = Vec::new();
         if let Some(limit) = tenant_limits.limit {
             checks.push(Check::tenant(principal.tenant_id, limit));
         }
