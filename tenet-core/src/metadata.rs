@@ -27,6 +27,13 @@ impl KeyMetadata {
                 format!("must be a JSON object, not {}", kind_of(&value)),
             ));
         };
+        if contains_nul(&map) {
+            // Postgres `jsonb` cannot store U+0000, so no store accepts it.
+            return Err(Error::invalid(
+                "metadata",
+                "must not contain the character U+0000 (\\u0000) in a key or string",
+            ));
+        }
         let metadata = Self(map);
         let size = metadata.to_json().len();
         if size > MAX_METADATA_BYTES {
@@ -62,6 +69,20 @@ impl KeyMetadata {
     }
 }
 
+fn contains_nul(map: &Map<String, Value>) -> bool {
+    map.iter()
+        .any(|(key, value)| key.contains('\0') || value_contains_nul(value))
+}
+
+fn value_contains_nul(value: &Value) -> bool {
+    match value {
+        Value::String(text) => text.contains('\0'),
+        Value::Array(items) => items.iter().any(value_contains_nul),
+        Value::Object(map) => contains_nul(map),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+    }
+}
+
 fn kind_of(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
@@ -78,6 +99,24 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn nul_characters_are_rejected() {
+        let cases = [
+            json!({"a\u{0}b": 1}),
+            json!({"a": "x\u{0}"}),
+            json!({"a": ["ok", {"b": "\u{0}"}]}),
+        ];
+
+        for value in cases {
+            let parsed = KeyMetadata::parse(value.clone());
+
+            assert!(
+                matches!(parsed, Err(Error::Invalid { field: "metadata", .. })),
+                "{value}: {parsed:?}"
+            );
+        }
+    }
 
     #[test]
     fn object_within_limit_is_accepted() {

@@ -816,10 +816,13 @@ impl Tenet {
     /// Returns a tenant's stored hourly usage counts in `range`, ordered by
     /// hour, then key id; [`Error::NotFound`] for an unknown tenant.
     ///
-    /// Counts still in memory, here or on other replicas, are not included
-    /// until their next flush.
+    /// A deleted tenant's usage stays readable, so that its last period can
+    /// still be billed. Counts still in memory, here or on other replicas,
+    /// are not included until their next flush.
     pub async fn usage(&self, tenant: TenantId, range: UsageRange) -> Result<Vec<UsageCount>> {
-        self.tenant(tenant).await?;
+        if self.store.tenant(tenant).await?.is_none() {
+            return Err(Error::not_found("tenant", tenant));
+        }
         self.store.usage(tenant, range).await
     }
 

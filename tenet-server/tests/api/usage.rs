@@ -137,6 +137,7 @@ async fn invalid_metadata_is_rejected() {
             json!({ "blob": "x".repeat(4096) }),
             "the maximum is 4096",
         ),
+        ("a NUL character", json!({ "a": "x\u{0}" }), "U+0000"),
     ];
 
     for (description, metadata, message) in cases {
@@ -323,4 +324,54 @@ async fn usage_is_limited_to_own_tenant_admin_keys() {
     assert_eq!(unscoped, StatusCode::FORBIDDEN);
     assert_eq!(anonymous, StatusCode::UNAUTHORIZED);
     assert_eq!(missing, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_tenant_usage_stays_readable() {
+    let server = TestServer::start_with(&["--usage-flush-interval", "1"]).await;
+    let tenant = server.admin().create_tenant("Acme").await;
+    let key = issue_ok(&server, &tenant, json!({})).await;
+    for _ in 0..2 {
+        let status = protected_status(&server, &[("x-api-key", key.api_key.as_str())]).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let now = OffsetDateTime::now_utc();
+    let range = format!(
+        "from={}&to={}",
+        (now - time::Duration::hours(2)).format(&Rfc3339).expect("time"),
+        (now + time::Duration::hours(1)).format(&Rfc3339).expect("time"),
+    )
+    .replace('+', "%2B");
+    let usage_path = format!("/tenants/{}/usage?{range}", tenant.id);
+    let accepted = || async {
+        let (_, _, body) = get(&server, &usage_path, ADMIN_TOKEN).await;
+        serde_json::from_str::<UsageResponse>(&body).map_or(0, |usage| usage.totals.accepted)
+    };
+    // The 1-second flush writes the two requests.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while accepted().await < 2 {
+        assert!(std::time::Instant::now() < deadline, "usage never flushed");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    let deleted = server
+        .client
+        .delete(server.url(&format!("/tenants/{}", tenant.id)))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("request sent");
+    let (status, _, body) = get(&server, &usage_path, ADMIN_TOKEN).await;
+    let (unknown, _, _) = get(
+        &server,
+        &format!("/tenants/{}/usage?{range}", TenantId::generate()),
+        ADMIN_TOKEN,
+    )
+    .await;
+
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let usage: UsageResponse = serde_json::from_str(&body).expect("usage JSON");
+    assert_eq!(usage.totals.accepted, 2);
+    assert_eq!(unknown, StatusCode::NOT_FOUND);
 }
