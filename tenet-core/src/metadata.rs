@@ -112,7 +112,13 @@ mod tests {
             let parsed = KeyMetadata::parse(value.clone());
 
             assert!(
-                matches!(parsed, Err(Error::Invalid { field: "metadata", .. })),
+                matches!(
+                    parsed,
+                    Err(Error::Invalid {
+                        field: "metadata",
+                        ..
+                    })
+                ),
                 "{value}: {parsed:?}"
             );
         }

@@ -830,10 +830,10 @@ impl Tenet {
     /// store on a miss. The fill takes the generation before it reads, so a
     /// change committed meanwhile makes the fill lose.
     ///
-    /// NOTE: tenant status has no copy in Redis. While the event feed is
-    /// stale and the store is down, a status read longer ago than the
-    /// staleness bound is not trusted, so its keys get
-    /// [`Error::Unavailable`] even when Redis still has their verdicts.
+    /// Tenant status has no copy in Redis. While the event feed is stale,
+    /// a status read before the staleness bound is read again; when the
+    /// store is down too, the cached status is used until its TTL ends,
+    /// and a tenant without one gets [`Error::Unavailable`].
     async fn cached_tenant_state(
         &self,
         cache: &CacheLayer,
@@ -845,7 +845,29 @@ impl Tenet {
         }
         let generation = cache.tenants.generation(tenant);
         let read_at = cache.local.now();
-        let state = self.tenant_state_from_store(tenant).await?;
+        let state = match self.tenant_state_from_store(tenant).await {
+            Ok(state) => state,
+            Err(err @ Error::Unavailable(_)) => {
+                // NOTE: while the store cannot be reached, a status read
+                // before the staleness bound is used until its TTL ends,
+                // unless an event (from the feed or Redis) invalidated it.
+                // A change that this replica missed meanwhile, for example
+                // during a partition from Postgres alone, applies here only
+                // when the entry expires.
+                return match cache.tenants.get(tenant, now, 0) {
+                    Some(state) => {
+                        tracing::debug!(
+                            tenant_id = %tenant,
+                            error = %err,
+                            "using the last known tenant status while the store is unavailable"
+                        );
+                        Ok(state)
+                    }
+                    None => Err(err),
+                };
+            }
+            Err(err) => return Err(err),
+        };
         cache.tenants.insert(tenant, state, read_at, generation);
         Ok(state)
     }

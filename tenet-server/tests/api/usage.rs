@@ -338,8 +338,12 @@ async fn deleted_tenant_usage_stays_readable() {
     let now = OffsetDateTime::now_utc();
     let range = format!(
         "from={}&to={}",
-        (now - time::Duration::hours(2)).format(&Rfc3339).expect("time"),
-        (now + time::Duration::hours(1)).format(&Rfc3339).expect("time"),
+        (now - time::Duration::hours(2))
+            .format(&Rfc3339)
+            .expect("time"),
+        (now + time::Duration::hours(1))
+            .format(&Rfc3339)
+            .expect("time"),
     )
     .replace('+', "%2B");
     let usage_path = format!("/tenants/{}/usage?{range}", tenant.id);
