@@ -34,7 +34,7 @@ pub enum Error {
     /// A rotation was asked for a key whose expiry has passed. An expired
     /// key has nothing left to hand over, so the caller must issue a new
     /// key instead.
-    #[error("key {key} expired at {expired_at}; issue a new key instead of rotating it")]
+    #[error("key {key} expired at {expired_at}, so it cannot be rotated")]
     KeyExpired {
         key: KeyId,
         expired_at: OffsetDateTime,
@@ -42,7 +42,7 @@ pub enum Error {
 
     /// A rotation was asked for a key that an earlier rotation already
     /// replaced with `successor`.
-    #[error("key {key} was already rotated; rotate its successor {successor} instead")]
+    #[error("key {key} was already rotated and replaced by key {successor}")]
     KeyRotated { key: KeyId, successor: KeyId },
 
     /// A presented API key was rejected; the reason is for logs and for

@@ -602,7 +602,7 @@ impl Tenet {
             .await?;
         let Some(ended) = rotated else {
             // Another rotation, a revoke or the expiry came first. Reading
-            // the key again after the store's atomic check tells which.
+            // the key again after the store's atomic check shows which.
             self.rotatable_key(tenant, key, rotated_at).await?;
             return Err(Error::not_found("key", key));
         };

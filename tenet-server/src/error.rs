@@ -284,7 +284,7 @@ impl Error {
                     StatusCode::CONFLICT,
                     "key_expired",
                     format!(
-                        "key {key} expired at {expired_at} and cannot be rotated; \
+                        "key {key} expired at {expired_at} and cannot be rotated, so \
                          issue a new key instead"
                     ),
                 );
@@ -294,7 +294,7 @@ impl Error {
                     StatusCode::CONFLICT,
                     "key_rotated",
                     format!(
-                        "key {key} was already rotated and replaced by key {successor}; \
+                        "key {key} was already rotated and replaced by key {successor}, so \
                          rotate {successor} instead"
                     ),
                 );

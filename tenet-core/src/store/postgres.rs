@@ -119,11 +119,13 @@ const REVOKE_KEY: &str = "\
 ///
 /// A rotation is one statement, and so one transaction: it ends the old
 /// key, inserts the replacement only when the old key was found, and records
-/// an event for each and the audit entry. Of two concurrent rotations of one
-/// key, the second UPDATE waits for the first to commit, then re-checks its
-/// WHERE clause on the new row version, where `replaced_by` is set, and so
-/// changes nothing. Like [`INSERT_KEY`], it locks the
+/// an event for each and the audit entry. Like [`INSERT_KEY`], it locks the
 /// tenant row FOR SHARE, so a concurrent deletion revokes the replacement.
+///
+/// Of two concurrent rotations of one key, the second UPDATE waits for the
+/// first to commit. Under READ COMMITTED, the default isolation level, it
+/// then re-checks its WHERE clause on the new row version, where
+/// `replaced_by` is set, and so changes nothing.
 macro_rules! rotate_key_sql {
     ($set:literal, $kind:literal) => {
         concat!(

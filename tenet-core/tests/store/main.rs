@@ -59,7 +59,7 @@ macro_rules! backend_suite {
                 service::scopes_are_required,
                 service::invalid_expiry_is_rejected,
                 service::rotated_key_ends_after_grace,
-                service::expired_key_rotation_is_refused,
+                service::expired_key_rotation_is_rejected,
                 service::replacement_keeps_unexpired_expiry,
                 service::key_rotates_only_once,
                 service::revoked_rotated_key_names_successor,

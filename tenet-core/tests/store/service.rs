@@ -418,7 +418,7 @@ async fn issue_expiring(tenet: &Tenet, tenant: TenantId, lifetime: Duration) -> 
         .expect("key is issued")
 }
 
-pub async fn expired_key_rotation_is_refused(backend: &TestStore) {
+pub async fn expired_key_rotation_is_rejected(backend: &TestStore) {
     let tenet = open(backend.store(), &pepper()).await;
     let tenant = tenant_of(&tenet).await;
     let issued = issue_expiring(&tenet, tenant, Duration::from_millis(300)).await;

@@ -234,29 +234,38 @@ async fn parse_key_id(state: &State, tenant: TenantId, key: &str) -> Result<KeyI
     }
 }
 
-/// Returns the expiry of a key that `caller` issues: an API key may not
+/// Returns the expiry of a key that `caller` issues. An API key may not
 /// issue a key that outlives itself, so without a requested expiry the new
 /// key gets the caller's, and a later requested expiry is rejected.
 fn bound_expiry(
     caller: &Caller,
     requested: Option<OffsetDateTime>,
 ) -> Result<Option<OffsetDateTime>, Error> {
-    let Some(limit) = caller.expires_at() else {
+    let Caller::Key(verified) = caller else {
+        return Ok(requested);
+    };
+    let Some(limit) = verified.expires_at else {
         return Ok(requested);
     };
     match requested {
         None => Ok(Some(limit)),
         Some(at) if at <= limit => Ok(Some(at)),
         Some(at) => {
-            let format =
-                |time: OffsetDateTime| time.format(&Rfc3339).unwrap_or_else(|_| time.to_string());
+            tracing::debug!(
+                key_id = %verified.principal.key_id,
+                "API key cannot issue a key that outlives it"
+            );
             Err(Error::InvalidExpiry(format!(
                 "invalid expires_at: {} is after {}, when the issuing API key expires; \
                  a key may not outlive the key that issues it, so give an earlier \
-                 expiry or none to get the issuing key's",
-                format(at),
-                format(limit)
+                 expiry, or none to get the issuing key's expiry",
+                rfc3339(at),
+                rfc3339(limit)
             )))
         }
     }
+}
+
+fn rfc3339(time: OffsetDateTime) -> String {
+    time.format(&Rfc3339).unwrap_or_else(|_| time.to_string())
 }
