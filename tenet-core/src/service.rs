@@ -550,7 +550,8 @@ impl Tenet {
     /// `latest_expiry` at the latest, also when the old key never expires.
     ///
     /// A caller that acts through an expiring key passes that key's expiry,
-    /// so that no key it rotates outlives it.
+    /// so that no key it rotates outlives it. A `latest_expiry` that has
+    /// passed is [`Error::Invalid`].
     pub async fn rotate_key_expiring_by(
         &self,
         tenant: TenantId,
@@ -559,6 +560,12 @@ impl Tenet {
         latest_expiry: Option<OffsetDateTime>,
     ) -> Result<RotatedKey> {
         let rotated_at = now();
+        if let Some(latest) = latest_expiry.filter(|latest| *latest <= rotated_at) {
+            return Err(Error::invalid(
+                "expires_at",
+                format!("the latest expiry {latest} has passed, so the new key would be expired"),
+            ));
+        }
         let old = self.rotatable_key(tenant, key, rotated_at).await?;
 
         let expires_at = match (old.expires_at, latest_expiry) {

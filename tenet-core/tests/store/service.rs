@@ -575,8 +575,27 @@ pub async fn rotation_expiry_is_capped(backend: &TestStore) {
         .await
         .expect("key is rotated");
 
+    let passed = tenet
+        .rotate_key_expiring_by(
+            tenant,
+            capped.issued.info.id,
+            grace,
+            Some(millis_now() - Duration::from_secs(1)),
+        )
+        .await;
+
     assert_eq!(capped.issued.info.expires_at, Some(cap));
     assert_eq!(sooner_kept.issued.info.expires_at, expiring.info.expires_at);
+    assert!(
+        matches!(
+            passed,
+            Err(Error::Invalid {
+                field: "expires_at",
+                ..
+            })
+        ),
+        "{passed:?}"
+    );
 }
 
 /// Returns the current time truncated to milliseconds, as stores keep it.
