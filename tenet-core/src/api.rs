@@ -320,6 +320,10 @@ pub struct KeyResponse {
     /// key-use flush interval.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub last_used_at: Option<OffsetDateTime>,
+    /// The id of the key that a rotation issued in this key's place, or
+    /// `null` for a key never rotated.
+    #[serde(default)]
+    pub replaced_by: Option<KeyId>,
 }
 
 impl From<KeyInfo> for KeyResponse {
@@ -335,6 +339,7 @@ impl From<KeyInfo> for KeyResponse {
             scopes: scope_names(&info.scopes),
             metadata: info.metadata.as_map().clone(),
             last_used_at: info.last_used_at,
+            replaced_by: info.replaced_by,
         }
     }
 }
@@ -659,6 +664,7 @@ mod tests {
             scopes: Vec::new(),
             metadata: crate::KeyMetadata::default(),
             last_used_at: revoked_at,
+            replaced_by: None,
         }
     }
 

@@ -2,6 +2,10 @@
 
 use std::fmt;
 
+use time::OffsetDateTime;
+
+use crate::id::KeyId;
+
 /// A boxed error from a storage driver, kept as the source of [`Error`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -11,7 +15,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Everything that can go wrong in `tenet-core`.
 ///
 /// The variants are grouped by who must act: the caller ([`Error::Invalid`],
-/// [`Error::NotFound`], [`Error::Rejected`]), the operator
+/// [`Error::NotFound`], [`Error::KeyExpired`], [`Error::KeyRotated`],
+/// [`Error::Rejected`]), the operator
 /// ([`Error::Config`]), or nobody yet because a backend is down
 /// ([`Error::Unavailable`]) or broke ([`Error::Store`]).
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +30,20 @@ pub enum Error {
     /// another tenant, which callers must not be able to tell apart).
     #[error("{kind} {id} not found")]
     NotFound { kind: &'static str, id: String },
+
+    /// A rotation was asked for a key whose expiry has passed. An expired
+    /// key has nothing left to hand over, so the caller must issue a new
+    /// key instead.
+    #[error("key {key} expired at {expired_at}, so it cannot be rotated")]
+    KeyExpired {
+        key: KeyId,
+        expired_at: OffsetDateTime,
+    },
+
+    /// A rotation was asked for a key that an earlier rotation already
+    /// replaced with `successor`.
+    #[error("key {key} was already rotated and replaced by key {successor}")]
+    KeyRotated { key: KeyId, successor: KeyId },
 
     /// A presented API key was rejected; the reason is for logs and for
     /// trusted callers only, never for the party that presented the key.

@@ -172,6 +172,9 @@ pub struct KeyInfo {
     /// last use by up to the key-use flush interval.
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_used_at: Option<OffsetDateTime>,
+    /// The key that a rotation issued in this key's place, or `None` for a
+    /// key never rotated. Set once, so that a key has at most one successor.
+    pub replaced_by: Option<KeyId>,
 }
 
 /// The settings of a key to issue, besides its tenant; see

@@ -393,6 +393,7 @@ impl Tenet {
                 scopes,
                 metadata: options.metadata,
                 last_used_at: None,
+                replaced_by: None,
             },
             digest: self.pepper.digest(api_key.secret()),
         };
@@ -525,23 +526,52 @@ impl Tenet {
     ///
     /// The old key's expiry moves to now plus `grace` unless it already
     /// expires sooner, and every replica's cache learns of the shorter
-    /// expiry like of a revoke. A key id that belongs to another tenant, or
-    /// a revoked key, is [`Error::NotFound`]. The new key keeps the old
-    /// key's expiry, if it had one.
+    /// expiry like of a revoke. The new key keeps the old key's expiry, if
+    /// it had one.
+    ///
+    /// A key rotates once: the store records the new key as the old key's
+    /// successor in the same transaction, and of concurrent rotations of
+    /// one key exactly one succeeds. Errors:
+    /// - [`Error::NotFound`] for a key id of another tenant or a revoked key
+    ///   never rotated;
+    /// - [`Error::KeyRotated`] for a key rotated before, naming its
+    ///   successor;
+    /// - [`Error::KeyExpired`] for a key whose expiry has passed.
     pub async fn rotate_key(
         &self,
         tenant: TenantId,
         key: KeyId,
         grace: std::time::Duration,
     ) -> Result<RotatedKey> {
-        let old = self
-            .list_keys(tenant)
-            .await?
-            .into_iter()
-            .find(|info| info.id == key && info.revoked_at.is_none())
-            .ok_or_else(|| Error::not_found("key", key))?;
+        self.rotate_key_expiring_by(tenant, key, grace, None).await
+    }
 
+    /// Rotates a key like [`Tenet::rotate_key`], but the new key expires at
+    /// `latest_expiry` at the latest, also when the old key never expires.
+    ///
+    /// A caller that acts through an expiring key passes that key's expiry,
+    /// so that no key it rotates outlives it. A `latest_expiry` that has
+    /// passed is [`Error::Invalid`].
+    pub async fn rotate_key_expiring_by(
+        &self,
+        tenant: TenantId,
+        key: KeyId,
+        grace: std::time::Duration,
+        latest_expiry: Option<OffsetDateTime>,
+    ) -> Result<RotatedKey> {
         let rotated_at = now();
+        if let Some(latest) = latest_expiry.filter(|latest| *latest <= rotated_at) {
+            return Err(Error::invalid(
+                "expires_at",
+                format!("the latest expiry {latest} has passed, so the new key would be expired"),
+            ));
+        }
+        let old = self.rotatable_key(tenant, key, rotated_at).await?;
+
+        let expires_at = match (old.expires_at, latest_expiry) {
+            (Some(old), Some(latest)) => Some(old.min(latest)),
+            (old, latest) => old.or(latest),
+        };
         let api_key = ApiKey::generate();
         let replacement = KeyRecord {
             info: KeyInfo {
@@ -551,10 +581,11 @@ impl Tenet {
                 prefix: api_key.display_prefix().to_owned(),
                 created_at: rotated_at,
                 revoked_at: None,
-                expires_at: old.expires_at.filter(|at| *at > rotated_at),
+                expires_at,
                 scopes: old.scopes.clone(),
                 metadata: old.metadata.clone(),
                 last_used_at: None,
+                replaced_by: None,
             },
             digest: self.pepper.digest(api_key.secret()),
         };
@@ -572,11 +603,16 @@ impl Tenet {
             AuditTarget::Key(key),
             rotated_at,
         );
-        let ended = self
+        let rotated = self
             .store
             .rotate_key(tenant, key, &replacement, rotation, &audit)
-            .await?
-            .ok_or_else(|| Error::not_found("key", key))?;
+            .await?;
+        let Some(ended) = rotated else {
+            // Another rotation, a revoke or the expiry came first. Reading
+            // the key again after the store's atomic check shows which.
+            self.rotatable_key(tenant, key, rotated_at).await?;
+            return Err(Error::not_found("key", key));
+        };
         if let Some(limit) = &limit {
             // NOTE: this write follows the rotation's transaction. When it
             // fails, the caller gets the error and never the new key, but
@@ -609,6 +645,35 @@ impl Tenet {
             },
             old: ended.info,
         })
+    }
+
+    /// Reads a key of a tenant and checks that it may rotate at `at`: it
+    /// exists, has no successor, is not revoked and has not expired.
+    async fn rotatable_key(
+        &self,
+        tenant: TenantId,
+        key: KeyId,
+        at: OffsetDateTime,
+    ) -> Result<KeyInfo> {
+        let old = self
+            .list_keys(tenant)
+            .await?
+            .into_iter()
+            .find(|info| info.id == key)
+            .ok_or_else(|| Error::not_found("key", key))?;
+
+        // A successor is checked first, because a rotation with no grace
+        // also revokes the old key.
+        if let Some(successor) = old.replaced_by {
+            return Err(Error::KeyRotated { key, successor });
+        }
+        if old.revoked_at.is_some() {
+            return Err(Error::not_found("key", key));
+        }
+        match old.expires_at {
+            Some(expired_at) if expired_at <= at => Err(Error::KeyExpired { key, expired_at }),
+            _ => Ok(old),
+        }
     }
 
     /// Verifies a presented key and returns whom it acts for.

@@ -9,6 +9,7 @@
 use http::header::{self, HeaderMap, HeaderName};
 use tenet_core::key::DISPLAY_PREFIX_LEN;
 use tenet_core::{Actor, AdminTokenDigest, Principal, Scope, Tenet, VerifiedKey};
+use time::OffsetDateTime;
 
 use crate::error::Error;
 use crate::limiting::ClientAddr;
@@ -181,6 +182,15 @@ impl Caller {
         match self {
             Caller::Admin => Actor::Admin,
             Caller::Key(verified) => Actor::Key(verified.principal.key_id),
+        }
+    }
+
+    /// Returns when the caller's credential expires: the API key's expiry,
+    /// or `None` for the admin token and for keys without expiry.
+    pub fn expires_at(&self) -> Option<OffsetDateTime> {
+        match self {
+            Caller::Admin => None,
+            Caller::Key(verified) => verified.expires_at,
         }
     }
 

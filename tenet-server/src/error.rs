@@ -47,6 +47,20 @@ pub enum Error {
     #[error("key not found")]
     KeyNotFound,
 
+    /// A rotation was asked for a key whose expiry has passed.
+    #[error("key {key} expired")]
+    KeyExpired {
+        key: tenet_core::KeyId,
+        expired_at: time::OffsetDateTime,
+    },
+
+    /// A rotation was asked for a key that an earlier rotation replaced.
+    #[error("key {key} already rotated")]
+    KeyRotated {
+        key: tenet_core::KeyId,
+        successor: tenet_core::KeyId,
+    },
+
     /// The body is not the expected JSON document.
     #[error("invalid JSON body: {0}")]
     InvalidJson(String),
@@ -212,6 +226,12 @@ impl From<tenet_core::Error> for Error {
             } => Error::KeyNotFound,
             tenet_core::Error::NotFound { kind: "tenant", .. } => Error::TenantNotFound,
             tenet_core::Error::NotFound { kind: "key", .. } => Error::KeyNotFound,
+            tenet_core::Error::KeyExpired { key, expired_at } => {
+                Error::KeyExpired { key, expired_at }
+            }
+            tenet_core::Error::KeyRotated { key, successor } => {
+                Error::KeyRotated { key, successor }
+            }
             tenet_core::Error::Rejected(tenet_core::Rejection::TenantSuspended) => {
                 Error::TenantSuspended
             }
@@ -256,6 +276,29 @@ impl Error {
                 "key_not_found",
                 "this tenant has no key with this id",
             ),
+            Error::KeyExpired { key, expired_at } => {
+                let expired_at = expired_at
+                    .format(&Rfc3339)
+                    .unwrap_or_else(|_| expired_at.to_string());
+                return (
+                    StatusCode::CONFLICT,
+                    "key_expired",
+                    format!(
+                        "key {key} expired at {expired_at} and cannot be rotated, so \
+                         issue a new key instead"
+                    ),
+                );
+            }
+            Error::KeyRotated { key, successor } => {
+                return (
+                    StatusCode::CONFLICT,
+                    "key_rotated",
+                    format!(
+                        "key {key} was already rotated and replaced by key {successor}, so \
+                         rotate {successor} instead"
+                    ),
+                );
+            }
             Error::InvalidJson(detail) => {
                 return (StatusCode::BAD_REQUEST, "invalid_json", detail.clone());
             }
@@ -485,6 +528,20 @@ mod tests {
                 "tenant_suspended",
             ),
             (tenet_core::Error::store("disk full"), "internal"),
+            (
+                tenet_core::Error::KeyExpired {
+                    key: tenet_core::KeyId::generate(),
+                    expired_at: time::OffsetDateTime::UNIX_EPOCH,
+                },
+                "key_expired",
+            ),
+            (
+                tenet_core::Error::KeyRotated {
+                    key: tenet_core::KeyId::generate(),
+                    successor: tenet_core::KeyId::generate(),
+                },
+                "key_rotated",
+            ),
         ];
 
         for (core, code) in cases {

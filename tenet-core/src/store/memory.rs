@@ -156,10 +156,13 @@ impl Store for MemoryStore {
         audit: &AuditEntry,
     ) -> Result<Option<KeyRecord>> {
         let mut state = self.write();
-        let rotatable = state
-            .keys
-            .get(&key)
-            .is_some_and(|old| old.info.tenant_id == tenant && old.info.revoked_at.is_none());
+        let at = replacement.info.created_at;
+        let rotatable = state.keys.get(&key).is_some_and(|old| {
+            old.info.tenant_id == tenant
+                && old.info.revoked_at.is_none()
+                && old.info.replaced_by.is_none()
+                && old.info.expires_at.is_none_or(|expiry| expiry > at)
+        });
         if !rotatable {
             return Ok(None);
         }
@@ -177,6 +180,7 @@ impl Store for MemoryStore {
         let Some(old) = state.keys.get_mut(&key) else {
             return Ok(None);
         };
+        old.info.replaced_by = Some(replacement.info.id);
         match rotation {
             Rotation::RevokeAt(at) => old.info.revoked_at = Some(at),
             Rotation::ExpireBy(at) => {

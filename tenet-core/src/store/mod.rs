@@ -81,14 +81,18 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     ) -> Result<Option<KeyRecord>>;
 
     /// Rotates a key of this tenant in one transaction: inserts
-    /// `replacement`, then revokes the old key at `at` when `revoke` is set,
-    /// else moves its expiry to `expires_by` unless it already expires
-    /// sooner.
+    /// `replacement`, sets the old key's `replaced_by` to the replacement's
+    /// id, and ends the old key as `rotation` says, where an expiry moves
+    /// only earlier.
     ///
     /// Returns the old key as stored afterwards, or `None`, with nothing
-    /// written, when this tenant has no unrevoked key with this id. A shared
-    /// store records a [`KeyEvent`] for each key in the same transaction.
-    /// A deleted tenant's keys are all revoked, so they never rotate.
+    /// written, unless this tenant has a key with this id that is not
+    /// revoked, has no `replaced_by` and has no expiry at or before the
+    /// replacement's `created_at`. The check and the update are one atomic
+    /// step, so of concurrent rotations of one key exactly one returns the
+    /// key. A shared store records a [`KeyEvent`] for each key in the same
+    /// transaction. A deleted tenant's keys are all revoked, so they never
+    /// rotate.
     async fn rotate_key(
         &self,
         tenant: TenantId,

@@ -49,11 +49,11 @@ use pool::{ConnectErrorSink, LastConnectError, Manager};
 // The key queries return the columns in the order `key_from_row` reads.
 const SELECT_KEYS_OF_TENANT: &str = "\
     SELECT id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes, \
-        metadata::text, last_used_at \
+        metadata::text, last_used_at, replaced_by \
     FROM api_keys WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3";
 const SELECT_KEY_BY_DIGEST: &str = "\
     SELECT id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes, \
-        metadata::text, last_used_at \
+        metadata::text, last_used_at, replaced_by \
     FROM api_keys WHERE digest = $1";
 // Each key write records a key event and its audit entry in the same
 // statement, and so in the same transaction. Audit parameters come last, in
@@ -103,7 +103,7 @@ const REVOKE_KEY: &str = "\
         UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $3) \
         WHERE id = $1 AND tenant_id = $2 \
         RETURNING id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes, \
-            metadata, last_used_at \
+            metadata, last_used_at, replaced_by \
     ), event AS ( \
         INSERT INTO key_events (digest, kind) SELECT digest, 'revoked' FROM revoked \
     ), audit AS ( \
@@ -112,7 +112,7 @@ const REVOKE_KEY: &str = "\
         FROM revoked \
     ) \
     SELECT id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes, \
-        metadata::text, last_used_at \
+        metadata::text, last_used_at, replaced_by \
     FROM revoked";
 /// Builds a rotation statement from how it ends the old key (`$set`) and
 /// the event that records it (`$kind`).
@@ -121,19 +121,25 @@ const REVOKE_KEY: &str = "\
 /// key, inserts the replacement only when the old key was found, and records
 /// an event for each and the audit entry. Like [`INSERT_KEY`], it locks the
 /// tenant row FOR SHARE, so a concurrent deletion revokes the replacement.
+///
+/// Of two concurrent rotations of one key, the second UPDATE waits for the
+/// first to commit. Under READ COMMITTED, the default isolation level, it
+/// then re-checks its WHERE clause on the new row version, where
+/// `replaced_by` is set, and so changes nothing.
 macro_rules! rotate_key_sql {
     ($set:literal, $kind:literal) => {
         concat!(
             "WITH tenant AS ( \
                 SELECT id FROM tenants WHERE id = $2 AND deleted_at IS NULL FOR SHARE \
             ), changed AS ( \
-                UPDATE api_keys SET ",
+                UPDATE api_keys SET replaced_by = $4, ",
             $set,
             " \
                 WHERE id = $1 AND tenant_id = $2 AND revoked_at IS NULL \
+                    AND replaced_by IS NULL AND (expires_at IS NULL OR expires_at > $9) \
                     AND EXISTS (SELECT 1 FROM tenant) \
                 RETURNING id, tenant_id, name, prefix, digest, created_at, revoked_at, \
-                    expires_at, scopes, metadata, last_used_at \
+                    expires_at, scopes, metadata, last_used_at, replaced_by \
             ), old_event AS ( \
                 INSERT INTO key_events (digest, kind) SELECT digest, '",
             $kind,
@@ -157,7 +163,7 @@ macro_rules! rotate_key_sql {
                 FROM changed \
             ) \
             SELECT id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, \
-                scopes, metadata::text, last_used_at \
+                scopes, metadata::text, last_used_at, replaced_by \
             FROM changed"
         )
     };
@@ -253,12 +259,12 @@ const REVOKE_TENANT_KEYS: &str = "\
     WITH revoked AS ( \
         UPDATE api_keys SET revoked_at = $2 WHERE tenant_id = $1 AND revoked_at IS NULL \
         RETURNING id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes, \
-            metadata, last_used_at \
+            metadata, last_used_at, replaced_by \
     ), event AS ( \
         INSERT INTO key_events (digest, kind) SELECT digest, 'revoked' FROM revoked \
     ) \
     SELECT id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes, \
-        metadata::text, last_used_at \
+        metadata::text, last_used_at, replaced_by \
     FROM revoked";
 const SELECT_AUDIT: &str = "\
     SELECT id, tenant_id, actor, action, target_kind, target_id, at FROM audit_log \
@@ -552,6 +558,7 @@ fn key_from_row(row: &Row) -> Result<KeyRecord> {
             metadata: KeyMetadata::from_json(&metadata)
                 .map_err(|err| invalid_row("key metadata", err))?,
             last_used_at: column(row, 10, "key last_used_at")?,
+            replaced_by: column::<Option<Uuid>>(row, 11, "key replaced_by")?.map(KeyId::from_uuid),
         },
         digest: KeyDigest::from_bytes(digest),
     })

@@ -106,10 +106,15 @@ CREATE TABLE usage_hourly (
     PRIMARY KEY (tenant_id, hour, key_id)
 );
 "#,
+    // The id of the key that a rotation issued in this key's place, set
+    // once by the rotation.
+    r#"
+ALTER TABLE api_keys ADD COLUMN replaced_by TEXT;
+"#,
 ];
 
 const KEY_COLUMNS: &str = "id, tenant_id, name, prefix, digest, created_at, revoked_at, \
-     expires_at, scopes, metadata, last_used_at";
+     expires_at, scopes, metadata, last_used_at, replaced_by";
 const TENANT_COLUMNS: &str = "id, name, created_at, status, deleted_at";
 const AUDIT_COLUMNS: &str = "id, tenant_id, actor, action, target_kind, target_id, at";
 
@@ -216,7 +221,7 @@ fn insert_key_row(transaction: &rusqlite::Transaction<'_>, key: &KeyRecord) -> R
         .execute(
             &format!(
                 "INSERT INTO api_keys ({KEY_COLUMNS}) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
             ),
             params![
                 key.info.id.to_string(),
@@ -230,6 +235,7 @@ fn insert_key_row(transaction: &rusqlite::Transaction<'_>, key: &KeyRecord) -> R
                 join_scopes(&key.info.scopes),
                 key.info.metadata.to_json(),
                 key.info.last_used_at.map(to_millis),
+                key.info.replaced_by.map(|id| id.to_string()),
             ],
         )
         .map_err(Error::store)?;
@@ -332,6 +338,7 @@ fn key_from_row(row: &Row<'_>) -> rusqlite::Result<KeyRecord> {
     let scopes: Vec<&str> = scopes.split_whitespace().collect();
     let metadata: String = row.get(9)?;
     let last_used_at: Option<i64> = row.get(10)?;
+    let replaced_by: Option<String> = row.get(11)?;
     Ok(KeyRecord {
         info: KeyInfo {
             id: KeyId::parse(&id).map_err(conversion)?,
@@ -348,6 +355,11 @@ fn key_from_row(row: &Row<'_>) -> rusqlite::Result<KeyRecord> {
             scopes: Scope::parse_list(&scopes).map_err(conversion)?,
             metadata: KeyMetadata::from_json(&metadata).map_err(conversion)?,
             last_used_at: last_used_at.map(from_millis).transpose()?,
+            replaced_by: replaced_by
+                .as_deref()
+                .map(KeyId::parse)
+                .transpose()
+                .map_err(conversion)?,
         },
         digest: KeyDigest::from_bytes(digest),
     })
@@ -512,22 +524,33 @@ impl Store for SqliteStore {
         let audit = audit.clone();
         self.call(move |connection| {
             let transaction = connection.transaction().map_err(Error::store)?;
+            // The WHERE clause is the rotation's whole check, so it runs
+            // in the same statement as the update.
             let (sql, at) = match rotation {
                 Rotation::RevokeAt(at) => (
-                    "UPDATE api_keys SET revoked_at = ?3
-                     WHERE id = ?1 AND tenant_id = ?2 AND revoked_at IS NULL",
+                    "UPDATE api_keys SET revoked_at = ?3, replaced_by = ?4
+                     WHERE id = ?1 AND tenant_id = ?2 AND revoked_at IS NULL
+                        AND replaced_by IS NULL AND (expires_at IS NULL OR expires_at > ?5)",
                     at,
                 ),
                 Rotation::ExpireBy(at) => (
-                    "UPDATE api_keys SET expires_at = MIN(COALESCE(expires_at, ?3), ?3)
-                     WHERE id = ?1 AND tenant_id = ?2 AND revoked_at IS NULL",
+                    "UPDATE api_keys
+                     SET expires_at = MIN(COALESCE(expires_at, ?3), ?3), replaced_by = ?4
+                     WHERE id = ?1 AND tenant_id = ?2 AND revoked_at IS NULL
+                        AND replaced_by IS NULL AND (expires_at IS NULL OR expires_at > ?5)",
                     at,
                 ),
             };
             let changed = transaction
                 .execute(
                     sql,
-                    params![key.to_string(), tenant.to_string(), to_millis(at)],
+                    params![
+                        key.to_string(),
+                        tenant.to_string(),
+                        to_millis(at),
+                        replacement.info.id.to_string(),
+                        to_millis(replacement.info.created_at),
+                    ],
                 )
                 .map_err(Error::store)?;
             if changed == 0 {

@@ -61,6 +61,7 @@ fn key(tenant: TenantId, name: Option<&str>) -> KeyRecord {
             scopes: Vec::new(),
             metadata: KeyMetadata::default(),
             last_used_at: None,
+            replaced_by: None,
         },
         digest: random_digest(),
     }
@@ -490,21 +491,25 @@ pub async fn expiry_and_scopes_round_trip(backend: &TestStore) {
 pub async fn rotate_shortens_expiry_and_inserts(backend: &TestStore) {
     let store = backend.store();
     let tenant = insert_tenant(&store, "Acme").await;
-    let mut old = key(tenant.id, Some("worker"));
-    old.info.expires_at = Some(datetime!(2030-01-01 00:00:00 UTC));
-    store
-        .insert_key(&old, &audit(old.info.tenant_id))
-        .await
-        .expect("key inserts");
     let sooner = datetime!(2029-01-01 00:00:00 UTC);
     let later = datetime!(2029-06-01 00:00:00 UTC);
+    let mut long_lived = key(tenant.id, Some("worker"));
+    long_lived.info.expires_at = Some(datetime!(2030-01-01 00:00:00 UTC));
+    let mut short_lived = key(tenant.id, Some("worker"));
+    short_lived.info.expires_at = Some(sooner);
+    for old in [&long_lived, &short_lived] {
+        store
+            .insert_key(old, &audit(tenant.id))
+            .await
+            .expect("key inserts");
+    }
     let first = key(tenant.id, Some("worker"));
     let second = key(tenant.id, Some("worker"));
 
     let shortened = store
         .rotate_key(
             tenant.id,
-            old.info.id,
+            long_lived.info.id,
             &first,
             Rotation::ExpireBy(sooner),
             &audit(tenant.id),
@@ -515,7 +520,7 @@ pub async fn rotate_shortens_expiry_and_inserts(backend: &TestStore) {
     let kept = store
         .rotate_key(
             tenant.id,
-            old.info.id,
+            short_lived.info.id,
             &second,
             Rotation::ExpireBy(later),
             &audit(tenant.id),
@@ -529,11 +534,13 @@ pub async fn rotate_shortens_expiry_and_inserts(backend: &TestStore) {
         .expect("lookup succeeds");
 
     assert_eq!(shortened.info.expires_at, Some(sooner));
+    assert_eq!(shortened.info.replaced_by, Some(first.info.id));
     assert_eq!(
         kept.info.expires_at,
         Some(sooner),
         "a later expiry is ignored"
     );
+    assert_eq!(kept.info.replaced_by, Some(second.info.id));
     assert_eq!(found, Some(first));
     assert_eq!(
         store
@@ -541,8 +548,137 @@ pub async fn rotate_shortens_expiry_and_inserts(backend: &TestStore) {
             .await
             .expect("keys list")
             .len(),
-        3
+        4
     );
+}
+
+pub async fn rotated_key_does_not_rotate_again(backend: &TestStore) {
+    let store = backend.store();
+    let tenant = insert_tenant(&store, "Acme").await;
+    let old = insert_key(&store, tenant.id).await;
+    let first = key(tenant.id, Some("worker"));
+    let second = key(tenant.id, Some("worker"));
+    let grace_end = now() + Duration::from_secs(3_600);
+
+    store
+        .rotate_key(
+            tenant.id,
+            old.info.id,
+            &first,
+            Rotation::ExpireBy(grace_end),
+            &audit(tenant.id),
+        )
+        .await
+        .expect("rotation runs")
+        .expect("the key rotates");
+    let again = store
+        .rotate_key(
+            tenant.id,
+            old.info.id,
+            &second,
+            Rotation::ExpireBy(grace_end - Duration::from_secs(60)),
+            &audit(tenant.id),
+        )
+        .await
+        .expect("rotation runs");
+    let listed = store
+        .list_keys(tenant.id, PageRequest::first(usize::MAX))
+        .await
+        .expect("keys list");
+    let second_found = store
+        .key_by_digest(&second.digest)
+        .await
+        .expect("lookup succeeds");
+
+    assert_eq!(again, None, "a rotated key rotates once");
+    assert_eq!(second_found, None, "the refused replacement is not stored");
+    assert_eq!(listed.len(), 2);
+    let stored_old = listed
+        .iter()
+        .find(|info| info.id == old.info.id)
+        .expect("the old key is listed");
+    assert_eq!(stored_old.replaced_by, Some(first.info.id));
+    assert_eq!(stored_old.expires_at, Some(grace_end), "expiry unchanged");
+    let stored_new = listed
+        .iter()
+        .find(|info| info.id == first.info.id)
+        .expect("the new key is listed");
+    assert_eq!(stored_new.replaced_by, None);
+}
+
+pub async fn expired_key_does_not_rotate(backend: &TestStore) {
+    let store = backend.store();
+    let tenant = insert_tenant(&store, "Acme").await;
+    let mut old = key(tenant.id, Some("worker"));
+    old.info.expires_at = Some(now() - Duration::from_secs(1));
+    store
+        .insert_key(&old, &audit(tenant.id))
+        .await
+        .expect("key inserts");
+    let replacement = key(tenant.id, Some("worker"));
+
+    let rotated = store
+        .rotate_key(
+            tenant.id,
+            old.info.id,
+            &replacement,
+            Rotation::RevokeAt(replacement.info.created_at),
+            &audit(tenant.id),
+        )
+        .await
+        .expect("rotation runs");
+    let listed = store
+        .list_keys(tenant.id, PageRequest::first(usize::MAX))
+        .await
+        .expect("keys list");
+
+    assert_eq!(rotated, None);
+    assert_eq!(listed, vec![old.info]);
+}
+
+/// Starts 20 rotations of one key at once, each with its own replacement;
+/// exactly one may win.
+pub async fn concurrent_rotations_have_one_winner(backend: &TestStore) {
+    let store = backend.store();
+    let tenant = insert_tenant(&store, "Acme").await;
+    let old = insert_key(&store, tenant.id).await;
+    let grace_end = now() + Duration::from_secs(3_600);
+
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            let replacement = key(tenant.id, Some("worker"));
+            tokio::spawn(async move {
+                let rotated = store
+                    .rotate_key(
+                        tenant.id,
+                        old.info.id,
+                        &replacement,
+                        Rotation::ExpireBy(grace_end),
+                        &audit(tenant.id),
+                    )
+                    .await
+                    .expect("rotation runs");
+                rotated.map(|_| replacement.info.id)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for task in tasks {
+        winners.extend(task.await.expect("task finished"));
+    }
+    let listed = store
+        .list_keys(tenant.id, PageRequest::first(usize::MAX))
+        .await
+        .expect("keys list");
+
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let stored_old = listed
+        .iter()
+        .find(|info| info.id == old.info.id)
+        .expect("the old key is listed");
+    assert_eq!(stored_old.replaced_by, Some(winners[0]));
 }
 
 pub async fn rotate_with_revoke_and_missing_key(backend: &TestStore) {

@@ -47,6 +47,7 @@ fn key(tenant: TenantId) -> KeyRecord {
             scopes: Vec::new(),
             metadata: KeyMetadata::default(),
             last_used_at: None,
+            replaced_by: None,
         },
         digest: KeyDigest::from_bytes(digest),
     }

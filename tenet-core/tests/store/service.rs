@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tenet_core::{
-    Actor, ApiKey, AuditAction, AuditId, AuditTarget, Error, KeyName, KeyOptions, Pepper,
-    Principal, Rejection, Scope, Store, TenantId, TenantName, TenantStatus, Tenet,
+    Actor, ApiKey, AuditAction, AuditId, AuditTarget, Error, IssuedKey, KeyName, KeyOptions,
+    Pepper, Principal, Rejection, Scope, Store, TenantId, TenantName, TenantStatus, Tenet,
 };
 use time::OffsetDateTime;
 
@@ -404,4 +404,203 @@ pub async fn audit_trail_records_actor_and_target(backend: &TestStore) {
         matches!(missing, Err(Error::NotFound { .. })),
         "{missing:?}"
     );
+}
+
+/// Issues a key that expires `lifetime` from now.
+async fn issue_expiring(tenet: &Tenet, tenant: TenantId, lifetime: Duration) -> IssuedKey {
+    let options = KeyOptions {
+        expires_at: Some(OffsetDateTime::now_utc() + lifetime),
+        ..KeyOptions::default()
+    };
+    tenet
+        .issue_key_with(tenant, options)
+        .await
+        .expect("key is issued")
+}
+
+pub async fn expired_key_rotation_is_rejected(backend: &TestStore) {
+    let tenet = open(backend.store(), &pepper()).await;
+    let tenant = tenant_of(&tenet).await;
+    let issued = issue_expiring(&tenet, tenant, Duration::from_millis(300)).await;
+    let expires_at = issued.info.expires_at.expect("the key expires");
+
+    let remaining = expires_at - OffsetDateTime::now_utc();
+    tokio::time::sleep(remaining.unsigned_abs() + Duration::from_millis(20)).await;
+    let rotated = tenet
+        .rotate_key(tenant, issued.info.id, Duration::from_secs(60))
+        .await;
+
+    match rotated {
+        Err(Error::KeyExpired { key, expired_at }) => {
+            assert_eq!(key, issued.info.id);
+            assert_eq!(expired_at, expires_at);
+        }
+        other => panic!("expected KeyExpired, got {other:?}"),
+    }
+    let keys = tenet.list_keys(tenant).await.expect("keys list");
+    assert_eq!(keys.len(), 1, "no replacement was stored: {keys:?}");
+}
+
+pub async fn replacement_keeps_unexpired_expiry(backend: &TestStore) {
+    let tenet = open(backend.store(), &pepper()).await;
+    let tenant = tenant_of(&tenet).await;
+    let issued = issue_expiring(&tenet, tenant, Duration::from_secs(3_600)).await;
+
+    let rotated = tenet
+        .rotate_key(tenant, issued.info.id, Duration::from_secs(60))
+        .await
+        .expect("key is rotated");
+
+    assert_eq!(rotated.issued.info.expires_at, issued.info.expires_at);
+}
+
+pub async fn key_rotates_only_once(backend: &TestStore) {
+    let tenet = open(backend.store(), &pepper()).await;
+    let tenant = tenant_of(&tenet).await;
+    let issued = tenet.issue_key(tenant, None).await.expect("key is issued");
+    let grace = Duration::from_secs(3_600);
+
+    let first = tenet
+        .rotate_key(tenant, issued.info.id, grace)
+        .await
+        .expect("key is rotated");
+    let again = tenet.rotate_key(tenant, issued.info.id, grace).await;
+    let successor = tenet
+        .rotate_key(tenant, first.issued.info.id, grace)
+        .await
+        .expect("the successor rotates");
+
+    let new_id = first.issued.info.id;
+    assert_eq!(first.old.replaced_by, Some(new_id));
+    match again {
+        Err(Error::KeyRotated { key, successor }) => {
+            assert_eq!(key, issued.info.id);
+            assert_eq!(successor, new_id);
+        }
+        other => panic!("expected KeyRotated, got {other:?}"),
+    }
+    assert_eq!(successor.old.replaced_by, Some(successor.issued.info.id));
+    let keys = tenet.list_keys(tenant).await.expect("keys list");
+    assert_eq!(keys.len(), 3, "{keys:?}");
+}
+
+pub async fn revoked_rotated_key_names_successor(backend: &TestStore) {
+    let tenet = open(backend.store(), &pepper()).await;
+    let tenant = tenant_of(&tenet).await;
+    let issued = tenet.issue_key(tenant, None).await.expect("key is issued");
+    let first = tenet
+        .rotate_key(tenant, issued.info.id, Duration::ZERO)
+        .await
+        .expect("key is rotated");
+
+    let again = tenet
+        .rotate_key(tenant, issued.info.id, Duration::ZERO)
+        .await;
+
+    assert!(
+        matches!(again, Err(Error::KeyRotated { successor, .. }) if successor == first.issued.info.id),
+        "{again:?}"
+    );
+}
+
+/// Runs 20 rotations of one key at once through the service: one returns
+/// the new key and every other one names that key as the successor.
+pub async fn parallel_rotations_leave_one_successor(backend: &TestStore) {
+    let tenet = open(backend.store(), &pepper()).await;
+    let tenant = tenant_of(&tenet).await;
+    let issued = tenet.issue_key(tenant, None).await.expect("key is issued");
+
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let tenet = tenet.clone();
+            let key = issued.info.id;
+            tokio::spawn(async move {
+                tenet
+                    .rotate_key(tenant, key, Duration::from_secs(3_600))
+                    .await
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    let mut named = Vec::new();
+    for task in tasks {
+        match task.await.expect("task finished") {
+            Ok(rotated) => winners.push(rotated.issued),
+            Err(Error::KeyRotated { successor, .. }) => named.push(successor),
+            Err(other) => panic!("unexpected rotation error: {other:?}"),
+        }
+    }
+
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    let winner = winners[0].info.id;
+    assert_eq!(named.len(), 19);
+    assert!(
+        named.iter().all(|successor| *successor == winner),
+        "{named:?}"
+    );
+    let keys = tenet.list_keys(tenant).await.expect("keys list");
+    let live: Vec<_> = keys
+        .iter()
+        .filter(|key| key.replaced_by.is_none())
+        .collect();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert!(
+        tenet
+            .verify(winners[0].api_key.expose_secret())
+            .await
+            .is_ok()
+    );
+}
+
+pub async fn rotation_expiry_is_capped(backend: &TestStore) {
+    let tenet = open(backend.store(), &pepper()).await;
+    let tenant = tenant_of(&tenet).await;
+    let lasting = tenet.issue_key(tenant, None).await.expect("key is issued");
+    let expiring = issue_expiring(&tenet, tenant, Duration::from_secs(600)).await;
+    let cap = millis_now() + Duration::from_secs(60);
+    let grace = Duration::from_secs(30);
+
+    let capped = tenet
+        .rotate_key_expiring_by(tenant, lasting.info.id, grace, Some(cap))
+        .await
+        .expect("key is rotated");
+    let sooner_kept = tenet
+        .rotate_key_expiring_by(
+            tenant,
+            expiring.info.id,
+            grace,
+            Some(cap + Duration::from_secs(3_600)),
+        )
+        .await
+        .expect("key is rotated");
+
+    let passed = tenet
+        .rotate_key_expiring_by(
+            tenant,
+            capped.issued.info.id,
+            grace,
+            Some(millis_now() - Duration::from_secs(1)),
+        )
+        .await;
+
+    assert_eq!(capped.issued.info.expires_at, Some(cap));
+    assert_eq!(sooner_kept.issued.info.expires_at, expiring.info.expires_at);
+    assert!(
+        matches!(
+            passed,
+            Err(Error::Invalid {
+                field: "expires_at",
+                ..
+            })
+        ),
+        "{passed:?}"
+    );
+}
+
+/// Returns the current time truncated to milliseconds, as stores keep it.
+fn millis_now() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    now.replace_millisecond(now.millisecond())
+        .expect("a millisecond of the current time is valid")
 }

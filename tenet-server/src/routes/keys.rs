@@ -16,6 +16,7 @@ use tenet_core::api::{
 use tenet_core::expiry::{MAX_KEY_LIFETIME, resolve_expiry};
 use tenet_core::{KeyId, KeyMetadata, KeyName, KeyOptions, Scope, TenantId};
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use super::page::{Listing, PageQuery, encode_cursor};
 use super::parse_tenant_id;
@@ -94,9 +95,11 @@ pub async fn issue(
             .transpose()?
             .unwrap_or_default(),
     };
-    // NOTE: only scopes are bounded by the caller. A tenet:admin key that
-    // expires may still issue a key without expiry.
     caller.require_grantable(&options.scopes)?;
+    let options = KeyOptions {
+        expires_at: bound_expiry(&caller, options.expires_at)?,
+        ..options
+    };
     let issued = state
         .tenet
         .acting_as(caller.actor())
@@ -144,7 +147,7 @@ pub async fn revoke(
     key: &str,
 ) -> Result<Response, Error> {
     let (tenant, caller) = authorize(state, headers, tenant).await?;
-    let key = KeyId::parse(key).map_err(|_| Error::KeyNotFound)?;
+    let key = parse_key_id(state, tenant, key).await?;
 
     state
         .tenet
@@ -161,7 +164,11 @@ const DEFAULT_GRACE: Duration = Duration::from_secs(86_400);
 /// `POST /tenants/{id}/keys/{key_id}/rotate`: issues a key with the old
 /// key's name, scopes and metadata and ends the old key after the grace period,
 /// returning 201 with the new plaintext key. A revoked key, or a key of
-/// another tenant, is 404.
+/// another tenant, is 404. A key rotated before is 409 `key_rotated`, and
+/// an expired key is 409 `key_expired`.
+///
+/// The new key keeps the old key's expiry. When a `tenet:admin` key calls,
+/// the new key expires no later than the calling key.
 pub async fn rotate(
     state: &State,
     request: Request<Incoming>,
@@ -170,7 +177,7 @@ pub async fn rotate(
 ) -> Result<Response, Error> {
     let (parts, body) = request.into_parts();
     let (tenant, caller) = authorize(state, &parts.headers, tenant).await?;
-    let key = KeyId::parse(key).map_err(|_| Error::KeyNotFound)?;
+    let key = parse_key_id(state, tenant, key).await?;
 
     let request: RotateKeyRequest = read_optional_json(&parts.headers, body, state.max_body_bytes)
         .await?
@@ -200,7 +207,7 @@ pub async fn rotate(
     let rotated = state
         .tenet
         .acting_as(caller.actor())
-        .rotate_key(tenant, key, grace)
+        .rotate_key_expiring_by(tenant, key, grace, caller.expires_at())
         .await?;
 
     let body = RotateKeyResponse {
@@ -212,4 +219,53 @@ pub async fn rotate(
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+/// Parses a key id from the path. A malformed id is 404 `key_not_found`,
+/// but only once the tenant is known to exist, so that an unknown tenant
+/// is `tenant_not_found` whatever the key id, as for issuing and listing.
+async fn parse_key_id(state: &State, tenant: TenantId, key: &str) -> Result<KeyId, Error> {
+    match KeyId::parse(key) {
+        Ok(key) => Ok(key),
+        Err(_) => {
+            state.tenet.tenant(tenant).await?;
+            Err(Error::KeyNotFound)
+        }
+    }
+}
+
+/// Returns the expiry of a key that `caller` issues. An API key may not
+/// issue a key that outlives itself, so without a requested expiry the new
+/// key gets the caller's, and a later requested expiry is rejected.
+fn bound_expiry(
+    caller: &Caller,
+    requested: Option<OffsetDateTime>,
+) -> Result<Option<OffsetDateTime>, Error> {
+    let Caller::Key(verified) = caller else {
+        return Ok(requested);
+    };
+    let Some(limit) = verified.expires_at else {
+        return Ok(requested);
+    };
+    match requested {
+        None => Ok(Some(limit)),
+        Some(at) if at <= limit => Ok(Some(at)),
+        Some(at) => {
+            tracing::debug!(
+                key_id = %verified.principal.key_id,
+                "API key cannot issue a key that outlives it"
+            );
+            Err(Error::InvalidExpiry(format!(
+                "invalid expires_at: {} is after {}, when the issuing API key expires; \
+                 a key may not outlive the key that issues it, so give an earlier \
+                 expiry, or none to get the issuing key's expiry",
+                rfc3339(at),
+                rfc3339(limit)
+            )))
+        }
+    }
+}
+
+fn rfc3339(time: OffsetDateTime) -> String {
+    time.format(&Rfc3339).unwrap_or_else(|_| time.to_string())
 }

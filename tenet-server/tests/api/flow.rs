@@ -145,6 +145,7 @@ async fn create_responses_have_the_documented_shape() {
             "metadata",
             "name",
             "prefix",
+            "replaced_by",
             "revoked_at",
             "scopes",
             "tenant_id"
@@ -152,6 +153,7 @@ async fn create_responses_have_the_documented_shape() {
     );
     assert!(listed["revoked_at"].is_null());
     assert!(listed["last_used_at"].is_null());
+    assert!(listed["replaced_by"].is_null());
     assert_eq!(listed["metadata"], serde_json::json!({}));
     assert!(
         !listing

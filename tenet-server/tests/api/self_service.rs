@@ -256,3 +256,103 @@ async fn revoked_admin_key_is_unauthorized() {
     assert_eq!(revoke_status, StatusCode::NO_CONTENT);
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
 }
+
+/// Issues a `tenet:admin` key through the admin token that expires in an
+/// hour, and returns it with its expiry as listed.
+async fn expiring_manager(
+    server: &TestServer,
+    tenant: &TenantResponse,
+) -> (IssuedKeyResponse, Value) {
+    let (status, body) = send(
+        server,
+        Method::POST,
+        &format!("/tenants/{}/keys", tenant.id),
+        ADMIN_TOKEN,
+        Some(json!({ "scopes": ["tenet:admin"], "ttl_seconds": 3600 })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let expires_at = body["expires_at"].clone();
+    assert!(expires_at.is_string(), "{body}");
+    (
+        serde_json::from_value(body).expect("issued key JSON"),
+        expires_at,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiring_admin_key_caps_issued_expiry() {
+    let server = TestServer::start().await;
+    let tenant = server.admin().create_tenant("Acme").await;
+    let (manager, manager_expiry) = expiring_manager(&server, &tenant).await;
+    let keys_path = format!("/tenants/{}/keys", tenant.id);
+    let issue = |body: Value| {
+        send(
+            &server,
+            Method::POST,
+            &keys_path,
+            &manager.api_key,
+            Some(body),
+        )
+    };
+
+    let (default_status, default_key) = issue(json!({})).await;
+    let (earlier_status, earlier_key) = issue(json!({ "ttl_seconds": 60 })).await;
+    let (later_ttl, later_ttl_body) = issue(json!({ "ttl_seconds": 7200 })).await;
+    let (later_at, later_at_body) = issue(json!({ "expires_at": "2030-01-01T00:00:00Z" })).await;
+
+    assert_eq!(default_status, StatusCode::CREATED, "{default_key}");
+    assert_eq!(default_key["expires_at"], manager_expiry);
+    assert_eq!(earlier_status, StatusCode::CREATED, "{earlier_key}");
+    assert_ne!(earlier_key["expires_at"], manager_expiry);
+    let manager_expiry = manager_expiry.as_str().expect("expiry text");
+    for (status, body) in [(later_ttl, later_ttl_body), (later_at, later_at_body)] {
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["error"]["code"], "invalid_expiry");
+        let message = body["error"]["message"].as_str().expect("message");
+        assert!(message.contains(manager_expiry), "{message}");
+    }
+    assert_eq!(server.admin().keys(&tenant).await.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiring_admin_key_caps_rotated_expiry() {
+    let server = TestServer::start().await;
+    let tenant = server.admin().create_tenant("Acme").await;
+    let (manager, manager_expiry) = expiring_manager(&server, &tenant).await;
+    let lasting = server.admin().issue_key(&tenant).await;
+
+    let (status, body) = send(
+        &server,
+        Method::POST,
+        &format!("/tenants/{}/keys/{}/rotate", tenant.id, lasting.id),
+        &manager.api_key,
+        Some(json!({})),
+    )
+    .await;
+
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["new_key"]["expires_at"], manager_expiry);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_token_issues_without_expiry() {
+    let server = TestServer::start().await;
+    let tenant = server.admin().create_tenant("Acme").await;
+    let (_, manager_expiry) = expiring_manager(&server, &tenant).await;
+
+    let issued = server.admin().issue_key(&tenant).await;
+    let (status, body) = send(
+        &server,
+        Method::POST,
+        &format!("/tenants/{}/keys", tenant.id),
+        ADMIN_TOKEN,
+        Some(json!({ "expires_at": "2030-01-01T00:00:00Z" })),
+    )
+    .await;
+
+    assert!(manager_expiry.is_string());
+    assert_eq!(issued.expires_at, None);
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["expires_at"], "2030-01-01T00:00:00Z");
+}

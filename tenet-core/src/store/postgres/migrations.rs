@@ -118,6 +118,11 @@ CREATE TABLE usage_hourly (
     PRIMARY KEY (tenant_id, hour, key_id)
 );
 "#,
+    // The id of the key that a rotation issued in this key's place, set
+    // once by the rotation.
+    r#"
+ALTER TABLE api_keys ADD COLUMN replaced_by uuid;
+"#,
 ];
 
 /// The version of the newest migration, as stored in
