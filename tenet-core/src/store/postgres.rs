@@ -106,7 +106,7 @@ const UPSERT_TENANT_LIMITS: &str = "\
     FROM written";
 // `owned` finds the key only when it belongs to this live tenant, so the
 // statement writes nothing for a missing key or another tenant's key. A
-// NULL rate ($3) removes the key's limit; any other rate replaces it.
+// NULL rate ($3) removes the key's limit, and any other rate replaces it.
 const WRITE_KEY_LIMIT: &str = "\
     WITH owned AS ( \
         SELECT k.id FROM api_keys AS k JOIN tenants AS t ON t.id = k.tenant_id \
