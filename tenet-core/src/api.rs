@@ -370,8 +370,8 @@ pub struct AuditEntryResponse {
     /// that made the change.
     pub actor: String,
     /// The kind of change: `create_tenant`, `rename_tenant`, `suspend_tenant`,
-    /// `resume_tenant`, `delete_tenant`, `issue_key`, `rotate_key` or
-    /// `revoke_key`.
+    /// `resume_tenant`, `delete_tenant`, `issue_key`, `rotate_key`,
+    /// `revoke_key`, `set_tenant_limits` or `set_key_limit`.
     pub action: String,
     /// `tenant` or `key`.
     pub target_type: String,

@@ -54,10 +54,14 @@ pub enum AuditAction {
     IssueKey,
     RotateKey,
     RevokeKey,
+    /// A tenant's rate limit or monthly quota was replaced.
+    SetTenantLimits,
+    /// A key's own limit was set or removed.
+    SetKeyLimit,
 }
 
 impl AuditAction {
-    const ALL: [AuditAction; 8] = [
+    const ALL: [AuditAction; 10] = [
         AuditAction::CreateTenant,
         AuditAction::RenameTenant,
         AuditAction::SuspendTenant,
@@ -66,6 +70,8 @@ impl AuditAction {
         AuditAction::IssueKey,
         AuditAction::RotateKey,
         AuditAction::RevokeKey,
+        AuditAction::SetTenantLimits,
+        AuditAction::SetKeyLimit,
     ];
 
     /// Returns the stable snake_case name, as stored and sent in JSON.
@@ -79,6 +85,8 @@ impl AuditAction {
             AuditAction::IssueKey => "issue_key",
             AuditAction::RotateKey => "rotate_key",
             AuditAction::RevokeKey => "revoke_key",
+            AuditAction::SetTenantLimits => "set_tenant_limits",
+            AuditAction::SetKeyLimit => "set_key_limit",
         }
     }
 

@@ -403,14 +403,9 @@ impl Tenet {
             AuditTarget::Key(record.info.id),
             created_at,
         );
-        self.store.insert_key(&record, &audit).await?;
-        if let Some(limit) = &options.limit {
-            // When this write fails the caller gets the error and never
-            // the plaintext, so the key without its limit cannot be used.
-            self.store
-                .set_key_limit(tenant, record.info.id, Some(limit))
-                .await?;
-        }
+        self.store
+            .insert_key(&record, options.limit.as_ref(), &audit)
+            .await?;
         tracing::debug!(
             tenant_id = %tenant,
             key_id = %record.info.id,
@@ -435,34 +430,49 @@ impl Tenet {
     }
 
     /// Replaces a tenant's limits after checking the quota, and returns
-    /// them; [`Error::NotFound`] for an unknown tenant.
+    /// them; [`Error::NotFound`] for an unknown or deleted tenant.
     pub async fn set_tenant_limits(
         &self,
         tenant: TenantId,
         limits: TenantLimits,
     ) -> Result<TenantLimits> {
         limits.validate()?;
-        self.store.set_tenant_limits(tenant, &limits).await?;
-        tracing::debug!(tenant_id = %tenant, "set tenant limits");
+        let audit = self.audit_entry(
+            tenant,
+            AuditAction::SetTenantLimits,
+            AuditTarget::Tenant(tenant),
+            now(),
+        );
+        self.store
+            .set_tenant_limits(tenant, &limits, &audit)
+            .await?;
+        tracing::debug!(tenant_id = %tenant, actor = %self.actor, "set tenant limits");
         Ok(limits)
     }
 
     /// Sets a key's own limit, or removes it for `None`. A key id that
-    /// belongs to another tenant is [`Error::NotFound`].
+    /// belongs to another tenant, or any key of a deleted tenant, is
+    /// [`Error::NotFound`].
     pub async fn set_key_limit(
         &self,
         tenant: TenantId,
         key: KeyId,
         limit: Option<Limit>,
     ) -> Result<Option<Limit>> {
+        let audit = self.audit_entry(
+            tenant,
+            AuditAction::SetKeyLimit,
+            AuditTarget::Key(key),
+            now(),
+        );
         let found = self
             .store
-            .set_key_limit(tenant, key, limit.as_ref())
+            .set_key_limit(tenant, key, limit.as_ref(), &audit)
             .await?;
         if !found {
             return Err(Error::not_found("key", key));
         }
-        tracing::debug!(tenant_id = %tenant, key_id = %key, "set key limit");
+        tracing::debug!(tenant_id = %tenant, key_id = %key, actor = %self.actor, "set key limit");
         Ok(limit)
     }
 
@@ -605,7 +615,7 @@ impl Tenet {
         );
         let rotated = self
             .store
-            .rotate_key(tenant, key, &replacement, rotation, &audit)
+            .rotate_key(tenant, key, &replacement, limit.as_ref(), rotation, &audit)
             .await?;
         let Some(ended) = rotated else {
             // Another rotation, a revoke or the expiry came first. Reading
@@ -613,14 +623,6 @@ impl Tenet {
             self.rotatable_key(tenant, key, rotated_at).await?;
             return Err(Error::not_found("key", key));
         };
-        if let Some(limit) = &limit {
-            // NOTE: this write follows the rotation's transaction. When it
-            // fails, the caller gets the error and never the new key, but
-            // the old key's grace period has already begun.
-            self.store
-                .set_key_limit(tenant, replacement.info.id, Some(limit))
-                .await?;
-        }
         tracing::debug!(
             tenant_id = %tenant,
             key_id = %key,
@@ -1120,8 +1122,13 @@ mod tests {
         async fn list_tenants(&self, page: PageRequest) -> Result<Vec<Tenant>> {
             self.inner.list_tenants(page).await
         }
-        async fn insert_key(&self, key: &KeyRecord, audit: &AuditEntry) -> Result<()> {
-            self.inner.insert_key(key, audit).await
+        async fn insert_key(
+            &self,
+            key: &KeyRecord,
+            limit: Option<&Limit>,
+            audit: &AuditEntry,
+        ) -> Result<()> {
+            self.inner.insert_key(key, limit, audit).await
         }
         async fn list_keys(&self, tenant: TenantId, page: PageRequest) -> Result<Vec<KeyInfo>> {
             self.inner.list_keys(tenant, page).await
@@ -1140,11 +1147,12 @@ mod tests {
             tenant: TenantId,
             key: KeyId,
             replacement: &KeyRecord,
+            replacement_limit: Option<&Limit>,
             rotation: Rotation,
             audit: &AuditEntry,
         ) -> Result<Option<KeyRecord>> {
             self.inner
-                .rotate_key(tenant, key, replacement, rotation, audit)
+                .rotate_key(tenant, key, replacement, replacement_limit, rotation, audit)
                 .await
         }
         async fn set_tenant_status(
@@ -1186,8 +1194,13 @@ mod tests {
         async fn tenant_limits(&self, tenant: TenantId) -> Result<TenantLimits> {
             self.inner.tenant_limits(tenant).await
         }
-        async fn set_tenant_limits(&self, tenant: TenantId, limits: &TenantLimits) -> Result<()> {
-            self.inner.set_tenant_limits(tenant, limits).await
+        async fn set_tenant_limits(
+            &self,
+            tenant: TenantId,
+            limits: &TenantLimits,
+            audit: &AuditEntry,
+        ) -> Result<()> {
+            self.inner.set_tenant_limits(tenant, limits, audit).await
         }
         async fn key_limit(&self, key: KeyId) -> Result<Option<Limit>> {
             self.inner.key_limit(key).await
@@ -1197,8 +1210,9 @@ mod tests {
             tenant: TenantId,
             key: KeyId,
             limit: Option<&Limit>,
+            audit: &AuditEntry,
         ) -> Result<bool> {
-            self.inner.set_key_limit(tenant, key, limit).await
+            self.inner.set_key_limit(tenant, key, limit, audit).await
         }
         async fn setting(&self, name: &str) -> Result<Option<Vec<u8>>> {
             self.inner.setting(name).await

@@ -96,7 +96,12 @@ impl Store for MemoryStore {
         Ok(tenants)
     }
 
-    async fn insert_key(&self, key: &KeyRecord, audit: &AuditEntry) -> Result<()> {
+    async fn insert_key(
+        &self,
+        key: &KeyRecord,
+        limit: Option<&Limit>,
+        audit: &AuditEntry,
+    ) -> Result<()> {
         let mut state = self.write();
         if state.live_tenant(key.info.tenant_id).is_none() {
             return Err(Error::not_found("tenant", key.info.tenant_id));
@@ -110,6 +115,9 @@ impl Store for MemoryStore {
         }
         state.keys_by_digest.insert(key.digest, key.info.id);
         state.keys.insert(key.info.id, key.clone());
+        if let Some(limit) = limit {
+            state.key_limits.insert(key.info.id, limit.clone());
+        }
         state.record(audit);
         Ok(())
     }
@@ -152,6 +160,7 @@ impl Store for MemoryStore {
         tenant: TenantId,
         key: KeyId,
         replacement: &KeyRecord,
+        replacement_limit: Option<&Limit>,
         rotation: Rotation,
         audit: &AuditEntry,
     ) -> Result<Option<KeyRecord>> {
@@ -177,6 +186,9 @@ impl Store for MemoryStore {
             .keys_by_digest
             .insert(replacement.digest, replacement.info.id);
         state.keys.insert(replacement.info.id, replacement.clone());
+        if let Some(limit) = replacement_limit {
+            state.key_limits.insert(replacement.info.id, limit.clone());
+        }
         let Some(old) = state.keys.get_mut(&key) else {
             return Ok(None);
         };
@@ -279,12 +291,18 @@ impl Store for MemoryStore {
             .unwrap_or_default())
     }
 
-    async fn set_tenant_limits(&self, tenant: TenantId, limits: &TenantLimits) -> Result<()> {
+    async fn set_tenant_limits(
+        &self,
+        tenant: TenantId,
+        limits: &TenantLimits,
+        audit: &AuditEntry,
+    ) -> Result<()> {
         let mut state = self.write();
-        if !state.tenants.contains_key(&tenant) {
+        if state.live_tenant(tenant).is_none() {
             return Err(Error::not_found("tenant", tenant));
         }
         state.tenant_limits.insert(tenant, limits.clone());
+        state.record(audit);
         Ok(())
     }
 
@@ -297,19 +315,21 @@ impl Store for MemoryStore {
         tenant: TenantId,
         key: KeyId,
         limit: Option<&Limit>,
+        audit: &AuditEntry,
     ) -> Result<bool> {
         let mut state = self.write();
         let owned = state
             .keys
             .get(&key)
             .is_some_and(|record| record.info.tenant_id == tenant);
-        if !owned {
+        if !owned || state.live_tenant(tenant).is_none() {
             return Ok(false);
         }
         match limit {
             Some(limit) => state.key_limits.insert(key, limit.clone()),
             None => state.key_limits.remove(&key),
         };
+        state.record(audit);
         Ok(true)
     }
 

@@ -56,12 +56,18 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// first.
     async fn list_tenants(&self, page: PageRequest) -> Result<Vec<Tenant>>;
 
-    /// Inserts a new key record.
+    /// Inserts a new key record, with `limit` as its own limit when given,
+    /// in one transaction, so that the key never exists without its limit.
     ///
     /// Returns [`crate::Error::NotFound`] when the key's tenant does not
     /// exist or is deleted, checked in the same transaction as the insert
     /// so that a concurrent [`Store::delete_tenant`] cannot miss the key.
-    async fn insert_key(&self, key: &KeyRecord, audit: &AuditEntry) -> Result<()>;
+    async fn insert_key(
+        &self,
+        key: &KeyRecord,
+        limit: Option<&Limit>,
+        audit: &AuditEntry,
+    ) -> Result<()>;
 
     /// Lists at most `page.limit` keys of a tenant with ids after
     /// `page.after`, ordered by id (oldest first), revoked ones included.
@@ -81,9 +87,9 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     ) -> Result<Option<KeyRecord>>;
 
     /// Rotates a key of this tenant in one transaction: inserts
-    /// `replacement`, sets the old key's `replaced_by` to the replacement's
-    /// id, and ends the old key as `rotation` says, where an expiry moves
-    /// only earlier.
+    /// `replacement` with `replacement_limit` as its own limit when given,
+    /// sets the old key's `replaced_by` to the replacement's id, and ends
+    /// the old key as `rotation` says, where an expiry moves only earlier.
     ///
     /// Returns the old key as stored afterwards, or `None`, with nothing
     /// written, unless this tenant has a key with this id that is not
@@ -98,6 +104,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         tenant: TenantId,
         key: KeyId,
         replacement: &KeyRecord,
+        replacement_limit: Option<&Limit>,
         rotation: Rotation,
         audit: &AuditEntry,
     ) -> Result<Option<KeyRecord>>;
@@ -151,8 +158,14 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Replaces a tenant's limits.
     ///
-    /// Returns [`crate::Error::NotFound`] when the tenant does not exist.
-    async fn set_tenant_limits(&self, tenant: TenantId, limits: &TenantLimits) -> Result<()>;
+    /// Returns [`crate::Error::NotFound`], with nothing written, when the
+    /// tenant does not exist or is deleted.
+    async fn set_tenant_limits(
+        &self,
+        tenant: TenantId,
+        limits: &TenantLimits,
+        audit: &AuditEntry,
+    ) -> Result<()>;
 
     /// Returns the limit of a key of its own, if it has one.
     async fn key_limit(&self, key: KeyId) -> Result<Option<Limit>>;
@@ -160,12 +173,13 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Sets the limit of a key of this tenant, or removes it for `None`.
     ///
     /// Returns `false`, with nothing written, when this tenant has no key
-    /// with this id.
+    /// with this id or is deleted.
     async fn set_key_limit(
         &self,
         tenant: TenantId,
         key: KeyId,
         limit: Option<&Limit>,
+        audit: &AuditEntry,
     ) -> Result<bool>;
 
     /// Reads a named setting.

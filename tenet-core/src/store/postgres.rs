@@ -62,6 +62,8 @@ const SELECT_KEY_BY_DIGEST: &str = "\
 // A key is inserted only while its tenant is not deleted. The tenant row is
 // locked FOR SHARE, which conflicts with the UPDATE that deletes a tenant,
 // so a deletion waits for the insert to commit and then revokes that key too.
+// The key's own limit ($12 to $15) is inserted in the same statement when
+// its rate is not NULL.
 const INSERT_KEY: &str = "\
     WITH tenant AS ( \
         SELECT id FROM tenants WHERE id = $2 AND deleted_at IS NULL FOR SHARE \
@@ -72,29 +74,58 @@ const INSERT_KEY: &str = "\
         SELECT $1::uuid, $2::uuid, $3::text, $4::text, $5::bytea, $6::timestamptz, \
             $7::timestamptz, $8::timestamptz, $9::text[], $10::text::jsonb, $11::timestamptz \
         FROM tenant \
-        RETURNING digest \
+        RETURNING id, digest \
     ), event AS ( \
         INSERT INTO key_events (digest, kind) SELECT digest, 'issued' FROM inserted \
+    ), key_limit AS ( \
+        INSERT INTO key_limits (key_id, rate, period_ms, burst, shadow) \
+        SELECT id, $12::bigint, $13::bigint, $14::bigint, $15::boolean FROM inserted \
+        WHERE $12::bigint IS NOT NULL \
     ) \
     INSERT INTO audit_log (id, tenant_id, actor, action, target_kind, target_id, at) \
-    SELECT $12::uuid, $13::uuid, $14::text, $15::text, $16::text, $17::uuid, $18::timestamptz \
+    SELECT $16::uuid, $17::uuid, $18::text, $19::text, $20::text, $21::uuid, $22::timestamptz \
     FROM inserted";
 const SELECT_TENANT_LIMITS: &str = "\
     SELECT rate, period_ms, burst, shadow, monthly_quota \
     FROM tenant_limits WHERE tenant_id = $1";
+// Like a key insert, a limit write locks the tenant row FOR SHARE and
+// writes nothing, audit entry included, for a deleted tenant.
 const UPSERT_TENANT_LIMITS: &str = "\
-    INSERT INTO tenant_limits (tenant_id, rate, period_ms, burst, shadow, monthly_quota) \
-    VALUES ($1, $2, $3, $4, $5, $6) \
-    ON CONFLICT (tenant_id) DO UPDATE SET rate = excluded.rate, \
-        period_ms = excluded.period_ms, burst = excluded.burst, \
-        shadow = excluded.shadow, monthly_quota = excluded.monthly_quota";
-// The SELECT writes a row only for a key of this tenant, so the statement
-// changes no row for a missing key or another tenant's key.
-const UPSERT_KEY_LIMIT: &str = "\
-    INSERT INTO key_limits (key_id, rate, period_ms, burst, shadow) \
-    SELECT id, $3, $4, $5, $6 FROM api_keys WHERE id = $1 AND tenant_id = $2 \
-    ON CONFLICT (key_id) DO UPDATE SET rate = excluded.rate, \
-        period_ms = excluded.period_ms, burst = excluded.burst, shadow = excluded.shadow";
+    WITH tenant AS ( \
+        SELECT id FROM tenants WHERE id = $1 AND deleted_at IS NULL FOR SHARE \
+    ), written AS ( \
+        INSERT INTO tenant_limits (tenant_id, rate, period_ms, burst, shadow, monthly_quota) \
+        SELECT id, $2::bigint, $3::bigint, $4::bigint, $5::boolean, $6::bigint FROM tenant \
+        ON CONFLICT (tenant_id) DO UPDATE SET rate = excluded.rate, \
+            period_ms = excluded.period_ms, burst = excluded.burst, \
+            shadow = excluded.shadow, monthly_quota = excluded.monthly_quota \
+        RETURNING tenant_id \
+    ) \
+    INSERT INTO audit_log (id, tenant_id, actor, action, target_kind, target_id, at) \
+    SELECT $7::uuid, $8::uuid, $9::text, $10::text, $11::text, $12::uuid, $13::timestamptz \
+    FROM written";
+// `owned` finds the key only when it belongs to this live tenant, so the
+// statement writes nothing for a missing key or another tenant's key. A
+// NULL rate ($3) removes the key's limit, and any other rate replaces it.
+const WRITE_KEY_LIMIT: &str = "\
+    WITH owned AS ( \
+        SELECT k.id FROM api_keys AS k JOIN tenants AS t ON t.id = k.tenant_id \
+        WHERE k.id = $1 AND k.tenant_id = $2 AND t.deleted_at IS NULL \
+        FOR SHARE OF t \
+    ), removed AS ( \
+        DELETE FROM key_limits WHERE key_id IN (SELECT id FROM owned) \
+            AND $3::bigint IS NULL \
+    ), written AS ( \
+        INSERT INTO key_limits (key_id, rate, period_ms, burst, shadow) \
+        SELECT id, $3::bigint, $4::bigint, $5::bigint, $6::boolean FROM owned \
+        WHERE $3::bigint IS NOT NULL \
+        ON CONFLICT (key_id) DO UPDATE SET rate = excluded.rate, \
+            period_ms = excluded.period_ms, burst = excluded.burst, \
+            shadow = excluded.shadow \
+    ) \
+    INSERT INTO audit_log (id, tenant_id, actor, action, target_kind, target_id, at) \
+    SELECT $7::uuid, $8::uuid, $9::text, $10::text, $11::text, $12::uuid, $13::timestamptz \
+    FROM owned";
 // COALESCE keeps the first revocation time. Under concurrent revokes the
 // second UPDATE re-reads the committed row, so it keeps the first time too.
 // A repeated revoke records another event, which readers handle as a no-op.
@@ -118,9 +149,10 @@ const REVOKE_KEY: &str = "\
 /// the event that records it (`$kind`).
 ///
 /// A rotation is one statement, and so one transaction: it ends the old
-/// key, inserts the replacement only when the old key was found, and records
-/// an event for each and the audit entry. Like [`INSERT_KEY`], it locks the
-/// tenant row FOR SHARE, so a concurrent deletion revokes the replacement.
+/// key, inserts the replacement and its own limit ($15 to $18, skipped for
+/// a NULL rate) only when the old key was found, and records an event for
+/// each key and the audit entry. Like [`INSERT_KEY`], it locks the tenant
+/// row FOR SHARE, so a concurrent deletion revokes the replacement.
 ///
 /// Of two concurrent rotations of one key, the second UPDATE waits for the
 /// first to commit. Under READ COMMITTED, the default isolation level, it
@@ -152,14 +184,18 @@ macro_rules! rotate_key_sql {
                     $10::timestamptz, $11::timestamptz, $12::text[], $13::text::jsonb, \
                     $14::timestamptz \
                 WHERE EXISTS (SELECT 1 FROM changed) \
-                RETURNING digest \
+                RETURNING id, digest \
             ), new_event AS ( \
                 INSERT INTO key_events (digest, kind) SELECT digest, 'issued' FROM inserted \
+            ), new_limit AS ( \
+                INSERT INTO key_limits (key_id, rate, period_ms, burst, shadow) \
+                SELECT id, $15::bigint, $16::bigint, $17::bigint, $18::boolean FROM inserted \
+                WHERE $15::bigint IS NOT NULL \
             ), audit AS ( \
                 INSERT INTO audit_log \
                     (id, tenant_id, actor, action, target_kind, target_id, at) \
-                SELECT $15::uuid, $16::uuid, $17::text, $18::text, $19::text, $20::uuid, \
-                    $21::timestamptz \
+                SELECT $19::uuid, $20::uuid, $21::text, $22::text, $23::text, $24::uuid, \
+                    $25::timestamptz \
                 FROM changed \
             ) \
             SELECT id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, \
@@ -533,6 +569,26 @@ impl AuditParams {
     }
 }
 
+/// A rate limit as SQL parameters, all NULL for no limit.
+struct LimitParams {
+    rate: Option<i64>,
+    period_ms: Option<i64>,
+    burst: Option<i64>,
+    shadow: Option<bool>,
+}
+
+impl LimitParams {
+    fn new(limit: Option<&Limit>) -> Self {
+        let columns = limit.map(LimitColumns::of);
+        Self {
+            rate: columns.map(|c| c.rate),
+            period_ms: columns.map(|c| c.period_ms),
+            burst: columns.map(|c| c.burst),
+            shadow: columns.map(|c| c.shadow),
+        }
+    }
+}
+
 fn key_from_row(row: &Row) -> Result<KeyRecord> {
     let name: Option<String> = column(row, 2, "key name")?;
     let digest: Vec<u8> = column(row, 4, "key digest")?;
@@ -652,9 +708,15 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn insert_key(&self, key: &KeyRecord, audit: &AuditEntry) -> Result<()> {
+    async fn insert_key(
+        &self,
+        key: &KeyRecord,
+        limit: Option<&Limit>,
+        audit: &AuditEntry,
+    ) -> Result<()> {
         self.bounded(async {
             let audit = AuditParams::new(audit);
+            let limit = LimitParams::new(limit);
             let info = &key.info;
             let id = info.id.as_uuid();
             let tenant_id = info.tenant_id.as_uuid();
@@ -681,6 +743,10 @@ impl Store for PostgresStore {
                         &scopes,
                         &metadata,
                         &info.last_used_at,
+                        &limit.rate,
+                        &limit.period_ms,
+                        &limit.burst,
+                        &limit.shadow,
                     ]),
                 )
                 .await;
@@ -762,11 +828,13 @@ impl Store for PostgresStore {
         tenant: TenantId,
         key: KeyId,
         replacement: &KeyRecord,
+        replacement_limit: Option<&Limit>,
         rotation: Rotation,
         audit: &AuditEntry,
     ) -> Result<Option<KeyRecord>> {
         self.bounded(async {
             let audit = AuditParams::new(audit);
+            let limit = LimitParams::new(replacement_limit);
             let key_id = key.as_uuid();
             let tenant_id = tenant.as_uuid();
             let (sql, at) = match rotation {
@@ -800,6 +868,10 @@ impl Store for PostgresStore {
                         &scopes,
                         &metadata,
                         &info.last_used_at,
+                        &limit.rate,
+                        &limit.period_ms,
+                        &limit.burst,
+                        &limit.shadow,
                     ]),
                 )
                 .await
@@ -958,10 +1030,16 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn set_tenant_limits(&self, tenant: TenantId, limits: &TenantLimits) -> Result<()> {
+    async fn set_tenant_limits(
+        &self,
+        tenant: TenantId,
+        limits: &TenantLimits,
+        audit: &AuditEntry,
+    ) -> Result<()> {
         self.bounded(async {
             let id = tenant.as_uuid();
-            let columns = limits.limit.as_ref().map(LimitColumns::of);
+            let audit = AuditParams::new(audit);
+            let limit = LimitParams::new(limits.limit.as_ref());
             let quota = limits
                 .monthly_quota
                 .map(|quota| i64::try_from(quota).unwrap_or(i64::MAX));
@@ -969,25 +1047,23 @@ impl Store for PostgresStore {
             let written = connection
                 .execute(
                     UPSERT_TENANT_LIMITS,
-                    &[
+                    &audit.after(&[
                         &id,
-                        &columns.map(|c| c.rate),
-                        &columns.map(|c| c.period_ms),
-                        &columns.map(|c| c.burst),
-                        &columns.map(|c| c.shadow),
+                        &limit.rate,
+                        &limit.period_ms,
+                        &limit.burst,
+                        &limit.shadow,
                         &quota,
-                    ],
+                    ]),
                 )
-                .await;
-            match written {
-                Ok(_) => Ok(()),
-                Err(err) if err.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) => {
-                    Err(Error::not_found("tenant", tenant))
-                }
-                Err(err) => {
-                    Err(self.failed(&err, format_args!("writing the limits of tenant {tenant}")))
-                }
+                .await
+                .map_err(|err| {
+                    self.failed(&err, format_args!("writing the limits of tenant {tenant}"))
+                })?;
+            if written == 0 {
+                return Err(Error::not_found("tenant", tenant));
             }
+            Ok(())
         })
         .await
     }
@@ -1022,51 +1098,29 @@ impl Store for PostgresStore {
         tenant: TenantId,
         key: KeyId,
         limit: Option<&Limit>,
+        audit: &AuditEntry,
     ) -> Result<bool> {
         self.bounded(async {
             let key_id = key.as_uuid();
             let tenant_id = tenant.as_uuid();
+            let audit = AuditParams::new(audit);
+            let limit = LimitParams::new(limit);
             let mut connection = self.connection().await?;
-            let failed = |err: tokio_postgres::Error| {
-                self.failed(&err, format_args!("writing the limit of key {key}"))
-            };
-            let changed = match limit.map(LimitColumns::of) {
-                Some(c) => connection
-                    .execute(
-                        UPSERT_KEY_LIMIT,
-                        &[
-                            &key_id,
-                            &tenant_id,
-                            &c.rate,
-                            &c.period_ms,
-                            &c.burst,
-                            &c.shadow,
-                        ],
-                    )
-                    .await
-                    .map_err(failed)?,
-                None => {
-                    // The key must exist even when there is no limit row to
-                    // delete, so ownership is checked on its own.
-                    let owned = connection
-                        .query_opt(
-                            "SELECT 1 FROM api_keys WHERE id = $1 AND tenant_id = $2",
-                            &[&key_id, &tenant_id],
-                        )
-                        .await
-                        .map_err(failed)?
-                        .is_some();
-                    if !owned {
-                        return Ok(false);
-                    }
-                    connection
-                        .execute("DELETE FROM key_limits WHERE key_id = $1", &[&key_id])
-                        .await
-                        .map_err(failed)?;
-                    1
-                }
-            };
-            Ok(changed > 0)
+            let written = connection
+                .execute(
+                    WRITE_KEY_LIMIT,
+                    &audit.after(&[
+                        &key_id,
+                        &tenant_id,
+                        &limit.rate,
+                        &limit.period_ms,
+                        &limit.burst,
+                        &limit.shadow,
+                    ]),
+                )
+                .await
+                .map_err(|err| self.failed(&err, format_args!("writing the limit of key {key}")))?;
+            Ok(written > 0)
         })
         .await
     }

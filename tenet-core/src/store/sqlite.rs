@@ -242,6 +242,30 @@ fn insert_key_row(transaction: &rusqlite::Transaction<'_>, key: &KeyRecord) -> R
     Ok(())
 }
 
+/// Stores `limit` as the key's own limit, or removes its limit for `None`.
+fn write_key_limit(
+    transaction: &rusqlite::Transaction<'_>,
+    key: KeyId,
+    limit: Option<LimitColumns>,
+) -> Result<()> {
+    match limit {
+        Some(c) => transaction.execute(
+            "INSERT INTO key_limits (key_id, rate, period_ms, burst, shadow) \
+             VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (key_id) DO UPDATE SET rate = excluded.rate, \
+                 period_ms = excluded.period_ms, burst = excluded.burst, \
+                 shadow = excluded.shadow",
+            params![key.to_string(), c.rate, c.period_ms, c.burst, c.shadow],
+        ),
+        None => transaction.execute(
+            "DELETE FROM key_limits WHERE key_id = ?1",
+            [key.to_string()],
+        ),
+    }
+    .map_err(Error::store)?;
+    Ok(())
+}
+
 fn insert_audit_row(transaction: &rusqlite::Transaction<'_>, audit: &AuditEntry) -> Result<()> {
     transaction
         .execute(
@@ -443,8 +467,14 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn insert_key(&self, key: &KeyRecord, audit: &AuditEntry) -> Result<()> {
+    async fn insert_key(
+        &self,
+        key: &KeyRecord,
+        limit: Option<&Limit>,
+        audit: &AuditEntry,
+    ) -> Result<()> {
         let key = key.clone();
+        let limit = limit.map(LimitColumns::of);
         let audit = audit.clone();
         self.call(move |connection| {
             let transaction = connection.transaction().map_err(Error::store)?;
@@ -452,6 +482,9 @@ impl Store for SqliteStore {
                 return Err(Error::not_found("tenant", key.info.tenant_id));
             }
             insert_key_row(&transaction, &key)?;
+            if limit.is_some() {
+                write_key_limit(&transaction, key.info.id, limit)?;
+            }
             insert_audit_row(&transaction, &audit)?;
             transaction.commit().map_err(Error::store)
         })
@@ -517,10 +550,12 @@ impl Store for SqliteStore {
         tenant: TenantId,
         key: KeyId,
         replacement: &KeyRecord,
+        replacement_limit: Option<&Limit>,
         rotation: Rotation,
         audit: &AuditEntry,
     ) -> Result<Option<KeyRecord>> {
         let replacement = replacement.clone();
+        let replacement_limit = replacement_limit.map(LimitColumns::of);
         let audit = audit.clone();
         self.call(move |connection| {
             let transaction = connection.transaction().map_err(Error::store)?;
@@ -557,6 +592,9 @@ impl Store for SqliteStore {
                 return Ok(None);
             }
             insert_key_row(&transaction, &replacement)?;
+            if replacement_limit.is_some() {
+                write_key_limit(&transaction, replacement.info.id, replacement_limit)?;
+            }
             let old = transaction
                 .query_row(
                     &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1"),
@@ -735,23 +773,20 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn set_tenant_limits(&self, tenant: TenantId, limits: &TenantLimits) -> Result<()> {
+    async fn set_tenant_limits(
+        &self,
+        tenant: TenantId,
+        limits: &TenantLimits,
+        audit: &AuditEntry,
+    ) -> Result<()> {
         let columns = limits.limit.as_ref().map(LimitColumns::of);
         let quota = limits
             .monthly_quota
             .map(|quota| i64::try_from(quota).unwrap_or(i64::MAX));
+        let audit = audit.clone();
         self.call(move |connection| {
             let transaction = connection.transaction().map_err(Error::store)?;
-            let tenant_exists = transaction
-                .query_row(
-                    "SELECT 1 FROM tenants WHERE id = ?1",
-                    [tenant.to_string()],
-                    |_| Ok(()),
-                )
-                .optional()
-                .map_err(Error::store)?
-                .is_some();
-            if !tenant_exists {
+            if live_tenant(&transaction, tenant)?.is_none() {
                 return Err(Error::not_found("tenant", tenant));
             }
             transaction
@@ -772,6 +807,7 @@ impl Store for SqliteStore {
                     ],
                 )
                 .map_err(Error::store)?;
+            insert_audit_row(&transaction, &audit)?;
             transaction.commit().map_err(Error::store)
         })
         .await
@@ -805,13 +841,16 @@ impl Store for SqliteStore {
         tenant: TenantId,
         key: KeyId,
         limit: Option<&Limit>,
+        audit: &AuditEntry,
     ) -> Result<bool> {
         let columns = limit.map(LimitColumns::of);
+        let audit = audit.clone();
         self.call(move |connection| {
             let transaction = connection.transaction().map_err(Error::store)?;
             let owned = transaction
                 .query_row(
-                    "SELECT 1 FROM api_keys WHERE id = ?1 AND tenant_id = ?2",
+                    "SELECT 1 FROM api_keys AS k JOIN tenants AS t ON t.id = k.tenant_id \
+                     WHERE k.id = ?1 AND k.tenant_id = ?2 AND t.deleted_at IS NULL",
                     [key.to_string(), tenant.to_string()],
                     |_| Ok(()),
                 )
@@ -821,21 +860,8 @@ impl Store for SqliteStore {
             if !owned {
                 return Ok(false);
             }
-            match columns {
-                Some(c) => transaction.execute(
-                    "INSERT INTO key_limits (key_id, rate, period_ms, burst, shadow) \
-                     VALUES (?1, ?2, ?3, ?4, ?5) \
-                     ON CONFLICT (key_id) DO UPDATE SET rate = excluded.rate, \
-                         period_ms = excluded.period_ms, burst = excluded.burst, \
-                         shadow = excluded.shadow",
-                    params![key.to_string(), c.rate, c.period_ms, c.burst, c.shadow],
-                ),
-                None => transaction.execute(
-                    "DELETE FROM key_limits WHERE key_id = ?1",
-                    [key.to_string()],
-                ),
-            }
-            .map_err(Error::store)?;
+            write_key_limit(&transaction, key, columns)?;
+            insert_audit_row(&transaction, &audit)?;
             transaction.commit().map_err(Error::store)?;
             Ok(true)
         })

@@ -79,7 +79,7 @@ async fn insert_tenant(store: &Arc<dyn Store>, name: &str) -> Tenant {
 async fn insert_key(store: &Arc<dyn Store>, tenant: TenantId) -> KeyRecord {
     let key = key(tenant, Some("worker"));
     store
-        .insert_key(&key, &audit(key.info.tenant_id))
+        .insert_key(&key, None, &audit(key.info.tenant_id))
         .await
         .expect("key inserts");
     key
@@ -189,7 +189,7 @@ pub async fn key_for_missing_tenant_is_not_found(backend: &TestStore) {
     let orphan = key(TenantId::generate(), None);
 
     let inserted = store
-        .insert_key(&orphan, &audit(orphan.info.tenant_id))
+        .insert_key(&orphan, None, &audit(orphan.info.tenant_id))
         .await;
 
     assert!(
@@ -306,7 +306,7 @@ pub async fn key_found_by_digest(backend: &TestStore) {
 async fn key_without_name(store: &Arc<dyn Store>, tenant: TenantId) -> KeyRecord {
     let key = key(tenant, None);
     store
-        .insert_key(&key, &audit(key.info.tenant_id))
+        .insert_key(&key, None, &audit(key.info.tenant_id))
         .await
         .expect("key inserts");
     key
@@ -320,7 +320,7 @@ pub async fn duplicate_digest_is_rejected(backend: &TestStore) {
     duplicate.digest = original.digest;
 
     let inserted = store
-        .insert_key(&duplicate, &audit(duplicate.info.tenant_id))
+        .insert_key(&duplicate, None, &audit(duplicate.info.tenant_id))
         .await;
 
     assert!(matches!(inserted, Err(Error::Store(_))), "{inserted:?}");
@@ -397,7 +397,7 @@ pub async fn timestamps_round_trip_exactly(backend: &TestStore) {
         key.info.created_at = at;
         key.info.revoked_at = Some(at);
         store
-            .insert_key(&key, &audit(key.info.tenant_id))
+            .insert_key(&key, None, &audit(key.info.tenant_id))
             .await
             .expect("key inserts");
 
@@ -424,7 +424,7 @@ pub async fn names_round_trip(backend: &TestStore) {
         let tenant = insert_tenant(&store, name).await;
         let key = key(tenant.id, Some(name));
         store
-            .insert_key(&key, &audit(key.info.tenant_id))
+            .insert_key(&key, None, &audit(key.info.tenant_id))
             .await
             .expect("key inserts");
 
@@ -462,11 +462,11 @@ pub async fn expiry_and_scopes_round_trip(backend: &TestStore) {
         Scope::parse_list(&["billing:read", "tenet:verify", "x.y_z-0"]).expect("valid scopes");
     let plain = key(tenant.id, None);
     store
-        .insert_key(&scoped, &audit(scoped.info.tenant_id))
+        .insert_key(&scoped, None, &audit(scoped.info.tenant_id))
         .await
         .expect("key inserts");
     store
-        .insert_key(&plain, &audit(plain.info.tenant_id))
+        .insert_key(&plain, None, &audit(plain.info.tenant_id))
         .await
         .expect("key inserts");
 
@@ -499,7 +499,7 @@ pub async fn rotate_shortens_expiry_and_inserts(backend: &TestStore) {
     short_lived.info.expires_at = Some(sooner);
     for old in [&long_lived, &short_lived] {
         store
-            .insert_key(old, &audit(tenant.id))
+            .insert_key(old, None, &audit(tenant.id))
             .await
             .expect("key inserts");
     }
@@ -511,6 +511,7 @@ pub async fn rotate_shortens_expiry_and_inserts(backend: &TestStore) {
             tenant.id,
             long_lived.info.id,
             &first,
+            None,
             Rotation::ExpireBy(sooner),
             &audit(tenant.id),
         )
@@ -522,6 +523,7 @@ pub async fn rotate_shortens_expiry_and_inserts(backend: &TestStore) {
             tenant.id,
             short_lived.info.id,
             &second,
+            None,
             Rotation::ExpireBy(later),
             &audit(tenant.id),
         )
@@ -565,6 +567,7 @@ pub async fn rotated_key_does_not_rotate_again(backend: &TestStore) {
             tenant.id,
             old.info.id,
             &first,
+            None,
             Rotation::ExpireBy(grace_end),
             &audit(tenant.id),
         )
@@ -576,6 +579,7 @@ pub async fn rotated_key_does_not_rotate_again(backend: &TestStore) {
             tenant.id,
             old.info.id,
             &second,
+            None,
             Rotation::ExpireBy(grace_end - Duration::from_secs(60)),
             &audit(tenant.id),
         )
@@ -612,7 +616,7 @@ pub async fn expired_key_does_not_rotate(backend: &TestStore) {
     let mut old = key(tenant.id, Some("worker"));
     old.info.expires_at = Some(now() - Duration::from_secs(1));
     store
-        .insert_key(&old, &audit(tenant.id))
+        .insert_key(&old, None, &audit(tenant.id))
         .await
         .expect("key inserts");
     let replacement = key(tenant.id, Some("worker"));
@@ -622,6 +626,7 @@ pub async fn expired_key_does_not_rotate(backend: &TestStore) {
             tenant.id,
             old.info.id,
             &replacement,
+            None,
             Rotation::RevokeAt(replacement.info.created_at),
             &audit(tenant.id),
         )
@@ -654,6 +659,7 @@ pub async fn concurrent_rotations_have_one_winner(backend: &TestStore) {
                         tenant.id,
                         old.info.id,
                         &replacement,
+                        None,
                         Rotation::ExpireBy(grace_end),
                         &audit(tenant.id),
                     )
@@ -693,6 +699,7 @@ pub async fn rotate_with_revoke_and_missing_key(backend: &TestStore) {
             other.id,
             old.info.id,
             &key(other.id, None),
+            None,
             Rotation::RevokeAt(at),
             &audit(other.id),
         )
@@ -703,6 +710,7 @@ pub async fn rotate_with_revoke_and_missing_key(backend: &TestStore) {
             tenant.id,
             old.info.id,
             &key(tenant.id, None),
+            None,
             Rotation::RevokeAt(at),
             &audit(tenant.id),
         )
@@ -713,6 +721,7 @@ pub async fn rotate_with_revoke_and_missing_key(backend: &TestStore) {
             tenant.id,
             old.info.id,
             &key(tenant.id, None),
+            None,
             Rotation::RevokeAt(at),
             &audit(tenant.id),
         )
@@ -757,12 +766,12 @@ pub async fn tenant_limits_round_trip(backend: &TestStore) {
 
     let before = store.tenant_limits(tenant.id).await.expect("limits read");
     store
-        .set_tenant_limits(tenant.id, &full)
+        .set_tenant_limits(tenant.id, &full, &audit(tenant.id))
         .await
         .expect("limits write");
     let after_full = store.tenant_limits(tenant.id).await.expect("limits read");
     store
-        .set_tenant_limits(tenant.id, &quota_only)
+        .set_tenant_limits(tenant.id, &quota_only, &audit(tenant.id))
         .await
         .expect("limits write");
     let after_replace = store.tenant_limits(tenant.id).await.expect("limits read");
@@ -780,7 +789,9 @@ pub async fn tenant_limits_of_missing_tenant(backend: &TestStore) {
         monthly_quota: None,
     };
 
-    let written = store.set_tenant_limits(missing, &limits).await;
+    let written = store
+        .set_tenant_limits(missing, &limits, &audit(missing))
+        .await;
     let read = store.tenant_limits(missing).await.expect("limits read");
 
     assert!(
@@ -799,17 +810,17 @@ pub async fn key_limit_set_replaced_and_removed(backend: &TestStore) {
 
     let before = store.key_limit(key.info.id).await.expect("limit reads");
     let set = store
-        .set_key_limit(tenant.id, key.info.id, Some(&first))
+        .set_key_limit(tenant.id, key.info.id, Some(&first), &audit(tenant.id))
         .await
         .expect("limit writes");
     let after_set = store.key_limit(key.info.id).await.expect("limit reads");
     store
-        .set_key_limit(tenant.id, key.info.id, Some(&second))
+        .set_key_limit(tenant.id, key.info.id, Some(&second), &audit(tenant.id))
         .await
         .expect("limit writes");
     let after_replace = store.key_limit(key.info.id).await.expect("limit reads");
     let removed = store
-        .set_key_limit(tenant.id, key.info.id, None)
+        .set_key_limit(tenant.id, key.info.id, None, &audit(tenant.id))
         .await
         .expect("limit writes");
     let after_remove = store.key_limit(key.info.id).await.expect("limit reads");
@@ -829,15 +840,25 @@ pub async fn key_limit_of_other_tenant_writes_nothing(backend: &TestStore) {
     let key = insert_key(&store, owner.id).await;
 
     let foreign = store
-        .set_key_limit(other.id, key.info.id, Some(&limit(1, 1, 1)))
+        .set_key_limit(
+            other.id,
+            key.info.id,
+            Some(&limit(1, 1, 1)),
+            &audit(other.id),
+        )
         .await
         .expect("limit write runs");
     let foreign_removal = store
-        .set_key_limit(other.id, key.info.id, None)
+        .set_key_limit(other.id, key.info.id, None, &audit(other.id))
         .await
         .expect("limit write runs");
     let missing = store
-        .set_key_limit(owner.id, KeyId::generate(), Some(&limit(1, 1, 1)))
+        .set_key_limit(
+            owner.id,
+            KeyId::generate(),
+            Some(&limit(1, 1, 1)),
+            &audit(owner.id),
+        )
         .await
         .expect("limit write runs");
 
@@ -849,6 +870,188 @@ pub async fn key_limit_of_other_tenant_writes_nothing(backend: &TestStore) {
         None
     );
 }
+pub async fn key_inserts_with_its_limit(backend: &TestStore) {
+    let store = backend.store();
+    let tenant = insert_tenant(&store, "Acme").await;
+    let limited = key(tenant.id, Some("limited"));
+    let own = limit(10, 1, 5).shadow();
+    let mut duplicate = key(tenant.id, Some("copy"));
+    duplicate.digest = limited.digest;
+
+    store
+        .insert_key(&limited, Some(&own), &audit(tenant.id))
+        .await
+        .expect("key inserts");
+    let plain = insert_key(&store, tenant.id).await;
+    let rejected = store
+        .insert_key(&duplicate, Some(&limit(1, 1, 1)), &audit(tenant.id))
+        .await;
+
+    assert_eq!(
+        store.key_limit(limited.info.id).await.expect("limit reads"),
+        Some(own)
+    );
+    assert_eq!(
+        store.key_limit(plain.info.id).await.expect("limit reads"),
+        None
+    );
+    assert!(matches!(rejected, Err(Error::Store(_))), "{rejected:?}");
+    assert_eq!(
+        store
+            .key_limit(duplicate.info.id)
+            .await
+            .expect("limit reads"),
+        None,
+        "a failed insert writes no limit"
+    );
+}
+
+pub async fn rotation_writes_the_replacement_limit(backend: &TestStore) {
+    let store = backend.store();
+    let tenant = insert_tenant(&store, "Acme").await;
+    let other = insert_tenant(&store, "Globex").await;
+    let old = insert_key(&store, tenant.id).await;
+    let own = limit(3, 60, 2);
+    let limited = key(tenant.id, Some("worker"));
+    let plain = key(tenant.id, Some("worker"));
+    let foreign = key(other.id, None);
+
+    let rejected = store
+        .rotate_key(
+            other.id,
+            old.info.id,
+            &foreign,
+            Some(&own),
+            Rotation::RevokeAt(now()),
+            &audit(other.id),
+        )
+        .await
+        .expect("rotation runs");
+    store
+        .rotate_key(
+            tenant.id,
+            old.info.id,
+            &limited,
+            Some(&own),
+            Rotation::ExpireBy(now()),
+            &audit(tenant.id),
+        )
+        .await
+        .expect("rotation runs")
+        .expect("the key exists");
+    store
+        .rotate_key(
+            tenant.id,
+            limited.info.id,
+            &plain,
+            None,
+            Rotation::RevokeAt(now()),
+            &audit(tenant.id),
+        )
+        .await
+        .expect("rotation runs")
+        .expect("the key exists");
+
+    assert_eq!(rejected, None);
+    assert_eq!(
+        store.key_limit(foreign.info.id).await.expect("limit reads"),
+        None,
+        "a rotation that finds no key writes no limit"
+    );
+    assert_eq!(
+        store.key_limit(limited.info.id).await.expect("limit reads"),
+        Some(own)
+    );
+    assert_eq!(
+        store.key_limit(plain.info.id).await.expect("limit reads"),
+        None
+    );
+}
+
+pub async fn limit_changes_are_audited(backend: &TestStore) {
+    let store = backend.store();
+    let tenant = insert_tenant(&store, "Acme").await;
+    let other = insert_tenant(&store, "Globex").await;
+    let key = insert_key(&store, tenant.id).await;
+    let admin_key = KeyId::generate();
+    let limits = TenantLimits {
+        limit: Some(limit(100, 60, 20)),
+        monthly_quota: Some(1_000),
+    };
+    let tenant_changed = AuditEntry::new(
+        tenant.id,
+        Actor::Admin,
+        AuditAction::SetTenantLimits,
+        AuditTarget::Tenant(tenant.id),
+        now(),
+    );
+    let key_limited = AuditEntry::new(
+        tenant.id,
+        Actor::Key(admin_key),
+        AuditAction::SetKeyLimit,
+        AuditTarget::Key(key.info.id),
+        now(),
+    );
+    let key_unlimited = AuditEntry::new(
+        tenant.id,
+        Actor::Key(admin_key),
+        AuditAction::SetKeyLimit,
+        AuditTarget::Key(key.info.id),
+        now(),
+    );
+    let recorded = audit_of(&store, tenant.id).await;
+
+    store
+        .set_tenant_limits(tenant.id, &limits, &tenant_changed)
+        .await
+        .expect("limits write");
+    store
+        .set_key_limit(tenant.id, key.info.id, Some(&limit(1, 1, 1)), &key_limited)
+        .await
+        .expect("limit write runs");
+    store
+        .set_key_limit(tenant.id, key.info.id, None, &key_unlimited)
+        .await
+        .expect("limit write runs");
+    let foreign = AuditEntry::new(
+        other.id,
+        Actor::Admin,
+        AuditAction::SetKeyLimit,
+        AuditTarget::Key(key.info.id),
+        now(),
+    );
+    store
+        .set_key_limit(other.id, key.info.id, Some(&limit(1, 1, 1)), &foreign)
+        .await
+        .expect("limit write runs");
+    let missing = TenantId::generate();
+    let unknown = AuditEntry::new(
+        missing,
+        Actor::Admin,
+        AuditAction::SetTenantLimits,
+        AuditTarget::Tenant(missing),
+        now(),
+    );
+    let unknown_written = store.set_tenant_limits(missing, &limits, &unknown).await;
+
+    let entries = audit_of(&store, tenant.id).await;
+    assert_eq!(entries[..recorded.len()], recorded[..]);
+    assert_eq!(
+        entries[recorded.len()..],
+        [tenant_changed, key_limited, key_unlimited]
+    );
+    assert_eq!(
+        audit_of(&store, other.id).await.len(),
+        1,
+        "a write to another tenant's key records nothing"
+    );
+    assert!(
+        matches!(unknown_written, Err(Error::NotFound { kind: "tenant", .. })),
+        "{unknown_written:?}"
+    );
+    assert!(audit_of(&store, missing).await.is_empty());
+}
+
 /// Returns every audit entry of `tenant`, oldest first.
 async fn audit_of(store: &Arc<dyn Store>, tenant: TenantId) -> Vec<AuditEntry> {
     store
@@ -989,13 +1192,14 @@ pub async fn deleted_tenant_rejects_every_change(backend: &TestStore) {
         .await
         .expect("rename runs");
     let issue = store
-        .insert_key(&self::key(tenant.id, None), &audit(tenant.id))
+        .insert_key(&self::key(tenant.id, None), None, &audit(tenant.id))
         .await;
     let rotate = store
         .rotate_key(
             tenant.id,
             key.info.id,
             &self::key(tenant.id, None),
+            None,
             Rotation::RevokeAt(now()),
             &audit(tenant.id),
         )
@@ -1005,6 +1209,22 @@ pub async fn deleted_tenant_rejects_every_change(backend: &TestStore) {
         .delete_tenant(TenantId::generate(), now(), &audit(tenant.id))
         .await
         .expect("delete runs");
+    let limits = TenantLimits {
+        limit: Some(limit(1, 1, 1)),
+        monthly_quota: None,
+    };
+    let tenant_limits = store
+        .set_tenant_limits(tenant.id, &limits, &audit(tenant.id))
+        .await;
+    let key_limit = store
+        .set_key_limit(
+            tenant.id,
+            key.info.id,
+            Some(&limit(1, 1, 1)),
+            &audit(tenant.id),
+        )
+        .await
+        .expect("limit write runs");
 
     assert_eq!(second_delete, None);
     assert_eq!(suspend, None);
@@ -1015,6 +1235,19 @@ pub async fn deleted_tenant_rejects_every_change(backend: &TestStore) {
     );
     assert_eq!(rotate, None);
     assert_eq!(missing, None);
+    assert!(
+        matches!(tenant_limits, Err(Error::NotFound { kind: "tenant", .. })),
+        "{tenant_limits:?}"
+    );
+    assert!(!key_limit);
+    assert_eq!(
+        store.tenant_limits(tenant.id).await.expect("limits read"),
+        TenantLimits::default()
+    );
+    assert_eq!(
+        store.key_limit(key.info.id).await.expect("limit reads"),
+        None
+    );
     assert_eq!(
         audit_of(&store, tenant.id).await.len(),
         recorded,
@@ -1046,7 +1279,10 @@ pub async fn audit_entries_round_trip(backend: &TestStore) {
         .insert_tenant(&tenant, &created)
         .await
         .expect("tenant inserts");
-    store.insert_key(&key, &issued).await.expect("key inserts");
+    store
+        .insert_key(&key, None, &issued)
+        .await
+        .expect("key inserts");
 
     assert_eq!(audit_of(&store, tenant.id).await, vec![created, issued]);
 }
@@ -1075,6 +1311,7 @@ pub async fn audit_records_each_change_per_tenant(backend: &TestStore) {
             tenant.id,
             key.info.id,
             &self::key(tenant.id, None),
+            None,
             Rotation::ExpireBy(now()),
             &rotated,
         )

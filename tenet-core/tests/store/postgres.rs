@@ -220,7 +220,7 @@ async fn key_events_record_issue_and_revoke() {
     let start = store.key_events(None).await.expect("clock reads");
     let key = key(tenant.id);
     store
-        .insert_key(&key, &audit(key.info.tenant_id))
+        .insert_key(&key, None, &audit(key.info.tenant_id))
         .await
         .expect("key inserts");
     store
@@ -274,7 +274,7 @@ async fn issuing_prunes_day_old_key_events() {
         .expect("tenant inserts");
 
     store
-        .insert_key(&key(tenant.id), &audit(tenant.id))
+        .insert_key(&key(tenant.id), None, &audit(tenant.id))
         .await
         .expect("key inserts");
 
@@ -483,7 +483,7 @@ async fn tenant_changes_record_tenant_and_key_events() {
         .expect("tenant inserts");
     let key = key(tenant.id);
     store
-        .insert_key(&key, &audit(tenant.id))
+        .insert_key(&key, None, &audit(tenant.id))
         .await
         .expect("key inserts");
     let start = store.key_events(None).await.expect("clock reads");
@@ -545,7 +545,11 @@ async fn deletion_revokes_keys_issued_concurrently() {
     let issuers: Vec<_> = (0..20)
         .map(|_| {
             let store = Arc::clone(&store);
-            tokio::spawn(async move { store.insert_key(&key(tenant.id), &audit(tenant.id)).await })
+            tokio::spawn(async move {
+                store
+                    .insert_key(&key(tenant.id), None, &audit(tenant.id))
+                    .await
+            })
         })
         .collect();
     tokio::task::yield_now().await;

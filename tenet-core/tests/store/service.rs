@@ -4,8 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tenet_core::{
-    Actor, ApiKey, AuditAction, AuditId, AuditTarget, Error, IssuedKey, KeyName, KeyOptions,
-    Pepper, Principal, Rejection, Scope, Store, TenantId, TenantName, TenantStatus, Tenet,
+    Actor, ApiKey, AuditAction, AuditId, AuditTarget, Error, IssuedKey, KeyId, KeyName, KeyOptions,
+    Limit, Pepper, Principal, Rejection, Scope, Store, TenantId, TenantLimits, TenantName,
+    TenantStatus, Tenet,
 };
 use time::OffsetDateTime;
 
@@ -317,6 +318,17 @@ pub async fn deleted_tenant_keeps_only_its_audit(backend: &TestStore) {
         &tenet.revoke_key(tenant, issued.info.id).await.map(|_| ())
     ));
     assert!(not_found(&tenet.issue_key(tenant, None).await.map(|_| ())));
+    assert!(not_found(
+        &tenet
+            .set_tenant_limits(tenant, TenantLimits::default())
+            .await
+            .map(|_| ())
+    ));
+    let key_limit = tenet.set_key_limit(tenant, issued.info.id, None).await;
+    assert!(
+        matches!(key_limit, Err(Error::NotFound { kind: "key", .. })),
+        "{key_limit:?}"
+    );
     let listed = tenet.list_tenants().await.expect("tenants list");
     assert!(listed.iter().all(|listed| listed.id != tenant));
     let audit = tenet
@@ -603,4 +615,91 @@ fn millis_now() -> OffsetDateTime {
     let now = OffsetDateTime::now_utc();
     now.replace_millisecond(now.millisecond())
         .expect("a millisecond of the current time is valid")
+}
+pub async fn issue_and_rotate_keep_the_limit(backend: &TestStore) {
+    let tenet = open(backend.store(), &pepper()).await;
+    let tenant = tenant_of(&tenet).await;
+    let own = Limit::new(5, Duration::from_secs(1), 2).expect("valid limit");
+    let options = KeyOptions {
+        limit: Some(own.clone()),
+        ..KeyOptions::default()
+    };
+
+    let issued = tenet
+        .issue_key_with(tenant, options)
+        .await
+        .expect("key is issued");
+    let graced = tenet
+        .rotate_key(tenant, issued.info.id, Duration::from_secs(60))
+        .await
+        .expect("key rotates");
+    let immediate = tenet
+        .rotate_key(tenant, graced.issued.info.id, Duration::ZERO)
+        .await
+        .expect("key rotates");
+
+    let store = tenet.store();
+    for (what, key) in [
+        ("issued", &issued),
+        ("rotated with grace", &graced.issued),
+        ("rotated at once", &immediate.issued),
+    ] {
+        assert_eq!(key.limit.as_ref(), Some(&own), "{what}: returned limit");
+        assert_eq!(
+            store.key_limit(key.info.id).await.expect("limit reads"),
+            Some(own.clone()),
+            "{what}: stored limit"
+        );
+    }
+}
+
+pub async fn limit_changes_record_actor(backend: &TestStore) {
+    let tenet = open(backend.store(), &pepper()).await;
+    let tenant = tenant_of(&tenet).await;
+    let admin_key = tenet.issue_key(tenant, None).await.expect("key is issued");
+    let as_key = tenet.acting_as(Actor::Key(admin_key.info.id));
+    let limit = Limit::new(5, Duration::from_secs(1), 2).expect("valid limit");
+    let limits = TenantLimits {
+        limit: Some(limit.clone()),
+        monthly_quota: Some(100),
+    };
+
+    tenet
+        .set_tenant_limits(tenant, limits)
+        .await
+        .expect("limits are set");
+    as_key
+        .set_key_limit(tenant, admin_key.info.id, Some(limit))
+        .await
+        .expect("limit is set");
+    let missing = as_key.set_key_limit(tenant, KeyId::generate(), None).await;
+
+    let trail = tenet
+        .audit_page(tenant, None, 50)
+        .await
+        .expect("audit reads");
+    let summary: Vec<_> = trail
+        .items
+        .iter()
+        .map(|entry| (entry.action, entry.actor, entry.target))
+        .collect();
+    assert_eq!(
+        summary[2..],
+        [
+            (
+                AuditAction::SetTenantLimits,
+                Actor::Admin,
+                AuditTarget::Tenant(tenant)
+            ),
+            (
+                AuditAction::SetKeyLimit,
+                Actor::Key(admin_key.info.id),
+                AuditTarget::Key(admin_key.info.id)
+            ),
+        ]
+    );
+    assert!(
+        matches!(missing, Err(Error::NotFound { kind: "key", .. })),
+        "{missing:?}"
+    );
 }

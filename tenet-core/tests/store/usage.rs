@@ -52,8 +52,13 @@ impl Store for CountingStore {
     async fn list_tenants(&self, page: PageRequest) -> Result<Vec<Tenant>> {
         self.inner.list_tenants(page).await
     }
-    async fn insert_key(&self, key: &KeyRecord, audit: &AuditEntry) -> Result<()> {
-        self.inner.insert_key(key, audit).await
+    async fn insert_key(
+        &self,
+        key: &KeyRecord,
+        limit: Option<&Limit>,
+        audit: &AuditEntry,
+    ) -> Result<()> {
+        self.inner.insert_key(key, limit, audit).await
     }
     async fn list_keys(&self, tenant: TenantId, page: PageRequest) -> Result<Vec<KeyInfo>> {
         self.inner.list_keys(tenant, page).await
@@ -72,11 +77,12 @@ impl Store for CountingStore {
         tenant: TenantId,
         key: KeyId,
         replacement: &KeyRecord,
+        replacement_limit: Option<&Limit>,
         rotation: Rotation,
         audit: &AuditEntry,
     ) -> Result<Option<KeyRecord>> {
         self.inner
-            .rotate_key(tenant, key, replacement, rotation, audit)
+            .rotate_key(tenant, key, replacement, replacement_limit, rotation, audit)
             .await
     }
     async fn set_tenant_status(
@@ -112,8 +118,13 @@ impl Store for CountingStore {
     async fn tenant_limits(&self, tenant: TenantId) -> Result<TenantLimits> {
         self.inner.tenant_limits(tenant).await
     }
-    async fn set_tenant_limits(&self, tenant: TenantId, limits: &TenantLimits) -> Result<()> {
-        self.inner.set_tenant_limits(tenant, limits).await
+    async fn set_tenant_limits(
+        &self,
+        tenant: TenantId,
+        limits: &TenantLimits,
+        audit: &AuditEntry,
+    ) -> Result<()> {
+        self.inner.set_tenant_limits(tenant, limits, audit).await
     }
     async fn key_limit(&self, key: KeyId) -> Result<Option<Limit>> {
         self.inner.key_limit(key).await
@@ -123,8 +134,9 @@ impl Store for CountingStore {
         tenant: TenantId,
         key: KeyId,
         limit: Option<&Limit>,
+        audit: &AuditEntry,
     ) -> Result<bool> {
-        self.inner.set_key_limit(tenant, key, limit).await
+        self.inner.set_key_limit(tenant, key, limit, audit).await
     }
     async fn setting(&self, name: &str) -> Result<Option<Vec<u8>>> {
         self.inner.setting(name).await

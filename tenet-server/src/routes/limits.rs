@@ -43,8 +43,6 @@ pub async fn put(
 
     let request: TenantLimitsBody = read_json(&parts.headers, body, state.max_body_bytes).await?;
     let limits = request.to_limits()?;
-    // TODO: record this change in the audit trail, with the old and the new
-    // limits, once the audit trail exists.
     let limits = state.tenet.set_tenant_limits(tenant, limits).await?;
     state.limiter.cache.forget_tenant(tenant);
     tracing::info!(tenant_id = %tenant, "changed tenant limits");
@@ -62,7 +60,7 @@ pub async fn put_key(
     key: &str,
 ) -> Result<Response, Error> {
     let (parts, body) = request.into_parts();
-    let (tenant, _) = authorize(state, &parts.headers, tenant).await?;
+    let (tenant, caller) = authorize(state, &parts.headers, tenant).await?;
     let key = KeyId::parse(key).map_err(|_| Error::KeyNotFound)?;
 
     let request: KeyLimitBody = read_json(&parts.headers, body, state.max_body_bytes).await?;
@@ -71,9 +69,11 @@ pub async fn put_key(
         .as_ref()
         .map(LimitBody::to_limit)
         .transpose()?;
-    // TODO: record this change in the audit trail, with the old and the new
-    // limit, once the audit trail exists.
-    let limit = state.tenet.set_key_limit(tenant, key, limit).await?;
+    let limit = state
+        .tenet
+        .acting_as(caller.actor())
+        .set_key_limit(tenant, key, limit)
+        .await?;
     state.limiter.cache.forget_key(key);
     tracing::info!(tenant_id = %tenant, key_id = %key, "changed key limit");
 

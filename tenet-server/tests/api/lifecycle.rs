@@ -3,6 +3,7 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use tenet_core::KeyId;
 use tenet_core::api::{IssuedKeyResponse, TenantResponse};
 
 use crate::helpers::{ADMIN_TOKEN, TestServer};
@@ -416,6 +417,78 @@ async fn audit_records_each_change_with_its_actor() {
             .all(|entry| entry["tenant_id"] == json!(tenant.id))
     );
     assert!(trail.iter().all(|entry| entry["at"].is_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_records_limit_changes_with_actor() {
+    let server = TestServer::start().await;
+    let tenant = server.admin().create_tenant("Acme").await;
+    let manager = issue_with_scopes(&server, &tenant, &["tenet:admin"]).await;
+    let worker = server.admin().issue_key(&tenant).await;
+    let limit = json!({"rate": 10, "period_seconds": 1, "burst": 5});
+    let key_limit_path = format!("/tenants/{}/keys/{}/limit", tenant.id, worker.id);
+    let recorded = audit_trail(&server, &tenant).await.len();
+
+    let (tenant_status, tenant_body) = send(
+        &server,
+        Method::PUT,
+        &format!("/tenants/{}/limits", tenant.id),
+        ADMIN_TOKEN,
+        Some(json!({ "limit": limit, "monthly_quota": 1000 })),
+    )
+    .await;
+    let (set_status, set_body) = send(
+        &server,
+        Method::PUT,
+        &key_limit_path,
+        &manager.api_key,
+        Some(json!({ "limit": limit })),
+    )
+    .await;
+    let (removed_status, removed_body) = send(
+        &server,
+        Method::PUT,
+        &key_limit_path,
+        ADMIN_TOKEN,
+        Some(json!({ "limit": null })),
+    )
+    .await;
+    let (missing_status, _) = send(
+        &server,
+        Method::PUT,
+        &format!("/tenants/{}/keys/{}/limit", tenant.id, KeyId::generate()),
+        ADMIN_TOKEN,
+        Some(json!({ "limit": limit })),
+    )
+    .await;
+
+    assert_eq!(tenant_status, StatusCode::OK, "{tenant_body}");
+    assert_eq!(set_status, StatusCode::OK, "{set_body}");
+    assert_eq!(removed_status, StatusCode::OK, "{removed_body}");
+    assert_eq!(missing_status, StatusCode::NOT_FOUND);
+    let trail = audit_trail(&server, &tenant).await;
+    let changes = &trail[recorded..];
+    assert_eq!(
+        actions(changes),
+        vec!["set_tenant_limits", "set_key_limit", "set_key_limit"],
+        "one entry per change and none for the unknown key"
+    );
+    let summary: Vec<(&str, &str, &str)> = changes
+        .iter()
+        .map(|entry| {
+            (
+                entry["actor"].as_str().expect("an actor"),
+                entry["target_type"].as_str().expect("a target type"),
+                entry["target_id"].as_str().expect("a target id"),
+            )
+        })
+        .collect();
+    let tenant_id = tenant.id.to_string();
+    let manager_id = manager.id.to_string();
+    let worker_id = worker.id.to_string();
+    assert_eq!(summary[0], ("admin", "tenant", tenant_id.as_str()));
+    assert_eq!(summary[1], (manager_id.as_str(), "key", worker_id.as_str()));
+    assert_eq!(summary[2], ("admin", "key", worker_id.as_str()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -76,6 +76,21 @@ async fn verify_valid(server: &TestServer, key: &str, scopes: &[&str]) -> bool {
     body["valid"] == true
 }
 
+/// Calls `POST /verify` with the admin token and `"consume": false`, and
+/// returns the JSON body.
+async fn verify_without_consuming(server: &TestServer, key: &str) -> Value {
+    let response = server
+        .client
+        .post(server.url("/verify"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "key": key, "consume": false }))
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.expect("JSON body")
+}
+
 /// Returns a query for the day around now, which contains every hour that a
 /// test's requests fall into.
 fn today_query() -> String {
@@ -209,6 +224,59 @@ async fn usage_counts_match_after_shutdown_flush() {
     assert!(used.last_used_at.is_some(), "flushed at shutdown");
     let idle = keys.iter().find(|key| key.id == unused.id).expect("listed");
     assert_eq!(idle.last_used_at, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limited_requests_count_as_rejected() {
+    let server = TestServer::start_with(&HOURLY_FLUSH).await;
+    let tenant = server.admin().create_tenant("Acme").await;
+    // One request in the burst, then a refill of one request an hour.
+    let limited = issue_ok(
+        &server,
+        &tenant,
+        json!({ "limit": {"rate": 1, "period_seconds": 3600, "burst": 1} }),
+    )
+    .await;
+    let peeked = server.admin().issue_key(&tenant).await;
+
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(protected_status(&server, &[("x-api-key", &limited.api_key)]).await);
+    }
+    let limited_peek = verify_without_consuming(&server, &limited.api_key).await;
+    let unlimited_peek = verify_without_consuming(&server, &peeked.api_key).await;
+    let data_dir = server.stop_keeping_data().await;
+    let server = TestServer::start_in(data_dir, &HOURLY_FLUSH).await;
+    let path = format!("/tenants/{}/usage?{}", tenant.id, today_query());
+    let (status, _, body) = get(&server, &path, ADMIN_TOKEN).await;
+
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    assert_eq!(limited_peek["valid"], true, "{limited_peek}");
+    assert_eq!(unlimited_peek["valid"], true, "{unlimited_peek}");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let usage: UsageResponse = serde_json::from_str(&body).expect("usage JSON");
+    let per_key = |key_id| {
+        usage
+            .periods
+            .iter()
+            .flat_map(|period| &period.keys)
+            .filter(|key| key.key_id == key_id)
+            .fold((0, 0), |(a, r), key| (a + key.accepted, r + key.rejected))
+    };
+    assert_eq!(per_key(limited.id), (1, 2));
+    assert_eq!(
+        per_key(peeked.id),
+        (0, 0),
+        "a check with consume false counts nothing"
+    );
+    assert_eq!((usage.totals.accepted, usage.totals.rejected), (1, 2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
