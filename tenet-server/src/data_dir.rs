@@ -28,7 +28,8 @@ impl DataDirLock {
     /// the file.
     ///
     /// Fails with [`Error::DataDirLocked`], naming the directory and the
-    /// process id that the holder wrote, when another server holds it.
+    /// process id that the holder wrote, when another process has it
+    /// locked.
     pub fn acquire(dir: &Path) -> Result<Self, Error> {
         let path = dir.join(LOCK_FILE);
         let io_error = |action, source| Error::Io {

@@ -160,7 +160,9 @@ impl AccessLog {
         if self.every == 1 || status.is_server_error() {
             return true;
         }
-        self.seen.fetch_add(1, Ordering::Relaxed) % self.every == 0
+        self.seen
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(self.every)
     }
 }
 

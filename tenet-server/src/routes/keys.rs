@@ -51,15 +51,15 @@ pub(super) async fn authorize(
     .await?;
     let tenant = parse_tenant_id(tenant)?;
 
-    if let Caller::Key(verified) = &caller {
-        if verified.principal.tenant_id != tenant {
-            tracing::debug!(
-                key_id = %verified.principal.key_id,
-                tenant_id = %tenant,
-                "API key denied access to another tenant's keys"
-            );
-            return Err(Error::TenantNotFound);
-        }
+    if let Caller::Key(verified) = &caller
+        && verified.principal.tenant_id != tenant
+    {
+        tracing::debug!(
+            key_id = %verified.principal.key_id,
+            tenant_id = %tenant,
+            "API key denied access to another tenant's keys"
+        );
+        return Err(Error::TenantNotFound);
     }
     Ok((tenant, caller))
 }
@@ -118,9 +118,9 @@ pub async fn issue(
     Ok(response)
 }
 
-/// Longest part of a malformed `expires_at` that its error message shows,
-/// in characters.
-const MAX_SHOWN_EXPIRY_CHARS: usize = 64;
+/// Maximum number of characters of a malformed `expires_at` that its error
+/// message quotes.
+const MAX_QUOTED_EXPIRY_CHARS: usize = 64;
 
 /// Reports an issue-key body whose `expires_at` is not an RFC 3339 time as
 /// `invalid_expiry`, showing the value and the expected form. Returns
@@ -142,13 +142,13 @@ fn explain_malformed_expiry(bytes: &[u8]) -> Option<Error> {
         return None;
     }
 
-    let mut shown: String = value.to_string();
-    if let Some((cut, _)) = shown.char_indices().nth(MAX_SHOWN_EXPIRY_CHARS) {
-        shown.truncate(cut);
-        shown.push_str("...");
+    let mut quoted: String = value.to_string();
+    if let Some((cut, _)) = quoted.char_indices().nth(MAX_QUOTED_EXPIRY_CHARS) {
+        quoted.truncate(cut);
+        quoted.push_str("...");
     }
     Some(Error::InvalidExpiry(format!(
-        "invalid expires_at: {shown} is not an RFC 3339 time; give a UTC time \
+        "invalid expires_at: {quoted} is not an RFC 3339 time; give a UTC time \
          such as \"2030-01-01T00:00:00Z\" or one with an offset such as \
          \"2030-01-01T09:00:00+09:00\""
     )))

@@ -355,8 +355,8 @@ fn entries(dir: &std::path::Path) -> Vec<String> {
 
 #[test]
 fn failed_start_writes_no_files() {
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("port bound");
-    let taken_addr = taken.local_addr().expect("bound address").to_string();
+    let occupied = std::net::TcpListener::bind("127.0.0.1:0").expect("port bound");
+    let occupied_addr = occupied.local_addr().expect("bound address").to_string();
     let cases = [
         (
             "short admin token",
@@ -375,7 +375,7 @@ fn failed_start_writes_no_files() {
         ),
         (
             "port in use",
-            taken_addr.as_str(),
+            occupied_addr.as_str(),
             vec![],
             "failed to listen",
         ),

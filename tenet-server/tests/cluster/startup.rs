@@ -1,4 +1,4 @@
-//! The start of replicas on a shared Postgres schema: what their logs say.
+//! The log lines of replicas that start on a shared Postgres schema.
 
 use serde_json::Value;
 
