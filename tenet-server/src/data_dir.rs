@@ -17,6 +17,8 @@ pub const LOCK_FILE: &str = "lock";
 ///
 /// The operating system releases the lock when its process exits, also
 /// after a crash, so a lock file left behind never blocks a later start.
+// NOTE: tested on a local file system only. On a network file system the
+// lock may not exclude a server that runs on another host.
 #[derive(Debug)]
 pub struct DataDirLock {
     /// The locked file; closing it releases the lock.
