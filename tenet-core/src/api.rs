@@ -447,9 +447,8 @@ pub struct RotateKeyResponse {
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyRequest {
-    /// The API key to check. A missing field reads as the empty string,
-    /// which is rejected as `key_malformed`.
-    #[serde(default)]
+    /// The API key to check. The field is required, so a body without it
+    /// is rejected as invalid JSON. An empty string is a malformed key.
     pub key: String,
     /// Scopes the key must hold, each valid by
     /// [`Scope::parse`](crate::Scope::parse); none by default.

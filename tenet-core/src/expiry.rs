@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
+use crate::usage::rfc3339;
 
 /// The longest lifetime a key may be issued with: 3,650 days, about ten
 /// years.
@@ -102,14 +103,15 @@ pub(crate) fn check_expiry(at: OffsetDateTime, now: OffsetDateTime) -> Result<Of
     if at <= now {
         return Err(Error::invalid(
             "expires_at",
-            format!("{at} is not in the future; give a later time"),
+            format!("{} is not in the future; give a later time", rfc3339(at)),
         ));
     }
     if at - now > MAX_KEY_LIFETIME {
         return Err(Error::invalid(
             "expires_at",
             format!(
-                "{at} is more than {} days ahead; give an earlier time",
+                "{} is more than {} days ahead; give an earlier time",
+                rfc3339(at),
                 MAX_KEY_LIFETIME.as_secs() / 86_400
             ),
         ));
@@ -153,6 +155,23 @@ mod tests {
                 resolve_expiry(at, ttl, NOW).is_err(),
                 "accepted {description}"
             );
+        }
+    }
+
+    #[test]
+    fn expiry_errors_show_rfc_3339_times() {
+        let cases = [
+            (datetime!(2020-01-01 00:00:00 UTC), "2020-01-01T00:00:00Z"),
+            (
+                datetime!(2099-01-01 00:00:00 +02:00),
+                "2098-12-31T22:00:00Z",
+            ),
+        ];
+
+        for (at, expected) in cases {
+            let message = check_expiry(at, NOW).expect_err("out of range").to_string();
+
+            assert!(message.contains(expected), "{message}");
         }
     }
 

@@ -47,8 +47,11 @@ impl Refusal {
 
 /// Checks `Authorization: Bearer <admin token>` against the stored digest
 /// in constant time.
+///
+/// A request that also carries `X-API-Key` offers two credentials and is
+/// rejected, as on every other route, whatever the token's value.
 pub fn require_admin(headers: &HeaderMap, admin: &AdminTokenDigest) -> Result<(), Error> {
-    let token = match single_value(headers, &header::AUTHORIZATION).and_then(bearer_token) {
+    let token = match admin_candidate(headers) {
         Ok(token) => token,
         Err(refusal) => {
             tracing::debug!(reason = refusal.code(), "rejected admin credentials");
@@ -228,10 +231,8 @@ pub async fn require_admin_or_scope(
     metrics: &Metrics,
     scope: &'static str,
 ) -> Result<Caller, Error> {
-    let offered_admin = single_value(headers, &header::AUTHORIZATION)
-        .and_then(bearer_token)
-        .is_ok_and(|token| admin.matches(token));
-    if offered_admin && headers.get(API_KEY_HEADER).is_none() {
+    let offered_admin = admin_candidate(headers).is_ok_and(|token| admin.matches(token));
+    if offered_admin {
         return Ok(Caller::Admin);
     }
 
@@ -242,6 +243,15 @@ pub async fn require_admin_or_scope(
         tracing::debug!(key_id = %verified.principal.key_id, scope, "API key lacks a scope");
         Err(Error::MissingScope { scope })
     }
+}
+
+/// Returns the bearer credential of a request that offers nothing else, so
+/// an admin token sent together with `X-API-Key` is ambiguous.
+fn admin_candidate(headers: &HeaderMap) -> Result<&str, Refusal> {
+    if headers.contains_key(API_KEY_HEADER) {
+        return Err(Refusal::Ambiguous);
+    }
+    single_value(headers, &header::AUTHORIZATION).and_then(bearer_token)
 }
 
 fn extract_api_key(headers: &HeaderMap) -> Result<&str, Refusal> {
@@ -351,6 +361,40 @@ mod tests {
 
         for (description, map, expected) in cases {
             assert_eq!(extract_api_key(&map), expected, "{description}");
+        }
+    }
+
+    #[test]
+    fn admin_candidate_rejects_a_second_credential() {
+        let cases = [
+            (
+                "bearer only",
+                headers(&[("authorization", "Bearer t")]),
+                Ok("t"),
+            ),
+            (
+                "with x-api-key",
+                headers(&[("authorization", "Bearer t"), ("x-api-key", "k")]),
+                Err(Refusal::Ambiguous),
+            ),
+            (
+                "with two x-api-key",
+                headers(&[
+                    ("authorization", "Bearer t"),
+                    ("x-api-key", "a"),
+                    ("x-api-key", "b"),
+                ]),
+                Err(Refusal::Ambiguous),
+            ),
+            (
+                "x-api-key only",
+                headers(&[("x-api-key", "k")]),
+                Err(Refusal::Ambiguous),
+            ),
+        ];
+
+        for (description, map, expected) in cases {
+            assert_eq!(admin_candidate(&map), expected, "{description}");
         }
     }
 

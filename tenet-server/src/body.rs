@@ -37,11 +37,28 @@ pub async fn read_optional_json<T: DeserializeOwned>(
     body: Incoming,
     limit: u64,
 ) -> Result<Option<T>, Error> {
+    read_optional_json_explained(headers, body, limit, |_| None).await
+}
+
+/// Reads an optional JSON body like [`read_optional_json`]. When parsing
+/// fails, `explain` gets the body and may return a more specific error than
+/// `invalid_json`, such as one naming the field that failed.
+pub async fn read_optional_json_explained<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Incoming,
+    limit: u64,
+    explain: fn(&[u8]) -> Option<Error>,
+) -> Result<Option<T>, Error> {
     let bytes = read_limited(body, limit).await?;
     if bytes.is_empty() {
         return Ok(None);
     }
-    parse(headers, &bytes).map(Some)
+    parse(headers, &bytes)
+        .map_err(|err| match err {
+            Error::InvalidJson(_) => explain(&bytes).unwrap_or(err),
+            other => other,
+        })
+        .map(Some)
 }
 
 // TODO: bound the time to read a body; today a client that sends its body

@@ -53,9 +53,10 @@ pub struct Config {
     )]
     pub data_dir: PathBuf,
 
-    /// Sets the bearer token of the management API (at least 32 bytes).
-    /// When unset, the server generates one on the first start and writes
-    /// it to the file admin-token in the data directory.
+    /// Sets the bearer token of the management API: at least 32 visible
+    /// ASCII characters, without spaces. When unset, the server generates
+    /// one on the first start and writes it to the file admin-token in the
+    /// data directory.
     #[arg(
         long,
         env = "TENET_ADMIN_TOKEN",

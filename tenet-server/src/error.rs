@@ -179,6 +179,16 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// Another process holds the lock on the SQLite data directory;
+    /// `holder` is the process id that it wrote into the lock file.
+    #[error(
+        "the data directory {} is in use by another tenet-server ({}); stop that \
+         process or start with another --data-dir",
+        dir.display(),
+        describe_holder(*holder)
+    )]
+    DataDirLocked { dir: PathBuf, holder: Option<u32> },
+
     /// Opening or checking the store failed at start.
     #[error("failed to open the {kind} store")]
     OpenStore {
@@ -390,6 +400,7 @@ impl Error {
             | Error::Missing { .. }
             | Error::Io { .. }
             | Error::Bind { .. }
+            | Error::DataDirLocked { .. }
             | Error::OpenStore { .. } => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -471,15 +482,25 @@ fn limited_parts(exceeded: &LimitExceeded) -> (StatusCode, &'static str, String)
     }
 }
 
+fn describe_holder(holder: Option<u32>) -> String {
+    match holder {
+        Some(pid) => format!("process {pid}"),
+        None => "process id unknown".to_owned(),
+    }
+}
+
 /// Formats an error and all its sources on one line, separated by ": ".
 pub fn cause_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
-        // Some errors repeat their source in their own message; printing
-        // it twice adds nothing.
+        // Some errors repeat their source in their own message, and some
+        // start with their wrapper's message; either way, printing a text
+        // twice adds nothing.
         let cause_text = cause.to_string();
-        if !text.ends_with(&cause_text) {
+        if cause_text.starts_with(&text) {
+            text = cause_text;
+        } else if !text.ends_with(&cause_text) {
             let _ = write!(text, ": {cause_text}");
         }
         source = cause.source();
@@ -558,6 +579,13 @@ mod tests {
 
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(!message.contains("/secret/path"));
+    }
+
+    #[test]
+    fn cause_chain_drops_a_repeated_prefix() {
+        let err = Error::StoreUnavailable(tenet_core::Error::unavailable("connection refused"));
+
+        assert_eq!(cause_chain(&err), "store unavailable: connection refused");
     }
 
     #[test]

@@ -19,8 +19,10 @@
 //!
 //! # Layout
 //! - [`config`]: flags and environment variables;
-//! - [`setup`]: the data directory, store, pepper, admin token and the
-//!   shared [`setup::State`];
+//! - [`setup`]: checked settings, the data directory, store, pepper, admin
+//!   token and the shared [`setup::State`];
+//! - [`data_dir`]: the lock that keeps a second server off a SQLite data
+//!   directory;
 //! - [`server`]: the accept loop, connection limits and graceful shutdown;
 //! - [`flush`]: periodic writes of usage counts and `last_used_at`;
 //! - [`lifecycle`]: signals, the drain delay and readiness during shutdown;
@@ -48,6 +50,7 @@ use tokio::sync::watch;
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod data_dir;
 pub mod error;
 pub mod flush;
 pub mod lifecycle;
@@ -88,22 +91,31 @@ pub struct App {
     metrics_listener: Option<(TcpListener, SocketAddr)>,
     state: Arc<setup::State>,
     store_kind: setup::StoreKind,
+    /// The lock on the SQLite data directory, held until the server stops.
+    _data_dir_lock: Option<data_dir::DataDirLock>,
 }
 
 impl App {
-    /// Prepares the data directory, opens the store, resolves the pepper
-    /// and the admin token, and binds the listening sockets.
+    /// Checks the settings, binds the listening sockets, locks the data
+    /// directory, opens the store, and resolves the pepper and the admin
+    /// token.
     ///
-    /// Port 0 binds a free port; [`App::local_addr`] and
-    /// [`App::metrics_addr`] return the bound addresses.
+    /// The steps run in this order so that a start that fails on a setting
+    /// or a port in use has written no file. Port 0 binds a free port;
+    /// [`App::local_addr`] and [`App::metrics_addr`] return the bound
+    /// addresses.
     pub async fn build(config: Config) -> Result<Self, Error> {
-        let (state, store_kind) = setup::build_state(&config).await?;
+        let settings = setup::Settings::check(&config)?;
+        let store_kind = settings.store_kind();
 
         let (listener, local_addr) = bind(config.listen).await?;
         let metrics_listener = match config.metrics_listen {
             Some(address) => Some(bind(address).await?),
             None => None,
         };
+
+        let data_dir_lock = setup::lock_data_dir(&config, store_kind)?;
+        let state = setup::build_state(&config, settings).await?;
 
         Ok(Self {
             config,
@@ -112,6 +124,7 @@ impl App {
             metrics_listener,
             state: Arc::new(state),
             store_kind,
+            _data_dir_lock: data_dir_lock,
         })
     }
 
@@ -146,11 +159,14 @@ impl App {
     /// and lets in-flight requests finish within the shutdown timeout.
     /// `/readyz` returns 503 from the moment `shutdown` resolves.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
+        // Only SQLite keeps anything in the data directory.
+        let data_dir = (self.store_kind == setup::StoreKind::Sqlite)
+            .then(|| tracing::field::display(self.config.data_dir.display()));
         tracing::info!(
             address = %self.local_addr,
             metrics_address = self.metrics_addr().map(tracing::field::display),
             store = self.store_kind.as_str(),
-            data_dir = %self.config.data_dir.display(),
+            data_dir,
             "tenet-server started"
         );
 

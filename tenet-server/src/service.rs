@@ -8,8 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use bytes::Bytes;
 use futures_util::FutureExt as _;
-use http::{HeaderValue, Request, Version, header};
+use http::{HeaderValue, Method, Request, Version, header};
+use http_body_util::Full;
 use hyper::body::{Body as _, Incoming};
 
 use crate::error::{Error, panic_message};
@@ -79,6 +81,9 @@ async fn handle_with_request_id(
     let may_leave_body_unread = is_http1 && !request.body().is_end_stream();
 
     let mut response = catch_panic(routes::dispatch(&state, route, request)).await;
+    if method == Method::HEAD {
+        response = without_body(response);
+    }
 
     // An error response may be sent before the request body is read to its end.
     // hyper then closes the connection unless it can drain the rest, and a
@@ -118,6 +123,21 @@ async fn handle_with_request_id(
     response
 }
 
+/// Drops the body of a response to HEAD and keeps its headers, with the
+/// `Content-Length` that the body would have had.
+///
+/// hyper 1.13 omits the body of an HTTP/1 response to HEAD by itself, but
+/// its HTTP/2 server does not, so the body is dropped here for both.
+fn without_body(response: Response) -> Response {
+    let (mut parts, body) = response.into_parts();
+    if let Some(length) = body.size_hint().exact() {
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    Response::from_parts(parts, Full::new(Bytes::new()))
+}
+
 /// Samples the access log: one line in `every` requests, and every server
 /// error. Formatting a line costs more than serving a warm `/protected`,
 /// so busy deployments may log a sample.
@@ -140,7 +160,9 @@ impl AccessLog {
         if self.every == 1 || status.is_server_error() {
             return true;
         }
-        self.seen.fetch_add(1, Ordering::Relaxed) % self.every == 0
+        self.seen
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(self.every)
     }
 }
 

@@ -1,5 +1,5 @@
-//! Start-up: the data directory, the store, the pepper, the admin token and
-//! the shared state built from them.
+//! Start-up: checked settings, the data directory, the store, the pepper,
+//! the admin token and the shared state built from them.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tenet_core::{AdminToken, AdminTokenDigest, Pepper, PostgresStore, SqliteStore, Store, Tenet};
 
 use crate::config::{Config, PEPPER_ENV};
+use crate::data_dir::DataDirLock;
 use crate::error::Error;
 use crate::lifecycle::Lifecycle;
 use crate::limiting::Limiter;
@@ -71,24 +72,81 @@ impl StoreKind {
     }
 }
 
-/// Builds the shared state: creates the data directory, opens the store,
-/// and resolves the pepper and the admin token.
-pub async fn build_state(config: &Config) -> Result<(State, StoreKind), Error> {
-    let kind = StoreKind::of(config);
-    if kind == StoreKind::Sqlite {
-        // Only the embedded store keeps anything in the data directory, so
-        // replicas on Postgres run with a read-only file system.
-        secret_file::create_dir(&config.data_dir).map_err(|source| Error::Io {
-            action: "create the data directory",
-            path: config.data_dir.clone(),
-            source,
-        })?;
+/// Settings checked before the server binds a port or writes a file, so
+/// that a start that fails on one leaves nothing behind.
+#[derive(Debug)]
+pub struct Settings {
+    kind: StoreKind,
+    /// The pepper from `TENET_KEY_PEPPER`; `None` reads or generates the
+    /// pepper file.
+    pepper: Option<Pepper>,
+    /// The digest of `--admin-token`; `None` uses the stored digest or
+    /// generates a token.
+    admin: Option<AdminTokenDigest>,
+    limiter: Limiter,
+}
+
+impl Settings {
+    /// Checks every setting that can be checked without the store or the
+    /// file system.
+    ///
+    /// Settings are checked before the store is touched, so a replica that
+    /// lacks one fails at once, even while Postgres is unreachable.
+    pub fn check(config: &Config) -> Result<Self, Error> {
+        let kind = StoreKind::of(config);
+        let pepper = configured_pepper(config, kind)?;
+        let admin = configured_admin_token(config, kind)?;
+        let limiter = config
+            .limiter()
+            .and_then(Limiter::new)
+            .map_err(|err| Error::Config {
+                setting: "rate limits",
+                reason: err.to_string(),
+            })?;
+        Ok(Self {
+            kind,
+            pepper,
+            admin,
+            limiter,
+        })
     }
 
-    // Settings are checked before the store is touched, so a replica that
-    // lacks one fails at once, even while Postgres is unreachable.
-    let pepper = resolve_pepper(config, kind)?;
-    require_shared_admin_token(config, kind)?;
+    /// Returns the store backend that the settings select.
+    pub fn store_kind(&self) -> StoreKind {
+        self.kind
+    }
+}
+
+/// Creates the SQLite data directory and locks it for this process, so a
+/// second server on the same directory fails at start instead of sharing
+/// the database file. Returns `None` on Postgres, which keeps nothing in
+/// the data directory, so replicas run with a read-only file system.
+pub fn lock_data_dir(config: &Config, kind: StoreKind) -> Result<Option<DataDirLock>, Error> {
+    if kind != StoreKind::Sqlite {
+        return Ok(None);
+    }
+    secret_file::create_dir(&config.data_dir).map_err(|source| Error::Io {
+        action: "create the data directory",
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    DataDirLock::acquire(&config.data_dir).map(Some)
+}
+
+/// Builds the shared state from checked settings: opens the store and
+/// resolves the pepper and the admin token, writing the generated ones
+/// into the data directory, which [`lock_data_dir`] must have locked.
+pub async fn build_state(config: &Config, settings: Settings) -> Result<State, Error> {
+    let Settings {
+        kind,
+        pepper,
+        admin,
+        limiter,
+    } = settings;
+    let pepper = match pepper {
+        Some(pepper) => pepper,
+        None => pepper_from_file(&config.data_dir.join(PEPPER_FILE))?,
+    };
 
     let store = open_store(config).await?;
     let mut builder = Tenet::builder(store, pepper);
@@ -102,16 +160,12 @@ pub async fn build_state(config: &Config) -> Result<(State, StoreKind), Error> {
         kind: kind.as_str(),
         source,
     })?;
-    let admin = resolve_admin_token(config, tenet.store().as_ref(), kind).await?;
-    let limiter = config
-        .limiter()
-        .and_then(Limiter::new)
-        .map_err(|err| Error::Config {
-            setting: "rate limits",
-            reason: err.to_string(),
-        })?;
+    let admin = match admin {
+        Some(admin) => admin,
+        None => stored_or_generated_admin_token(config, tenet.store().as_ref(), kind).await?,
+    };
 
-    let state = State {
+    Ok(State {
         metrics: Metrics::new(tenet.clone()),
         tenet,
         admin,
@@ -119,8 +173,7 @@ pub async fn build_state(config: &Config) -> Result<(State, StoreKind), Error> {
         access_log: AccessLog::new(config.access_log_sample),
         lifecycle: Lifecycle::default(),
         limiter,
-    };
-    Ok((state, kind))
+    })
 }
 
 /// Opens the store that the configuration selects: Postgres when
@@ -172,18 +225,21 @@ pub async fn migrate_postgres(store: &PostgresStore) -> Result<(), Error> {
     Ok(())
 }
 
-/// Takes the pepper from `TENET_KEY_PEPPER`; when unset, the embedded store
-/// reads `<data-dir>/pepper`, or generates that file on the first start.
-fn resolve_pepper(config: &Config, kind: StoreKind) -> Result<Pepper, Error> {
+/// Takes the pepper from `TENET_KEY_PEPPER`. When it is unset, the
+/// embedded store reads `<data-dir>/pepper`, or generates that file on the
+/// first start, so this returns `None`.
+fn configured_pepper(config: &Config, kind: StoreKind) -> Result<Option<Pepper>, Error> {
     if let Some(text) = &config.key_pepper {
-        return Pepper::from_config(text).map_err(|err| Error::Config {
-            setting: PEPPER_ENV,
-            reason: err.to_string(),
-        });
+        return Pepper::from_config(text)
+            .map(Some)
+            .map_err(|err| Error::Config {
+                setting: PEPPER_ENV,
+                reason: err.to_string(),
+            });
     }
 
     match kind {
-        StoreKind::Sqlite => pepper_from_file(&config.data_dir.join(PEPPER_FILE)),
+        StoreKind::Sqlite => Ok(None),
         // A generated pepper would differ per replica and lock out keys
         // issued elsewhere.
         StoreKind::Postgres => Err(Error::Missing {
@@ -216,23 +272,38 @@ fn pepper_from_file(path: &Path) -> Result<Pepper, Error> {
     })
 }
 
-/// Fails when replicas on Postgres have no admin token configured: a
-/// generated token would live in one replica's data directory only.
-fn require_shared_admin_token(config: &Config, kind: StoreKind) -> Result<(), Error> {
-    if kind == StoreKind::Postgres && config.admin_token.is_none() {
-        return Err(Error::Missing {
-            setting: "--admin-token (TENET_ADMIN_TOKEN)",
-            reason: "replicas on --database-url cannot share a generated token; set \
-                     the same token of at least 32 bytes on every replica",
-        });
-    }
-    Ok(())
+/// Takes the admin token's digest from `--admin-token`. When that is unset
+/// on SQLite, returns `None`, and the server uses a stored digest or
+/// generates a token. Replicas on Postgres must have one configured,
+/// because a generated token would live in one replica's data directory
+/// only.
+fn configured_admin_token(
+    config: &Config,
+    kind: StoreKind,
+) -> Result<Option<AdminTokenDigest>, Error> {
+    let Some(text) = &config.admin_token else {
+        if kind == StoreKind::Postgres {
+            return Err(Error::Missing {
+                setting: "--admin-token (TENET_ADMIN_TOKEN)",
+                reason: "replicas on --database-url cannot share a generated token; set \
+                         the same token of at least 32 visible ASCII characters on every \
+                         replica",
+            });
+        }
+        return Ok(None);
+    };
+
+    let token = AdminToken::from_config(text).map_err(|err| Error::Config {
+        setting: "--admin-token (TENET_ADMIN_TOKEN)",
+        reason: err.to_string(),
+    })?;
+    Ok(Some(token.digest()))
 }
 
-/// Takes the admin token from `--admin-token`. When that is unset, uses the
-/// digest that an earlier start stored. Without one, generates a token,
-/// writes it to `<data-dir>/admin-token` and stores its digest.
-async fn resolve_admin_token(
+/// Uses the admin token digest that an earlier start stored. Without one,
+/// generates a token, writes it to `<data-dir>/admin-token` and stores its
+/// digest.
+async fn stored_or_generated_admin_token(
     config: &Config,
     store: &dyn Store,
     kind: StoreKind,
@@ -241,14 +312,6 @@ async fn resolve_admin_token(
         kind: kind.as_str(),
         source,
     };
-
-    if let Some(text) = &config.admin_token {
-        let token = AdminToken::from_config(text).map_err(|err| Error::Config {
-            setting: "--admin-token (TENET_ADMIN_TOKEN)",
-            reason: err.to_string(),
-        })?;
-        return Ok(token.digest());
-    }
 
     if let Some(stored) = store
         .setting(ADMIN_TOKEN_DIGEST)

@@ -84,10 +84,10 @@ impl LimitCache {
         F: Future<Output = tenet_core::Result<V>>,
     {
         let mut cached = slot.value.lock().await;
-        if let Some((value, read_at)) = cached.as_ref() {
-            if read_at.elapsed() < self.refresh {
-                return value.clone();
-            }
+        if let Some((value, read_at)) = cached.as_ref()
+            && read_at.elapsed() < self.refresh
+        {
+            return value.clone();
         }
 
         match fetch().await {

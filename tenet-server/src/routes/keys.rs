@@ -9,6 +9,8 @@ use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use hyper::body::Incoming;
 use std::time::Duration;
 
+use serde::Deserialize;
+use serde_json::Value;
 use tenet_core::api::{
     IssueKeyRequest, IssuedKeyResponse, KeyListResponse, KeyResponse, LimitBody, RotateKeyRequest,
     RotateKeyResponse,
@@ -21,7 +23,7 @@ use time::format_description::well_known::Rfc3339;
 use super::page::{Listing, PageQuery, encode_cursor};
 use super::parse_tenant_id;
 use crate::auth::{Caller, require_admin_or_scope};
-use crate::body::read_optional_json;
+use crate::body::{read_optional_json, read_optional_json_explained};
 use crate::error::Error;
 use crate::response::{Response, empty, json};
 use crate::setup::State;
@@ -49,15 +51,15 @@ pub(super) async fn authorize(
     .await?;
     let tenant = parse_tenant_id(tenant)?;
 
-    if let Caller::Key(verified) = &caller {
-        if verified.principal.tenant_id != tenant {
-            tracing::debug!(
-                key_id = %verified.principal.key_id,
-                tenant_id = %tenant,
-                "API key denied access to another tenant's keys"
-            );
-            return Err(Error::TenantNotFound);
-        }
+    if let Caller::Key(verified) = &caller
+        && verified.principal.tenant_id != tenant
+    {
+        tracing::debug!(
+            key_id = %verified.principal.key_id,
+            tenant_id = %tenant,
+            "API key denied access to another tenant's keys"
+        );
+        return Err(Error::TenantNotFound);
     }
     Ok((tenant, caller))
 }
@@ -73,9 +75,14 @@ pub async fn issue(
     let (parts, body) = request.into_parts();
     let (tenant, caller) = authorize(state, &parts.headers, tenant).await?;
 
-    let request: IssueKeyRequest = read_optional_json(&parts.headers, body, state.max_body_bytes)
-        .await?
-        .unwrap_or_default();
+    let request: IssueKeyRequest = read_optional_json_explained(
+        &parts.headers,
+        body,
+        state.max_body_bytes,
+        explain_malformed_expiry,
+    )
+    .await?
+    .unwrap_or_default();
     let options = KeyOptions {
         name: request.name.as_deref().map(KeyName::parse).transpose()?,
         expires_at: resolve_expiry(
@@ -111,6 +118,42 @@ pub async fn issue(
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+/// Maximum number of characters of a malformed `expires_at` that its error
+/// message quotes.
+const MAX_QUOTED_EXPIRY_CHARS: usize = 64;
+
+/// Reports an issue-key body whose `expires_at` is not an RFC 3339 time as
+/// `invalid_expiry`, showing the value and the expected form. Returns
+/// `None` when `expires_at` is absent, null or well-formed, so that the
+/// parse error itself is reported.
+fn explain_malformed_expiry(bytes: &[u8]) -> Option<Error> {
+    #[derive(Deserialize)]
+    struct ExpiresAt {
+        #[serde(default)]
+        expires_at: Option<Value>,
+    }
+
+    let ExpiresAt { expires_at } = serde_json::from_slice(bytes).ok()?;
+    let value = expires_at?;
+    let well_formed = value
+        .as_str()
+        .is_some_and(|text| OffsetDateTime::parse(text, &Rfc3339).is_ok());
+    if well_formed {
+        return None;
+    }
+
+    let mut quoted: String = value.to_string();
+    if let Some((cut, _)) = quoted.char_indices().nth(MAX_QUOTED_EXPIRY_CHARS) {
+        quoted.truncate(cut);
+        quoted.push_str("...");
+    }
+    Some(Error::InvalidExpiry(format!(
+        "invalid expires_at: {quoted} is not an RFC 3339 time; give a UTC time \
+         such as \"2030-01-01T00:00:00Z\" or one with an offset such as \
+         \"2030-01-01T09:00:00+09:00\""
+    )))
 }
 
 /// `GET /tenants/{id}/keys`: lists one page of a tenant's keys, oldest

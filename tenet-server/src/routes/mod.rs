@@ -2,8 +2,10 @@
 //!
 //! Paths match segment by segment, without percent-decoding. Only the
 //! listing routes (for `limit` and `cursor`) and the usage routes (for
-//! `from`, `to` and `granularity`) read the query string. A known path with another method gets 405 with
-//! `Allow`; an unknown path gets 404 `not_found`.
+//! `from`, `to` and `granularity`) read the query string. Every route that
+//! serves GET serves HEAD too, as GET without the body. A known path with
+//! another method gets 405 with `Allow`; an unknown path gets 404
+//! `not_found`.
 
 use http::{Method, Request};
 use hyper::body::Incoming;
@@ -137,17 +139,19 @@ impl Route {
     }
 
     /// Returns the methods this route serves and the matching `Allow` value.
+    /// The methods leave out HEAD, which every GET route serves, but
+    /// `Allow` lists it.
     fn methods(&self) -> (&'static [Method], &'static str) {
         match self {
             Route::Tenants | Route::TenantKeys { .. } => {
-                (&[Method::GET, Method::POST], "GET, POST")
+                (&[Method::GET, Method::POST], "GET, HEAD, POST")
             }
             Route::Tenant { .. } => (
                 &[Method::GET, Method::PATCH, Method::DELETE],
-                "GET, PATCH, DELETE",
+                "GET, HEAD, PATCH, DELETE",
             ),
             Route::TenantKey { .. } => (&[Method::DELETE], "DELETE"),
-            Route::TenantLimits { .. } => (&[Method::GET, Method::PUT], "GET, PUT"),
+            Route::TenantLimits { .. } => (&[Method::GET, Method::PUT], "GET, HEAD, PUT"),
             Route::KeyLimit { .. } => (&[Method::PUT], "PUT"),
             Route::Verify
             | Route::RotateKey { .. }
@@ -160,7 +164,7 @@ impl Route {
             | Route::Healthz
             | Route::Readyz
             | Route::Metrics
-            | Route::OpenApi => (&[Method::GET], "GET"),
+            | Route::OpenApi => (&[Method::GET], "GET, HEAD"),
         }
     }
 
@@ -247,7 +251,8 @@ impl Route {
 }
 
 /// Returns the router's route table: each path template with the methods
-/// it serves, in the order of [`Route::all`].
+/// it serves, in the order of [`Route::all`]. HEAD is left out, as in the
+/// OpenAPI document, because it is GET without the body.
 pub fn table() -> Vec<(&'static str, &'static [Method])> {
     Route::all()
         .iter()
@@ -265,7 +270,7 @@ pub async fn dispatch(state: &State, route: Option<Route>, request: Request<Inco
         return Error::RouteNotFound.into_response();
     };
     let (methods, allow) = route.methods();
-    if !methods.contains(request.method()) {
+    if !serves(methods, request.method()) {
         return Error::MethodNotAllowed { allow }.into_response();
     }
 
@@ -273,6 +278,8 @@ pub async fn dispatch(state: &State, route: Option<Route>, request: Request<Inco
         .tenant_segment()
         .and_then(|segment| TenantId::parse(segment).ok());
 
+    // HEAD reaches the GET handler through the arms that match any method;
+    // the caller drops the body.
     let method = request.method().clone();
     let result = match (route, method) {
         (Route::Tenants, Method::POST) => tenants::create(state, request).await,
@@ -315,6 +322,12 @@ pub async fn dispatch(state: &State, route: Option<Route>, request: Request<Inco
         response.extensions_mut().insert(LogTenant(tenant));
     }
     response
+}
+
+/// Returns whether a route with `methods` serves `method`, counting HEAD
+/// as served wherever GET is.
+fn serves(methods: &[Method], method: &Method) -> bool {
+    methods.contains(method) || (method == Method::HEAD && methods.contains(&Method::GET))
 }
 
 /// Parses a tenant id from the path; a malformed one is a tenant that does
@@ -401,6 +414,28 @@ mod tests {
 
         for (path, expected) in cases {
             assert_eq!(Route::from_path(path), expected, "{path:?}");
+        }
+    }
+
+    #[test]
+    fn allow_lists_head_exactly_with_get() {
+        for route in Route::all() {
+            let (methods, allow) = route.methods();
+            let listed: Vec<&str> = allow.split(", ").collect();
+
+            let template = route.template();
+            assert_eq!(
+                listed.contains(&"HEAD"),
+                methods.contains(&Method::GET),
+                "{template}"
+            );
+            for method in methods {
+                assert!(listed.contains(&method.as_str()), "{template} {method}");
+            }
+            assert_eq!(
+                listed.len(),
+                methods.len() + usize::from(listed.contains(&"HEAD"))
+            );
         }
     }
 

@@ -4,6 +4,8 @@ use reqwest::StatusCode;
 use reqwest::header::WWW_AUTHENTICATE;
 use serde_json::Value;
 
+use tenet_server::routes;
+
 use crate::helpers::{ADMIN_TOKEN, TestServer, protected_status};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -246,4 +248,67 @@ async fn every_key_rejection_looks_the_same() {
     for (description, body) in &bodies {
         assert_eq!(body, first, "{description}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_token_with_api_key_is_unauthorized() {
+    let server = TestServer::start().await;
+    let admin = server.admin();
+    let tenant = admin.create_tenant("Acme").await;
+    let key = admin.issue_key(&tenant).await;
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    let valid = key.api_key.as_str();
+    let second_credentials: [(&str, Vec<(&str, &str)>); 2] = [
+        ("one X-API-Key", vec![("x-api-key", valid)]),
+        (
+            "two X-API-Key",
+            vec![("x-api-key", valid), ("x-api-key", valid)],
+        ),
+    ];
+    // These routes take no credentials at all.
+    let open = ["/healthz", "/readyz", "/metrics", "/openapi.json"];
+    let uniform = unauthorized_body(&server).await;
+
+    for (template, methods) in routes::table() {
+        if open.contains(&template) {
+            continue;
+        }
+        let path = template
+            .replace("{id}", &tenant.id.to_string())
+            .replace("{key_id}", &key.id.to_string());
+        for method in methods {
+            for (description, headers) in &second_credentials {
+                let mut request = server
+                    .client
+                    .request(method.clone(), server.url(&path))
+                    .header("authorization", &bearer);
+                for (name, value) in headers {
+                    request = request.header(*name, *value);
+                }
+
+                let response = request.send().await.expect("request sent");
+
+                let case = format!("{method} {template} with {description}");
+                assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{case}");
+                let body = response.bytes().await.expect("body");
+                assert_eq!(body, uniform, "{case}");
+            }
+        }
+    }
+
+    assert_eq!(admin.tenants().await.len(), 1);
+    assert_eq!(admin.keys(&tenant).await.len(), 1);
+}
+
+/// Returns the body of a request without credentials, which every other
+/// rejection must match byte for byte.
+async fn unauthorized_body(server: &TestServer) -> bytes::Bytes {
+    let response = server
+        .client
+        .get(server.url("/tenants"))
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    response.bytes().await.expect("body")
 }

@@ -339,3 +339,108 @@ fn silent_postgres_fails_start_naming_the_cause() {
     assert!(stderr.contains("did not complete"), "{stderr}");
     assert!(!stderr.contains("busy"), "{stderr}");
 }
+
+/// Returns the names of the entries in `dir`, sorted.
+fn entries(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .expect("readable directory")
+        .map(|entry| {
+            let entry = entry.expect("directory entry");
+            entry.file_name().to_string_lossy().into_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn failed_start_writes_no_files() {
+    let occupied = std::net::TcpListener::bind("127.0.0.1:0").expect("port bound");
+    let occupied_addr = occupied.local_addr().expect("bound address").to_string();
+    let cases = [
+        (
+            "short admin token",
+            "127.0.0.1:0",
+            vec![("TENET_ADMIN_TOKEN", "short-admin-token-value")],
+            "--admin-token",
+        ),
+        (
+            "admin token with a space",
+            "127.0.0.1:0",
+            vec![(
+                "TENET_ADMIN_TOKEN",
+                "admin token 0123456789abcdefghijklmnopqrstuvwxyz",
+            )],
+            "--admin-token",
+        ),
+        (
+            "port in use",
+            occupied_addr.as_str(),
+            vec![],
+            "failed to listen",
+        ),
+    ];
+
+    for (description, listen, env, named) in cases {
+        let parent = tempfile::tempdir().expect("temporary directory");
+        let data_dir = parent.path().join("data");
+        let data_dir_arg = data_dir.display().to_string();
+
+        let output = run_binary(&["--listen", listen, "--data-dir", &data_dir_arg], &env);
+
+        assert_eq!(output.status.code(), Some(1), "{description}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(named), "{description}: {stderr}");
+        assert!(
+            !data_dir.exists(),
+            "{description}: wrote {:?}",
+            entries(&data_dir)
+        );
+    }
+}
+
+#[test]
+fn second_server_on_data_dir_fails() {
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let data_dir_arg = data_dir.path().display().to_string();
+    let first = BinaryServer::start(data_dir.path(), &[]);
+    let files_before = entries(data_dir.path());
+
+    let output = run_binary(
+        &["--listen", "127.0.0.1:0", "--data-dir", &data_dir_arg],
+        &[],
+    );
+
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(&data_dir_arg), "{stderr}");
+    assert!(
+        stderr.contains(&format!("process {}", first.pid())),
+        "{stderr}"
+    );
+    assert_eq!(entries(data_dir.path()), files_before);
+
+    first.stop();
+    let restarted = BinaryServer::start(data_dir.path(), &[]);
+    restarted.stop();
+}
+
+#[test]
+fn sqlite_start_line_names_data_dir() {
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let server = BinaryServer::start(data_dir.path(), &[]);
+
+    let logs = server.logs.lock().expect("log lines").clone();
+    let started = logs
+        .iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|event| event["message"] == "tenet-server started")
+        .expect("a start line");
+    assert_eq!(started["store"], "sqlite");
+    assert_eq!(
+        started["data_dir"].as_str(),
+        Some(data_dir.path().display().to_string().as_str())
+    );
+    server.stop();
+}

@@ -172,25 +172,25 @@ fn cases() -> Vec<Case> {
             .expect(S::PAYLOAD_TOO_LARGE, "body_too_large"),
         Case::new("PUT on /tenants", Method::PUT, "/tenants")
             .expect(S::METHOD_NOT_ALLOWED, "method_not_allowed")
-            .allow("GET, POST"),
+            .allow("GET, HEAD, POST"),
         Case::new("PUT on a tenant", Method::PUT, "/tenants/{tenant}")
             .expect(S::METHOD_NOT_ALLOWED, "method_not_allowed")
-            .allow("GET, PATCH, DELETE"),
+            .allow("GET, HEAD, PATCH, DELETE"),
         Case::new("GET on suspend", Method::GET, "/tenants/{tenant}/suspend")
             .expect(S::METHOD_NOT_ALLOWED, "method_not_allowed")
             .allow("POST"),
         Case::new("POST on the audit", Method::POST, "/tenants/{tenant}/audit")
             .expect(S::METHOD_NOT_ALLOWED, "method_not_allowed")
-            .allow("GET"),
+            .allow("GET, HEAD"),
         Case::new("PATCH on keys", Method::PATCH, "/tenants/{tenant}/keys")
             .expect(S::METHOD_NOT_ALLOWED, "method_not_allowed")
-            .allow("GET, POST"),
+            .allow("GET, HEAD, POST"),
         Case::new("GET on a key", Method::GET, "/tenants/{tenant}/keys/{key}")
             .expect(S::METHOD_NOT_ALLOWED, "method_not_allowed")
             .allow("DELETE"),
         Case::new("POST on /protected", post(), "/protected")
             .expect(S::METHOD_NOT_ALLOWED, "method_not_allowed")
-            .allow("GET"),
+            .allow("GET, HEAD"),
         Case::new("unknown path", Method::GET, "/nope").expect(S::NOT_FOUND, "not_found"),
         Case::new("trailing slash", Method::GET, "/tenants/").expect(S::NOT_FOUND, "not_found"),
         Case::new(

@@ -339,10 +339,10 @@ fn forward_logs(
         let Ok(event) = serde_json::from_str::<Value>(&line) else {
             continue;
         };
-        if event["message"] == "tenet-server started" {
-            if let Some(addr) = event["address"].as_str().and_then(|a| a.parse().ok()) {
-                let _ = addresses.send(addr);
-            }
+        if event["message"] == "tenet-server started"
+            && let Some(addr) = event["address"].as_str().and_then(|a| a.parse().ok())
+        {
+            let _ = addresses.send(addr);
         }
     }
 }

@@ -2,6 +2,8 @@
 
 use reqwest::{StatusCode, Version};
 use tenet_core::api::PrincipalResponse;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
 
 use crate::helpers::{ADMIN_TOKEN, TestServer};
 
@@ -58,4 +60,126 @@ async fn http1_is_served_on_the_same_port() {
 
     assert_eq!(response.version(), Version::HTTP_11);
     assert_eq!(response.status(), StatusCode::OK);
+}
+
+/// Headers that differ between two responses to the same request.
+const PER_RESPONSE_HEADERS: [&str; 2] = ["date", "x-request-id"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_matches_get_without_body() {
+    let server = TestServer::start().await;
+    let tenant = server.admin().create_tenant("Acme").await;
+    let tenant_path = format!("/tenants/{}", tenant.id);
+    let cases = [
+        ("health", "/healthz", None),
+        ("OpenAPI document", "/openapi.json", None),
+        ("tenant list", "/tenants", Some(ADMIN_TOKEN)),
+        ("one tenant", tenant_path.as_str(), Some(ADMIN_TOKEN)),
+        ("rejected key", "/protected", Some("not-a-key")),
+    ];
+
+    for (description, path, token) in cases {
+        let mut get = server.client.get(server.url(path));
+        let mut head = server.client.head(server.url(path));
+        if let Some(token) = token {
+            get = get.bearer_auth(token);
+            head = head.bearer_auth(token);
+        }
+
+        let get = get.send().await.expect("GET sent");
+        let head = head.send().await.expect("HEAD sent");
+
+        assert_eq!(head.status(), get.status(), "{description}");
+        assert_eq!(
+            comparable_headers(head.headers()),
+            comparable_headers(get.headers()),
+            "{description}"
+        );
+        let get_body = get.bytes().await.expect("GET body");
+        let head_body = head.bytes().await.expect("HEAD body");
+        assert!(!get_body.is_empty(), "{description}");
+        assert!(head_body.is_empty(), "{description}");
+    }
+}
+
+fn comparable_headers(headers: &reqwest::header::HeaderMap) -> Vec<(String, String)> {
+    let mut pairs: Vec<(String, String)> = headers
+        .iter()
+        .filter(|(name, _)| !PER_RESPONSE_HEADERS.contains(&name.as_str()))
+        .map(|(name, value)| {
+            let value = value.to_str().expect("visible ASCII").to_owned();
+            (name.as_str().to_owned(), value)
+        })
+        .collect();
+    pairs.sort();
+    pairs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_sends_no_body_bytes() {
+    let server = TestServer::start().await;
+    let mut stream = TcpStream::connect(server.addr).await.expect("connected");
+
+    stream
+        .write_all(b"HEAD /healthz HTTP/1.1\r\nHost: tenet\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("request written");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("response read");
+
+    let text = String::from_utf8(raw).expect("UTF-8 response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a header block");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let length = head
+        .lines()
+        .find_map(|line| {
+            line.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(str::to_owned)
+        })
+        .expect("a Content-Length header");
+    assert_ne!(length, "0", "{head}");
+    assert_eq!(body, "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_head_has_no_body() {
+    let server = TestServer::start().await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("HTTP/2 client");
+
+    let response = h2
+        .head(server.url("/openapi.json"))
+        .send()
+        .await
+        .expect("request sent");
+
+    assert_eq!(response.version(), Version::HTTP_2);
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers().contains_key("content-length"));
+    assert!(response.bytes().await.expect("body").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_lists_head_for_get_routes() {
+    let server = TestServer::start().await;
+    let cases = [
+        ("/healthz", "GET, HEAD"),
+        ("/tenants", "GET, HEAD, POST"),
+        ("/verify", "POST"),
+    ];
+
+    for (path, allow) in cases {
+        let response = server
+            .client
+            .request(reqwest::Method::OPTIONS, server.url(path))
+            .send()
+            .await
+            .expect("request sent");
+
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "{path}");
+        assert_eq!(response.headers()["allow"], allow, "{path}");
+    }
 }

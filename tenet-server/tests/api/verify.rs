@@ -89,7 +89,7 @@ async fn invalid_expiry_and_scopes_are_rejected() {
             json!({"ttl_seconds": 60, "expires_at": too_far}),
             "invalid_expiry",
         ),
-        (json!({"expires_at": "tomorrow"}), "invalid_json"),
+        (json!({"expires_at": "tomorrow"}), "invalid_expiry"),
         (json!({"scopes": ["Admin"]}), "invalid_scopes"),
         (json!({"scopes": [""]}), "invalid_scopes"),
         (json!({"scopes": ["a".repeat(65)]}), "invalid_scopes"),
@@ -102,6 +102,59 @@ async fn invalid_expiry_and_scopes_are_rejected() {
         assert_eq!(response["error"]["code"], code, "{body}");
     }
     assert!(server.admin().keys(&tenant).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_expiry_names_value_and_form() {
+    let server = TestServer::start().await;
+    let tenant = server.admin().create_tenant("Acme").await;
+    let cases = [
+        ("date only", json!("2030-01-01"), "\"2030-01-01\""),
+        (
+            "no offset",
+            json!("2030-01-01T00:00:00"),
+            "\"2030-01-01T00:00:00\"",
+        ),
+        (
+            "month 13",
+            json!("2030-13-01T00:00:00Z"),
+            "\"2030-13-01T00:00:00Z\"",
+        ),
+        ("a number", json!(1_893_456_000), "1893456000"),
+    ];
+
+    for (description, value, shown) in cases {
+        let (status, body) = issue(&server, &tenant, json!({"expires_at": value})).await;
+
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{description}");
+        assert_eq!(body["error"]["code"], "invalid_expiry", "{description}");
+        let message = body["error"]["message"].as_str().expect("a message");
+        assert!(message.contains(shown), "{description}: {message}");
+        assert!(message.contains("RFC 3339"), "{description}: {message}");
+        assert!(
+            message.contains("2030-01-01T00:00:00Z"),
+            "{description}: {message}"
+        );
+    }
+    assert!(server.admin().keys(&tenant).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_expiry_message_is_rfc_3339() {
+    let server = TestServer::start().await;
+    let tenant = server.admin().create_tenant("Acme").await;
+
+    let (status, body) = issue(
+        &server,
+        &tenant,
+        json!({"expires_at": "2020-01-01T09:00:00+09:00"}),
+    )
+    .await;
+
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], "invalid_expiry");
+    let message = body["error"]["message"].as_str().expect("a message");
+    assert!(message.contains("2020-01-01T00:00:00Z"), "{message}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,7 +212,7 @@ async fn verify_reports_each_outcome() {
         (json!({"key": revoked.api_key}), "key_revoked"),
         (json!({"key": unknown.expose_secret()}), "key_unknown"),
         (json!({"key": "tnt_short"}), "key_malformed"),
-        (json!({}), "key_malformed"),
+        (json!({"key": ""}), "key_malformed"),
     ];
     for (body, code) in cases {
         let (status, verdict) = verify(&server, ADMIN_TOKEN, body.clone()).await;
@@ -212,4 +265,25 @@ async fn verify_needs_admin_or_verify_scope() {
     assert_eq!(wrong, StatusCode::UNAUTHORIZED);
     assert_eq!(anonymous, StatusCode::UNAUTHORIZED);
     assert_eq!(get, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_without_key_field_is_invalid_json() {
+    let server = TestServer::start().await;
+    let bodies = [
+        ("empty object", json!({})),
+        ("scopes only", json!({"scopes": ["billing:read"]})),
+    ];
+
+    for (description, body) in bodies {
+        let (status, error) = verify(&server, ADMIN_TOKEN, body).await;
+
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{description}");
+        assert_eq!(error["error"]["code"], "invalid_json", "{description}");
+        let message = error["error"]["message"].as_str().expect("a message");
+        assert!(
+            message.contains("missing field `key`"),
+            "{description}: {message}"
+        );
+    }
 }

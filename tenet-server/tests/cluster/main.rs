@@ -17,6 +17,7 @@ mod lifecycle;
 mod helpers;
 mod limits;
 mod proxy;
+mod startup;
 
 use std::env;
 use std::net::SocketAddr;

@@ -178,6 +178,12 @@ async fn apply_pending(transaction: &Transaction<'_>, redactor: &Redactor) -> Re
         .batch_execute("SET LOCAL statement_timeout = 0")
         .await
         .map_err(|err| fail(err, "lifting the statement timeout for migrations"))?;
+    // `CREATE TABLE IF NOT EXISTS` on an existing table sends a NOTICE,
+    // which tokio-postgres logs at info level on every start.
+    transaction
+        .batch_execute("SET LOCAL client_min_messages = warning")
+        .await
+        .map_err(|err| fail(err, "silencing notices for migrations"))?;
     transaction
         .execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY])
         .await
