@@ -428,12 +428,12 @@ async fn verify_without_token_needs_consume() {
 
     let mut without = tenet(&server.url());
     without.env_remove("TENET_ADMIN_TOKEN");
-    let refused = run(without, &["verify", &issued.api_key]).await;
+    let rejected = run(without, &["verify", &issued.api_key]).await;
     let mut consuming = tenet(&server.url());
     consuming.env_remove("TENET_ADMIN_TOKEN");
     let counted = run(consuming, &["verify", &issued.api_key, "--consume"]).await;
 
-    let message = assert_fails(&refused, 2);
+    let message = assert_fails(&rejected, 2);
     assert!(message.contains("TENET_ADMIN_TOKEN"), "{message}");
     assert!(!message.contains(&issued.api_key), "{message}");
     assert!(counted.status.success(), "{}", stderr(&counted));

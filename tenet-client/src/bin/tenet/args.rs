@@ -289,7 +289,7 @@ pub enum UsageCommand {
     },
 }
 
-/// The hours that start at or after `--from` and before `--to`; the
+/// The hours that start at or after `--from` and before `--to`. The
 /// server accepts at most 31 days.
 #[derive(Debug, Args)]
 pub struct RangeArgs {

@@ -41,8 +41,8 @@ impl Failure {
     }
 }
 
-/// Whether `command` needs the admin token. `tenet verify` needs it
-/// unless `--consume` lets it fall back to `GET /protected`.
+/// Returns whether `command` needs the admin token. `tenet verify` needs
+/// it unless `--consume` lets it fall back to `GET /protected`.
 pub fn needs_admin(command: &Command) -> bool {
     match command {
         Command::Verify { consume, .. } => !consume,
@@ -206,7 +206,7 @@ async fn limits(
 }
 
 /// Builds the limit of `--rate`, `--period` and `--burst`, or `None`
-/// without `--rate`; clap requires the three flags together.
+/// without `--rate`. Clap requires the three flags together.
 fn limit_body(args: &LimitArgs) -> Option<LimitBody> {
     match (args.rate, args.period, args.burst) {
         (Some(rate), Some(period_seconds), Some(burst)) => Some(LimitBody {
@@ -295,8 +295,8 @@ async fn keys(
             limit,
             remove: _,
         } => {
-            // The required group of `--rate` and `--remove` means that no
-            // `--rate` is a `--remove`.
+            // Clap requires one of `--rate` and `--remove`, so a missing
+            // `--rate` means `--remove`.
             let request = KeyLimitBody {
                 limit: limit_body(&limit),
             };
@@ -408,7 +408,7 @@ async fn verify(
     };
 
     // Only `POST /verify` can check a key without counting it, and it
-    // needs a credential; `needs_admin` ensures one unless `--consume`.
+    // needs a credential. `needs_admin` ensures one unless `--consume`.
     if client.has_credential() {
         let valid = client.check_key(&key, &[], consume).await?;
         return print_valid(out, json, &valid);
