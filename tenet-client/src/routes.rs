@@ -8,7 +8,7 @@ use tenet_core::api::{
     AuditListResponse, CreateTenantRequest, HealthResponse, IssueKeyRequest, IssuedKeyResponse,
     KeyLimitBody, KeyListResponse, PrincipalResponse, RenameTenantRequest, RotateKeyRequest,
     RotateKeyResponse, TenantLimitsBody, TenantListResponse, TenantResponse, UsageRecord,
-    UsageResponse, VerifyRequest, VerifyResponse,
+    UsageResponse, ValidKeyResponse, VerifyRequest, VerifyResponse,
 };
 use tenet_core::{Granularity, KeyId, TenantId};
 use time::format_description::well_known::Rfc3339;
@@ -275,6 +275,28 @@ impl Client {
     /// credential (the admin token or a key with the `tenet:verify` scope)
     /// and fails with [`Error::MissingCredential`] without one.
     pub async fn verify_key_with(&self, key: &Credential, scopes: &[String]) -> Result<Principal> {
+        let valid = self.check_key(key, scopes, true).await?;
+        Ok(Principal {
+            tenant_id: valid.tenant_id,
+            key_id: valid.key_id,
+            scopes: Some(valid.scopes),
+            expires_at: valid.expires_at,
+        })
+    }
+
+    /// `POST /verify`: verifies an API key like [`Client::verify_key_with`]
+    /// and returns the whole response, with the key's limit state. With
+    /// `consume` set to `false` the server checks the limits and quota
+    /// without counting this request against them.
+    ///
+    /// Needs a client with a credential, like [`Client::verify_key_with`];
+    /// a rejected key is [`Error::KeyRejected`].
+    pub async fn check_key(
+        &self,
+        key: &Credential,
+        scopes: &[String],
+        consume: bool,
+    ) -> Result<ValidKeyResponse> {
         if !self.has_credential() {
             return Err(Error::MissingCredential {
                 request: format!("POST {}verify", self.base_url()),
@@ -284,15 +306,10 @@ impl Client {
         let request = WipedVerifyRequest(VerifyRequest {
             key: key.expose_secret().to_owned(),
             scopes: scopes.to_vec(),
-            consume: true,
+            consume,
         });
         match self.verify(&request.0).await? {
-            VerifyResponse::Valid(valid) => Ok(Principal {
-                tenant_id: valid.tenant_id,
-                key_id: valid.key_id,
-                scopes: Some(valid.scopes),
-                expires_at: valid.expires_at,
-            }),
+            VerifyResponse::Valid(valid) => Ok(valid),
             VerifyResponse::Invalid(invalid) => Err(Error::KeyRejected {
                 request: format!("POST {}verify", self.base_url()),
                 code: invalid.code,

@@ -363,3 +363,331 @@ async fn tenant_lifecycle_commands() {
     let message = assert_fails(&gone, 1);
     assert!(message.contains("404 tenant_not_found"), "{message}");
 }
+
+/// Runs `tenet verify KEY --json` with `extra` flags and returns its
+/// `rate_limit` object.
+async fn verified_limit_state(url: &str, key: &str, extra: &[&str]) -> Value {
+    let mut args = vec!["verify", key, "--json"];
+    args.extend_from_slice(extra);
+    let output = run(tenet(url), &args).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    json(&output)["rate_limit"].clone()
+}
+
+#[tokio::test]
+async fn verify_checks_limits_without_consuming() {
+    let server = TestServer::start().await;
+    let url = server.url();
+    let tenant = server.admin().create_tenant("Acme").await.expect("created");
+    let issue_args = [
+        "keys",
+        "issue",
+        &tenant.id.to_string(),
+        "--rate",
+        "2",
+        "--period",
+        "3600",
+        "--burst",
+        "2",
+        "--json",
+    ];
+    let issued = run(tenet(&url), &issue_args).await;
+    assert!(issued.status.success(), "{}", stderr(&issued));
+    let key = json(&issued)["api_key"].as_str().expect("key").to_owned();
+
+    let first = verified_limit_state(&url, &key, &[]).await;
+    let second = verified_limit_state(&url, &key, &[]).await;
+    let consumed = verified_limit_state(&url, &key, &["--consume"]).await;
+    let after = verified_limit_state(&url, &key, &[]).await;
+    verified_limit_state(&url, &key, &["--consume"]).await;
+    let exhausted = verified_limit_state(&url, &key, &[]).await;
+    let table = run(tenet(&url), &["verify", &key]).await;
+
+    assert_eq!(first["allowed"], true, "{first}");
+    assert_eq!(first["limit"], 2, "{first}");
+    assert_eq!(first, second, "a check without --consume counts nothing");
+    assert_eq!(consumed["allowed"], true, "{consumed}");
+    let before = first["remaining"].as_u64().expect("remaining");
+    let remaining = after["remaining"].as_u64().expect("remaining");
+    assert_eq!(remaining + 1, before, "{first} then {after}");
+    assert_eq!(exhausted["allowed"], false, "{exhausted}");
+    assert_eq!(exhausted["code"], "rate_limited", "{exhausted}");
+    assert!(table.status.success(), "{}", stderr(&table));
+    let text = stdout(&table);
+    assert!(text.contains("allowed:"), "{text}");
+    assert!(text.contains("code:"), "{text}");
+    assert!(text.contains("rate_limited"), "{text}");
+    assert!(text.contains("remaining:"), "{text}");
+    assert!(text.contains("reset:"), "{text}");
+}
+
+#[tokio::test]
+async fn verify_without_token_needs_consume() {
+    let server = TestServer::start().await;
+    let (tenant, issued) = server.tenant_with_key().await;
+
+    let mut without = tenet(&server.url());
+    without.env_remove("TENET_ADMIN_TOKEN");
+    let rejected = run(without, &["verify", &issued.api_key]).await;
+    let mut consuming = tenet(&server.url());
+    consuming.env_remove("TENET_ADMIN_TOKEN");
+    let counted = run(consuming, &["verify", &issued.api_key, "--consume"]).await;
+
+    let message = assert_fails(&rejected, 2);
+    assert!(message.contains("TENET_ADMIN_TOKEN"), "{message}");
+    assert!(!message.contains(&issued.api_key), "{message}");
+    assert!(counted.status.success(), "{}", stderr(&counted));
+    assert!(stdout(&counted).contains(&tenant.id.to_string()));
+}
+
+#[tokio::test]
+async fn issue_sends_limit_and_metadata() {
+    let server = TestServer::start().await;
+    let url = server.url();
+    let tenant = server.admin().create_tenant("Acme").await.expect("created");
+    let tenant = tenant.id.to_string();
+    let args = [
+        "keys",
+        "issue",
+        &tenant,
+        "--rate",
+        "10",
+        "--period",
+        "60",
+        "--burst",
+        "5",
+        "--shadow",
+        "--metadata",
+        r#"{"team":"billing","tier":2}"#,
+    ];
+
+    let issued = run(tenet(&url), &args).await;
+    let listed = run(tenet(&url), &["keys", "list", &tenant, "--json"]).await;
+
+    assert!(issued.status.success(), "{}", stderr(&issued));
+    let text = stdout(&issued);
+    assert!(text.contains("10 per 60 s, burst 5 (shadow)"), "{text}");
+    assert!(text.contains(r#"{"team":"billing","tier":2}"#), "{text}");
+    let keys = json(&listed);
+    assert_eq!(keys["keys"][0]["metadata"]["team"], "billing", "{keys}");
+    assert_eq!(keys["keys"][0]["metadata"]["tier"], 2, "{keys}");
+}
+
+#[tokio::test]
+async fn invalid_metadata_fails_before_any_request() {
+    let url = format!("http://{}", closed_port().await);
+    let tenant = tenet_core::TenantId::generate().to_string();
+    let cases = [
+        ("not JSON", "{team"),
+        ("an array", "[1, 2]"),
+        ("a string", r#""billing""#),
+        ("null", "null"),
+    ];
+
+    for (description, metadata) in cases {
+        let output = run(
+            tenet(&url),
+            &["keys", "issue", &tenant, "--metadata", metadata],
+        )
+        .await;
+
+        assert_eq!(output.status.code(), Some(2), "{description}");
+        let text = stderr(&output);
+        assert!(text.contains("--metadata"), "{description}: {text}");
+        assert!(!text.contains("unavailable"), "{description}: {text}");
+    }
+}
+
+#[tokio::test]
+async fn key_limit_sets_and_removes() {
+    let server = TestServer::start().await;
+    let url = server.url();
+    let (tenant, issued) = server.tenant_with_key().await;
+    let (tenant, key) = (tenant.id.to_string(), issued.id.to_string());
+    let set_args = [
+        "keys", "limit", &tenant, &key, "--rate", "10", "--period", "60", "--burst", "5",
+    ];
+
+    let set = run(tenet(&url), &set_args).await;
+    let removed = run(
+        tenet(&url),
+        &["keys", "limit", &tenant, &key, "--remove", "--json"],
+    )
+    .await;
+    let neither = run(tenet(&url), &["keys", "limit", &tenant, &key]).await;
+    let both = run(
+        tenet(&url),
+        &["keys", "limit", &tenant, &key, "--remove", "--rate", "1"],
+    )
+    .await;
+
+    assert!(set.status.success(), "{}", stderr(&set));
+    assert!(
+        stdout(&set).contains("10 per 60 s, burst 5"),
+        "{}",
+        stdout(&set)
+    );
+    assert!(removed.status.success(), "{}", stderr(&removed));
+    assert_eq!(json(&removed)["limit"], Value::Null);
+    assert_eq!(neither.status.code(), Some(2), "{}", stderr(&neither));
+    assert_eq!(both.status.code(), Some(2), "{}", stderr(&both));
+}
+
+#[tokio::test]
+async fn usage_export_and_last_used() {
+    let flags = [
+        "--usage-flush-interval",
+        "1",
+        "--key-use-flush-interval",
+        "1",
+    ];
+    let server = TestServer::start_with(&flags).await;
+    let url = server.url();
+    let (tenant, issued) = server.tenant_with_key().await;
+    let tenant = tenant.id.to_string();
+    let unused = run(tenet(&url), &["keys", "list", &tenant]).await;
+    for _ in 0..2 {
+        let verified = run(tenet(&url), &["verify", &issued.api_key, "--consume"]).await;
+        assert!(verified.status.success(), "{}", stderr(&verified));
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let format = |at: time::OffsetDateTime| {
+        at.format(&time::format_description::well_known::Rfc3339)
+            .expect("RFC 3339 time")
+    };
+    let from = format(now - time::Duration::hours(2));
+    let to = format(now + time::Duration::hours(2));
+    let range = ["--from", from.as_str(), "--to", to.as_str()];
+
+    // The counts reach the store at the next flush, within about a second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let usage = loop {
+        let mut args = vec!["usage", tenant.as_str(), "--granularity", "day", "--json"];
+        args.extend_from_slice(&range);
+        let usage = run(tenet(&url), &args).await;
+        assert!(usage.status.success(), "{}", stderr(&usage));
+        let usage = json(&usage);
+        if usage["totals"]["accepted"] == 2 || std::time::Instant::now() > deadline {
+            break usage;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let mut table_args = vec!["usage", tenant.as_str()];
+    table_args.extend_from_slice(&range);
+    let table = run(tenet(&url), &table_args).await;
+    let mut export_args = vec!["usage", "export", tenant.as_str()];
+    export_args.extend_from_slice(&range);
+    let export = run(tenet(&url), &export_args).await;
+    // last_used_at has a flush timer of its own, so it may come later.
+    let today = now.date().to_string();
+    let used_row = loop {
+        let used = run(tenet(&url), &["keys", "list", &tenant]).await;
+        assert!(used.status.success(), "{}", stderr(&used));
+        let row = stdout(&used).lines().nth(1).expect("key row").to_owned();
+        if row.matches(&today).count() >= 2 || std::time::Instant::now() > deadline {
+            break row;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+
+    assert_eq!(usage["totals"]["accepted"], 2, "{usage}");
+    assert_eq!(usage["granularity"], "day", "{usage}");
+    assert!(table.status.success(), "{}", stderr(&table));
+    let text = stdout(&table);
+    assert!(text.starts_with("START"), "{text}");
+    assert!(text.contains(&issued.id.to_string()), "{text}");
+    assert!(text.lines().any(|line| line.starts_with("total")), "{text}");
+    assert!(export.status.success(), "{}", stderr(&export));
+    let lines: Vec<Value> = stdout(&export)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON record per line"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", stdout(&export));
+    assert_eq!(lines[0]["key_id"], issued.id.to_string());
+    assert_eq!(lines[0]["accepted"], 2);
+    let header = stdout(&unused);
+    assert!(header.starts_with("ID"), "{header}");
+    assert!(header.contains("LAST USED"), "{header}");
+    let unused_row = header.lines().nth(1).expect("key row");
+    assert_eq!(unused_row.matches(&today).count(), 1, "{header}");
+    assert!(
+        used_row.matches(&today).count() >= 2,
+        "created and last used: {used_row}"
+    );
+}
+
+#[tokio::test]
+async fn usage_rejects_an_invalid_range() {
+    let url = format!("http://{}", closed_port().await);
+    let tenant = tenet_core::TenantId::generate().to_string();
+    let cases = [
+        ("a time without offset", "2026-12-01T00:00:00"),
+        ("words", "yesterday"),
+    ];
+
+    for (description, from) in cases {
+        let args = ["usage", &tenant, "--from", from, "--to", "2026-12-02"];
+        let output = run(tenet(&url), &args).await;
+
+        assert_eq!(output.status.code(), Some(2), "{description}");
+        assert!(stderr(&output).contains("--from"), "{description}");
+    }
+}
+
+#[tokio::test]
+async fn closed_pipe_ends_quietly() {
+    let server = TestServer::start().await;
+    server.admin().create_tenant("Acme").await.expect("created");
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    // The reader is closed before tenet starts, so its first write fails.
+    drop(reader);
+    let mut command = tenet(&server.url());
+    command
+        .args(["tenants", "list"])
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::piped());
+
+    let output = command.output().await.expect("tenet runs");
+
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(output.stderr.is_empty(), "{}", stderr(&output));
+}
+
+#[tokio::test]
+async fn usage_line_shows_global_flags_as_optional() {
+    let args = [
+        "tenants",
+        "get",
+        "--url",
+        "http://127.0.0.1:9",
+        "--token",
+        "some-token",
+    ];
+
+    let output = run(tenet("http://127.0.0.1:9"), &args).await;
+
+    assert_eq!(output.status.code(), Some(2));
+    let text = stderr(&output);
+    assert!(
+        text.contains("Usage: tenet tenants get [OPTIONS] <TENANT>"),
+        "{text}"
+    );
+    assert!(!text.contains("--token <TOKEN>"), "{text}");
+    assert!(!text.contains("some-token"), "{text}");
+}
+
+#[tokio::test]
+async fn empty_token_fails_as_empty() {
+    let url = format!("http://{}", closed_port().await);
+    let mut from_env = tenet(&url);
+    from_env.env("TENET_ADMIN_TOKEN", "");
+    let from_flag = tenet(&url);
+
+    let env_output = run(from_env, &["tenants", "list"]).await;
+    let flag_output = run(from_flag, &["tenants", "list", "--token", ""]).await;
+
+    let message = assert_fails(&env_output, 2);
+    assert!(message.contains("admin token is empty"), "{message}");
+    let message = assert_fails(&flag_output, 2);
+    assert!(message.contains("admin token is empty"), "{message}");
+}

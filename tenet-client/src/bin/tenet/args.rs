@@ -1,7 +1,11 @@
 //! Command-line arguments of `tenet`.
 
-use clap::{Parser, Subcommand};
-use tenet_core::{KeyId, TenantId};
+use clap::{Args, CommandFactory as _, Parser, Subcommand};
+use serde_json::{Map, Value};
+use tenet_core::{Granularity, KeyId, TenantId};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use time::macros::{format_description, time};
 
 /// Manage the tenants and API keys of a Tenet server.
 #[derive(Debug, Parser)]
@@ -17,7 +21,8 @@ pub struct Cli {
     pub url: String,
 
     /// Admin token of the management API. Prefer the environment variable:
-    /// other users of the machine can read command lines.
+    /// other users of the machine can read command lines. An empty value
+    /// counts as no token.
     #[arg(long, env = "TENET_ADMIN_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
 
@@ -53,14 +58,25 @@ pub enum Command {
     #[command(subcommand)]
     Limits(LimitsCommand),
 
-    /// Verify an API key and print its tenant and key id.
+    /// Count a tenant's requests per period and key, or export them.
+    Usage(UsageArgs),
+
+    /// Verify an API key and print its tenant, key id, scopes and limit
+    /// state.
     ///
-    /// With an admin token this uses `POST /verify`, which also prints the
-    /// key's scopes and why a key is rejected.
+    /// This uses `POST /verify` with the admin token and does not count
+    /// the check against the key's rate limit or quota unless `--consume`
+    /// is given.
     Verify {
         /// The API key, or `-` to read it from standard input, which keeps
         /// it out of the process list.
         key: String,
+
+        /// Count the check as a request of the key, against its rate limit
+        /// and quota. Without an admin token, this calls `GET /protected`,
+        /// which prints neither scopes nor limit state.
+        #[arg(long)]
+        consume: bool,
     },
 
     /// Check that the server is up and its store responds.
@@ -138,6 +154,33 @@ pub enum KeysCommand {
         /// expires.
         #[arg(long, value_name = "SECS")]
         ttl: Option<u64>,
+
+        /// A rate limit of the key's own, applied together with the
+        /// tenant's.
+        #[command(flatten)]
+        limit: LimitArgs,
+
+        /// A JSON object stored with the key, such as `{"team":"billing"}`.
+        #[arg(long, value_name = "JSON", value_parser = parse_metadata)]
+        metadata: Option<Map<String, Value>>,
+    },
+
+    /// Set or remove a key's own rate limit, which applies together with
+    /// its tenant's.
+    #[command(group = clap::ArgGroup::new("change").required(true).args(["rate", "remove"]))]
+    Limit {
+        /// Tenant id.
+        tenant: TenantId,
+
+        /// Key id, as listed by `tenet keys list`.
+        key: KeyId,
+
+        #[command(flatten)]
+        limit: LimitArgs,
+
+        /// Remove the key's own limit; the tenant's still applies.
+        #[arg(long, conflicts_with = "rate")]
+        remove: bool,
     },
 
     /// Replace a key with a new one; the old key keeps working for the
@@ -183,20 +226,128 @@ pub enum LimitsCommand {
     Set {
         /// Tenant id.
         tenant: TenantId,
-        /// Requests per period that the tenant's keys may make together.
-        #[arg(long, requires_all = ["period", "burst"])]
-        rate: Option<u32>,
-        /// Period of the rate, in seconds.
-        #[arg(long, requires = "rate")]
-        period: Option<u64>,
-        /// Requests that may arrive at once.
-        #[arg(long, requires = "rate")]
-        burst: Option<u32>,
-        /// Count requests over the rate limit without rejecting them.
-        #[arg(long, requires = "rate")]
-        shadow: bool,
+
+        #[command(flatten)]
+        limit: LimitArgs,
+
         /// Requests the tenant's keys may make per calendar month (UTC).
         #[arg(long)]
         monthly_quota: Option<u64>,
     },
+}
+
+/// A rate limit: `--rate` requests per `--period` seconds, up to `--burst`
+/// at once. The three flags go together.
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// Requests per period.
+    #[arg(long, requires_all = ["period", "burst"])]
+    pub rate: Option<u32>,
+
+    /// Period of the rate, in seconds.
+    #[arg(long, requires = "rate", value_name = "SECS")]
+    pub period: Option<u64>,
+
+    /// Requests that may arrive at once.
+    #[arg(long, requires = "rate")]
+    pub burst: Option<u32>,
+
+    /// Count requests over the rate limit without rejecting them.
+    #[arg(long, requires = "rate")]
+    pub shadow: bool,
+}
+
+/// `tenet usage TENANT --from --to`, or `tenet usage export ...`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct UsageArgs {
+    #[command(subcommand)]
+    pub export: Option<UsageCommand>,
+
+    /// Tenant id.
+    #[arg(required = true)]
+    pub tenant: Option<TenantId>,
+
+    #[command(flatten)]
+    pub range: RangeArgs,
+
+    /// Length of each period: `hour` or `day` (UTC).
+    #[arg(long, default_value = "hour", value_parser = parse_granularity)]
+    pub granularity: Granularity,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsageCommand {
+    /// Print one JSON line per key and hour with requests, oldest first,
+    /// for billing.
+    Export {
+        /// Tenant id.
+        tenant: TenantId,
+
+        #[command(flatten)]
+        range: RangeArgs,
+    },
+}
+
+/// The hours that start at or after `--from` and before `--to`. The
+/// server accepts at most 31 days.
+#[derive(Debug, Args)]
+pub struct RangeArgs {
+    /// Start of the range: RFC 3339, or a date for midnight UTC.
+    #[arg(long, required = true, value_parser = parse_time)]
+    pub from: Option<OffsetDateTime>,
+
+    /// End of the range, excluded: RFC 3339, or a date for midnight UTC.
+    #[arg(long, required = true, value_parser = parse_time)]
+    pub to: Option<OffsetDateTime>,
+}
+
+/// Parses the command line, exiting with status 2 on invalid arguments.
+///
+/// Clap's error usage lists the global flags that were given as if they
+/// were required, so every command's usage is fixed to its generic form,
+/// which shows them as `[OPTIONS]`.
+pub fn parse() -> Cli {
+    let mut command = Cli::command();
+    command.build();
+    let command = with_generic_usage(command);
+    let matches = command.get_matches();
+    <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|err| err.exit())
+}
+
+fn with_generic_usage(mut command: clap::Command) -> clap::Command {
+    let usage = command.render_usage().to_string();
+    let usage = usage.trim_start_matches("Usage: ").trim().to_owned();
+    command
+        .override_usage(usage)
+        .mut_subcommands(with_generic_usage)
+}
+
+/// Parses `--metadata`: a JSON object, checked before any request.
+fn parse_metadata(text: &str) -> Result<Map<String, Value>, String> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err("expected a JSON object, such as {\"team\":\"billing\"}".to_owned()),
+        Err(err) => Err(format!("invalid JSON: {err}")),
+    }
+}
+
+fn parse_granularity(text: &str) -> Result<Granularity, String> {
+    Granularity::parse(text).map_err(|_| "expected hour or day".to_owned())
+}
+
+/// Parses an RFC 3339 time, or a `YYYY-MM-DD` date as midnight UTC.
+fn parse_time(text: &str) -> Result<OffsetDateTime, String> {
+    if let Ok(at) = OffsetDateTime::parse(text, &Rfc3339) {
+        return Ok(at);
+    }
+    let date_format = format_description!("[year]-[month]-[day]");
+    match time::Date::parse(text, &date_format) {
+        Ok(date) => Ok(date.with_time(time!(0:00)).assume_utc()),
+        Err(_) => Err(
+            "expected an RFC 3339 time, such as 2026-12-01T00:00:00Z, or a date, \
+                such as 2026-12-01"
+                .to_owned(),
+        ),
+    }
 }

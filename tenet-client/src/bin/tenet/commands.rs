@@ -4,11 +4,15 @@ use std::io::{self, BufRead as _, Write};
 
 use tenet_client::{Client, Credential};
 use tenet_core::api::{
-    AuditEntryResponse, IssueKeyRequest, IssuedKeyResponse, KeyResponse, LimitBody,
-    RotateKeyRequest, TenantLimitsBody, TenantResponse,
+    AuditEntryResponse, IssueKeyRequest, IssuedKeyResponse, KeyLimitBody, KeyResponse, LimitBody,
+    LimitStateResponse, RotateKeyRequest, TenantLimitsBody, TenantResponse, UsageResponse,
+    ValidKeyResponse,
 };
 
-use crate::args::{Command, KeysCommand, LimitsCommand, TenantsCommand};
+use crate::args::{
+    Command, KeysCommand, LimitArgs, LimitsCommand, RangeArgs, TenantsCommand, UsageArgs,
+    UsageCommand,
+};
 use crate::output;
 
 /// The failure of a command.
@@ -37,23 +41,24 @@ impl Failure {
     }
 }
 
-pub async fn run(client: &Client, command: Command, json: bool) -> Result<(), Failure> {
-    let needs_admin = matches!(
-        command,
-        Command::Tenants(_) | Command::Keys(_) | Command::Limits(_)
-    );
-    if needs_admin && !client.has_credential() {
-        return Err(Failure::Usage(
-            "missing admin token: set TENET_ADMIN_TOKEN or pass --token".to_owned(),
-        ));
+/// Returns whether `command` needs the admin token. `tenet verify` needs
+/// it unless `--consume` lets it fall back to `GET /protected`.
+pub fn needs_admin(command: &Command) -> bool {
+    match command {
+        Command::Verify { consume, .. } => !consume,
+        Command::Ready => false,
+        Command::Tenants(_) | Command::Keys(_) | Command::Limits(_) | Command::Usage(_) => true,
     }
+}
 
+pub async fn run(client: &Client, command: Command, json: bool) -> Result<(), Failure> {
     let mut out = io::stdout().lock();
     match command {
         Command::Tenants(command) => tenants(client, command, json, &mut out).await,
         Command::Keys(command) => keys(client, command, json, &mut out).await,
         Command::Limits(command) => limits(client, command, json, &mut out).await,
-        Command::Verify { key } => verify(client, &key, json, &mut out).await,
+        Command::Usage(args) => usage(client, args, json, &mut out).await,
+        Command::Verify { key, consume } => verify(client, &key, consume, json, &mut out).await,
         Command::Ready => {
             let health = client.ready().await?;
             if json {
@@ -177,24 +182,11 @@ async fn limits(
         LimitsCommand::Get { tenant } => client.get_limits(tenant).await?,
         LimitsCommand::Set {
             tenant,
-            rate,
-            period,
-            burst,
-            shadow,
+            limit,
             monthly_quota,
         } => {
-            // clap requires --period and --burst together with --rate.
-            let limit = match (rate, period, burst) {
-                (Some(rate), Some(period_seconds), Some(burst)) => Some(LimitBody {
-                    rate,
-                    period_seconds,
-                    burst,
-                    shadow,
-                }),
-                _ => None,
-            };
             let request = TenantLimitsBody {
-                limit,
+                limit: limit_body(&limit),
                 monthly_quota,
             };
             client.set_limits(tenant, &request).await?
@@ -203,13 +195,7 @@ async fn limits(
     if json {
         return Ok(output::json(out, &limits)?);
     }
-    let limit = limits.limit.map(|limit| {
-        let shadow = if limit.shadow { " (shadow)" } else { "" };
-        format!(
-            "{} per {} s, burst {}{shadow}",
-            limit.rate, limit.period_seconds, limit.burst
-        )
-    });
+    let limit = limits.limit.as_ref().map(limit_text);
     Ok(output::fields(
         out,
         &[
@@ -217,6 +203,29 @@ async fn limits(
             ("monthly quota", output::optional(limits.monthly_quota)),
         ],
     )?)
+}
+
+/// Builds the limit of `--rate`, `--period` and `--burst`, or `None`
+/// without `--rate`. Clap requires the three flags together.
+fn limit_body(args: &LimitArgs) -> Option<LimitBody> {
+    match (args.rate, args.period, args.burst) {
+        (Some(rate), Some(period_seconds), Some(burst)) => Some(LimitBody {
+            rate,
+            period_seconds,
+            burst,
+            shadow: args.shadow,
+        }),
+        _ => None,
+    }
+}
+
+/// Formats a limit as `100 per 60 s, burst 20`.
+fn limit_text(limit: &LimitBody) -> String {
+    let shadow = if limit.shadow { " (shadow)" } else { "" };
+    format!(
+        "{} per {} s, burst {}{shadow}",
+        limit.rate, limit.period_seconds, limit.burst
+    )
 }
 
 async fn keys(
@@ -231,11 +240,15 @@ async fn keys(
             name,
             scopes,
             ttl,
+            limit,
+            metadata,
         } => {
             let request = IssueKeyRequest {
                 name,
                 ttl_seconds: ttl,
                 scopes,
+                limit: limit_body(&limit),
+                metadata: metadata.map(serde_json::Value::Object),
                 ..IssueKeyRequest::default()
             };
             let issued = client.issue_key(tenant, &request).await?;
@@ -276,6 +289,30 @@ async fn keys(
             }
             Ok(())
         }
+        KeysCommand::Limit {
+            tenant,
+            key,
+            limit,
+            remove: _,
+        } => {
+            // Clap requires one of `--rate` and `--remove`, so a missing
+            // `--rate` means `--remove`.
+            let request = KeyLimitBody {
+                limit: limit_body(&limit),
+            };
+            let stored = client.set_key_limit(tenant, key, &request).await?;
+            if json {
+                return Ok(output::json(out, &stored)?);
+            }
+            let text = stored.limit.as_ref().map(limit_text);
+            Ok(output::fields(
+                out,
+                &[
+                    ("key", key.to_string()),
+                    ("rate limit", output::optional(text)),
+                ],
+            )?)
+        }
     }
 }
 
@@ -300,6 +337,11 @@ fn print_issued(
                 output::optional(issued.expires_at.map(output::time)),
             ),
             ("scopes", issued.scopes.join(" ")),
+            (
+                "rate limit",
+                output::optional(issued.limit.as_ref().map(limit_text)),
+            ),
+            ("metadata", metadata_text(&issued.metadata)),
             ("api key", issued.api_key.clone()),
         ],
     )?;
@@ -310,6 +352,14 @@ fn print_issued(
         "Store the API key now: the server keeps only its digest and cannot show it again."
     );
     Ok(())
+}
+
+/// Formats key metadata as compact JSON, or `-` when it is empty.
+fn metadata_text(metadata: &serde_json::Map<String, serde_json::Value>) -> String {
+    if metadata.is_empty() {
+        return "-".to_owned();
+    }
+    serde_json::Value::Object(metadata.clone()).to_string()
 }
 
 fn print_keys(out: &mut impl Write, keys: &[KeyResponse]) -> Result<(), Failure> {
@@ -323,6 +373,7 @@ fn print_keys(out: &mut impl Write, keys: &[KeyResponse]) -> Result<(), Failure>
                 output::time(key.created_at),
                 output::optional(key.expires_at.map(output::time)),
                 output::optional(key.revoked_at.map(output::time)),
+                output::optional(key.last_used_at.map(output::time)),
                 key.scopes.join(" "),
             ]
         })
@@ -330,7 +381,14 @@ fn print_keys(out: &mut impl Write, keys: &[KeyResponse]) -> Result<(), Failure>
     Ok(output::table(
         out,
         &[
-            "ID", "NAME", "PREFIX", "CREATED", "EXPIRES", "REVOKED", "SCOPES",
+            "ID",
+            "NAME",
+            "PREFIX",
+            "CREATED",
+            "EXPIRES",
+            "REVOKED",
+            "LAST USED",
+            "SCOPES",
         ],
         &rows,
     )?)
@@ -339,6 +397,7 @@ fn print_keys(out: &mut impl Write, keys: &[KeyResponse]) -> Result<(), Failure>
 async fn verify(
     client: &Client,
     key: &str,
+    consume: bool,
     json: bool,
     out: &mut impl Write,
 ) -> Result<(), Failure> {
@@ -348,30 +407,136 @@ async fn verify(
         Credential::new(key)
     };
 
-    let principal = client.verify_key(&key).await?;
+    // Only `POST /verify` can check a key without counting it, and it
+    // needs a credential. `needs_admin` ensures one unless `--consume`.
+    if client.has_credential() {
+        let valid = client.check_key(&key, &[], consume).await?;
+        return print_valid(out, json, &valid);
+    }
 
+    let principal = client.verify_key(&key).await?;
     if json {
-        let mut body = serde_json::json!({
+        let body = serde_json::json!({
             "valid": true,
             "tenant_id": principal.tenant_id,
             "key_id": principal.key_id,
         });
-        if let Some(scopes) = &principal.scopes {
-            body["scopes"] = serde_json::json!(scopes);
-        }
         output::json(out, &body)?;
     } else {
-        let mut pairs = vec![
-            ("tenant", principal.tenant_id.to_string()),
-            ("key", principal.key_id.to_string()),
-        ];
-        if let Some(scopes) = &principal.scopes {
-            pairs.push(("scopes", scopes.join(" ")));
-        }
         writeln!(out, "valid")?;
-        output::fields(out, &pairs)?;
+        output::fields(
+            out,
+            &[
+                ("tenant", principal.tenant_id.to_string()),
+                ("key", principal.key_id.to_string()),
+            ],
+        )?;
     }
     Ok(())
+}
+
+/// Prints a key that `POST /verify` accepted, with its limit state.
+fn print_valid(out: &mut impl Write, json: bool, valid: &ValidKeyResponse) -> Result<(), Failure> {
+    if json {
+        return Ok(output::json(out, valid)?);
+    }
+    let mut pairs = vec![
+        ("tenant", valid.tenant_id.to_string()),
+        ("key", valid.key_id.to_string()),
+        ("scopes", valid.scopes.join(" ")),
+        (
+            "expires",
+            output::optional(valid.expires_at.map(output::time)),
+        ),
+    ];
+    match &valid.rate_limit {
+        Some(state) => pairs.extend(limit_state_fields(state)),
+        None => pairs.push(("rate limit", "none".to_owned())),
+    }
+    writeln!(out, "valid")?;
+    Ok(output::fields(out, &pairs)?)
+}
+
+/// Formats the limit state that `POST /verify` reports.
+fn limit_state_fields(state: &LimitStateResponse) -> Vec<(&'static str, String)> {
+    let allowed = if state.allowed { "yes" } else { "no" };
+    let seconds = |value: Option<u64>| output::optional(value.map(|value| format!("{value} s")));
+    vec![
+        ("allowed", allowed.to_owned()),
+        ("code", output::optional(state.code.as_ref())),
+        ("limit", output::optional(state.limit)),
+        ("remaining", output::optional(state.remaining)),
+        ("reset", seconds(state.reset_seconds)),
+        ("retry after", seconds(state.retry_after_seconds)),
+        ("quota remaining", output::optional(state.quota_remaining)),
+        (
+            "quota resets",
+            output::optional(state.quota_resets_at.map(output::time)),
+        ),
+    ]
+}
+
+async fn usage(
+    client: &Client,
+    args: UsageArgs,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<(), Failure> {
+    if let Some(UsageCommand::Export { tenant, range }) = args.export {
+        let (from, to) = range_bounds(&range)?;
+        let records = client.export_usage(tenant, from, to).await?;
+        for record in &records {
+            serde_json::to_writer(&mut *out, record).map_err(io::Error::from)?;
+            writeln!(out)?;
+        }
+        return Ok(());
+    }
+
+    // Clap requires the tenant and the range when there is no subcommand.
+    let Some(tenant) = args.tenant else {
+        return Err(Failure::Usage("missing tenant id".to_owned()));
+    };
+    let (from, to) = range_bounds(&args.range)?;
+    let usage = client.usage(tenant, from, to, args.granularity).await?;
+    if json {
+        return Ok(output::json(out, &usage)?);
+    }
+    print_usage(out, &usage)
+}
+
+fn range_bounds(
+    range: &RangeArgs,
+) -> Result<(time::OffsetDateTime, time::OffsetDateTime), Failure> {
+    match (range.from, range.to) {
+        (Some(from), Some(to)) => Ok((from, to)),
+        _ => Err(Failure::Usage("missing --from or --to".to_owned())),
+    }
+}
+
+/// Prints one row per period and key, then the totals.
+fn print_usage(out: &mut impl Write, usage: &UsageResponse) -> Result<(), Failure> {
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for period in &usage.periods {
+        for key in &period.keys {
+            rows.push(vec![
+                output::time(period.start),
+                key.key_id.to_string(),
+                key.accepted.to_string(),
+                key.rejected.to_string(),
+            ]);
+        }
+    }
+    rows.push(vec![
+        "total".to_owned(),
+        "-".to_owned(),
+        usage.totals.accepted.to_string(),
+        usage.totals.rejected.to_string(),
+    ]);
+    Ok(output::table(
+        out,
+        &["START", "KEY", "ACCEPTED", "REJECTED"],
+        &rows,
+    )?)
 }
 
 /// Reads one line from standard input and trims the line break.
