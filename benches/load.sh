@@ -264,7 +264,8 @@ benchmark_limit_script() {
     # limit of 1,000,000 per second with a burst of 1,000,000, not shadow.
     timeout 600 redis-benchmark -h "$host" -p "$port" -c "$CONNECTIONS" -n 300000 -q \
         EVALSHA "$sha" 1 "${REDIS_PREFIX}bench:limit" 1 1 1000000 0 |
-        tr '\r' '\n' | awk '/requests per second/ { value = $2 } END { print value }'
+        tr '\r' '\n' |
+        sed -n 's/.*[^0-9.]\([0-9][0-9.]*\) requests per second.*/\1/p' | tail -n 1
 }
 
 # Writes a wrk script with a well-formed key that was never issued:

@@ -17,9 +17,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bb8::Pool;
+use bb8::{ManageConnection, Pool};
 use bb8_redis::RedisConnectionManager;
-use redis::Script;
+use redis::aio::MultiplexedConnection;
+use redis::{RedisError, Script};
 use tokio::time::timeout;
 
 use super::{
@@ -112,7 +113,7 @@ pub enum RedisLimiterError {
 /// GCRA limits kept in Redis and shared by every replica that uses the
 /// same Redis and key prefix.
 pub struct RedisLimiter {
-    pool: Pool<RedisConnectionManager>,
+    pool: Pool<LimiterConnections>,
     options: RedisOptions,
     script: Script,
     quota_script: Script,
@@ -148,10 +149,14 @@ impl RedisLimiter {
                 "invalid Redis URL for rate limits: {err}; expected redis://host:port"
             ))
         })?;
+        // No ping at checkout: a connection whose last call failed or was
+        // cut short is dropped instead (see `LimiterConnection::broken`),
+        // which keeps a decision at one round trip.
         let pool = Pool::builder()
             .max_size(options.pool_size.max(1))
             .connection_timeout(options.timeout)
-            .build_unchecked(manager);
+            .test_on_check_out(false)
+            .build_unchecked(LimiterConnections(manager));
         Ok(Self {
             pool,
             options,
@@ -240,7 +245,7 @@ impl RedisLimiter {
             .arg(expires_at);
         let call = async {
             let mut connection = self.pool.get().await.map_err(pool_error)?;
-            invocation.invoke_async::<Vec<i64>>(&mut *connection).await
+            connection.call(&invocation).await
         };
         let reply = self.bounded(call).await?;
 
@@ -291,7 +296,7 @@ impl RedisLimiter {
         }
         let call = async {
             let mut connection = self.pool.get().await.map_err(pool_error)?;
-            invocation.invoke_async::<Vec<i64>>(&mut *connection).await
+            connection.call(&invocation).await
         };
 
         let reply = self.bounded(call).await?;
@@ -342,6 +347,53 @@ impl RedisLimiter {
             );
         }
         error
+    }
+}
+
+/// The pool's connection manager: bb8-redis connections that remember
+/// whether their last call completed.
+#[derive(Debug)]
+struct LimiterConnections(RedisConnectionManager);
+
+/// A Redis connection of the limiter's pool.
+struct LimiterConnection {
+    inner: MultiplexedConnection,
+    /// Set while a call runs and left set when it fails, so that the pool
+    /// drops a connection whose call errored or was abandoned at the
+    /// timeout, such as one to a Redis that stopped answering.
+    broken: bool,
+}
+
+impl LimiterConnection {
+    async fn call(
+        &mut self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<Vec<i64>, RedisError> {
+        self.broken = true;
+        let reply = invocation.invoke_async::<Vec<i64>>(&mut self.inner).await;
+        self.broken = reply.is_err();
+        reply
+    }
+}
+
+impl ManageConnection for LimiterConnections {
+    type Connection = LimiterConnection;
+    type Error = RedisError;
+
+    async fn connect(&self) -> Result<LimiterConnection, RedisError> {
+        let inner = self.0.connect().await?;
+        Ok(LimiterConnection {
+            inner,
+            broken: false,
+        })
+    }
+
+    async fn is_valid(&self, connection: &mut LimiterConnection) -> Result<(), RedisError> {
+        self.0.is_valid(&mut connection.inner).await
+    }
+
+    fn has_broken(&self, connection: &mut LimiterConnection) -> bool {
+        connection.broken
     }
 }
 

@@ -320,3 +320,92 @@ async fn stopped_postgres_keeps_the_last_known_limits() {
         "the key's burst of 3 still applies"
     );
 }
+
+/// Counts the accepted requests that started in `[start, start + window)`
+/// for every accepted start, and returns the largest count.
+fn busiest_window(accepted: &[Duration], window: Duration) -> usize {
+    accepted
+        .iter()
+        .map(|start| {
+            accepted
+                .iter()
+                .filter(|at| **at >= *start && **at < *start + window)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sustained_overload_never_admits_a_double_burst() {
+    let Some(cluster) = start(3, FLOOD_REDIS_TIMEOUT_MS).await else {
+        return;
+    };
+    let tenant = cluster.tenant(0).await;
+    let (rate, burst) = (10_u32, 5_u32);
+    let admin = cluster.admin(0);
+    let response = admin
+        .client
+        .post(format!("{}/tenants/{}/keys", admin.base, tenant.id))
+        .bearer_auth(&admin.token)
+        .json(&json!({"limit": {"rate": rate, "period_seconds": 1, "burst": burst}}))
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let key: IssuedKeyResponse = response.json().await.expect("issued key JSON");
+    warm(&cluster, &key.api_key).await;
+
+    // Twice the allowed rate for 20 seconds, one request every 50 ms, each
+    // to the next replica. A request's time is when it was sent, which
+    // comes before its decision in Redis.
+    let began = Instant::now();
+    let mut requests = JoinSet::new();
+    for index in 0..400_u32 {
+        let url = cluster.replicas[index as usize % cluster.replicas.len()]
+            .server
+            .url("/protected");
+        let request = cluster.client.get(url).header("X-API-Key", &key.api_key);
+        let due = began + Duration::from_millis(u64::from(index) * 50);
+        requests.spawn(async move {
+            tokio::time::sleep_until(due.into()).await;
+            let sent = began.elapsed();
+            request
+                .send()
+                .await
+                .map(|response| (sent, response.status()))
+        });
+    }
+    let mut accepted = Vec::new();
+    let mut statuses = Vec::new();
+    while let Some(joined) = requests.join_next().await {
+        let (sent, status) = joined
+            .expect("request task ends")
+            .expect("the replica answers");
+        if status == StatusCode::OK {
+            accepted.push(sent);
+        }
+        statuses.push(status);
+    }
+    accepted.sort();
+
+    assert_only_ok_and_429(&statuses);
+    // Send times differ from decision times by the request latency, so
+    // each bound allows one request of jitter on either side of a window.
+    for millis in [100, 500, 1_000, 2_000, 5_000, 10_000, 21_000] {
+        let window = Duration::from_millis(millis);
+        let bound = u64::from(burst) + u64::from(rate) * millis / 1_000 + 2;
+        let busiest = busiest_window(&accepted, window);
+        assert!(
+            busiest as u64 <= bound,
+            "{busiest} accepted within {millis} ms; the limit allows {bound}"
+        );
+    }
+    // The limit admits its rate: over 20 s at least 80% of rate × 20.
+    assert!(
+        accepted.len() >= 160,
+        "only {} of 400 accepted; expected about {}",
+        accepted.len(),
+        burst + rate * 20
+    );
+}
