@@ -61,8 +61,10 @@ return 1
 pub struct RedisOptions {
     /// `redis://` URL of the server.
     pub url: String,
-    /// Pooled connections; each one multiplexes concurrent requests.
-    /// Default 8.
+    /// Pooled connections of each Redis pool (the cache's and the rate
+    /// limiter's). A checkout holds a connection for one call, so this
+    /// bounds the calls in flight: at a 0.3 ms round trip, 32 connections
+    /// carry about 100,000 calls a second. Default 32.
     pub pool_size: u32,
     /// Bound on every Redis call made for a request. Default 50 ms.
     pub timeout: Duration,
@@ -81,7 +83,7 @@ impl RedisOptions {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
-            pool_size: 8,
+            pool_size: 32,
             timeout: Duration::from_millis(50),
             key_prefix: "tenet:".to_owned(),
             failure_threshold: 3,
