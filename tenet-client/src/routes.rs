@@ -217,6 +217,14 @@ impl Client {
             .await
     }
 
+    /// `GET /tenants/{id}/keys/{key_id}/limit`: reads a key's own rate
+    /// limit, `None` inside when only the tenant's applies.
+    pub async fn get_key_limit(&self, tenant: TenantId, key: KeyId) -> Result<KeyLimitBody> {
+        self.call(Method::GET, &format!("tenants/{tenant}/keys/{key}/limit"))
+            .send()
+            .await
+    }
+
     /// `PUT /tenants/{id}/keys/{key_id}/limit`: sets a key's own rate
     /// limit, or removes it when `limit.limit` is `None`; needs the admin
     /// token or a `tenet:admin` key of the tenant.

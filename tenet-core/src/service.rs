@@ -450,6 +450,24 @@ impl Tenet {
         Ok(limits)
     }
 
+    /// Returns a key's own rate limit, or `None` when only its tenant's
+    /// limit applies; [`Error::NotFound`] for a key that is not this
+    /// tenant's.
+    pub async fn key_limit(&self, tenant: TenantId, key: KeyId) -> Result<Option<Limit>> {
+        // NOTE: this lists the tenant's keys to check that the key is one
+        // of them, like rotation does, because the store has no lookup of
+        // one key by id.
+        let owned = self
+            .list_keys(tenant)
+            .await?
+            .iter()
+            .any(|info| info.id == key);
+        if !owned {
+            return Err(Error::not_found("key", key));
+        }
+        self.store.key_limit(key).await
+    }
+
     /// Sets a key's own limit, or removes it for `None`. A key id that
     /// belongs to another tenant, or any key of a deleted tenant, is
     /// [`Error::NotFound`].

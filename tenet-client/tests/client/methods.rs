@@ -301,10 +301,14 @@ async fn limits_set_get_and_key_limit() {
     let before = admin.get_limits(tenant.id).await.expect("read");
     let stored = admin.set_limits(tenant.id, &limits).await.expect("set");
     let after = admin.get_limits(tenant.id).await.expect("read");
+    let key_before = admin.get_key_limit(tenant.id, key.id).await.expect("read");
     let key_stored = admin
         .set_key_limit(tenant.id, key.id, &key_limit)
         .await
         .expect("set");
+    let key_after = admin.get_key_limit(tenant.id, key.id).await.expect("read");
+    let other_tenant = admin.create_tenant("Other").await.expect("created");
+    let foreign = admin.get_key_limit(other_tenant.id, key.id).await;
     let invalid = admin
         .set_limits(
             tenant.id,
@@ -319,6 +323,14 @@ async fn limits_set_get_and_key_limit() {
     assert_eq!(stored, limits);
     assert_eq!(after, limits);
     assert_eq!(key_stored, key_limit);
+    assert_eq!(key_before, KeyLimitBody { limit: None });
+    assert_eq!(key_after, key_limit);
+    assert!(
+        foreign
+            .as_ref()
+            .is_err_and(tenet_client::Error::is_not_found),
+        "{foreign:?}"
+    );
     let err = invalid.expect_err("a zero quota is invalid");
     assert!(err.to_string().contains("invalid_quota"), "{err}");
 }

@@ -50,6 +50,26 @@ pub async fn put(
     Ok(json(StatusCode::OK, &TenantLimitsBody::from(&limits)))
 }
 
+/// `GET /tenants/{id}/keys/{key_id}/limit`: returns the key's own limit,
+/// `null` when only its tenant's applies. The admin token reads any key's;
+/// a `tenet:admin` key reads those of its own tenant.
+pub async fn get_key(
+    state: &State,
+    headers: &HeaderMap,
+    tenant: &str,
+    key: &str,
+) -> Result<Response, Error> {
+    let (tenant, _) = authorize(state, headers, tenant).await?;
+    let key = KeyId::parse(key).map_err(|_| Error::KeyNotFound)?;
+
+    let limit = state.tenet.key_limit(tenant, key).await?;
+
+    let body = KeyLimitBody {
+        limit: limit.as_ref().map(LimitBody::from),
+    };
+    Ok(json(StatusCode::OK, &body))
+}
+
 /// `PUT /tenants/{id}/keys/{key_id}/limit`: sets the key's own limit, or
 /// removes it with `{"limit": null}`, returning the result. A key of
 /// another tenant is 404.

@@ -152,7 +152,7 @@ impl Route {
             ),
             Route::TenantKey { .. } => (&[Method::DELETE], "DELETE"),
             Route::TenantLimits { .. } => (&[Method::GET, Method::PUT], "GET, HEAD, PUT"),
-            Route::KeyLimit { .. } => (&[Method::PUT], "PUT"),
+            Route::KeyLimit { .. } => (&[Method::GET, Method::PUT], "GET, PUT"),
             Route::Verify
             | Route::RotateKey { .. }
             | Route::SuspendTenant { .. }
@@ -304,8 +304,11 @@ pub async fn dispatch(state: &State, route: Option<Route>, request: Request<Inco
         (Route::RotateKey { tenant, key }, _) => keys::rotate(state, request, &tenant, &key).await,
         (Route::TenantLimits { tenant }, Method::PUT) => limits::put(state, request, &tenant).await,
         (Route::TenantLimits { tenant }, _) => limits::get(state, request.headers(), &tenant).await,
-        (Route::KeyLimit { tenant, key }, _) => {
+        (Route::KeyLimit { tenant, key }, Method::PUT) => {
             limits::put_key(state, request, &tenant, &key).await
+        }
+        (Route::KeyLimit { tenant, key }, _) => {
+            limits::get_key(state, request.headers(), &tenant, &key).await
         }
         (Route::TenantUsage { tenant }, _) => usage::get(state, &request, &tenant).await,
         (Route::TenantUsageExport { tenant }, _) => usage::export(state, &request, &tenant).await,
