@@ -124,7 +124,7 @@ async fn stats_count_cache_and_pool_use() {
     assert!(postgres.in_use() <= postgres.connections);
     assert!(postgres.wait.count() >= 4, "{postgres:?}");
     let redis = pools.redis.expect("Redis pool status");
-    assert_eq!(redis.max_size, 8);
+    assert_eq!(redis.max_size, 32);
     assert!(redis.wait.count() >= 2, "{redis:?}");
 
     delete_keys(&redis_url, &prefix).await;

@@ -152,7 +152,7 @@ impl Route {
             ),
             Route::TenantKey { .. } => (&[Method::DELETE], "DELETE"),
             Route::TenantLimits { .. } => (&[Method::GET, Method::PUT], "GET, HEAD, PUT"),
-            Route::KeyLimit { .. } => (&[Method::GET, Method::PUT], "GET, PUT"),
+            Route::KeyLimit { .. } => (&[Method::GET, Method::PUT], "GET, HEAD, PUT"),
             Route::Verify
             | Route::RotateKey { .. }
             | Route::SuspendTenant { .. }
