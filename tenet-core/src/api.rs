@@ -56,7 +56,7 @@ pub struct IssueKeyRequest {
     /// most one of `expires_at` and `ttl_seconds` may be given.
     #[serde(
         default,
-        with = "time::serde::rfc3339::option",
+        with = "crate::timestamp::option",
         skip_serializing_if = "Option::is_none"
     )]
     pub expires_at: Option<OffsetDateTime>,
@@ -77,16 +77,43 @@ pub struct IssueKeyRequest {
 
 /// A rate limit in a request or response body: `rate` requests per
 /// `period_seconds`, of which up to `burst` may arrive at once.
+///
+/// It is read only from a JSON object: serde's derive would also take the
+/// fields as an array (`[1, 2, 3]`), which no client means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "Map<String, Value>")]
 pub struct LimitBody {
     pub rate: u32,
     pub period_seconds: u64,
     pub burst: u32,
     /// When `true`, requests over the limit are counted and reported but
     /// not rejected.
-    #[serde(default)]
     pub shadow: bool,
+}
+
+/// The fields of a [`LimitBody`] object, as a request gives them.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitFields {
+    rate: u32,
+    period_seconds: u64,
+    burst: u32,
+    #[serde(default)]
+    shadow: bool,
+}
+
+impl TryFrom<Map<String, Value>> for LimitBody {
+    type Error = serde_json::Error;
+
+    fn try_from(object: Map<String, Value>) -> Result<Self, Self::Error> {
+        let fields: LimitFields = serde_json::from_value(Value::Object(object))?;
+        Ok(Self {
+            rate: fields.rate,
+            period_seconds: fields.period_seconds,
+            burst: fields.burst,
+            shadow: fields.shadow,
+        })
+    }
 }
 
 impl LimitBody {
@@ -185,7 +212,7 @@ pub struct LimitStateResponse {
     #[serde(default)]
     pub quota_remaining: Option<u64>,
     /// When the monthly quota resets, or `null` without one.
-    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[serde(default, with = "crate::timestamp::option")]
     pub quota_resets_at: Option<OffsetDateTime>,
 }
 
@@ -195,7 +222,7 @@ pub struct LimitStateResponse {
 pub struct TenantResponse {
     pub id: TenantId,
     pub name: String,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timestamp")]
     pub created_at: OffsetDateTime,
     /// `active`, or `suspended` while the tenant's keys are rejected.
     /// Bodies from servers that predate suspension read as `active`.
@@ -240,10 +267,10 @@ pub struct IssuedKeyResponse {
     pub api_key: String,
     /// The key's first characters, which identify it in listings.
     pub prefix: String,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timestamp")]
     pub created_at: OffsetDateTime,
     /// When the key stops verifying, or `null` for a key without expiry.
-    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[serde(default, with = "crate::timestamp::option")]
     pub expires_at: Option<OffsetDateTime>,
     /// The key's scopes, sorted and without duplicates.
     #[serde(default)]
@@ -301,13 +328,13 @@ pub struct KeyResponse {
     pub tenant_id: TenantId,
     pub name: Option<String>,
     pub prefix: String,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timestamp")]
     pub created_at: OffsetDateTime,
     /// When the key was revoked, or `null` while it is valid.
-    #[serde(with = "time::serde::rfc3339::option")]
+    #[serde(with = "crate::timestamp::option")]
     pub revoked_at: Option<OffsetDateTime>,
     /// When the key stops verifying, or `null` for a key without expiry.
-    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[serde(default, with = "crate::timestamp::option")]
     pub expires_at: Option<OffsetDateTime>,
     /// The key's scopes, sorted and without duplicates.
     #[serde(default)]
@@ -318,7 +345,7 @@ pub struct KeyResponse {
     /// The last successful verification written to the store, or `null`
     /// for a key not used yet. It lags behind by up to the server's
     /// key-use flush interval.
-    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[serde(default, with = "crate::timestamp::option")]
     pub last_used_at: Option<OffsetDateTime>,
     /// The id of the key that a rotation issued in this key's place, or
     /// `null` for a key never rotated.
@@ -378,7 +405,7 @@ pub struct AuditEntryResponse {
     /// The id of the tenant or key that changed; for `rotate_key`, the old
     /// key.
     pub target_id: String,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timestamp")]
     pub at: OffsetDateTime,
 }
 
@@ -498,7 +525,7 @@ pub struct ValidKeyResponse {
     /// Every scope the key holds, not only the required ones.
     pub scopes: Vec<String>,
     /// When the key stops verifying, or `null` for a key without expiry.
-    #[serde(with = "time::serde::rfc3339::option")]
+    #[serde(with = "crate::timestamp::option")]
     pub expires_at: Option<OffsetDateTime>,
     /// The key's limit state for this request, or `null` when neither the
     /// key nor its tenant has a limit or a quota.
@@ -534,9 +561,9 @@ pub struct InvalidKeyResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageResponse {
     pub tenant_id: TenantId,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timestamp")]
     pub from: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timestamp")]
     pub to: OffsetDateTime,
     /// `hour` or `day`, both in UTC.
     pub granularity: String,
@@ -557,7 +584,7 @@ pub struct UsageTotals {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsagePeriod {
     /// Start of the period, in UTC.
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timestamp")]
     pub start: OffsetDateTime,
     pub accepted: u64,
     pub rejected: u64,
@@ -583,7 +610,7 @@ pub struct UsageRecord {
     pub tenant_id: TenantId,
     pub key_id: KeyId,
     /// Start of the hour, in UTC.
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timestamp")]
     pub hour: OffsetDateTime,
     pub accepted: u64,
     pub rejected: u64,
@@ -665,6 +692,29 @@ mod tests {
             last_used_at: revoked_at,
             replaced_by: None,
         }
+    }
+
+    #[test]
+    fn limit_body_reads_only_objects() {
+        let object = serde_json::json!({"rate": 1, "period_seconds": 2, "burst": 3});
+        let array = serde_json::json!([1, 2, 3]);
+        let unknown = serde_json::json!({"rate": 1, "period_seconds": 2, "burst": 3, "x": 0});
+
+        let parsed: LimitBody = serde_json::from_value(object).expect("an object is read");
+        let from_array = serde_json::from_value::<LimitBody>(array);
+        let with_unknown = serde_json::from_value::<LimitBody>(unknown);
+
+        assert_eq!(
+            parsed,
+            LimitBody {
+                rate: 1,
+                period_seconds: 2,
+                burst: 3,
+                shadow: false
+            }
+        );
+        assert!(from_array.is_err(), "{from_array:?}");
+        assert!(with_unknown.is_err(), "{with_unknown:?}");
     }
 
     #[test]

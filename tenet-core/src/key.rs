@@ -156,12 +156,12 @@ pub struct KeyInfo {
     pub name: Option<KeyName>,
     /// The key's first characters, see [`ApiKey::display_prefix`].
     pub prefix: String,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timestamp")]
     pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339::option")]
+    #[serde(with = "crate::timestamp::option")]
     pub revoked_at: Option<OffsetDateTime>,
     /// When the key stops verifying, or `None` for a key without expiry.
-    #[serde(with = "time::serde::rfc3339::option")]
+    #[serde(with = "crate::timestamp::option")]
     pub expires_at: Option<OffsetDateTime>,
     /// The key's scopes, sorted and without duplicates.
     pub scopes: Vec<Scope>,
@@ -170,7 +170,7 @@ pub struct KeyInfo {
     /// The last successful verification that reached the store, or `None`
     /// for a key never used. Written in batches, so it lags behind the
     /// last use by up to the key-use flush interval.
-    #[serde(with = "time::serde::rfc3339::option")]
+    #[serde(with = "crate::timestamp::option")]
     pub last_used_at: Option<OffsetDateTime>,
     /// The key that a rotation issued in this key's place, or `None` for a
     /// key never rotated. Set once, so that a key has at most one successor.

@@ -63,6 +63,7 @@ pub mod service;
 pub mod stats;
 pub mod store;
 pub mod tenant;
+pub mod timestamp;
 pub mod usage;
 
 pub use audit::{Actor, AuditAction, AuditEntry, AuditTarget};

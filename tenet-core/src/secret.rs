@@ -122,8 +122,9 @@ impl AdminToken {
     pub fn from_config(text: &str) -> Result<Self> {
         if text.len() < MIN_SECRET_CONFIG_LEN {
             return Err(Error::Config(format!(
-                "the admin token is {} bytes long; use at least {MIN_SECRET_CONFIG_LEN} \
-                 random bytes (for example `openssl rand -base64 32`)",
+                "the admin token is {} characters long; use at least \
+                 {MIN_SECRET_CONFIG_LEN} visible ASCII characters without spaces (for \
+                 example `openssl rand -base64 32`)",
                 text.len()
             )));
         }

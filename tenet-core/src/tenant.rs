@@ -16,14 +16,14 @@ pub struct Tenant {
     pub name: TenantName,
     /// Creation time, truncated to milliseconds so that it survives every
     /// store unchanged.
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timestamp")]
     pub created_at: OffsetDateTime,
     /// Whether the tenant's keys verify.
     pub status: TenantStatus,
     /// When the tenant was deleted. A deleted tenant keeps its row, so that
     /// its audit trail stays readable, but every other operation treats it
     /// as missing.
-    #[serde(with = "time::serde::rfc3339::option")]
+    #[serde(with = "crate::timestamp::option")]
     pub deleted_at: Option<OffsetDateTime>,
 }
 

@@ -354,5 +354,5 @@ async fn admin_token_issues_without_expiry() {
     assert!(manager_expiry.is_string());
     assert_eq!(issued.expires_at, None);
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    assert_eq!(body["expires_at"], "2030-01-01T00:00:00Z");
+    assert_eq!(body["expires_at"], "2030-01-01T00:00:00.000Z");
 }
