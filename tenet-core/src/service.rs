@@ -723,11 +723,8 @@ impl Tenet {
         presented: &str,
         required_scopes: &[&str],
     ) -> Result<VerifiedKey> {
-        let (verdict, now) = self.verdict(presented).await?;
-        let verified = verdict.check(required_scopes)?;
-        let verified = self.admit_tenant(verified).await?;
-        self.record_key_use(&verdict, now);
-        Ok(verified)
+        self.verify_counted(presented, required_scopes, Metering::None)
+            .await
     }
 
     /// Verifies a presented key like [`Tenet::verify_with`] and counts the
@@ -744,7 +741,8 @@ impl Tenet {
         presented: &str,
         required_scopes: &[&str],
     ) -> Result<VerifiedKey> {
-        self.verify_counted(presented, required_scopes, true).await
+        self.verify_counted(presented, required_scopes, Metering::All)
+            .await
     }
 
     /// Verifies a presented key like [`Tenet::verify_metered`] but counts
@@ -756,14 +754,17 @@ impl Tenet {
         presented: &str,
         required_scopes: &[&str],
     ) -> Result<VerifiedKey> {
-        self.verify_counted(presented, required_scopes, false).await
+        self.verify_counted(presented, required_scopes, Metering::RejectionsOnly)
+            .await
     }
 
+    /// The one verification path behind `verify_with` and the metered
+    /// variants, which differ only in what `metering` counts.
     async fn verify_counted(
         &self,
         presented: &str,
         required_scopes: &[&str],
-        count_accepted: bool,
+        metering: Metering,
     ) -> Result<VerifiedKey> {
         let (verdict, now) = self.verdict(presented).await?;
         let owner = verdict.principal();
@@ -776,11 +777,11 @@ impl Tenet {
             (Ok(verified), _) => {
                 let principal = verified.principal;
                 self.record_key_use(&verdict, now);
-                if count_accepted {
+                if metering == Metering::All {
                     self.record_usage(principal.tenant_id, principal.key_id, Outcome::Accepted);
                 }
             }
-            (Err(Error::Rejected(_)), Some(owner)) => {
+            (Err(Error::Rejected(_)), Some(owner)) if metering != Metering::None => {
                 self.record_usage(owner.tenant_id, owner.key_id, Outcome::Rejected);
             }
             (Err(_), _) => {}
@@ -916,7 +917,7 @@ impl Tenet {
     /// change committed meanwhile makes the fill lose.
     ///
     /// Tenant status has no copy in Redis. While the event feed is stale,
-    /// a status read before the staleness bound is read again; when the
+    /// a status read before the staleness bound is read again. When the
     /// store is down too, the cached status is used until its TTL ends,
     /// and a tenant without one gets [`Error::Unavailable`].
     async fn cached_tenant_state(
@@ -1052,6 +1053,16 @@ impl Tenet {
             }
         }
     }
+}
+
+/// What a verification counts for usage metering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Metering {
+    None,
+    /// Rejections of known keys; the caller records the rest.
+    RejectionsOnly,
+    /// Rejections of known keys and accepted requests.
+    All,
 }
 
 /// Accepts a verified key only while its tenant is active. A deleted

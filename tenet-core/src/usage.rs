@@ -283,8 +283,7 @@ impl UsageRecorder {
 /// Formats a time for a message, falling back to `Display` for a year
 /// that RFC 3339 cannot express.
 pub(crate) fn rfc3339(at: OffsetDateTime) -> String {
-    at.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| at.to_string())
+    crate::timestamp::format(at)
 }
 
 /// Returns the UTC time of `seconds` rounded down to a multiple of

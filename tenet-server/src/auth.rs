@@ -109,7 +109,7 @@ pub async fn authenticate(
 }
 
 /// Authenticates like [`authenticate`] and counts a known key's rejection
-/// in its usage; the caller records an accepted or rate-limited request
+/// in its usage. The caller records an accepted or rate-limited request
 /// after applying the key's limits (see
 /// [`Tenet::verify_metered_before_limits`]).
 pub async fn authenticate_metered(

@@ -13,8 +13,6 @@ use std::path::PathBuf;
 use http::{HeaderValue, StatusCode, header};
 use tenet_core::api::{ErrorDetail, ErrorResponse};
 
-use time::format_description::well_known::Rfc3339;
-
 use crate::limiting::LimitExceeded;
 use crate::response::{Response, json};
 
@@ -287,9 +285,7 @@ impl Error {
                 "this tenant has no key with this id",
             ),
             Error::KeyExpired { key, expired_at } => {
-                let expired_at = expired_at
-                    .format(&Rfc3339)
-                    .unwrap_or_else(|_| expired_at.to_string());
+                let expired_at = tenet_core::timestamp::format(*expired_at);
                 return (
                     StatusCode::CONFLICT,
                     "key_expired",
@@ -466,10 +462,7 @@ fn limited_parts(exceeded: &LimitExceeded) -> (StatusCode, &'static str, String)
             format!("rate limit exceeded; retry after {retry} seconds"),
         ),
         LimitExceeded::QuotaExceeded(quota) => {
-            let resets_at = quota
-                .resets_at
-                .format(&Rfc3339)
-                .unwrap_or_else(|_| quota.resets_at.to_string());
+            let resets_at = tenet_core::timestamp::format(quota.resets_at);
             (
                 StatusCode::TOO_MANY_REQUESTS,
                 "quota_exceeded",

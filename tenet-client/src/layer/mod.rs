@@ -21,7 +21,7 @@
 //! ([`VerifyLayer::require_scopes`]) gets 403 `missing_scope` and a key of
 //! a suspended tenant gets 403 `tenant_suspended`. A failed verification
 //! (server down, timeout, the layer's own credential rejected) gets 503
-//! `verification_unavailable`. The inner service never sees an unverified
+//! `verification_unavailable`. The inner service never receives an unverified
 //! request.
 
 use std::future::Future;

@@ -270,7 +270,7 @@ async fn required_scopes_admit_only_keys_holding_them() {
 }
 
 #[tokio::test]
-async fn required_scopes_keep_the_uniform_401_for_bad_keys() {
+async fn required_scopes_keep_uniform_401() {
     let server = TestServer::start().await;
     let (tenant, issued) = server.tenant_with_key().await;
     server

@@ -360,7 +360,7 @@ struct LimiterConnection {
     inner: MultiplexedConnection,
     /// Set while a call runs and left set when it fails, so that the pool
     /// drops a connection whose call errored or was abandoned at the
-    /// timeout, such as one to a Redis that stopped answering.
+    /// timeout, such as one to a Redis that stopped responding.
     broken: bool,
 }
 

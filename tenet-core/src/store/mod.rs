@@ -89,7 +89,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Rotates a key of this tenant in one transaction: inserts
     /// `replacement` with `replacement_limit` as its own limit when given,
     /// sets the old key's `replaced_by` to the replacement's id, and ends
-    /// the old key as `rotation` says, where an expiry moves only earlier.
+    /// the old key as `rotation` specifies. An expiry moves only earlier.
     ///
     /// Returns the old key as stored afterwards, or `None`, with nothing
     /// written, unless this tenant has a key with this id that is not

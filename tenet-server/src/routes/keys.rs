@@ -310,5 +310,5 @@ fn bound_expiry(
 }
 
 fn rfc3339(time: OffsetDateTime) -> String {
-    time.format(&Rfc3339).unwrap_or_else(|_| time.to_string())
+    tenet_core::timestamp::format(time)
 }

@@ -25,7 +25,7 @@ pub const VERIFY_SCOPE: &str = "tenet:verify";
 /// A valid key's request is checked against its limits and counted unless
 /// the body has `"consume": false`. The outcome is in `rate_limit`, and a
 /// key over a limit is still `valid`. A consuming check counts in the
-/// usage of the key in the body, not of the calling key; a check with
+/// usage of the key in the body, not of the calling key. A check with
 /// `"consume": false` counts only when it rejects a known key.
 pub async fn post(state: &State, request: Request<Incoming>) -> Result<Response, Error> {
     guard_failures(state, &request, async {

@@ -154,7 +154,7 @@ async fn past_expiry_message_is_rfc_3339() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["code"], "invalid_expiry");
     let message = body["error"]["message"].as_str().expect("a message");
-    assert!(message.contains("2020-01-01T00:00:00Z"), "{message}");
+    assert!(message.contains("2020-01-01T00:00:00.000Z"), "{message}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
