@@ -766,17 +766,17 @@ impl Tenet {
         required_scopes: &[&str],
         metering: Metering,
     ) -> Result<VerifiedKey> {
-        let (verdict, now) = self.verdict(presented).await?;
-        let owner = verdict.principal();
-        let verified = match verdict.check(required_scopes) {
-            Ok(verified) => self.admit_tenant(verified).await,
+        let checked = self.check_presented(presented, required_scopes).await?;
+        let owner = checked.owner;
+        let verified = match checked.result {
+            Ok(verified) => self.admit_tenant(verified, checked.hit_at).await,
             Err(err) => Err(err),
         };
 
         match (&verified, owner) {
             (Ok(verified), _) => {
                 let principal = verified.principal;
-                self.record_key_use(&verdict, now);
+                self.record_key_use(principal.key_id, checked.lookup);
                 if metering == Metering::All {
                     self.record_usage(principal.tenant_id, principal.key_id, Outcome::Accepted);
                 }
@@ -791,10 +791,20 @@ impl Tenet {
 
     /// Passes a verified key on only while its tenant is active, reading
     /// the tenant's state through the tenant cache when there is one.
-    async fn admit_tenant(&self, verified: VerifiedKey) -> Result<VerifiedKey> {
+    ///
+    /// `hit_at` is the cache time of a key lookup that hit the cache, which
+    /// the tenant cache reuses to save a clock read.
+    async fn admit_tenant(
+        &self,
+        verified: VerifiedKey,
+        hit_at: Option<Millis>,
+    ) -> Result<VerifiedKey> {
         let tenant = verified.principal.tenant_id;
         let state = match &self.cache {
-            Some(cache) => self.cached_tenant_state(cache, tenant).await?,
+            Some(cache) => {
+                let now = hit_at.unwrap_or_else(|| cache.local.now());
+                self.cached_tenant_state(cache, tenant, now).await?
+            }
             None => self.tenant_state_from_store(tenant).await?,
         };
         admit(verified, state)
@@ -812,43 +822,58 @@ impl Tenet {
         self.usage.record(tenant, key, outcome);
     }
 
-    /// Returns the cached or stored state of a presented key, and the
-    /// cache time of the lookup when a cache is configured.
-    async fn verdict(&self, presented: &str) -> Result<(Verdict, Option<Millis>)> {
+    /// Looks up a presented key, in the cache first, and checks its expiry
+    /// and `required_scopes`.
+    ///
+    /// A cache hit is checked in place, so that it copies the key's scopes
+    /// once, into the returned [`VerifiedKey`], and no verdict.
+    async fn check_presented(&self, presented: &str, required_scopes: &[&str]) -> Result<Checked> {
         let digest = self
             .pepper
             .digest_presented(presented)
             .map_err(Error::Rejected)?;
 
         let Some(cache) = &self.cache else {
-            return Ok((self.verdict_from_store(&digest).await?, None));
+            let verdict = self.verdict_from_store(&digest).await?;
+            return Ok(Checked::of(&verdict, required_scopes, None, None));
         };
         let now = cache.local.now();
-        if let Some(verdict) = cache.local.get(&digest, now, cache.trust_cutoff(now)) {
+        if let Some((owner, result)) =
+            cache
+                .local
+                .check(&digest, now, cache.trust_cutoff(now), required_scopes)
+        {
             cache.stats.local_hits.increment();
-            return Ok((verdict, Some(now)));
+            return Ok(Checked {
+                owner,
+                result,
+                lookup: Some((digest, now)),
+                hit_at: Some(now),
+            });
         }
         cache.stats.local_misses.increment();
         let verdict = self.verify_uncached(cache, digest).await?;
-        Ok((verdict, Some(now)))
+        Ok(Checked::of(
+            &verdict,
+            required_scopes,
+            Some((digest, now)),
+            None,
+        ))
     }
 
-    /// Records that the key of a valid `verdict` was used, at the cache
-    /// time `now` when there is one.
+    /// Records that the key `key_id` verified, after a lookup of its
+    /// `digest` at cache time `now` when there is a cache.
     ///
-    /// With a cache, the use goes to the cell that the cache entry shares,
-    /// which takes atomic operations only. Without one, each verification
-    /// builds a new verdict, so the use goes to the recorder's map instead.
-    fn record_key_use(&self, verdict: &Verdict, now: Option<Millis>) {
-        let Verdict::Valid(key) = verdict else {
+    /// With a cache, the use goes to the key's cache entry, which takes one
+    /// atomic operation. Without one, or when the entry has left the cache
+    /// meanwhile, it goes to the recorder's map instead.
+    fn record_key_use(&self, key_id: KeyId, lookup: Option<(KeyDigest, Millis)>) {
+        if let (Some(cache), Some((digest, now))) = (&self.cache, lookup)
+            && cache.local.record_use(&digest, now)
+        {
             return;
-        };
-        match (&self.cache, now) {
-            (Some(cache), Some(now)) => {
-                self.key_uses.record_cell(&key.uses, cache.wall_millis(now));
-            }
-            _ => self.key_uses.record(key.principal.key_id),
         }
+        self.key_uses.record(key_id);
     }
 
     /// Writes the `last_used_at` of every key that verified since the last
@@ -857,10 +882,20 @@ impl Tenet {
     /// Called once per interval, this writes each key at most once per
     /// interval. When the write fails, the uses are kept for the next call.
     ///
+    /// With a cache, this reads every cache entry, so its time grows with
+    /// the cache's size (a few milliseconds per 100,000 entries, by
+    /// estimate).
+    ///
     /// NOTE: nothing calls this on its own; `tenet-server` calls it on a
     /// timer. An embedder that never calls it keeps growing memory: one
-    /// entry per cache fill of a used key, or per key without a cache.
+    /// map entry per used key that left the cache, or per used key without
+    /// a cache.
     pub async fn flush_key_uses(&self) -> Result<usize> {
+        if let Some(cache) = &self.cache {
+            for (key_id, at) in cache.local.take_uses() {
+                self.key_uses.record_at(key_id, cache.wall_millis(at));
+            }
+        }
         let uses = self.key_uses.take();
         if uses.is_empty() {
             return Ok(0);
@@ -924,8 +959,8 @@ impl Tenet {
         &self,
         cache: &CacheLayer,
         tenant: TenantId,
+        now: Millis,
     ) -> Result<TenantState> {
-        let now = cache.local.now();
         if let Some(state) = cache.tenants.get(tenant, now, cache.trust_cutoff(now)) {
             return Ok(state);
         }
@@ -1051,6 +1086,35 @@ impl Tenet {
             if redis.publish(digest).await {
                 cache.stats.invalidations_published.increment();
             }
+        }
+    }
+}
+
+/// A presented key, looked up and checked against the required scopes,
+/// before its tenant's status is checked.
+#[derive(Debug)]
+struct Checked {
+    /// Whom the key acts or acted for, when known.
+    owner: Option<Principal>,
+    result: Result<VerifiedKey>,
+    /// The key's digest and the cache time of the lookup, with a cache.
+    lookup: Option<(KeyDigest, Millis)>,
+    /// The cache time of the lookup when it hit the cache.
+    hit_at: Option<Millis>,
+}
+
+impl Checked {
+    fn of(
+        verdict: &Verdict,
+        required_scopes: &[&str],
+        lookup: Option<(KeyDigest, Millis)>,
+        hit_at: Option<Millis>,
+    ) -> Self {
+        Self {
+            owner: verdict.principal(),
+            result: verdict.check(required_scopes),
+            lookup,
+            hit_at,
         }
     }
 }

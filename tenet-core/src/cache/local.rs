@@ -9,21 +9,48 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use super::Verdict;
+use crate::error::Result;
+use crate::id::KeyId;
+use crate::key::{Principal, VerifiedKey};
+use crate::scope::Scope;
 use crate::secret::KeyDigest;
 
 const SHARDS: usize = 64;
 
-/// A cached verdict and when the data behind it was read.
-#[derive(Debug, Clone)]
+/// A cached verdict, when the data behind it was read, and when its key
+/// last verified.
+#[derive(Debug)]
 struct Entry {
     verdict: Verdict,
     /// Milliseconds since the cache was created at which the read that
     /// produced this verdict started.
     read_at: u64,
+    /// Cache time plus one of the latest verification since the last
+    /// [`LocalCache::take_uses`], or 0 for none. Kept here rather than
+    /// behind a pointer of its own, which would add a heap allocation of
+    /// about 64 bytes to every cached key.
+    last_use: AtomicU64,
+}
+
+impl Entry {
+    fn new(verdict: Verdict, read_at: Millis) -> Self {
+        Self {
+            verdict,
+            read_at,
+            last_use: AtomicU64::new(0),
+        }
+    }
+
+    /// Returns the key and cache time of a use not yet taken, if any.
+    fn take_use(&self) -> Option<(KeyId, Millis)> {
+        let stamp = self.last_use.swap(0, Ordering::Relaxed);
+        let principal = self.verdict.principal()?;
+        (stamp != 0).then(|| (principal.key_id, stamp - 1))
+    }
 }
 
 /// A point in cache time: milliseconds since the cache was created.
@@ -61,9 +88,17 @@ struct Shard {
     /// Bumped by every invalidation of a digest in this shard, so that a
     /// fill that read its data before the invalidation is discarded.
     generation: AtomicU64,
+    /// The scopes of every cached key without scopes. Sharing one empty
+    /// slice per shard saves an allocation per key, and a shard's own copy
+    /// keeps verifications of unrelated keys off one reference count.
+    no_scopes: Arc<[Scope]>,
 }
 
 /// A sharded map from key digest to verdict, bounded in entries.
+///
+/// Entries also record when their key last verified (see
+/// [`LocalCache::record_use`]), so that a warm verification records its use
+/// with one atomic operation on memory the lookup already touched.
 #[derive(Debug)]
 pub(crate) struct LocalCache {
     shards: Box<[Shard]>,
@@ -71,6 +106,9 @@ pub(crate) struct LocalCache {
     ttl: u64,
     negative_ttl: u64,
     epoch: Instant,
+    /// Uses not yet taken of entries that left the map, by key, in cache
+    /// time. A key appears once however often it was evicted.
+    departed_uses: Mutex<HashMap<KeyId, Millis>>,
 }
 
 /// A shard's generation, taken before reading the data for a fill.
@@ -86,6 +124,7 @@ impl LocalCache {
             ttl: saturating_millis(ttl),
             negative_ttl: saturating_millis(negative_ttl),
             epoch: Instant::now(),
+            departed_uses: Mutex::default(),
         }
     }
 
@@ -95,7 +134,9 @@ impl LocalCache {
     }
 
     /// Returns the cached verdict for `digest` if it is younger than its
-    /// TTL and was read at or after `not_before`.
+    /// TTL and was read at or after `not_before`. Verifications use
+    /// [`LocalCache::check`], which clones nothing.
+    #[cfg(test)]
     pub(crate) fn get(
         &self,
         digest: &KeyDigest,
@@ -108,12 +149,89 @@ impl LocalCache {
             .read()
             .unwrap_or_else(PoisonError::into_inner);
         let entry = map.get(digest)?;
+        self.fresh(entry, now, not_before)
+            .then(|| entry.verdict.clone())
+    }
+
+    /// Checks the cached verdict for `digest` against `required_scopes`,
+    /// like [`Verdict::check`], if the entry is fresh as for
+    /// [`LocalCache::get`]. Returns whom the key acts or acted for, when
+    /// known, with the result.
+    ///
+    /// It checks under the shard's read lock instead of cloning the
+    /// verdict, which saves a reference count update per verification.
+    pub(crate) fn check(
+        &self,
+        digest: &KeyDigest,
+        now: Millis,
+        not_before: Millis,
+        required_scopes: &[&str],
+    ) -> Option<(Option<Principal>, Result<VerifiedKey>)> {
+        let map = self
+            .shard(digest)
+            .map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let entry = map.get(digest)?;
+        if !self.fresh(entry, now, not_before) {
+            return None;
+        }
+        Some((
+            entry.verdict.principal(),
+            entry.verdict.check(required_scopes),
+        ))
+    }
+
+    /// Tells whether `entry` is younger than its TTL and was read at or
+    /// after `not_before`.
+    fn fresh(&self, entry: &Entry, now: Millis, not_before: Millis) -> bool {
         let ttl = match entry.verdict {
             Verdict::Unknown => self.negative_ttl,
             Verdict::Valid(_) | Verdict::Revoked(_) => self.ttl,
         };
-        let fresh = now.saturating_sub(entry.read_at) < ttl && entry.read_at >= not_before;
-        fresh.then(|| entry.verdict.clone())
+        now.saturating_sub(entry.read_at) < ttl && entry.read_at >= not_before
+    }
+
+    /// Records that the key cached under `digest` verified at `now`, for
+    /// the next [`LocalCache::take_uses`]. Returns `false` when the entry
+    /// has left the cache since it was read, so that the caller records the
+    /// use elsewhere.
+    pub(crate) fn record_use(&self, digest: &KeyDigest, now: Millis) -> bool {
+        let map = self
+            .shard(digest)
+            .map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(entry) = map.get(digest) else {
+            return false;
+        };
+        let stamp = now.saturating_add(1);
+        // Most uses fall in a millisecond already recorded; reading first
+        // spares them a write to a cache line that other cores read.
+        if entry.last_use.load(Ordering::Relaxed) < stamp {
+            entry.last_use.fetch_max(stamp, Ordering::Relaxed);
+        }
+        true
+    }
+
+    /// Removes and returns the latest use of every key recorded since the
+    /// last call, in cache time, one element per key at most.
+    ///
+    /// It reads every entry, one shard at a time under the shard's read
+    /// lock, so it costs time in proportion to the cache's size; call it
+    /// once per flush interval, not per request.
+    pub(crate) fn take_uses(&self) -> Vec<(KeyId, Millis)> {
+        let mut uses: Vec<(KeyId, Millis)> = self
+            .departed_uses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+            .collect();
+        for shard in &*self.shards {
+            let map = shard.map.read().unwrap_or_else(PoisonError::into_inner);
+            uses.extend(map.values().filter_map(Entry::take_use));
+        }
+        uses
     }
 
     /// Takes the generation to pass to [`LocalCache::insert`]; call it
@@ -128,11 +246,17 @@ impl LocalCache {
     pub(crate) fn insert(
         &self,
         digest: KeyDigest,
-        verdict: Verdict,
+        mut verdict: Verdict,
         read_at: Millis,
         generation: Generation,
     ) -> bool {
         let shard = self.shard(&digest);
+        if let Verdict::Valid(key) = &mut verdict
+            && key.scopes.is_empty()
+        {
+            key.scopes = Arc::clone(&shard.no_scopes);
+        }
+
         let mut map = shard.map.write().unwrap_or_else(PoisonError::into_inner);
         if shard.generation.load(Ordering::Acquire) != generation.0 {
             return false;
@@ -140,11 +264,15 @@ impl LocalCache {
         if map.len() >= self.shard_capacity && !map.contains_key(&digest) {
             // Digests are uniformly random, so the first key in iteration
             // order is a random victim.
-            if let Some(victim) = map.keys().next().copied() {
-                map.remove(&victim);
+            if let Some(victim) = map.keys().next().copied()
+                && let Some(evicted) = map.remove(&victim)
+            {
+                self.keep_departed_use(&evicted);
             }
         }
-        map.insert(digest, Entry { verdict, read_at });
+        if let Some(replaced) = map.insert(digest, Entry::new(verdict, read_at)) {
+            self.keep_departed_use(&replaced);
+        }
         true
     }
 
@@ -154,7 +282,9 @@ impl LocalCache {
         let shard = self.shard(digest);
         let mut map = shard.map.write().unwrap_or_else(PoisonError::into_inner);
         shard.generation.fetch_add(1, Ordering::AcqRel);
-        map.remove(digest);
+        if let Some(removed) = map.remove(digest) {
+            self.keep_departed_use(&removed);
+        }
     }
 
     /// Drops every entry and makes every fill in flight lose.
@@ -162,8 +292,24 @@ impl LocalCache {
         for shard in &*self.shards {
             let mut map = shard.map.write().unwrap_or_else(PoisonError::into_inner);
             shard.generation.fetch_add(1, Ordering::AcqRel);
-            map.clear();
+            for (_, removed) in map.drain() {
+                self.keep_departed_use(&removed);
+            }
         }
+    }
+
+    /// Keeps the untaken use of an entry that leaves the map for the next
+    /// [`LocalCache::take_uses`].
+    fn keep_departed_use(&self, entry: &Entry) {
+        let Some((key_id, at)) = entry.take_use() else {
+            return;
+        };
+        let mut departed = self
+            .departed_uses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let latest = departed.entry(key_id).or_insert(at);
+        *latest = (*latest).max(at);
     }
 
     /// Returns the number of cached entries, expired ones included.
@@ -213,7 +359,6 @@ mod tests {
             },
             expires_at: Expiry::NEVER,
             scopes: Arc::from([]),
-            uses: Arc::new(crate::key_use::KeyUseCell::new(key_id)),
         })
     }
 
@@ -278,6 +423,120 @@ mod tests {
         cache.invalidate(&key);
 
         assert_eq!(cache.get(&key, 0, 0), None);
+    }
+
+    fn key_id_of(verdict: &Verdict) -> KeyId {
+        verdict.principal().expect("a valid verdict").key_id
+    }
+
+    #[test]
+    fn latest_use_is_taken_once() {
+        let cache = cache();
+        let key = digest(6);
+        let verdict = valid();
+        cache.insert(key, verdict.clone(), 0, cache.generation(&key));
+
+        assert!(cache.record_use(&key, 40));
+        assert!(cache.record_use(&key, 90));
+        assert!(cache.record_use(&key, 70));
+        let first = cache.take_uses();
+        let second = cache.take_uses();
+        assert!(cache.record_use(&key, 120));
+        let third = cache.take_uses();
+
+        assert_eq!(first, vec![(key_id_of(&verdict), 90)]);
+        assert!(second.is_empty(), "a taken use is not taken again");
+        assert_eq!(third, vec![(key_id_of(&verdict), 120)]);
+    }
+
+    #[test]
+    fn use_at_time_zero_is_kept() {
+        let cache = cache();
+        let key = digest(7);
+        let verdict = valid();
+        cache.insert(key, verdict.clone(), 0, cache.generation(&key));
+
+        cache.record_use(&key, 0);
+
+        assert_eq!(cache.take_uses(), vec![(key_id_of(&verdict), 0)]);
+    }
+
+    #[test]
+    fn use_of_missing_entry_is_reported() {
+        let cache = cache();
+
+        assert!(!cache.record_use(&digest(8), 10));
+        assert!(cache.take_uses().is_empty());
+    }
+
+    #[test]
+    fn use_survives_invalidation_and_refill() {
+        let cache = cache();
+        let invalidated = digest(9);
+        let refilled = digest(10);
+        let first = valid();
+        let second = valid();
+        cache.insert(
+            invalidated,
+            first.clone(),
+            0,
+            cache.generation(&invalidated),
+        );
+        cache.insert(refilled, second.clone(), 0, cache.generation(&refilled));
+
+        cache.record_use(&invalidated, 15);
+        cache.record_use(&refilled, 25);
+        cache.invalidate(&invalidated);
+        cache.insert(refilled, second.clone(), 30, cache.generation(&refilled));
+        let mut uses = cache.take_uses();
+        uses.sort_by_key(|(_, at)| *at);
+
+        assert_eq!(
+            uses,
+            vec![(key_id_of(&first), 15), (key_id_of(&second), 25)]
+        );
+    }
+
+    #[test]
+    fn use_survives_eviction() {
+        let cache = LocalCache::new(1, Duration::from_secs(60), Duration::from_secs(5));
+        let mut inserted = Vec::new();
+        for seed in 0..=255u8 {
+            let key = digest(seed);
+            let verdict = valid();
+            cache.insert(key, verdict.clone(), 0, cache.generation(&key));
+            assert!(cache.record_use(&key, u64::from(seed)));
+            inserted.push(key_id_of(&verdict));
+        }
+
+        let mut taken: Vec<KeyId> = cache.take_uses().into_iter().map(|(key, _)| key).collect();
+        taken.sort();
+        inserted.sort();
+
+        assert!(cache.len() <= SHARDS, "len {}", cache.len());
+        assert_eq!(taken, inserted, "every evicted key's use is kept");
+    }
+
+    #[test]
+    fn keys_without_scopes_share_the_shard_slice() {
+        let cache = cache();
+        let first = digest(11);
+        let mut second = 12u8;
+        while digest(second).as_bytes()[31] as usize % SHARDS
+            != first.as_bytes()[31] as usize % SHARDS
+        {
+            second += 1;
+        }
+        let second = digest(second);
+        cache.insert(first, valid(), 0, cache.generation(&first));
+        cache.insert(second, valid(), 0, cache.generation(&second));
+
+        let scopes = |key| match cache.get(&key, 0, 0) {
+            Some(Verdict::Valid(valid)) => valid.scopes,
+            other => panic!("expected a valid verdict, got {other:?}"),
+        };
+
+        assert!(Arc::ptr_eq(&scopes(first), &scopes(second)));
     }
 
     #[test]

@@ -27,7 +27,7 @@ use std::time::Duration;
 use crate::error::{Error, Rejection, Result};
 use crate::expiry::Expiry;
 use crate::key::{KeyInfo, Principal, VerifiedKey};
-use crate::key_use::{KeyUseCell, unix_millis_now};
+use crate::key_use::unix_millis_now;
 use crate::scope::{self, Scope};
 use crate::stats::CacheStats;
 
@@ -60,8 +60,6 @@ pub(crate) struct ValidKey {
     pub(crate) principal: Principal,
     pub(crate) expires_at: Expiry,
     pub(crate) scopes: Arc<[Scope]>,
-    /// The key's latest use, shared by the clones of this entry.
-    pub(crate) uses: Arc<KeyUseCell>,
 }
 
 impl Verdict {
@@ -108,7 +106,6 @@ pub(crate) fn valid_verdict(info: &KeyInfo) -> Verdict {
         },
         expires_at: Expiry::from_time(info.expires_at),
         scopes: info.scopes.as_slice().into(),
-        uses: Arc::new(KeyUseCell::new(info.id)),
     })
 }
 

@@ -18,7 +18,6 @@
 //! store before a rotation cannot undo the rotation's shorter expiry.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -32,7 +31,6 @@ use crate::error::{Error, Result};
 use crate::expiry::Expiry;
 use crate::id::{KeyId, TenantId};
 use crate::key::Principal;
-use crate::key_use::KeyUseCell;
 use crate::scope::Scope;
 use crate::secret::KeyDigest;
 use crate::stats::{PoolStatus, WaitHistogram};
@@ -390,7 +388,6 @@ fn decode(value: &[u8]) -> Option<Verdict> {
                 },
                 expires_at,
                 scopes: scopes.into(),
-                uses: Arc::new(KeyUseCell::new(key_id)),
             }))
         }
         _ => None,
@@ -410,7 +407,6 @@ mod tests {
             },
             expires_at,
             scopes: Scope::parse_list(scopes).expect("valid scopes").into(),
-            uses: Arc::new(KeyUseCell::new(key_id)),
         })
     }
 
@@ -493,7 +489,6 @@ mod live_tests {
             },
             expires_at,
             scopes: Arc::from([]),
-            uses: Arc::new(KeyUseCell::new(key_id)),
         })
     }
 
