@@ -7,11 +7,13 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr as _;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use tenet_core::{CacheOptions, Limit, PostgresOptions, RedisOptions};
 
+use crate::forwarded::TrustedProxies;
 use crate::limiting::LimiterOptions;
 
 /// Environment variable that contains the key pepper.
@@ -19,6 +21,15 @@ pub const PEPPER_ENV: &str = "TENET_KEY_PEPPER";
 
 /// Smallest request head limit that hyper accepts for HTTP/1, in bytes.
 pub const MIN_HEADER_BYTES: u64 = 8192;
+
+/// Default failed authentications per minute per client address. A client
+/// that retries a wrong key a few times stays within the burst, while a
+/// guesser is held to one attempt every 2 seconds once it has used it.
+pub const DEFAULT_AUTH_FAILURE_RATE: u32 = 30;
+
+/// Default failed authentications a client address may make at once, which
+/// leaves room for several clients behind one NAT address to retry.
+pub const DEFAULT_AUTH_FAILURE_BURST: u32 = 30;
 
 /// Configuration of one `tenet-server` process.
 ///
@@ -310,17 +321,16 @@ pub struct Config {
     pub limit_refresh: u64,
 
     /// Sets how many failed authentications a client address may make per
-    /// minute before it gets 429 without its key being checked; 0, the
-    /// default, turns the limit off. Each replica counts in process and
-    /// enforces its share (this value and the burst divided by --replicas).
-    /// The address is the TCP peer, so behind a load balancer every client
-    /// shares the balancer's count. Turn this on only where the server
-    /// receives client addresses.
+    /// minute before it gets 429 without its key being checked; 0 turns
+    /// the limit off. Each replica counts in process and enforces its share
+    /// (this value and the burst divided by --replicas). Behind a load
+    /// balancer or reverse proxy, set --trusted-proxies, or every client
+    /// shares the proxy's count.
     #[arg(
         long,
         env = "TENET_AUTH_FAILURE_RATE",
         value_name = "PER_MINUTE",
-        default_value_t = 0,
+        default_value_t = DEFAULT_AUTH_FAILURE_RATE,
         value_parser = clap::value_parser!(u32).range(0..=1_000_000)
     )]
     pub auth_failure_rate: u32,
@@ -331,10 +341,24 @@ pub struct Config {
         long,
         env = "TENET_AUTH_FAILURE_BURST",
         value_name = "COUNT",
-        default_value_t = 30,
+        default_value_t = DEFAULT_AUTH_FAILURE_BURST,
         value_parser = clap::value_parser!(u32).range(1..=1_000_000)
     )]
     pub auth_failure_burst: u32,
+
+    /// Sets the reverse proxies whose X-Forwarded-For header the server
+    /// trusts, as a comma-separated list of IP addresses and CIDR ranges
+    /// such as 10.0.0.0/8,127.0.0.1. When a request's TCP peer is in the
+    /// list, its client address is the rightmost X-Forwarded-For entry that
+    /// is not. From any other peer the header is ignored. Default: none.
+    #[arg(
+        long,
+        env = "TENET_TRUSTED_PROXIES",
+        value_name = "RANGES",
+        value_parser = TrustedProxies::from_str
+    )]
+    pub trusted_proxies: Option<TrustedProxies>,
+
     /// Sets how often usage counts are added to the store, in seconds. A
     /// crash loses the counts of at most this interval; a graceful shutdown
     /// writes them.
@@ -514,6 +538,7 @@ impl fmt::Debug for Config {
             .field("limit_refresh", &self.limit_refresh)
             .field("auth_failure_rate", &self.auth_failure_rate)
             .field("auth_failure_burst", &self.auth_failure_burst)
+            .field("trusted_proxies", &self.trusted_proxies)
             .field("usage_flush_interval", &self.usage_flush_interval)
             .field("key_use_flush_interval", &self.key_use_flush_interval)
             .field("command", &self.command)

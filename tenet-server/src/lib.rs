@@ -53,6 +53,7 @@ pub mod config;
 pub mod data_dir;
 pub mod error;
 pub mod flush;
+pub mod forwarded;
 pub mod lifecycle;
 pub mod limiting;
 pub mod logging;

@@ -140,9 +140,11 @@ async fn serve_connection(
         }
     }
 
-    let client = ClientAddr(peer.ip());
     let service = service_fn(move |mut request: http::Request<Incoming>| {
-        request.extensions_mut().insert(client);
+        let client = state
+            .trusted_proxies
+            .client_address(peer.ip(), request.headers());
+        request.extensions_mut().insert(ClientAddr(client));
         service::handle(Arc::clone(&state), surface, request)
     });
     let connection = builder.serve_connection(TokioIo::new(stream), service);

@@ -9,6 +9,7 @@ use tenet_core::{AdminToken, AdminTokenDigest, Pepper, PostgresStore, SqliteStor
 use crate::config::{Config, PEPPER_ENV};
 use crate::data_dir::DataDirLock;
 use crate::error::Error;
+use crate::forwarded::TrustedProxies;
 use crate::lifecycle::Lifecycle;
 use crate::limiting::Limiter;
 use crate::metrics::Metrics;
@@ -42,6 +43,8 @@ pub struct State {
     pub lifecycle: Lifecycle,
     /// Rate limits, quotas and the limit of failed authentications.
     pub limiter: Limiter,
+    /// The proxies whose `X-Forwarded-For` entries name the client address.
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// The storage backends the server can run on.
@@ -173,6 +176,7 @@ pub async fn build_state(config: &Config, settings: Settings) -> Result<State, E
         access_log: AccessLog::new(config.access_log_sample),
         lifecycle: Lifecycle::default(),
         limiter,
+        trusted_proxies: config.trusted_proxies.clone().unwrap_or_default(),
     })
 }
 

@@ -37,11 +37,13 @@ const REMAINING_HEADER: HeaderName = HeaderName::from_static("ratelimit-remainin
 const RESET_HEADER: HeaderName = HeaderName::from_static("ratelimit-reset");
 
 /// The address of the client that sent a request, which the server puts
-/// into each request's extensions.
+/// into each request's extensions: the TCP peer, or the client that a
+/// trusted proxy names in `X-Forwarded-For` (see
+/// [`crate::forwarded::TrustedProxies::client_address`]).
 ///
-/// NOTE: behind a load balancer this is the balancer's address, so the
-/// limit of failed authentications then applies to all clients together.
-/// Forwarded-for headers are not trusted.
+/// Behind a proxy that `--trusted-proxies` omits, this is the proxy's
+/// address, so the limit of failed authentications then applies to all
+/// clients together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub IpAddr);
 
@@ -218,6 +220,9 @@ impl Limiter {
         }
     }
 
+    // NOTE: an IPv6 client is counted per /128 address, but a host usually
+    // controls a /64 or more, so it can spread its guesses over many
+    // budgets.
     fn auth_failure_check(&self, client: Option<IpAddr>) -> Option<Check> {
         let limit = self.auth_failures.clone()?;
         Some(Check::client(client?, limit))

@@ -11,6 +11,7 @@ use std::process::Command;
 
 use reqwest::StatusCode;
 use serde_json::Value;
+use tenet_server::forwarded::TrustedProxies;
 use yaml_rust2::{Yaml, YamlLoader};
 
 use crate::helpers::{TestServer, protected_status};
@@ -487,4 +488,41 @@ fn fallback_replica_count_is_the_autoscaler_maximum() {
         "TENET_REPLICAS must equal the HPA's maxReplicas, so that a Redis outage \
          admits at most each limit"
     );
+}
+
+#[test]
+fn load_balancers_pass_client_addresses() {
+    let Some(objects) = render("eks") else { return };
+
+    let config = find(&objects, "ConfigMap", "tenet-config").expect("ConfigMap tenet-config");
+    let trusted = config["data"]["TENET_TRUSTED_PROXIES"]
+        .as_str()
+        .expect("TENET_TRUSTED_PROXIES is set")
+        .parse::<TrustedProxies>()
+        .unwrap_or_else(|err| panic!("TENET_TRUSTED_PROXIES: {err}"));
+    assert!(!trusted.is_empty(), "TENET_TRUSTED_PROXIES lists no range");
+
+    let balancers: Vec<&Yaml> = objects
+        .iter()
+        .filter(|object| {
+            object["kind"].as_str() == Some("Service")
+                && object["spec"]["type"].as_str() == Some("LoadBalancer")
+        })
+        .collect();
+    assert!(!balancers.is_empty(), "no LoadBalancer Service");
+    for service in balancers {
+        let name = service["metadata"]["name"].as_str().unwrap_or_default();
+        let attributes = service["metadata"]["annotations"]
+            ["service.beta.kubernetes.io/aws-load-balancer-target-group-attributes"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            attributes
+                .split(',')
+                .any(|attribute| attribute.trim() == "preserve_client_ip.enabled=true"),
+            "Service {name} must preserve client addresses, or its layer-4 load \
+             balancer either hides them or passes on X-Forwarded-For headers that \
+             clients wrote: {attributes:?}"
+        );
+    }
 }

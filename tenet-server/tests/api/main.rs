@@ -14,6 +14,7 @@ mod observability;
 mod openapi;
 mod pagination;
 mod protocol;
+mod proxies;
 mod rate_limits;
 mod rotate;
 mod self_service;
