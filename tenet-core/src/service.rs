@@ -1081,7 +1081,10 @@ impl Tenet {
         if let Some(redis) = &cache.redis {
             redis.put(digest, verdict, cache.ttl_for(verdict)).await;
         }
-        cache.local.invalidate(digest);
+        match verdict {
+            Verdict::Revoked(owner) => cache.local.revoke(digest, *owner, cache.local.now()),
+            Verdict::Valid(_) | Verdict::Unknown => cache.local.invalidate(digest),
+        }
         if let Some(redis) = &cache.redis {
             if redis.publish(digest).await {
                 cache.stats.invalidations_published.increment();

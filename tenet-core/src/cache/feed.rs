@@ -46,8 +46,8 @@ pub(crate) fn spawn(layer: &Arc<CacheLayer>, store: &Arc<dyn Store>) {
 }
 
 /// Applies one key event: the revoked state goes to Redis first, then the
-/// local entry is dropped, so that a local fill from Redis cannot bring the
-/// old state back. A shortened expiry only drops the local entry, because
+/// local entry turns revoked, so that a local fill from Redis cannot bring
+/// the old state back. A shortened expiry only drops the local entry, because
 /// the rotating replica wrote the shorter expiry to Redis. Returns false when Redis should have been written but
 /// was not, so the caller retries the event.
 pub(crate) async fn apply_event(layer: &CacheLayer, event: &KeyEvent) -> bool {
@@ -62,7 +62,10 @@ pub(crate) async fn apply_event(layer: &CacheLayer, event: &KeyEvent) -> bool {
     // NOTE: a shortened expiry is not rewritten to Redis here. When the
     // rotating replica's one Redis write fails without opening the breaker,
     // Redis keeps the later expiry until its entry's TTL ends.
-    layer.local.invalidate(&event.digest);
+    match event.kind {
+        KeyEventKind::Revoked => layer.local.revoke(&event.digest, None, layer.local.now()),
+        _ => layer.local.invalidate(&event.digest),
+    }
     written
 }
 

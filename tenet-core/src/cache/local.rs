@@ -287,6 +287,25 @@ impl LocalCache {
         }
     }
 
+    /// Turns a cached entry of `digest` into a revoked verdict read at
+    /// `now`, and makes every fill of its shard that is in flight lose. The
+    /// verdict keeps `owner`, or else the principal the entry had.
+    ///
+    /// A revoked key stays in demand until its clients notice, so keeping
+    /// its entry spares the store one read per request until the entry
+    /// would have been refilled. A digest that is not cached stays out of
+    /// the cache, so revoking keys nobody uses takes no capacity.
+    pub(crate) fn revoke(&self, digest: &KeyDigest, owner: Option<Principal>, now: Millis) {
+        let shard = self.shard(digest);
+        let mut map = shard.map.write().unwrap_or_else(PoisonError::into_inner);
+        shard.generation.fetch_add(1, Ordering::AcqRel);
+        if let Some(entry) = map.get_mut(digest) {
+            let owner = owner.or_else(|| entry.verdict.principal());
+            entry.verdict = Verdict::Revoked(owner);
+            entry.read_at = now;
+        }
+    }
+
     /// Drops every entry and makes every fill in flight lose.
     pub(crate) fn clear(&self) {
         for shard in &*self.shards {
@@ -537,6 +556,26 @@ mod tests {
         };
 
         assert!(Arc::ptr_eq(&scopes(first), &scopes(second)));
+    }
+
+    #[test]
+    fn revoke_replaces_a_cached_entry_only() {
+        let cache = cache();
+        let cached = digest(13);
+        let uncached = digest(14);
+        let verdict = valid();
+        let owner = verdict.principal();
+        cache.insert(cached, verdict, 0, cache.generation(&cached));
+        let in_flight = cache.generation(&cached);
+
+        cache.revoke(&cached, None, 500);
+        cache.revoke(&uncached, owner, 500);
+        let late_fill = cache.insert(cached, valid(), 0, in_flight);
+
+        assert_eq!(cache.get(&cached, 500, 0), Some(Verdict::Revoked(owner)));
+        assert_eq!(cache.get(&cached, 60_499, 0), Some(Verdict::Revoked(owner)));
+        assert_eq!(cache.get(&uncached, 500, 0), None);
+        assert!(!late_fill, "a fill that read before the revoke loses");
     }
 
     #[test]
