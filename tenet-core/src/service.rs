@@ -454,17 +454,7 @@ impl Tenet {
     /// limit applies; [`Error::NotFound`] for a key that is not this
     /// tenant's.
     pub async fn key_limit(&self, tenant: TenantId, key: KeyId) -> Result<Option<Limit>> {
-        // NOTE: this lists the tenant's keys to check that the key is one
-        // of them, like rotation does, because the store has no lookup of
-        // one key by id.
-        let owned = self
-            .list_keys(tenant)
-            .await?
-            .iter()
-            .any(|info| info.id == key);
-        if !owned {
-            return Err(Error::not_found("key", key));
-        }
+        self.tenant_key(tenant, key).await?;
         self.store.key_limit(key).await
     }
 
@@ -492,6 +482,26 @@ impl Tenet {
         }
         tracing::debug!(tenant_id = %tenant, key_id = %key, actor = %self.actor, "set key limit");
         Ok(limit)
+    }
+
+    /// Reads one key of a tenant, revoked or not; [`Error::NotFound`] for
+    /// an unknown tenant or a key that is not this tenant's.
+    ///
+    /// It reads a one-key page of the tenant's listing that starts just
+    /// before `key`, which every store answers from its index on tenant and
+    /// key id, so its cost does not grow with the tenant's key count.
+    async fn tenant_key(&self, tenant: TenantId, key: KeyId) -> Result<KeyInfo> {
+        let before = key
+            .as_uuid()
+            .as_u128()
+            .checked_sub(1)
+            .map(|id| KeyId::from_uuid(uuid::Uuid::from_u128(id)));
+        self.list_keys_page(tenant, before, 1)
+            .await?
+            .items
+            .into_iter()
+            .find(|info| info.id == key)
+            .ok_or_else(|| Error::not_found("key", key))
     }
 
     /// Lists a tenant's keys, revoked ones included, oldest first, reading
@@ -675,12 +685,7 @@ impl Tenet {
         key: KeyId,
         at: OffsetDateTime,
     ) -> Result<KeyInfo> {
-        let old = self
-            .list_keys(tenant)
-            .await?
-            .into_iter()
-            .find(|info| info.id == key)
-            .ok_or_else(|| Error::not_found("key", key))?;
+        let old = self.tenant_key(tenant, key).await?;
 
         // A successor is checked first, because a rotation with no grace
         // also revokes the old key.

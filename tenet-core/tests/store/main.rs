@@ -73,6 +73,7 @@ macro_rules! backend_suite {
                 service::audit_trail_records_actor_and_target,
                 service::issue_and_rotate_keep_the_limit,
                 service::limit_changes_record_actor,
+                service::one_key_reads_find_keys_among_many,
                 usage::metadata_round_trips_and_survives_rotation,
                 usage::last_used_never_moves_backwards,
                 usage::key_uses_coalesce_into_one_write,

@@ -703,3 +703,44 @@ pub async fn limit_changes_record_actor(backend: &TestStore) {
         "{missing:?}"
     );
 }
+
+pub async fn one_key_reads_find_keys_among_many(backend: &TestStore) {
+    let tenet = open(backend.store(), &pepper()).await;
+    let tenant = tenant_of(&tenet).await;
+    let other = tenant_of(&tenet).await;
+    let mut keys = Vec::new();
+    for _ in 0..5 {
+        keys.push(tenet.issue_key(tenant, None).await.expect("key is issued"));
+    }
+    let foreign = tenet.issue_key(other, None).await.expect("key is issued");
+    let between = KeyId::from_uuid(uuid::Uuid::from_u128(
+        keys[2].info.id.as_uuid().as_u128() + 1,
+    ));
+
+    for (index, key) in keys.iter().enumerate() {
+        let limit = tenet.key_limit(tenant, key.info.id).await;
+        assert!(matches!(limit, Ok(None)), "key {index}: {limit:?}");
+    }
+    let foreign_limit = tenet.key_limit(tenant, foreign.info.id).await;
+    let between_limit = tenet.key_limit(tenant, between).await;
+    let rotated = tenet
+        .rotate_key(tenant, keys[3].info.id, Duration::ZERO)
+        .await;
+    let foreign_rotation = tenet
+        .rotate_key(tenant, foreign.info.id, Duration::ZERO)
+        .await;
+
+    assert!(
+        matches!(foreign_limit, Err(Error::NotFound { .. })),
+        "{foreign_limit:?}"
+    );
+    assert!(
+        matches!(between_limit, Err(Error::NotFound { .. })),
+        "{between_limit:?}"
+    );
+    assert!(rotated.is_ok(), "{rotated:?}");
+    assert!(
+        matches!(foreign_rotation, Err(Error::NotFound { .. })),
+        "{foreign_rotation:?}"
+    );
+}
