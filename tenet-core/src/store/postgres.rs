@@ -5,6 +5,12 @@
 //! tables come from versioned migrations that [`PostgresStore::migrate`]
 //! applies. The store never migrates on its own, so that an operator can
 //! run the migrations as a separate step.
+//!
+//! The pool does not ping a connection on checkout, so that a read costs
+//! one round trip. Instead, the pool drops a connection that a call lost or
+//! abandoned (see `pool::Connection`), and checkout skips one that the
+//! driver has seen closed. The reads on the verification path retry once
+//! when their connection was lost.
 
 use std::fmt;
 use std::str::FromStr;
@@ -36,6 +42,7 @@ use crate::stats::{PoolStatus, WaitHistogram};
 use crate::tenant::{Tenant, TenantStatus};
 use crate::usage::{UsageCount, UsageRange};
 
+mod checkout;
 mod errors;
 mod migrations;
 mod options;
@@ -44,7 +51,7 @@ mod pool;
 pub use options::PostgresOptions;
 
 use errors::Redactor;
-use pool::{ConnectErrorSink, LastConnectError, Manager};
+use pool::{ConnectErrorSink, Connection, LastConnectError, Manager};
 
 // The key queries return the columns in the order `key_from_row` reads.
 const SELECT_KEYS_OF_TENANT: &str = "\
@@ -314,6 +321,15 @@ const KEY_EVENT_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 /// A store in a PostgreSQL database, shared by any number of replicas.
 ///
 /// Cheap to clone; clones share the pool.
+///
+/// A call whose connection is lost (closed by the server, reset, or
+/// terminated with `pg_terminate_backend`) fails with
+/// [`Error::Unavailable`], and the pool drops that connection. Only the
+/// reads that verification makes, [`Store::key_by_digest`],
+/// [`Store::tenant`] and [`Store::key_events`], retry once on another
+/// connection first. Writes never retry on their own, because a write
+/// whose connection was lost may have committed, and the caller decides
+/// whether to repeat it.
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool<Manager>,
@@ -371,9 +387,13 @@ impl PostgresStore {
         let target = describe_target(&config);
         let last_connect_error = LastConnectError::default();
         let manager = Manager::new(config, options.session_setup(), last_connect_error.clone());
+        // No ping on checkout, because it would double the round trips of
+        // every read. `Manager::has_broken` drops lost and abandoned
+        // connections instead, and `checkout` skips closed ones.
         let pool = Pool::builder()
             .max_size(options.pool_size)
             .connection_timeout(options.connect_timeout)
+            .test_on_check_out(false)
             .error_sink(Box::new(ConnectErrorSink {
                 last_error: last_connect_error.clone(),
                 redactor: redactor.clone(),
@@ -413,12 +433,92 @@ impl PostgresStore {
 
     async fn connection(&self) -> Result<PooledConnection<'_, Manager>> {
         let started = Instant::now();
-        let checkout = self.pool.get().await;
+        let checkout = self.checkout().await;
         self.pool_wait.record(started.elapsed());
-        checkout.map_err(|err| match err {
+        checkout
+    }
+
+    // The reads that verification makes, each on a given connection so that
+    // a caller can run it again on another (see `retry_connection`).
+
+    async fn select_key_by_digest(
+        &self,
+        connection: &mut Connection,
+        digest: &KeyDigest,
+    ) -> Result<Option<KeyRecord>> {
+        let digest = &digest.as_bytes()[..];
+        let row = connection
+            .query_opt(SELECT_KEY_BY_DIGEST, &[&digest])
+            .await
+            .map_err(|err| self.failed(&err, "looking up a key by digest"))?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    async fn select_tenant(
+        &self,
+        connection: &mut Connection,
+        id: TenantId,
+    ) -> Result<Option<Tenant>> {
+        let uuid = id.as_uuid();
+        let row = connection
+            .query_opt(SELECT_TENANT, &[&uuid])
+            .await
+            .map_err(|err| self.failed(&err, format_args!("reading tenant {id}")))?;
+        row.as_ref().map(tenant_from_row).transpose()
+    }
+
+    async fn select_events(
+        &self,
+        connection: &mut Connection,
+        since: Option<OffsetDateTime>,
+    ) -> Result<KeyEvents> {
+        // The clock is read before the events, so an event that commits
+        // between the two statements is read again by the next call.
+        let clock = connection
+            .query_one("SELECT now()", &[])
+            .await
+            .map_err(|err| self.failed(&err, "reading the Postgres clock"))?;
+        let now = column(&clock, 0, "server clock")?;
+
+        let Some(since) = since else {
+            return Ok(KeyEvents {
+                now,
+                events: Vec::new(),
+                tenant_events: Vec::new(),
+            });
+        };
+        let rows = connection
+            .query(SELECT_KEY_EVENTS, &[&since])
+            .await
+            .map_err(|err| self.failed(&err, format_args!("reading key events since {since}")))?;
+        let events = rows.iter().map(key_event_from_row).collect::<Result<_>>()?;
+        let rows = connection
+            .query(SELECT_TENANT_EVENTS, &[&since])
+            .await
+            .map_err(|err| {
+                self.failed(&err, format_args!("reading tenant events since {since}"))
+            })?;
+        let tenant_events = rows
+            .iter()
+            .map(|row| {
+                Ok(TenantEvent {
+                    seq: column(row, 0, "tenant event seq")?,
+                    tenant_id: TenantId::from_uuid(column(row, 1, "tenant event tenant_id")?),
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(KeyEvents {
+            now,
+            events,
+            tenant_events,
+        })
+    }
+
+    fn checkout_error(&self, err: RunError<tokio_postgres::Error>) -> Error {
+        match err {
             RunError::User(err) => self.redactor.error(&err, "opening a Postgres connection"),
             RunError::TimedOut => self.acquire_timeout(),
-        })
+        }
     }
 
     /// Bounds a call by the connect and statement timeouts together, so that
@@ -458,7 +558,7 @@ impl PostgresStore {
     }
 
     fn failed(&self, err: &tokio_postgres::Error, action: impl fmt::Display) -> Error {
-        self.redactor.error(err, action)
+        self.redactor.call_error(err, action)
     }
 }
 
@@ -684,13 +784,12 @@ impl Store for PostgresStore {
 
     async fn tenant(&self, id: TenantId) -> Result<Option<Tenant>> {
         self.bounded(async {
-            let uuid = id.as_uuid();
             let mut connection = self.connection().await?;
-            let row = connection
-                .query_opt(SELECT_TENANT, &[&uuid])
-                .await
-                .map_err(|err| self.failed(&err, format_args!("reading tenant {id}")))?;
-            row.as_ref().map(tenant_from_row).transpose()
+            let first = self.select_tenant(&mut connection, id).await;
+            match self.retry_connection(connection, &first).await? {
+                Some(mut connection) => self.select_tenant(&mut connection, id).await,
+                None => first,
+            }
         })
         .await
     }
@@ -938,8 +1037,14 @@ impl Store for PostgresStore {
             let failed = |err: tokio_postgres::Error| {
                 self.failed(&err, format_args!("deleting tenant {tenant}"))
             };
+            // A connection whose transaction did not end in a commit or
+            // rollback here is left busy, so the pool drops it.
             let mut connection = self.connection().await?;
-            let transaction = connection.client.transaction().await.map_err(failed)?;
+            let transaction = connection
+                .borrow_client()
+                .transaction()
+                .await
+                .map_err(failed)?;
 
             let deleted = transaction
                 .query_opt(MARK_TENANT_DELETED, &audit.after(&[&tenant_id, &at]))
@@ -947,6 +1052,7 @@ impl Store for PostgresStore {
                 .map_err(failed)?;
             if deleted.is_none() {
                 transaction.rollback().await.map_err(failed)?;
+                connection.release_client();
                 return Ok(None);
             }
             let rows = transaction
@@ -955,6 +1061,7 @@ impl Store for PostgresStore {
                 .map_err(failed)?;
             let revoked = rows.iter().map(key_from_row).collect::<Result<Vec<_>>>()?;
             transaction.commit().await.map_err(failed)?;
+            connection.release_client();
             Ok(Some(revoked))
         })
         .await
@@ -981,13 +1088,12 @@ impl Store for PostgresStore {
 
     async fn key_by_digest(&self, digest: &KeyDigest) -> Result<Option<KeyRecord>> {
         self.bounded(async {
-            let digest = &digest.as_bytes()[..];
             let mut connection = self.connection().await?;
-            let row = connection
-                .query_opt(SELECT_KEY_BY_DIGEST, &[&digest])
-                .await
-                .map_err(|err| self.failed(&err, "looking up a key by digest"))?;
-            row.as_ref().map(key_from_row).transpose()
+            let first = self.select_key_by_digest(&mut connection, digest).await;
+            match self.retry_connection(connection, &first).await? {
+                Some(mut connection) => self.select_key_by_digest(&mut connection, digest).await,
+                None => first,
+            }
         })
         .await
     }
@@ -1243,49 +1349,11 @@ impl Store for PostgresStore {
     async fn key_events(&self, since: Option<OffsetDateTime>) -> Result<KeyEvents> {
         self.bounded(async {
             let mut connection = self.connection().await?;
-
-            // The clock is read before the events, so an event that commits
-            // between the two statements is read again by the next call.
-            let clock = connection
-                .query_one("SELECT now()", &[])
-                .await
-                .map_err(|err| self.failed(&err, "reading the Postgres clock"))?;
-            let now = column(&clock, 0, "server clock")?;
-
-            let Some(since) = since else {
-                return Ok(KeyEvents {
-                    now,
-                    events: Vec::new(),
-                    tenant_events: Vec::new(),
-                });
-            };
-            let rows = connection
-                .query(SELECT_KEY_EVENTS, &[&since])
-                .await
-                .map_err(|err| {
-                    self.failed(&err, format_args!("reading key events since {since}"))
-                })?;
-            let events = rows.iter().map(key_event_from_row).collect::<Result<_>>()?;
-            let rows = connection
-                .query(SELECT_TENANT_EVENTS, &[&since])
-                .await
-                .map_err(|err| {
-                    self.failed(&err, format_args!("reading tenant events since {since}"))
-                })?;
-            let tenant_events = rows
-                .iter()
-                .map(|row| {
-                    Ok(TenantEvent {
-                        seq: column(row, 0, "tenant event seq")?,
-                        tenant_id: TenantId::from_uuid(column(row, 1, "tenant event tenant_id")?),
-                    })
-                })
-                .collect::<Result<_>>()?;
-            Ok(KeyEvents {
-                now,
-                events,
-                tenant_events,
-            })
+            let first = self.select_events(&mut connection, since).await;
+            match self.retry_connection(connection, &first).await? {
+                Some(mut connection) => self.select_events(&mut connection, since).await,
+                None => first,
+            }
         })
         .await
     }

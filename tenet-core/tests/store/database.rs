@@ -2,10 +2,12 @@
 
 use std::env;
 use std::io::Write as _;
+use std::net::SocketAddr;
 use std::sync::Once;
 
 use tenet_core::{PostgresOptions, PostgresStore};
 use tokio::runtime::RuntimeFlavor;
+use tokio_postgres::config::{Config, Host};
 use tokio_postgres::{Client, NoTls};
 use uuid::Uuid;
 
@@ -107,6 +109,57 @@ impl TestSchema {
         PostgresStore::connect(&self.url, options)
             .await
             .unwrap_or_else(|err| panic!("cannot connect a store to {}: {err}", self.name))
+    }
+
+    /// Connects a store to this schema, without migrating, whose
+    /// connections carry the schema's name as `application_name`, so that a
+    /// test can find exactly this store's backends in `pg_stat_activity`.
+    pub async fn connect_named(&self, options: PostgresOptions) -> PostgresStore {
+        let separator = if self.url.contains('?') { '&' } else { '?' };
+        let url = format!("{}{separator}application_name={}", self.url, self.name);
+        PostgresStore::connect(&url, options)
+            .await
+            .unwrap_or_else(|err| panic!("cannot connect a store to {}: {err}", self.name))
+    }
+
+    /// Returns the address of the test database's server, for a proxy in
+    /// front of it.
+    pub async fn server_addr(&self) -> SocketAddr {
+        let config: Config = self.url.parse().expect("test database URL parses");
+        let Some(Host::Tcp(host)) = config.get_hosts().first() else {
+            panic!("{URL_VARIABLE} must name a TCP host");
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .unwrap_or_else(|err| panic!("cannot resolve {host}:{port}: {err}"))
+            .next()
+            .unwrap_or_else(|| panic!("{host}:{port} resolves to no address"))
+    }
+
+    /// Connects a store to this schema through `proxy`, which forwards to
+    /// [`TestSchema::server_addr`], without migrating.
+    pub async fn connect_through(
+        &self,
+        proxy: SocketAddr,
+        options: PostgresOptions,
+    ) -> PostgresStore {
+        let config: Config = self.url.parse().expect("test database URL parses");
+        let user = config.get_user().unwrap_or("postgres");
+        let database = config.get_dbname().unwrap_or(user);
+        let password = config
+            .get_password()
+            .map(|password| format!(":{}", String::from_utf8_lossy(password)))
+            .unwrap_or_default();
+        let url = format!("postgres://{user}{password}@{proxy}/{database}");
+        PostgresStore::connect(&url, options)
+            .await
+            .unwrap_or_else(|err| {
+                panic!(
+                    "cannot connect a store to {} through {proxy}: {err}",
+                    self.name
+                )
+            })
     }
 
     /// Connects a store to this schema and applies the migrations.

@@ -8,6 +8,7 @@ mod backend;
 mod cases;
 mod database;
 mod postgres;
+mod proxy;
 mod service;
 mod stats;
 mod usage;

@@ -1,12 +1,15 @@
-//! Postgres-only behaviour: migrations, options and error mapping.
+//! Postgres-only behaviour: migrations, options, error mapping and lost
+//! connections.
 
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::future::join_all;
 use tenet_core::{
-    Error, KeyDigest, KeyEventKind, KeyId, KeyInfo, KeyMetadata, KeyRecord, PageRequest,
-    PostgresOptions, PostgresStore, Store, Tenant, TenantId, TenantName, TenantStatus,
+    Error, KeyDigest, KeyEventKind, KeyId, KeyInfo, KeyMetadata, KeyRecord, PageRequest, Pepper,
+    PostgresOptions, PostgresStore, Principal, Store, Tenant, TenantId, TenantName, TenantStatus,
+    Tenet,
 };
 use time::OffsetDateTime;
 use tokio_postgres::Client;
@@ -14,6 +17,7 @@ use tokio_postgres::config::{Config, Host};
 
 use crate::cases::audit;
 use crate::database::{TestSchema, database_url};
+use crate::proxy::CuttingProxy;
 
 const PASSWORD: &str = "zq9-Hunter2-secret";
 
@@ -86,6 +90,57 @@ async fn lock_settings(client: &Client) {
         .batch_execute("BEGIN; LOCK TABLE settings IN ACCESS EXCLUSIVE MODE")
         .await
         .expect("settings table locks");
+}
+
+/// Returns how many backends run with `application_name`.
+async fn backend_count(client: &Client, application_name: &str) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+            &[&application_name],
+        )
+        .await
+        .expect("pg_stat_activity reads")
+        .get(0)
+}
+
+/// Runs bursts of concurrent reads on `store` until every one of its
+/// `pool_size` connections is open. The store's connections must carry
+/// the schema's name as `application_name`.
+async fn open_every_connection(store: &PostgresStore, schema: &TestSchema, pool_size: u32) {
+    let client = schema.client().await;
+    let expected = i64::from(pool_size);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reads = (0..pool_size * 4).map(|_| store.list_tenants(PageRequest::first(1)));
+        for read in join_all(reads).await {
+            read.expect("tenants list");
+        }
+        let open = backend_count(&client, schema.name()).await;
+        if open == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the store opened {open} of {expected} connections within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Terminates every backend of `application_name` with
+/// `pg_terminate_backend`, waiting up to 5 s for each to exit, and returns
+/// how many exited.
+async fn terminate_backends(client: &Client, application_name: &str) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) \
+             FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()",
+            &[&application_name],
+        )
+        .await
+        .expect("backends terminate")
+        .get(0)
 }
 
 /// Returns a port on 127.0.0.1 that nothing listens on.
@@ -572,4 +627,243 @@ async fn deletion_revokes_keys_issued_concurrently() {
         .expect("keys list");
     let live: Vec<_> = keys.iter().filter(|key| key.revoked_at.is_none()).collect();
     assert!(live.is_empty(), "keys left valid: {live:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_succeeds_after_backends_terminated() {
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    schema.migrated_store().await;
+    let pool_size = 3;
+    let store = schema
+        .connect_named(PostgresOptions {
+            pool_size,
+            ..schema.options()
+        })
+        .await;
+    let pepper = Pepper::from_config(&Pepper::generate_config()).expect("valid pepper");
+    let tenet = Tenet::open(Arc::new(store.clone()), pepper)
+        .await
+        .expect("service opens");
+    let tenant = tenet
+        .create_tenant(TenantName::parse("Acme").expect("valid name"))
+        .await
+        .expect("tenant is created");
+    let issued = tenet
+        .issue_key(tenant.id, None)
+        .await
+        .expect("key is issued");
+    open_every_connection(&store, &schema, pool_size).await;
+    let client = schema.client().await;
+
+    let terminated = terminate_backends(&client, schema.name()).await;
+    let verified = tenet.verify(issued.api_key.expose_secret()).await;
+
+    assert_eq!(terminated, i64::from(pool_size));
+    let expected = Principal {
+        tenant_id: tenant.id,
+        key_id: issued.info.id,
+    };
+    assert!(
+        matches!(&verified, Ok(principal) if *principal == expected),
+        "{verified:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_poll_survives_terminated_backends() {
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    schema.migrated_store().await;
+    let pool_size = 3;
+    let store = schema
+        .connect_named(PostgresOptions {
+            pool_size,
+            ..schema.options()
+        })
+        .await;
+    let start = store.key_events(None).await.expect("clock reads");
+    let tenant = tenant();
+    store
+        .insert_tenant(&tenant, &audit(tenant.id))
+        .await
+        .expect("tenant inserts");
+    let key = key(tenant.id);
+    store
+        .insert_key(&key, None, &audit(tenant.id))
+        .await
+        .expect("key inserts");
+    open_every_connection(&store, &schema, pool_size).await;
+    let client = schema.client().await;
+
+    let terminated = terminate_backends(&client, schema.name()).await;
+    let polled = store.key_events(Some(start.now)).await;
+
+    assert_eq!(terminated, i64::from(pool_size));
+    let batch = polled.expect("key events read after the backends were terminated");
+    let kinds: Vec<_> = batch.events.iter().map(|event| event.kind).collect();
+    assert_eq!(kinds, vec![KeyEventKind::Issued]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_after_backends_terminated_recovers() {
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    schema.migrated_store().await;
+    let pool_size = 3;
+    let store = schema
+        .connect_named(PostgresOptions {
+            pool_size,
+            ..schema.options()
+        })
+        .await;
+    open_every_connection(&store, &schema, pool_size).await;
+    let client = schema.client().await;
+    let first = tenant();
+    let second = tenant();
+
+    let terminated = terminate_backends(&client, schema.name()).await;
+    let written = store.insert_tenant(&first, &audit(first.id)).await;
+    let next = store.insert_tenant(&second, &audit(second.id)).await;
+
+    assert_eq!(terminated, i64::from(pool_size));
+    match written {
+        Ok(()) => {}
+        Err(Error::Unavailable(err)) => {
+            let message = err.to_string();
+            assert!(
+                message.contains(&format!("inserting tenant {}", first.id)),
+                "{message}"
+            );
+            assert!(message.contains("connection was lost"), "{message}");
+        }
+        Err(err) => panic!("expected success or an unavailable store, got {err:?}"),
+    }
+    assert!(next.is_ok(), "{next:?}");
+    let stored = store.tenant(second.id).await;
+    assert_eq!(stored.ok(), Some(Some(second)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_call_drops_its_connection() {
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    schema.migrated_store().await;
+    let store = schema
+        .connect_named(PostgresOptions {
+            pool_size: 1,
+            statement_timeout: Duration::from_secs(30),
+            ..schema.options()
+        })
+        .await;
+    let locker = schema.client().await;
+    lock_settings(&locker).await;
+
+    // The read blocks on the lock until the timeout drops its future.
+    let abandoned = tokio::time::timeout(
+        Duration::from_millis(200),
+        store.setting("pepper_fingerprint"),
+    )
+    .await;
+    let pinged = tokio::time::timeout(Duration::from_secs(5), store.ping()).await;
+    let open = backend_count(&locker, schema.name()).await;
+    locker
+        .batch_execute("ROLLBACK")
+        .await
+        .expect("lock releases");
+
+    assert!(
+        abandoned.is_err(),
+        "the blocked read finished: {abandoned:?}"
+    );
+    assert!(
+        matches!(pinged, Ok(Ok(()))),
+        "a ping on the abandoned connection would wait behind the blocked read: {pinged:?}"
+    );
+    assert_eq!(
+        open, 2,
+        "the blocked backend and the ping's new one should both be open"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_reads_retry_on_lost_connection() {
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    let direct = schema.migrated_store().await;
+    let tenant = tenant();
+    direct
+        .insert_tenant(&tenant, &audit(tenant.id))
+        .await
+        .expect("tenant inserts");
+    let key = key(tenant.id);
+    direct
+        .insert_key(&key, None, &audit(tenant.id))
+        .await
+        .expect("key inserts");
+    let proxy = CuttingProxy::start(schema.server_addr().await).await;
+    // One connection, so that each read after a cut gets the cut one.
+    let store = schema
+        .connect_through(
+            proxy.addr,
+            PostgresOptions {
+                pool_size: 1,
+                ..schema.options()
+            },
+        )
+        .await;
+
+    proxy.cut();
+    let found = store.key_by_digest(&key.digest).await;
+    proxy.cut();
+    let read = store.tenant(tenant.id).await;
+    proxy.cut();
+    let polled = store.key_events(None).await;
+
+    let found = found.expect("key lookup retries");
+    assert_eq!(found.map(|record| record.info.id), Some(key.info.id));
+    assert_eq!(read.ok(), Some(Some(tenant)));
+    assert!(polled.is_ok(), "{polled:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_on_lost_connection_is_not_retried() {
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    schema.migrated_store().await;
+    let proxy = CuttingProxy::start(schema.server_addr().await).await;
+    let store = schema
+        .connect_through(
+            proxy.addr,
+            PostgresOptions {
+                pool_size: 1,
+                ..schema.options()
+            },
+        )
+        .await;
+    let first = tenant();
+    let second = tenant();
+
+    proxy.cut();
+    let written = store.insert_tenant(&first, &audit(first.id)).await;
+    let next = store.insert_tenant(&second, &audit(second.id)).await;
+
+    let Err(Error::Unavailable(err)) = written else {
+        panic!("expected the store to be unavailable, got {written:?}");
+    };
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!("inserting tenant {}", first.id)),
+        "{message}"
+    );
+    assert!(message.contains("connection was lost"), "{message}");
+    assert!(next.is_ok(), "{next:?}");
+    let unwritten = store.tenant(first.id).await;
+    assert_eq!(unwritten.ok(), Some(None), "the lost write ran again");
 }

@@ -188,6 +188,19 @@ impl Cluster {
         self.admin(index).issue_key(tenant).await
     }
 
+    /// Issues a key through replica `index` and returns the response
+    /// status, whatever it is.
+    pub async fn try_issue(&self, index: usize, tenant: &TenantResponse) -> StatusCode {
+        let admin = self.admin(index);
+        self.client
+            .post(format!("{}/tenants/{}/keys", admin.base, tenant.id))
+            .bearer_auth(&admin.token)
+            .send()
+            .await
+            .unwrap_or_else(|err| panic!("POST /tenants/{}/keys failed: {err}", tenant.id))
+            .status()
+    }
+
     /// Calls `/protected` on replica `index` with `key`.
     pub async fn protected(&self, index: usize, key: &str) -> StatusCode {
         self.try_protected(index, key)
@@ -207,13 +220,15 @@ impl Cluster {
     }
 
     /// Closes every Postgres connection of replica `index` from the server
-    /// side, as a failover or an operator's `pg_terminate_backend` would.
+    /// side, as a failover or an operator's `pg_terminate_backend` would,
+    /// waits up to 5 s for each backend to exit, and returns how many
+    /// exited.
     pub async fn terminate_connections(&self, index: usize) -> i64 {
         let client = connect(&self.database_url).await;
         let row = client
             .query_one(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-                 WHERE application_name = $1",
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) \
+                 FROM pg_stat_activity WHERE application_name = $1",
                 &[&self.replicas[index].application_name],
             )
             .await

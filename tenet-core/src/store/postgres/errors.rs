@@ -3,7 +3,7 @@
 use std::error::Error as StdError;
 use std::fmt;
 
-use tokio_postgres::error::SqlState;
+use tokio_postgres::error::{Severity, SqlState};
 use zeroize::Zeroizing;
 
 use crate::error::Error;
@@ -81,14 +81,41 @@ impl Redactor {
     /// Wraps a failure while doing `action` as [`Error::Unavailable`] when
     /// retrying later can succeed, and as [`Error::Store`] otherwise.
     pub(super) fn error(&self, err: &tokio_postgres::Error, action: impl fmt::Display) -> Error {
+        self.wrap(err, action, hint(err), is_transient(err))
+    }
+
+    /// Wraps the failure of a statement on an open connection like
+    /// [`Redactor::error`]. A failure that lost the connection is
+    /// [`Error::Unavailable`] whatever its code, because the pool drops
+    /// that connection and the same call on another one can succeed.
+    pub(super) fn call_error(
+        &self,
+        err: &tokio_postgres::Error,
+        action: impl fmt::Display,
+    ) -> Error {
+        if is_connection_lost(err) {
+            let hint = "the Postgres connection was lost and will not be reused; a write may \
+                        have committed before the loss, so check before repeating it";
+            return self.wrap(err, action, Some(hint), true);
+        }
+        self.error(err, action)
+    }
+
+    fn wrap(
+        &self,
+        err: &tokio_postgres::Error,
+        action: impl fmt::Display,
+        hint: Option<&str>,
+        transient: bool,
+    ) -> Error {
         let mut message = format!("{action} failed: {}", self.describe(err));
-        if let Some(hint) = hint(err) {
+        if let Some(hint) = hint {
             message.push_str("; ");
             message.push_str(hint);
         }
 
         let wrapped = PostgresError(message);
-        if is_transient(err) {
+        if transient {
             Error::unavailable(wrapped)
         } else {
             Error::store(wrapped)
@@ -99,6 +126,24 @@ impl Redactor {
     pub(super) fn message(&self, message: String) -> PostgresError {
         PostgresError(self.redact(message))
     }
+}
+
+/// Tells whether `err` ended the connection it came from, so that the
+/// connection must not be used again. That is the case when the driver saw
+/// it close, when the socket failed, and when the server sent a FATAL or
+/// PANIC error, after which it closes the session (as `pg_terminate_backend`
+/// and a server shutdown do).
+pub(super) fn is_connection_lost(err: &tokio_postgres::Error) -> bool {
+    if err.is_closed() || has_io_source(err) {
+        return true;
+    }
+    let Some(db_error) = err.as_db_error() else {
+        return false;
+    };
+    matches!(
+        db_error.parsed_severity(),
+        Some(Severity::Fatal | Severity::Panic)
+    ) || db_error.code().code().starts_with("08")
 }
 
 /// Tells whether the same call can succeed later without any change: the
@@ -123,6 +168,10 @@ fn is_transient(err: &tokio_postgres::Error) -> bool {
     }
 
     // Refused, reset and broken connections surface as I/O errors.
+    has_io_source(err)
+}
+
+fn has_io_source(err: &tokio_postgres::Error) -> bool {
     let mut source = err.source();
     while let Some(cause) = source {
         if cause.is::<std::io::Error>() {

@@ -143,8 +143,10 @@ const MIGRATION_LOCK_KEY: i64 = 0x7465_6e65_745f_6d67;
 /// applied and skips them. The statement timeout is lifted inside the
 /// transaction because a migration may rewrite a large table.
 pub(super) async fn migrate(connection: &mut Connection, redactor: &Redactor) -> Result<Vec<u32>> {
+    // The connection stays busy, so the pool drops it, unless the
+    // transaction ends here in a commit or a rollback.
     let transaction = connection
-        .client
+        .borrow_client()
         .transaction()
         .await
         .map_err(|err| redactor.error(&err, "starting the migration transaction"))?;
@@ -155,6 +157,7 @@ pub(super) async fn migrate(connection: &mut Connection, redactor: &Redactor) ->
                 .commit()
                 .await
                 .map_err(|err| redactor.error(&err, "committing the migrations"))?;
+            connection.release_client();
             for version in &applied {
                 tracing::debug!(version, "applied Postgres migration");
             }
@@ -163,8 +166,11 @@ pub(super) async fn migrate(connection: &mut Connection, redactor: &Redactor) ->
         Err(err) => {
             // Rolled back here rather than on drop, so that the locks are
             // released before the connection goes back to the pool.
-            if let Err(rollback) = transaction.rollback().await {
-                tracing::debug!(error = %redactor.describe(&rollback), "migration rollback failed");
+            match transaction.rollback().await {
+                Ok(()) => connection.release_client(),
+                Err(rollback) => {
+                    tracing::debug!(error = %redactor.describe(&rollback), "migration rollback failed");
+                }
             }
             Err(err)
         }

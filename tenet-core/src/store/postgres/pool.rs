@@ -9,20 +9,77 @@ use bb8_postgres::PostgresConnectionManager;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row, Statement};
 
-use super::errors::Redactor;
+use super::errors::{Redactor, is_connection_lost};
 
 /// A pooled connection with the statements it has prepared.
 ///
 /// A prepared statement belongs to one server session, so the cache lives
 /// and dies with the connection.
+///
+/// The pool does not ping a connection before handing it out, so the
+/// connection tracks whether it can be used again. [`Manager::has_broken`]
+/// drops it when a call lost the connection, when a call's future was
+/// dropped before it finished (such as at a timeout), or when the driver
+/// has seen the server close it.
 pub(super) struct Connection {
-    pub(super) client: Client,
+    client: Client,
     statements: HashMap<&'static str, Statement>,
+    state: State,
+}
+
+/// Whether a [`Connection`] can go back to the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// No call is running, and the last one left the session usable.
+    Idle,
+    /// A call started and has not finished. A connection still in this
+    /// state when it returns to the pool was abandoned mid-call, so its
+    /// session may still run a statement or hold a transaction open.
+    Busy,
+    /// A call failed because the connection was lost.
+    Lost,
 }
 
 impl Connection {
+    /// Returns whether the connection was lost: a call failed with a
+    /// connection error, or the driver has seen the server close it. The
+    /// check reads local state only and sends nothing.
+    pub(super) fn is_lost(&self) -> bool {
+        self.state == State::Lost || self.client.is_closed()
+    }
+
+    /// Returns the client for statements that the query methods do not
+    /// cover, such as a transaction, and marks the connection busy. Unless
+    /// [`Connection::release_client`] follows, the pool drops the
+    /// connection when it comes back.
+    pub(super) fn borrow_client(&mut self) -> &mut Client {
+        self.state = State::Busy;
+        &mut self.client
+    }
+
+    /// Marks a connection borrowed with [`Connection::borrow_client`] as
+    /// usable again. Call it only after its last statement succeeded.
+    pub(super) fn release_client(&mut self) {
+        if self.state == State::Busy {
+            self.state = State::Idle;
+        }
+    }
+
+    /// Sends an empty query, the same check that bb8-postgres runs on
+    /// checkout, and marks the connection lost when it fails for any reason.
+    pub(super) async fn ping(&mut self) -> Result<(), tokio_postgres::Error> {
+        let client = self.borrow_client();
+        let result = client.simple_query("").await.map(|_| ());
+        self.state = if result.is_ok() {
+            State::Idle
+        } else {
+            State::Lost
+        };
+        result
+    }
+
     /// Returns the prepared statement for `sql`, preparing it on first use.
-    pub(super) async fn prepare_cached(
+    async fn prepare_cached(
         &mut self,
         sql: &'static str,
     ) -> Result<Statement, tokio_postgres::Error> {
@@ -34,13 +91,29 @@ impl Connection {
         Ok(statement)
     }
 
+    /// Records the outcome of a call that marked the connection busy.
+    fn settle<T>(
+        &mut self,
+        result: Result<T, tokio_postgres::Error>,
+    ) -> Result<T, tokio_postgres::Error> {
+        self.state = match &result {
+            Err(err) if is_connection_lost(err) => State::Lost,
+            _ => State::Idle,
+        };
+        result
+    }
+
     pub(super) async fn query(
         &mut self,
         sql: &'static str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, tokio_postgres::Error> {
-        let statement = self.prepare_cached(sql).await?;
-        self.client.query(&statement, params).await
+        self.state = State::Busy;
+        let result = match self.prepare_cached(sql).await {
+            Ok(statement) => self.client.query(&statement, params).await,
+            Err(err) => Err(err),
+        };
+        self.settle(result)
     }
 
     pub(super) async fn query_opt(
@@ -48,8 +121,12 @@ impl Connection {
         sql: &'static str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, tokio_postgres::Error> {
-        let statement = self.prepare_cached(sql).await?;
-        self.client.query_opt(&statement, params).await
+        self.state = State::Busy;
+        let result = match self.prepare_cached(sql).await {
+            Ok(statement) => self.client.query_opt(&statement, params).await,
+            Err(err) => Err(err),
+        };
+        self.settle(result)
     }
 
     pub(super) async fn query_one(
@@ -57,8 +134,12 @@ impl Connection {
         sql: &'static str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Row, tokio_postgres::Error> {
-        let statement = self.prepare_cached(sql).await?;
-        self.client.query_one(&statement, params).await
+        self.state = State::Busy;
+        let result = match self.prepare_cached(sql).await {
+            Ok(statement) => self.client.query_one(&statement, params).await,
+            Err(err) => Err(err),
+        };
+        self.settle(result)
     }
 
     pub(super) async fn execute(
@@ -66,8 +147,12 @@ impl Connection {
         sql: &'static str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, tokio_postgres::Error> {
-        let statement = self.prepare_cached(sql).await?;
-        self.client.execute(&statement, params).await
+        self.state = State::Busy;
+        let result = match self.prepare_cached(sql).await {
+            Ok(statement) => self.client.execute(&statement, params).await,
+            Err(err) => Err(err),
+        };
+        self.settle(result)
     }
 }
 
@@ -126,6 +211,7 @@ impl ManageConnection for Manager {
         Ok(Connection {
             client,
             statements: HashMap::new(),
+            state: State::Idle,
         })
     }
 
@@ -133,8 +219,11 @@ impl ManageConnection for Manager {
         self.inner.is_valid(&mut connection.client).await
     }
 
+    /// Drops a connection that was lost or abandoned mid-call. The pool
+    /// runs no check on checkout, so this is what keeps such a connection
+    /// from being handed out again.
     fn has_broken(&self, connection: &mut Connection) -> bool {
-        self.inner.has_broken(&mut connection.client)
+        connection.state != State::Idle || self.inner.has_broken(&mut connection.client)
     }
 }
 
