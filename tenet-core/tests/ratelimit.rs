@@ -2,13 +2,16 @@
 //! Redis limiter against the Redis named by `TENET_TEST_REDIS_URL`, each
 //! test under its own key prefix.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::AsyncCommands as _;
 use tenet_core::RedisOptions;
 use tenet_core::ratelimit::{Check, Decision, Limit, LocalLimiter, Mode, RedisLimiter};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
 
 /// A clock the test moves by hand, in milliseconds.
 #[derive(Debug, Clone)]
@@ -601,4 +604,187 @@ async fn unanswering_redis_fails_within_the_timeout() {
         );
     }
     accept.abort();
+}
+
+/// A TCP proxy in front of the test Redis that can close, or go silent on,
+/// the connections it accepted so far while it forwards new ones.
+struct RedisProxy {
+    /// The Redis URL of the proxy, with the credentials and database of the
+    /// test Redis URL.
+    url: String,
+    accepted: Arc<AtomicUsize>,
+    /// Connections with an index below this one stop forwarding requests.
+    silent_below: Arc<AtomicUsize>,
+    forwarders: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    listener: JoinHandle<()>,
+}
+
+impl RedisProxy {
+    async fn start(redis_url: &str) -> Self {
+        let (scheme, rest) = redis_url
+            .split_once("://")
+            .expect("Redis URL with a scheme");
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let (credentials, host_port) = match authority.rsplit_once('@') {
+            Some((credentials, host_port)) => (format!("{credentials}@"), host_port),
+            None => (String::new(), authority),
+        };
+        let upstream = if host_port.contains(':') {
+            host_port.to_owned()
+        } else {
+            format!("{host_port}:6379")
+        };
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let url = format!(
+            "{scheme}://{credentials}{}/{path}",
+            listener.local_addr().expect("proxy address")
+        );
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let silent_below = Arc::new(AtomicUsize::new(0));
+        let forwarders = Arc::new(Mutex::new(Vec::new()));
+        let listener = tokio::spawn({
+            let accepted = Arc::clone(&accepted);
+            let silent_below = Arc::clone(&silent_below);
+            let forwarders = Arc::clone(&forwarders);
+            async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    let index = accepted.fetch_add(1, Ordering::SeqCst);
+                    let server = TcpStream::connect(&upstream)
+                        .await
+                        .expect("connect to Redis");
+                    let forwarder =
+                        tokio::spawn(forward(client, server, index, Arc::clone(&silent_below)));
+                    forwarders.lock().unwrap().push(forwarder);
+                }
+            }
+        });
+        Self {
+            url,
+            accepted,
+            silent_below,
+            forwarders,
+            listener,
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Closes every connection accepted so far, as a Redis restart does.
+    fn close_accepted(&self) {
+        for forwarder in self.forwarders.lock().unwrap().drain(..) {
+            forwarder.abort();
+        }
+    }
+
+    /// Stops forwarding requests on every connection accepted so far and
+    /// keeps them open, like a Redis that stopped replying.
+    fn silence_accepted(&self) {
+        self.silent_below.store(self.accepted(), Ordering::SeqCst);
+    }
+}
+
+impl Drop for RedisProxy {
+    fn drop(&mut self) {
+        self.listener.abort();
+        self.close_accepted();
+    }
+}
+
+/// Copies replies to the client and requests to Redis, dropping requests
+/// once `index` is below `silent_below`. Aborting the task closes both
+/// sockets.
+async fn forward(
+    client: TcpStream,
+    server: TcpStream,
+    index: usize,
+    silent_below: Arc<AtomicUsize>,
+) {
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let replies = tokio::io::copy(&mut server_read, &mut client_write);
+    let requests = async {
+        let mut buffer = vec![0; 4096];
+        loop {
+            let read = match client_read.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(read) => read,
+            };
+            if index < silent_below.load(Ordering::SeqCst) {
+                continue;
+            }
+            if server_write.write_all(&buffer[..read]).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = replies => {}
+        () = requests => {}
+    }
+}
+
+#[tokio::test]
+async fn limiter_reconnects_after_its_connection_closes() {
+    let Some(url) = redis_url() else { return };
+    let proxy = RedisProxy::start(&url).await;
+    let options = RedisOptions {
+        // Below the attempts made here, so that no pause starts.
+        failure_threshold: 10,
+        ..options(&proxy.url)
+    };
+    let limiter = RedisLimiter::new(options.clone()).unwrap();
+    let checks = [Check::key("reconnected", per_second(1_000, 1_000))];
+    limiter.decide(&checks, Mode::Consume).await.unwrap();
+    assert_eq!(proxy.accepted(), 1);
+
+    proxy.close_accepted();
+    // The first call may fail on the closed connection, which discards it.
+    let mut outcomes = Vec::new();
+    for _ in 0..3 {
+        let outcome = limiter.decide(&checks, Mode::Consume).await;
+        let decided = outcome.is_ok();
+        outcomes.push(outcome.map(|decision| decision.allowed));
+        if decided {
+            break;
+        }
+    }
+
+    assert!(
+        matches!(outcomes.last(), Some(Ok(true))),
+        "no decision after the close: {outcomes:?}"
+    );
+    assert_eq!(proxy.accepted(), 2, "one new connection: {outcomes:?}");
+    cleanup(&url, &options.key_prefix).await;
+}
+
+#[tokio::test]
+async fn limiter_replaces_a_silent_connection() {
+    let Some(url) = redis_url() else { return };
+    let proxy = RedisProxy::start(&url).await;
+    let options = RedisOptions {
+        timeout: Duration::from_millis(200),
+        failure_threshold: 10,
+        ..options(&proxy.url)
+    };
+    let limiter = RedisLimiter::new(options.clone()).unwrap();
+    let checks = [Check::key("replaced", per_second(1_000, 1_000))];
+    limiter.decide(&checks, Mode::Consume).await.unwrap();
+
+    proxy.silence_accepted();
+    let timed_out = limiter.decide(&checks, Mode::Consume).await;
+    let next = limiter.decide(&checks, Mode::Consume).await;
+
+    assert!(
+        matches!(timed_out, Err(tenet_core::Error::Unavailable(_))),
+        "{timed_out:?}"
+    );
+    assert!(
+        next.as_ref().is_ok_and(|decision| decision.allowed),
+        "the call after a timeout uses a new connection: {next:?}"
+    );
+    assert_eq!(proxy.accepted(), 2);
+    cleanup(&url, &options.key_prefix).await;
 }

@@ -13,14 +13,12 @@
 //! different Redis Cluster slots, so this script needs a single Redis
 //! server or a caller-supplied hash tag in the ids.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bb8::{ManageConnection, Pool};
-use bb8_redis::RedisConnectionManager;
 use redis::aio::MultiplexedConnection;
-use redis::{RedisError, Script};
+use redis::{AsyncConnectionConfig, RedisResult, Script, ScriptInvocation};
 use tokio::time::timeout;
 
 use super::{
@@ -32,38 +30,44 @@ use crate::error::{Error, Result};
 // ARGV[1] is 1 to consume and 0 to peek, then three values per key: the
 // emission interval and the tolerance in microseconds, and 1 for a shadow
 // limit. Returns the Redis time in microseconds, then each stored TAT or -1.
+//
+// Lua converts the numeric strings of ARGV and TIME in arithmetic, so the
+// script calls `tonumber` only on values that it compares. `redis.call`
+// converts a number argument to a string that `tonumber` reads back
+// exactly (Redis 7.0 writes a whole number below 2^53 as plain digits), so
+// the TAT is written without `string.format`. `nexts[i]` is set only for a
+// key whose next TAT fits its tolerance. `Limit::new` keeps the interval at
+// 1 µs or more, so every PX is at least 1 ms.
 const DECIDE_SCRIPT: &str = r"
 local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-local consume = ARGV[1] == '1'
+local now = clock[1] * 1000000 + clock[2]
 local result = {now}
 local nexts = {}
-local fits = {}
 local allowed = true
 for i = 1, #KEYS do
-  local base = 2 + (i - 1) * 3
-  local interval = tonumber(ARGV[base])
-  local tolerance = tonumber(ARGV[base + 1])
-  local shadow = ARGV[base + 2] == '1'
-  local stored = tonumber(redis.call('GET', KEYS[i]) or '')
+  local base = i * 3 - 1
+  local stored = tonumber(redis.call('GET', KEYS[i]))
   local tat = now
   if stored then
     result[i + 1] = stored
-    tat = math.max(stored, now)
+    if stored > now then
+      tat = stored
+    end
   else
     result[i + 1] = -1
   end
-  nexts[i] = tat + interval
-  fits[i] = nexts[i] - now <= tolerance
-  if not fits[i] and not shadow then
+  local next_tat = tat + ARGV[base]
+  if next_tat - now <= tonumber(ARGV[base + 1]) then
+    nexts[i] = next_tat
+  elseif ARGV[base + 2] ~= '1' then
     allowed = false
   end
 end
-if allowed and consume then
+if allowed and ARGV[1] == '1' then
   for i = 1, #KEYS do
-    if fits[i] then
-      local ttl = math.max(1, math.ceil((nexts[i] - now) / 1000))
-      redis.call('SET', KEYS[i], string.format('%.0f', nexts[i]), 'PX', ttl)
+    local next_tat = nexts[i]
+    if next_tat then
+      redis.call('SET', KEYS[i], next_tat, 'PX', math.ceil((next_tat - now) / 1000))
     end
   end
 end
@@ -97,7 +101,7 @@ pub enum RedisLimiterError {
     /// Redis did not reply within [`RedisOptions::timeout`].
     #[error("Redis rate limit call timed out after {0:?}")]
     TimedOut(Duration),
-    /// Redis or the connection pool returned an error.
+    /// Redis or the connection to it returned an error.
     #[error("Redis rate limit call failed: {0}")]
     Failed(#[source] redis::RedisError),
     /// Recent calls failed [`RedisOptions::failure_threshold`] times in a
@@ -113,7 +117,7 @@ pub enum RedisLimiterError {
 /// GCRA limits kept in Redis and shared by every replica that uses the
 /// same Redis and key prefix.
 pub struct RedisLimiter {
-    pool: Pool<LimiterConnections>,
+    connection: SharedConnection,
     options: RedisOptions,
     script: Script,
     quota_script: Script,
@@ -135,8 +139,8 @@ impl std::fmt::Debug for RedisLimiter {
 }
 
 impl RedisLimiter {
-    /// Builds the pool without connecting, so that a server can start while
-    /// Redis is down. Keys are named `<key_prefix>rl:<subject>`.
+    /// Builds the limiter without connecting, so that a server can start
+    /// while Redis is down. Keys are named `<key_prefix>rl:<subject>`.
     pub fn new(options: RedisOptions) -> Result<Self> {
         Self::with_clock(options, Arc::new(SystemClock))
     }
@@ -144,21 +148,20 @@ impl RedisLimiter {
     /// Builds the limiter like [`RedisLimiter::new`], timing its pause
     /// after repeated failures on `clock`.
     pub fn with_clock(options: RedisOptions, clock: Arc<dyn Clock>) -> Result<Self> {
-        let manager = RedisConnectionManager::new(options.url.as_str()).map_err(|err| {
+        let client = redis::Client::open(options.url.as_str()).map_err(|err| {
             Error::Config(format!(
                 "invalid Redis URL for rate limits: {err}; expected redis://host:port"
             ))
         })?;
-        // No ping at checkout: a connection whose last call failed or was
-        // cut short is dropped instead (see `LimiterConnection::broken`),
-        // which keeps a decision at one round trip.
-        let pool = Pool::builder()
-            .max_size(options.pool_size.max(1))
-            .connection_timeout(options.timeout)
-            .test_on_check_out(false)
-            .build_unchecked(LimiterConnections(manager));
+        // `bounded` times every call, connecting included, so the
+        // connection's own response timeout (500 ms by default in redis
+        // 1.2) is turned off. It would cut calls short under a longer
+        // `options.timeout`, and it costs a timer per call.
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(options.timeout))
+            .set_response_timeout(None);
         Ok(Self {
-            pool,
+            connection: SharedConnection::new(client, config),
             options,
             script: Script::new(DECIDE_SCRIPT),
             quota_script: Script::new(QUOTA_SCRIPT),
@@ -170,7 +173,17 @@ impl RedisLimiter {
 
     /// Returns the Redis key that stores the TAT of `check`.
     pub fn redis_key(&self, check: &Check) -> String {
-        format!("{}rl:{}", self.options.key_prefix, check.subject())
+        // Built with `push_str`, because `format!` took about 1,300
+        // instructions here (callgrind of a release build), and this runs
+        // for every limited request.
+        const INFIX: &str = "rl:";
+        let prefix = &self.options.key_prefix;
+        let subject = check.subject();
+        let mut key = String::with_capacity(prefix.len() + INFIX.len() + subject.len());
+        key.push_str(prefix);
+        key.push_str(INFIX);
+        key.push_str(subject);
+        key
     }
 
     /// Decides one request against every check on the Redis clock,
@@ -243,11 +256,7 @@ impl RedisLimiter {
             .arg(quota)
             .arg(u8::from(mode == Mode::Consume))
             .arg(expires_at);
-        let call = async {
-            let mut connection = self.pool.get().await.map_err(pool_error)?;
-            connection.call(&invocation).await
-        };
-        let reply = self.bounded(call).await?;
+        let reply = self.bounded(self.connection.call(&invocation)).await?;
 
         let [admitted, used] = reply[..] else {
             return Err(RedisLimiterError::BadReply(reply.len(), 2));
@@ -294,12 +303,7 @@ impl RedisLimiter {
                 .arg(check.limit().tolerance_micros())
                 .arg(u8::from(check.limit().is_shadow()));
         }
-        let call = async {
-            let mut connection = self.pool.get().await.map_err(pool_error)?;
-            connection.call(&invocation).await
-        };
-
-        let reply = self.bounded(call).await?;
+        let reply = self.bounded(self.connection.call(&invocation)).await?;
 
         if reply.len() != checks.len() + 1 {
             return Err(RedisLimiterError::BadReply(reply.len(), checks.len() + 1));
@@ -350,59 +354,117 @@ impl RedisLimiter {
     }
 }
 
-/// The pool's connection manager: bb8-redis connections that remember
-/// whether their last call completed.
-#[derive(Debug)]
-struct LimiterConnections(RedisConnectionManager);
-
-/// A Redis connection of the limiter's pool.
-struct LimiterConnection {
-    inner: MultiplexedConnection,
-    /// Set while a call runs and left set when it fails, so that the pool
-    /// drops a connection whose call errored or was abandoned at the
-    /// timeout, such as one to a Redis that stopped responding.
-    broken: bool,
+/// One multiplexed Redis connection that every call of a limiter shares.
+///
+/// Concurrent calls are pipelined on its socket, so one write and one read
+/// event on each side carry many decisions, where a pool of exclusive
+/// connections costs a write and a read per decision.
+///
+/// A call that fails, or is dropped at the timeout before its reply, discards
+/// the connection it used, and the next call opens a new one. That replaces
+/// a connection that a Redis restart closed, and also one to a Redis that
+/// stopped replying, which reports no error. Calls already in flight on a
+/// discarded connection finish or fail on it.
+struct SharedConnection {
+    client: redis::Client,
+    config: AsyncConnectionConfig,
+    current: Mutex<Option<Connection>>,
+    /// Held while a connection is opened, so that the calls that find no
+    /// connection wait for one attempt instead of each opening their own.
+    opening: tokio::sync::Mutex<()>,
+    next_id: AtomicU64,
 }
 
-impl LimiterConnection {
-    async fn call(
-        &mut self,
-        invocation: &redis::ScriptInvocation<'_>,
-    ) -> Result<Vec<i64>, RedisError> {
-        self.broken = true;
-        let reply = invocation.invoke_async::<Vec<i64>>(&mut self.inner).await;
-        self.broken = reply.is_err();
+/// A connection with the id that [`SharedConnection::discard`] compares, so
+/// that a late failure on an old connection leaves its successor in place.
+#[derive(Clone)]
+struct Connection {
+    id: u64,
+    inner: MultiplexedConnection,
+}
+
+impl SharedConnection {
+    fn new(client: redis::Client, config: AsyncConnectionConfig) -> Self {
+        Self {
+            client,
+            config,
+            current: Mutex::new(None),
+            opening: tokio::sync::Mutex::new(()),
+            next_id: AtomicU64::new(0),
+        }
+    }
+
+    /// Runs `invocation` on the shared connection, opening one first when
+    /// there is none.
+    async fn call(&self, invocation: &ScriptInvocation<'_>) -> RedisResult<Vec<i64>> {
+        let mut connection = self.get().await?;
+        let mut discard = DiscardUnlessDone {
+            shared: self,
+            id: connection.id,
+            done: false,
+        };
+        let reply = invocation
+            .invoke_async::<Vec<i64>>(&mut connection.inner)
+            .await;
+        discard.done = reply.is_ok();
         reply
     }
-}
 
-impl ManageConnection for LimiterConnections {
-    type Connection = LimiterConnection;
-    type Error = RedisError;
-
-    async fn connect(&self) -> Result<LimiterConnection, RedisError> {
-        let inner = self.0.connect().await?;
-        Ok(LimiterConnection {
+    async fn get(&self) -> RedisResult<Connection> {
+        if let Some(connection) = self.current() {
+            return Ok(connection);
+        }
+        let _opening = self.opening.lock().await;
+        // Another call may have opened one while this one waited.
+        if let Some(connection) = self.current() {
+            return Ok(connection);
+        }
+        let inner = self
+            .client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await?;
+        let connection = Connection {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
             inner,
-            broken: false,
-        })
+        };
+        *self.lock() = Some(connection.clone());
+        Ok(connection)
     }
 
-    async fn is_valid(&self, connection: &mut LimiterConnection) -> Result<(), RedisError> {
-        self.0.is_valid(&mut connection.inner).await
+    fn current(&self) -> Option<Connection> {
+        self.lock().clone()
     }
 
-    fn has_broken(&self, connection: &mut LimiterConnection) -> bool {
-        connection.broken
+    /// Drops the shared connection if it is still the one with `id`.
+    fn discard(&self, id: u64) {
+        let mut current = self.lock();
+        if current
+            .as_ref()
+            .is_some_and(|connection| connection.id == id)
+        {
+            *current = None;
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Connection>> {
+        self.current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
-fn pool_error(err: bb8::RunError<redis::RedisError>) -> redis::RedisError {
-    match err {
-        bb8::RunError::User(err) => err,
-        bb8::RunError::TimedOut => redis::RedisError::from((
-            redis::ErrorKind::Io,
-            "timed out waiting for a Redis connection",
-        )),
+/// Discards its connection when dropped before `done` is set, which is what
+/// happens to a call that failed or that the timeout abandoned.
+struct DiscardUnlessDone<'a> {
+    shared: &'a SharedConnection,
+    id: u64,
+    done: bool,
+}
+
+impl Drop for DiscardUnlessDone<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.shared.discard(self.id);
+        }
     }
 }

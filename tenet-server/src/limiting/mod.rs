@@ -100,7 +100,7 @@ pub enum LimitExceeded {
 }
 
 impl Limiter {
-    /// Builds the limiter. A Redis pool is built without connecting, so
+    /// Builds the limiter. The Redis limiter is built without connecting, so
     /// the server starts while Redis is down.
     pub fn new(options: LimiterOptions) -> Result<Self, tenet_core::Error> {
         let replicas = options.replicas.max(1);
