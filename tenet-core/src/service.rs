@@ -774,7 +774,10 @@ impl Tenet {
         let checked = self.check_presented(presented, required_scopes).await?;
         let owner = checked.owner;
         let verified = match checked.result {
-            Ok(verified) => self.admit_tenant(verified, checked.hit_at).await,
+            Ok(verified) => match checked.tenant_state {
+                Some(state) => admit(verified, state),
+                None => self.admit_tenant(verified, checked.hit_at).await,
+            },
             Err(err) => Err(err),
         };
 
@@ -839,8 +842,16 @@ impl Tenet {
             .map_err(Error::Rejected)?;
 
         let Some(cache) = &self.cache else {
-            let verdict = self.verdict_from_store(&digest).await?;
-            return Ok(Checked::of(&verdict, required_scopes, None, None));
+            // One store read brings the tenant's status along, which saves
+            // a round trip to a networked store.
+            let found = self.store.key_and_tenant_by_digest(&digest).await?;
+            let (record, tenant) = found.map_or((None, None), |(record, tenant)| {
+                (Some(record), Some(tenant_state(tenant)))
+            });
+            let verdict = verdict_of(record, &digest);
+            let mut checked = Checked::of(&verdict, required_scopes, None, None);
+            checked.tenant_state = tenant;
+            return Ok(checked);
         };
         let now = cache.local.now();
         if let Some((owner, result)) =
@@ -854,6 +865,7 @@ impl Tenet {
                 result,
                 lookup: Some((digest, now)),
                 hit_at: Some(now),
+                tenant_state: None,
             });
         }
         cache.stats.local_misses.increment();
@@ -999,15 +1011,7 @@ impl Tenet {
     }
 
     async fn tenant_state_from_store(&self, tenant: TenantId) -> Result<TenantState> {
-        let state = match self.store.tenant(tenant).await? {
-            Some(tenant) if tenant.deleted_at.is_some() => TenantState::Gone,
-            Some(tenant) => match tenant.status {
-                TenantStatus::Active => TenantState::Active,
-                TenantStatus::Suspended => TenantState::Suspended,
-            },
-            None => TenantState::Gone,
-        };
-        Ok(state)
+        Ok(tenant_state(self.store.tenant(tenant).await?))
     }
 
     async fn verify_uncached(&self, cache: &Arc<CacheLayer>, digest: KeyDigest) -> Result<Verdict> {
@@ -1048,17 +1052,7 @@ impl Tenet {
     }
 
     async fn verdict_from_store(&self, digest: &KeyDigest) -> Result<Verdict> {
-        let verdict = match self.store.key_by_digest(digest).await? {
-            Some(record) if record.digest.ct_eq(digest) => {
-                if record.info.revoked_at.is_some() {
-                    Verdict::Revoked(Some(principal_of(&record.info)))
-                } else {
-                    valid_verdict(&record.info)
-                }
-            }
-            _ => Verdict::Unknown,
-        };
-        Ok(verdict)
+        Ok(verdict_of(self.store.key_by_digest(digest).await?, digest))
     }
 
     /// Tells the tenant caches, here and on other replicas, that the status
@@ -1109,6 +1103,8 @@ struct Checked {
     lookup: Option<(KeyDigest, Millis)>,
     /// The cache time of the lookup when it hit the cache.
     hit_at: Option<Millis>,
+    /// The tenant's state when the key's store read brought it along.
+    tenant_state: Option<TenantState>,
 }
 
 impl Checked {
@@ -1123,7 +1119,35 @@ impl Checked {
             result: verdict.check(required_scopes),
             lookup,
             hit_at,
+            tenant_state: None,
         }
+    }
+}
+
+/// Turns the stored key found by `digest`'s index into a verdict, comparing
+/// the stored digest once more in constant time.
+fn verdict_of(record: Option<KeyRecord>, digest: &KeyDigest) -> Verdict {
+    match record {
+        Some(record) if record.digest.ct_eq(digest) => {
+            if record.info.revoked_at.is_some() {
+                Verdict::Revoked(Some(principal_of(&record.info)))
+            } else {
+                valid_verdict(&record.info)
+            }
+        }
+        _ => Verdict::Unknown,
+    }
+}
+
+/// Returns the state of a tenant as read from the store.
+fn tenant_state(tenant: Option<Tenant>) -> TenantState {
+    match tenant {
+        Some(tenant) if tenant.deleted_at.is_some() => TenantState::Gone,
+        Some(tenant) => match tenant.status {
+            TenantStatus::Active => TenantState::Active,
+            TenantStatus::Suspended => TenantState::Suspended,
+        },
+        None => TenantState::Gone,
     }
 }
 

@@ -152,6 +152,24 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Finds a key by the digest of its secret through an index.
     async fn key_by_digest(&self, digest: &KeyDigest) -> Result<Option<KeyRecord>>;
 
+    /// Finds a key by the digest of its secret, like
+    /// [`Store::key_by_digest`], with its tenant as [`Store::tenant`]
+    /// returns it (`None` for a tenant that is gone from the store).
+    ///
+    /// A verification without a cache needs both. The default reads them
+    /// one after the other; a store with a network round trip per query
+    /// should read them in one.
+    async fn key_and_tenant_by_digest(
+        &self,
+        digest: &KeyDigest,
+    ) -> Result<Option<(KeyRecord, Option<Tenant>)>> {
+        let Some(record) = self.key_by_digest(digest).await? else {
+            return Ok(None);
+        };
+        let tenant = self.tenant(record.info.tenant_id).await?;
+        Ok(Some((record, tenant)))
+    }
+
     /// Returns a tenant's limits, with both unset when none were stored or
     /// the tenant does not exist.
     async fn tenant_limits(&self, tenant: TenantId) -> Result<TenantLimits>;

@@ -62,6 +62,15 @@ const SELECT_KEY_BY_DIGEST: &str = "\
     SELECT id, tenant_id, name, prefix, digest, created_at, revoked_at, expires_at, scopes, \
         metadata::text, last_used_at, replaced_by \
     FROM api_keys WHERE digest = $1";
+// The key's columns as in SELECT_KEY_BY_DIGEST, then the tenant's as in
+// SELECT_TENANT from KEY_COLUMNS on, NULL when the tenant row is gone.
+const SELECT_KEY_AND_TENANT_BY_DIGEST: &str = "\
+    SELECT k.id, k.tenant_id, k.name, k.prefix, k.digest, k.created_at, k.revoked_at, \
+        k.expires_at, k.scopes, k.metadata::text, k.last_used_at, k.replaced_by, \
+        t.id, t.name, t.created_at, t.status, t.deleted_at \
+    FROM api_keys k LEFT JOIN tenants t ON t.id = k.tenant_id WHERE k.digest = $1";
+/// The number of key columns that `key_from_row` reads.
+const KEY_COLUMNS: usize = 12;
 // Each key write records a key event and its audit entry in the same
 // statement, and so in the same transaction. Audit parameters come last, in
 // the column order of `INSERT INTO audit_log`.
@@ -454,6 +463,19 @@ impl PostgresStore {
         row.as_ref().map(key_from_row).transpose()
     }
 
+    async fn select_key_and_tenant_by_digest(
+        &self,
+        connection: &mut Connection,
+        digest: &KeyDigest,
+    ) -> Result<Option<(KeyRecord, Option<Tenant>)>> {
+        let digest = &digest.as_bytes()[..];
+        let row = connection
+            .query_opt(SELECT_KEY_AND_TENANT_BY_DIGEST, &[&digest])
+            .await
+            .map_err(|err| self.failed(&err, "looking up a key and its tenant by digest"))?;
+        row.as_ref().map(key_and_tenant_from_row).transpose()
+    }
+
     async fn select_tenant(
         &self,
         connection: &mut Connection,
@@ -601,15 +623,31 @@ fn page_params(page: PageRequest) -> (Uuid, i64) {
 }
 
 fn tenant_from_row(row: &Row) -> Result<Tenant> {
-    let name: String = column(row, 1, "tenant name")?;
-    let status: &str = column(row, 3, "tenant status")?;
+    tenant_from_columns(row, 0)
+}
+
+/// Reads a tenant from the five columns of `row` that start at `first`.
+fn tenant_from_columns(row: &Row, first: usize) -> Result<Tenant> {
+    let name: String = column(row, first + 1, "tenant name")?;
+    let status: &str = column(row, first + 3, "tenant status")?;
     Ok(Tenant {
-        id: TenantId::from_uuid(column(row, 0, "tenant id")?),
+        id: TenantId::from_uuid(column(row, first, "tenant id")?),
         name: TenantName::parse(&name).map_err(|err| invalid_row("tenant name", err))?,
-        created_at: column(row, 2, "tenant created_at")?,
+        created_at: column(row, first + 2, "tenant created_at")?,
         status: TenantStatus::parse(status).map_err(|err| invalid_row("tenant status", err))?,
-        deleted_at: column(row, 4, "tenant deleted_at")?,
+        deleted_at: column(row, first + 4, "tenant deleted_at")?,
     })
+}
+
+/// Reads a row of `SELECT_KEY_AND_TENANT_BY_DIGEST`.
+fn key_and_tenant_from_row(row: &Row) -> Result<(KeyRecord, Option<Tenant>)> {
+    let record = key_from_row(row)?;
+    let tenant_id: Option<Uuid> = column(row, KEY_COLUMNS, "tenant id")?;
+    let tenant = match tenant_id {
+        Some(_) => Some(tenant_from_columns(row, KEY_COLUMNS)?),
+        None => None,
+    };
+    Ok((record, tenant))
 }
 
 fn audit_from_row(row: &Row) -> Result<AuditEntry> {
@@ -1092,6 +1130,26 @@ impl Store for PostgresStore {
             let first = self.select_key_by_digest(&mut connection, digest).await;
             match self.retry_connection(connection, &first).await? {
                 Some(mut connection) => self.select_key_by_digest(&mut connection, digest).await,
+                None => first,
+            }
+        })
+        .await
+    }
+
+    async fn key_and_tenant_by_digest(
+        &self,
+        digest: &KeyDigest,
+    ) -> Result<Option<(KeyRecord, Option<Tenant>)>> {
+        self.bounded(async {
+            let mut connection = self.connection().await?;
+            let first = self
+                .select_key_and_tenant_by_digest(&mut connection, digest)
+                .await;
+            match self.retry_connection(connection, &first).await? {
+                Some(mut connection) => {
+                    self.select_key_and_tenant_by_digest(&mut connection, digest)
+                        .await
+                }
                 None => first,
             }
         })

@@ -1394,3 +1394,54 @@ pub async fn audit_pages_after_id(backend: &TestStore) {
     assert_eq!(second, all[2..4]);
     assert_eq!(last, all[4..]);
 }
+
+pub async fn key_and_tenant_read_together(backend: &TestStore) {
+    let store = backend.store();
+    let active = insert_tenant(&store, "Acme").await;
+    let suspended = insert_tenant(&store, "Globex").await;
+    let deleted = insert_tenant(&store, "Initech").await;
+    let active_key = insert_key(&store, active.id).await;
+    let suspended_key = insert_key(&store, suspended.id).await;
+    let deleted_key = insert_key(&store, deleted.id).await;
+    let missing = key(active.id, None);
+    store
+        .set_tenant_status(suspended.id, TenantStatus::Suspended, &audit(suspended.id))
+        .await
+        .expect("status update runs")
+        .expect("tenant exists");
+    store
+        .delete_tenant(deleted.id, now(), &audit(deleted.id))
+        .await
+        .expect("delete runs")
+        .expect("tenant exists");
+
+    for (what, record) in [
+        ("active", &active_key),
+        ("suspended", &suspended_key),
+        ("deleted", &deleted_key),
+    ] {
+        let together = store
+            .key_and_tenant_by_digest(&record.digest)
+            .await
+            .expect("joined read runs")
+            .expect("key is found");
+        let key_alone = store
+            .key_by_digest(&record.digest)
+            .await
+            .expect("key reads")
+            .expect("key is found");
+        let tenant_alone = store
+            .tenant(record.info.tenant_id)
+            .await
+            .expect("tenant reads");
+
+        assert_eq!(together.0.info, key_alone.info, "{what}: key");
+        assert_eq!(together.0.digest, key_alone.digest, "{what}: digest");
+        assert_eq!(together.1, tenant_alone, "{what}: tenant");
+    }
+    let none = store
+        .key_and_tenant_by_digest(&missing.digest)
+        .await
+        .expect("joined read runs");
+    assert!(none.is_none(), "an unknown digest finds nothing");
+}

@@ -55,6 +55,7 @@ macro_rules! backend_suite {
                 cases::audit_entries_round_trip,
                 cases::audit_records_each_change_per_tenant,
                 cases::audit_pages_after_id,
+                cases::key_and_tenant_read_together,
                 service::issued_key_verifies,
                 service::revoked_key_is_rejected,
                 service::unknown_key_is_rejected,
