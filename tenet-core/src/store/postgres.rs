@@ -398,7 +398,7 @@ impl PostgresStore {
             options,
             pool_wait: Arc::default(),
         };
-        store.connection().await?;
+        store.check_schema().await?;
         tracing::debug!(
             target = %store.target,
             schema = ?store.options.schema,
@@ -419,6 +419,43 @@ impl PostgresStore {
     pub async fn migrate(&self) -> Result<Vec<u32>> {
         let mut connection = self.connection().await?;
         migrations::migrate(&mut connection, &self.redactor).await
+    }
+
+    /// Checks that the connection's `search_path` names a schema that
+    /// exists, so that a mistyped schema fails at start with its name
+    /// instead of at the first statement with Postgres's "no schema has
+    /// been selected".
+    async fn check_schema(&self) -> Result<()> {
+        let row = self
+            .bounded(async {
+                let mut connection = self.connection().await?;
+                connection
+                    .query_one(
+                        "SELECT current_schema(), current_setting('search_path')",
+                        &[],
+                    )
+                    .await
+                    .map_err(|err| self.failed(&err, "reading the current schema"))
+            })
+            .await?;
+        let current: Option<String> = column(&row, 0, "current schema")?;
+        if current.is_some() {
+            return Ok(());
+        }
+        let search_path: String = column(&row, 1, "search_path")?;
+        let message = match &self.options.schema {
+            Some(schema) => format!(
+                "the Postgres schema {schema:?} does not exist in {}; create it with \
+                 CREATE SCHEMA, or choose an existing schema",
+                self.target
+            ),
+            None => format!(
+                "no schema in the search_path ({search_path}) of the Postgres user exists in \
+                 {}; create one with CREATE SCHEMA, or choose an existing schema",
+                self.target
+            ),
+        };
+        Err(Error::Config(message))
     }
 
     async fn connection(&self) -> Result<PooledConnection<'_, Manager>> {
