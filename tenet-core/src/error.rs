@@ -16,7 +16,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 ///
 /// The variants are grouped by who must act: the caller ([`Error::Invalid`],
 /// [`Error::NotFound`], [`Error::KeyExpired`], [`Error::KeyRotated`],
-/// [`Error::Rejected`]), the operator
+/// [`Error::KeyRevoked`], [`Error::Rejected`]), the operator
 /// ([`Error::Config`]), or nobody yet because a backend is down
 /// ([`Error::Unavailable`]) or broke ([`Error::Store`]).
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +44,12 @@ pub enum Error {
     /// replaced with `successor`.
     #[error("key {key} was already rotated and replaced by key {successor}")]
     KeyRotated { key: KeyId, successor: KeyId },
+
+    /// A rotation or a limit change was requested for a revoked key. The key
+    /// exists and stays listed, but a revoke is final, so the caller must
+    /// issue a new key instead.
+    #[error("key {key} is revoked, so it cannot be rotated or given a limit")]
+    KeyRevoked { key: KeyId },
 
     /// A presented API key was rejected; the reason is for logs and for
     /// trusted callers only, never for the party that presented the key.

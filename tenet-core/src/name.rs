@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::Serialize;
 use unicode_normalization::UnicodeNormalization;
+use unicode_properties::{GeneralCategoryGroup, UnicodeGeneralCategory};
 
 use crate::error::{Error, Result};
 
@@ -43,10 +44,12 @@ fn normalize(field: &'static str, raw: &str) -> Result<String> {
             ),
         ));
     }
-    if name.chars().all(|c| c.is_whitespace() || is_invisible(c)) {
+    if !name.chars().any(is_visible) {
         return Err(Error::invalid(
             field,
-            "must contain a visible character, not only invisible ones such as zero-width spaces",
+            "must contain a visible character (a letter, digit, punctuation mark or symbol), \
+             not only spaces, combining marks, fillers or invisible characters such as \
+             zero-width spaces",
         ));
     }
     Ok(name)
@@ -62,13 +65,36 @@ fn is_line_or_bidi_control(c: char) -> bool {
     )
 }
 
-/// Returns whether `c` has no visible glyph of its own. Such characters are
-/// allowed inside a name (zero-width joiners are part of emoji and of some
-/// scripts) but not as all of it.
-fn is_invisible(c: char) -> bool {
+/// Returns whether `c` draws a visible glyph of its own: a letter, number,
+/// punctuation mark or symbol by Unicode general category, except the
+/// letters and symbols that render blank.
+///
+/// Separators (spaces), marks (combining accents) and other characters
+/// (format characters such as the soft hyphen and zero-width joiners) are
+/// not visible on their own. They are allowed inside a name, because emoji
+/// sequences and some scripts need them, but not as all of it.
+fn is_visible(c: char) -> bool {
+    let visible_category = matches!(
+        c.general_category_group(),
+        GeneralCategoryGroup::Letter
+            | GeneralCategoryGroup::Number
+            | GeneralCategoryGroup::Punctuation
+            | GeneralCategoryGroup::Symbol
+    );
+    visible_category && !is_blank_glyph(c)
+}
+
+/// Returns whether `c` is a letter or symbol that renders as blank space:
+/// the Hangul fillers (category Lo, and Default_Ignorable_Code_Point) and
+/// the blank Braille pattern (category So).
+fn is_blank_glyph(c: char) -> bool {
     matches!(
         c,
-        '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}'
+        '\u{115F}' // HANGUL CHOSEONG FILLER
+        | '\u{1160}' // HANGUL JUNGSEONG FILLER
+        | '\u{2800}' // BRAILLE PATTERN BLANK
+        | '\u{3164}' // HANGUL FILLER
+        | '\u{FFA0}' // HALFWIDTH HANGUL FILLER
     )
 }
 
@@ -81,7 +107,9 @@ macro_rules! define_name {
 
         impl $name {
             /// Validates a name: trimmed, NFC-normalised, 1 to
-            /// [`MAX_NAME_CHARS`] characters, no control characters.
+            /// [`MAX_NAME_CHARS`] characters, no control, line separator
+            /// or bidirectional control characters, and at least one
+            /// visible character.
             pub fn parse(raw: &str) -> Result<Self> {
                 normalize($field, raw).map(Self)
             }
@@ -151,6 +179,18 @@ mod tests {
             ("isolate", "a\u{2067}b"),
             ("only a zero-width space", "\u{200B}"),
             ("only zero-width joiners", "\u{200D}\u{200D} \u{FEFF}"),
+            ("only a soft hyphen", "\u{AD}"),
+            ("only a Hangul filler", "\u{3164}"),
+            ("only halfwidth Hangul fillers", "\u{FFA0}\u{FFA0}"),
+            (
+                "only Hangul choseong and jungseong fillers",
+                "\u{115F}\u{1160}",
+            ),
+            ("only a blank Braille pattern", "\u{2800}"),
+            ("only combining marks", "\u{301}\u{301}\u{301}"),
+            ("only variation selectors", "\u{FE0F}\u{E0100}"),
+            ("only an ideographic space", "\u{3000}"),
+            ("only a Mongolian vowel separator", "\u{180E}"),
             ("too long", too_long.as_str()),
         ];
 
@@ -175,9 +215,88 @@ mod tests {
     }
 
     #[test]
+    fn name_accepts_one_visible_character_among_invisible_ones() {
+        for (description, raw) in [
+            ("letter after a soft hyphen", "\u{AD}a"),
+            ("digit among Hangul fillers", "\u{3164}7\u{3164}"),
+            ("accented letter", "e\u{301}"),
+            ("punctuation", "-"),
+            ("symbol", "\u{2605}"),
+            ("Braille dot", "\u{2801}"),
+            ("Hangul syllable", "\u{D55C}"),
+        ] {
+            assert!(TenantName::parse(raw).is_ok(), "rejected {description}");
+        }
+    }
+
+    #[test]
     fn name_accepts_maximum_length() {
         let longest = "\u{e9}".repeat(MAX_NAME_CHARS);
 
         assert!(KeyName::parse(&longest).is_ok());
+    }
+
+    /// Characters that draw nothing on their own: spaces, combining marks,
+    /// format characters and the blank letters and symbols.
+    fn invisible_char() -> impl proptest::strategy::Strategy<Value = char> {
+        proptest::sample::select(vec![
+            ' ',
+            '\u{A0}',
+            '\u{AD}',
+            '\u{115F}',
+            '\u{1160}',
+            '\u{180E}',
+            '\u{2000}',
+            '\u{200B}',
+            '\u{200C}',
+            '\u{200D}',
+            '\u{200E}',
+            '\u{2060}',
+            '\u{2800}',
+            '\u{3000}',
+            '\u{3164}',
+            '\u{FE0F}',
+            '\u{FEFF}',
+            '\u{FFA0}',
+            '\u{300}',
+            '\u{301}',
+            '\u{20DD}',
+            '\u{E0001}',
+            '\u{E0100}',
+        ])
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn invisible_only_name_is_rejected(
+            chars in proptest::collection::vec(invisible_char(), 1..40)
+        ) {
+            let raw: String = chars.into_iter().collect();
+
+            proptest::prop_assert!(TenantName::parse(&raw).is_err(), "accepted {raw:?}");
+        }
+
+        #[test]
+        fn accepted_name_has_visible_character(raw in proptest::prelude::any::<String>()) {
+            if let Ok(name) = TenantName::parse(&raw) {
+                proptest::prop_assert!(name.as_str().chars().any(is_visible), "accepted {raw:?}");
+            }
+        }
+
+        #[test]
+        fn visible_character_makes_name_valid(
+            prefix in proptest::collection::vec(invisible_char(), 0..10),
+            visible in "[\\p{L}\\p{N}\\p{P}\\p{S}]",
+            suffix in proptest::collection::vec(invisible_char(), 0..10),
+        ) {
+            let mut raw: String = prefix.into_iter().collect();
+            raw.push_str(&visible);
+            raw.extend(suffix);
+
+            let accepted = TenantName::parse(&raw).is_ok();
+
+            let blank = visible.chars().all(is_blank_glyph);
+            proptest::prop_assert_eq!(accepted, !blank, "{:?}", raw);
+        }
     }
 }

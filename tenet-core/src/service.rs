@@ -20,7 +20,7 @@ use crate::name::{KeyName, TenantName};
 use crate::ratelimit::{Limit, TenantLimits};
 use crate::secret::{KeyDigest, Pepper};
 use crate::stats::{CacheStats, PoolStatuses};
-use crate::store::{Page, PageRequest, Rotation, Store};
+use crate::store::{KeyLimitWrite, Page, PageRequest, Rotation, Store};
 use crate::tenant::{Tenant, TenantStatus};
 use crate::usage::{Outcome, UsageCount, UsageRange, UsageRecorder};
 
@@ -460,7 +460,7 @@ impl Tenet {
 
     /// Sets a key's own limit, or removes it for `None`. A key id that
     /// belongs to another tenant, or any key of a deleted tenant, is
-    /// [`Error::NotFound`].
+    /// [`Error::NotFound`], and a revoked key is [`Error::KeyRevoked`].
     pub async fn set_key_limit(
         &self,
         tenant: TenantId,
@@ -473,12 +473,14 @@ impl Tenet {
             AuditTarget::Key(key),
             now(),
         );
-        let found = self
+        match self
             .store
             .set_key_limit(tenant, key, limit.as_ref(), &audit)
-            .await?;
-        if !found {
-            return Err(Error::not_found("key", key));
+            .await?
+        {
+            KeyLimitWrite::Written => {}
+            KeyLimitWrite::NotFound => return Err(Error::not_found("key", key)),
+            KeyLimitWrite::Revoked => return Err(Error::KeyRevoked { key }),
         }
         tracing::debug!(tenant_id = %tenant, key_id = %key, actor = %self.actor, "set key limit");
         Ok(limit)
@@ -570,10 +572,10 @@ impl Tenet {
     /// A key rotates once: the store records the new key as the old key's
     /// successor in the same transaction, and of concurrent rotations of
     /// one key exactly one succeeds. Errors:
-    /// - [`Error::NotFound`] for a key id of another tenant or a revoked key
-    ///   never rotated;
+    /// - [`Error::NotFound`] for a key id of another tenant;
     /// - [`Error::KeyRotated`] for a key rotated before, naming its
-    ///   successor;
+    ///   successor, also when it was revoked afterwards;
+    /// - [`Error::KeyRevoked`] for a revoked key never rotated;
     /// - [`Error::KeyExpired`] for a key whose expiry has passed.
     pub async fn rotate_key(
         &self,
@@ -693,7 +695,7 @@ impl Tenet {
             return Err(Error::KeyRotated { key, successor });
         }
         if old.revoked_at.is_some() {
-            return Err(Error::not_found("key", key));
+            return Err(Error::KeyRevoked { key });
         }
         match old.expires_at {
             Some(expired_at) if expired_at <= at => Err(Error::KeyExpired { key, expired_at }),
@@ -1336,7 +1338,7 @@ mod tests {
             key: KeyId,
             limit: Option<&Limit>,
             audit: &AuditEntry,
-        ) -> Result<bool> {
+        ) -> Result<KeyLimitWrite> {
             self.inner.set_key_limit(tenant, key, limit, audit).await
         }
         async fn setting(&self, name: &str) -> Result<Option<Vec<u8>>> {

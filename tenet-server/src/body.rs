@@ -15,6 +15,9 @@ use serde::de::DeserializeOwned;
 
 use crate::error::Error;
 
+/// The UTF-8 encoding of U+FEFF, the byte order mark.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// Reads and parses a JSON body that the route requires.
 pub async fn read_json<T: DeserializeOwned>(
     headers: &HeaderMap,
@@ -81,6 +84,17 @@ async fn read_limited(body: Incoming, limit: u64) -> Result<Bytes, Error> {
 
 fn parse<T: DeserializeOwned>(headers: &HeaderMap, bytes: &[u8]) -> Result<T, Error> {
     check_content_type(headers)?;
+
+    // RFC 8259 forbids senders to add a byte order mark, and serde_json
+    // rejects one. The message names it, because some editors and Windows
+    // tools add one without showing it.
+    if bytes.starts_with(UTF8_BOM) {
+        return Err(Error::InvalidJson(
+            "the request body starts with a UTF-8 byte order mark (EF BB BF), which JSON \
+             does not allow; send the JSON object without it"
+                .to_owned(),
+        ));
+    }
 
     // serde also reads a struct from a JSON array of its field values in
     // order; the API takes objects only.

@@ -59,6 +59,10 @@ pub enum Error {
         successor: tenet_core::KeyId,
     },
 
+    /// A rotation or a limit change was requested for a revoked key.
+    #[error("key {key} revoked")]
+    KeyRevoked { key: tenet_core::KeyId },
+
     /// The body is not the expected JSON document.
     #[error("invalid JSON body: {0}")]
     InvalidJson(String),
@@ -240,6 +244,7 @@ impl From<tenet_core::Error> for Error {
             tenet_core::Error::KeyRotated { key, successor } => {
                 Error::KeyRotated { key, successor }
             }
+            tenet_core::Error::KeyRevoked { key } => Error::KeyRevoked { key },
             tenet_core::Error::Rejected(tenet_core::Rejection::TenantSuspended) => {
                 Error::TenantSuspended
             }
@@ -302,6 +307,16 @@ impl Error {
                     format!(
                         "key {key} was already rotated and replaced by key {successor}, so \
                          rotate {successor} instead"
+                    ),
+                );
+            }
+            Error::KeyRevoked { key } => {
+                return (
+                    StatusCode::CONFLICT,
+                    "key_revoked",
+                    format!(
+                        "key {key} is revoked, and a revoked key can be neither rotated nor \
+                         given a limit, so issue a new key instead"
                     ),
                 );
             }
@@ -555,6 +570,12 @@ mod tests {
                     successor: tenet_core::KeyId::generate(),
                 },
                 "key_rotated",
+            ),
+            (
+                tenet_core::Error::KeyRevoked {
+                    key: tenet_core::KeyId::generate(),
+                },
+                "key_revoked",
             ),
         ];
 

@@ -5,7 +5,10 @@
 //! log formatter adds it to every line that task logs, so that all lines of
 //! one request carry it. The response echoes it in the same header. Only a
 //! short value from a restricted alphabet is accepted, because it is
-//! written into log lines as it is.
+//! written into log lines as it is. A value that may be a credential is
+//! replaced too (see [`may_be_credential`]), because a client or proxy that
+//! copies a key or token into the header would otherwise put the secret in
+//! the log.
 //!
 //! A task-local value costs far less per request than a tracing span,
 //! which the fmt subscriber formats and stores on creation even when the
@@ -14,6 +17,8 @@
 use std::future::Future;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
+use tenet_core::AdminTokenDigest;
+use tenet_core::key::KEY_PREFIX;
 use uuid::Uuid;
 
 tokio::task_local! {
@@ -26,15 +31,25 @@ pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id"
 /// Longest accepted client request id, in bytes.
 pub const MAX_REQUEST_ID_LEN: usize = 128;
 
+/// Shortest client request id that [`may_be_credential`] rejects for its
+/// shape alone: the length of a generated admin token or pepper (32 random
+/// bytes in unpadded base64url). API keys are longer.
+pub const MIN_CREDENTIAL_SHAPED_LEN: usize = 43;
+
 /// Returns the request id for a request with these headers.
 ///
 /// A single `X-Request-Id` value of 1 to 128 characters from
-/// `[A-Za-z0-9._:-]` is kept. Anything else (no header, a repeated header,
-/// another character or length) gets a new UUIDv7.
-pub fn resolve(headers: &HeaderMap) -> HeaderValue {
+/// `[A-Za-z0-9._:-]` that is no possible credential (see
+/// [`may_be_credential`]) is kept. Anything else (no header, a repeated
+/// header, another character or length, a value shaped like a key or
+/// token) gets a new UUIDv7. The rejected value is neither logged nor
+/// echoed.
+pub fn resolve(headers: &HeaderMap, admin: &AdminTokenDigest) -> HeaderValue {
     let mut values = headers.get_all(REQUEST_ID_HEADER).iter();
     match (values.next(), values.next()) {
-        (Some(value), None) if is_valid(value.as_bytes()) => value.clone(),
+        (Some(value), None) if is_valid(value.as_bytes()) && !may_be_credential(value, admin) => {
+            value.clone()
+        }
         _ => generate(),
     }
 }
@@ -45,6 +60,39 @@ pub fn is_valid(id: &[u8]) -> bool {
         && id
             .iter()
             .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b':' | b'-'))
+}
+
+/// Returns whether a syntactically valid client request id may be a
+/// credential, and so must not be logged. That is the case when it
+///
+/// - contains `tnt_` in any letter case, because every API key starts with
+///   it (a copied key, or a value that embeds one);
+/// - starts with `eyJ`, the base64url form of `{"` that begins every JSON
+///   Web Token;
+/// - is [`MIN_CREDENTIAL_SHAPED_LEN`] or more characters of only
+///   `[A-Za-z0-9_-]`, the shape of generated admin tokens, peppers, and
+///   API keys or other random tokens without their prefix;
+/// - is the admin token itself, compared by digest like a presented token,
+///   which catches a configured token of any shape.
+///
+/// An `Authorization` value such as `Bearer <token>` or `Basic <secret>`
+/// needs no rule of its own: its space already makes it invalid. Ids with
+/// a separator such as `.` or `:`, UUIDs and shorter hex ids pass.
+pub fn may_be_credential(id: &HeaderValue, admin: &AdminTokenDigest) -> bool {
+    let bytes = id.as_bytes();
+    let prefix = KEY_PREFIX.as_bytes();
+    let has_key_prefix = bytes
+        .windows(prefix.len())
+        .any(|window| window.eq_ignore_ascii_case(prefix));
+    let token_shaped = bytes.len() >= MIN_CREDENTIAL_SHAPED_LEN
+        && bytes
+            .iter()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-'));
+
+    has_key_prefix
+        || bytes.starts_with(b"eyJ")
+        || token_shaped
+        || id.to_str().is_ok_and(|text| admin.matches(text))
 }
 
 /// Runs `future` with `id` as the current request id of its task.
@@ -67,7 +115,23 @@ fn generate() -> HeaderValue {
 
 #[cfg(test)]
 mod tests {
+    use tenet_core::{AdminToken, ApiKey};
+
     use super::*;
+
+    /// An admin token in the request id alphabet that no shape rule
+    /// catches, so that only the digest comparison rejects it.
+    const ADMIN_TOKEN: &str = "ops.admin:token.0123456789.abcdefghij";
+
+    fn admin() -> AdminTokenDigest {
+        AdminTokenDigest::of(ADMIN_TOKEN)
+    }
+
+    fn assert_generated(id: &HeaderValue, description: &str) {
+        let text = id.to_str().expect("generated id is ASCII");
+        let parsed = Uuid::parse_str(text).expect("generated id is a UUID");
+        assert_eq!(parsed.get_version_num(), 7, "{description}");
+    }
 
     fn headers(values: &[&[u8]]) -> HeaderMap {
         let mut map = HeaderMap::new();
@@ -82,8 +146,18 @@ mod tests {
 
     #[test]
     fn valid_client_id_is_kept() {
-        for id in [&b"a"[..], b"req-1.2_3:4", &[b'x'; MAX_REQUEST_ID_LEN]] {
-            assert_eq!(resolve(&headers(&[id])).as_bytes(), id);
+        let long_with_dots = [b'x', b'.'].repeat(MAX_REQUEST_ID_LEN / 2);
+        let short_of_token_shape = [b'x'; MIN_CREDENTIAL_SHAPED_LEN - 1];
+        for id in [
+            &b"a"[..],
+            b"req-1.2_3:4",
+            b"01932c07-a9f4-7b3e-8c5d-1f2e3d4c5b6a",
+            b"4bf92f3577b34da6a3ce929d0e0e4736",
+            b"tnt.not-a-key",
+            &long_with_dots,
+            &short_of_token_shape,
+        ] {
+            assert_eq!(resolve(&headers(&[id]), &admin()).as_bytes(), id);
         }
     }
 
@@ -100,11 +174,33 @@ mod tests {
             ("too long", &[&too_long[..]]),
             ("repeated", &[&b"a"[..], &b"b"[..]]),
         ] {
-            let id = resolve(&headers(values));
+            let id = resolve(&headers(values), &admin());
 
-            let text = id.to_str().expect("generated id is ASCII");
-            let parsed = Uuid::parse_str(text).expect("generated id is a UUID");
-            assert_eq!(parsed.get_version_num(), 7, "{description}");
+            assert_generated(&id, description);
+        }
+    }
+
+    #[test]
+    fn credential_shaped_id_is_replaced() {
+        let key = ApiKey::generate();
+        let key_without_prefix = &key.expose_secret()[KEY_PREFIX.len()..];
+        let generated_token = AdminToken::generate();
+        let embedded_key = format!("req:{}", key.expose_secret());
+        let hex_token = "0123456789abcdef".repeat(4);
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl";
+        for (description, id) in [
+            ("API key", key.expose_secret()),
+            ("API key without its prefix", key_without_prefix),
+            ("embedded API key", embedded_key.as_str()),
+            ("key prefix in upper case", "TNT_abc"),
+            ("generated admin token", generated_token.expose_secret()),
+            ("hex token", hex_token.as_str()),
+            ("JSON Web Token", jwt),
+            ("configured admin token", ADMIN_TOKEN),
+        ] {
+            let id = resolve(&headers(&[id.as_bytes()]), &admin());
+
+            assert_generated(&id, description);
         }
     }
 }

@@ -56,7 +56,7 @@ pub async fn handle(
     surface: Surface,
     request: Request<Incoming>,
 ) -> Result<Response, Infallible> {
-    let request_id = request_id::resolve(request.headers());
+    let request_id = request_id::resolve(request.headers(), &state.admin);
     let mut response = request_id::scope(
         request_id.clone(),
         handle_with_request_id(state, surface, request),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tenet_core::{AdminToken, AdminTokenDigest, Pepper, PostgresStore, SqliteStore, Store, Tenet};
 
 use crate::config::{Config, PEPPER_ENV};
-use crate::data_dir::DataDirLock;
+use crate::data_dir::{self, DataDirLock};
 use crate::error::Error;
 use crate::forwarded::TrustedProxies;
 use crate::lifecycle::Lifecycle;
@@ -120,9 +120,10 @@ impl Settings {
     }
 }
 
-/// Creates the SQLite data directory and locks it for this process, so a
-/// second server on the same directory fails at start instead of sharing
-/// the database file. Returns `None` on Postgres, which keeps nothing in
+/// Creates the SQLite data directory with mode 0700 unless it exists,
+/// warns when an existing one is accessible to group or others, and locks
+/// it for this process, so a second server on the same directory fails at
+/// start instead of sharing the database file. Returns `None` on Postgres, which keeps nothing in
 /// the data directory, so replicas run with a read-only file system.
 pub fn lock_data_dir(config: &Config, kind: StoreKind) -> Result<Option<DataDirLock>, Error> {
     if kind != StoreKind::Sqlite {
@@ -133,6 +134,7 @@ pub fn lock_data_dir(config: &Config, kind: StoreKind) -> Result<Option<DataDirL
         path: config.data_dir.clone(),
         source,
     })?;
+    data_dir::warn_if_exposed(&config.data_dir)?;
     DataDirLock::acquire(&config.data_dir).map(Some)
 }
 
@@ -192,7 +194,9 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Store>, Error> {
         return Ok(Arc::new(store));
     }
 
-    let store = SqliteStore::open(config.data_dir.join(DATABASE_FILE))
+    let database = config.data_dir.join(DATABASE_FILE);
+    data_dir::restrict_database_files(&database)?;
+    let store = SqliteStore::open(database)
         .await
         .map_err(|source| Error::OpenStore {
             kind: StoreKind::Sqlite.as_str(),

@@ -196,6 +196,28 @@ async fn verify_reports_scopes_and_rejections() {
 }
 
 #[tokio::test]
+async fn revoked_key_rotation_is_conflict() {
+    let server = TestServer::start().await;
+    let (tenant, key) = server.tenant_with_key().await;
+    let admin = server.admin();
+    admin.revoke_key(tenant.id, key.id).await.expect("revoked");
+
+    let rotated = admin
+        .rotate_key(tenant.id, key.id, &RotateKeyRequest::default())
+        .await;
+    let limited = admin
+        .set_key_limit(tenant.id, key.id, &KeyLimitBody { limit: None })
+        .await;
+
+    let rotate_error = rotated.expect_err("a revoked key does not rotate");
+    assert!(rotate_error.is_conflict(), "{rotate_error:?}");
+    assert_eq!(rotate_error.code(), Some("key_revoked"));
+    let limit_error = limited.expect_err("a revoked key takes no limit");
+    assert!(limit_error.is_conflict(), "{limit_error:?}");
+    assert_eq!(limit_error.code(), Some("key_revoked"));
+}
+
+#[tokio::test]
 async fn rotate_key_replaces_the_key() {
     let server = TestServer::start().await;
     let (tenant, old) = server.tenant_with_key().await;

@@ -64,23 +64,25 @@ impl Limit {
             burst,
             shadow: false,
         };
+        let seconds = period.as_secs_f64();
         if rate == 0 || burst == 0 || period.is_zero() {
             return Err(Error::invalid(
                 "rate limit",
-                format!("rate {rate}, burst {burst} and period {period:?} must all be above zero"),
+                format!("rate {rate}, burst {burst} and period {seconds} s must all be above zero"),
             ));
         }
         if limit.interval_micros() < 1 {
             return Err(Error::invalid(
                 "rate limit",
-                format!("rate {rate} per {period:?} is above one request per microsecond"),
+                format!("rate {rate} per {seconds} s is above one request per microsecond"),
             ));
         }
         if limit.tolerance_micros() > MAX_TOLERANCE_MICROS {
             return Err(Error::invalid(
                 "rate limit",
                 format!(
-                    "burst {burst} at rate {rate} per {period:?} spans more than 2^45 µs; lower the burst or raise the rate"
+                    "burst {burst} at rate {rate} per {seconds} s spans more than 2^45 µs; \
+                     lower the burst or raise the rate"
                 ),
             ));
         }

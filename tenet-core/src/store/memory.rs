@@ -7,7 +7,7 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use super::{PageRequest, Rotation, Store};
+use super::{KeyLimitWrite, PageRequest, Rotation, Store};
 use crate::audit::AuditEntry;
 use crate::error::{Error, Result};
 use crate::id::{AuditId, KeyId, TenantId};
@@ -316,21 +316,28 @@ impl Store for MemoryStore {
         key: KeyId,
         limit: Option<&Limit>,
         audit: &AuditEntry,
-    ) -> Result<bool> {
+    ) -> Result<KeyLimitWrite> {
         let mut state = self.write();
-        let owned = state
+        let Some(record) = state
             .keys
             .get(&key)
-            .is_some_and(|record| record.info.tenant_id == tenant);
-        if !owned || state.live_tenant(tenant).is_none() {
-            return Ok(false);
+            .filter(|record| record.info.tenant_id == tenant)
+        else {
+            return Ok(KeyLimitWrite::NotFound);
+        };
+        let revoked = record.info.revoked_at.is_some();
+        if state.live_tenant(tenant).is_none() {
+            return Ok(KeyLimitWrite::NotFound);
+        }
+        if revoked {
+            return Ok(KeyLimitWrite::Revoked);
         }
         match limit {
             Some(limit) => state.key_limits.insert(key, limit.clone()),
             None => state.key_limits.remove(&key),
         };
         state.record(audit);
-        Ok(true)
+        Ok(KeyLimitWrite::Written)
     }
 
     async fn setting(&self, name: &str) -> Result<Option<Vec<u8>>> {

@@ -188,17 +188,19 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Returns the limit of a key of its own, if it has one.
     async fn key_limit(&self, key: KeyId) -> Result<Option<Limit>>;
 
-    /// Sets the limit of a key of this tenant, or removes it for `None`.
+    /// Sets the limit of a key of this tenant, or removes it for `None`,
+    /// and records `audit`, unless the key is revoked.
     ///
-    /// Returns `false`, with nothing written, when this tenant has no key
-    /// with this id or is deleted.
+    /// Writes nothing and returns [`KeyLimitWrite::NotFound`] when this
+    /// tenant has no key with this id or is deleted, and
+    /// [`KeyLimitWrite::Revoked`] when the key is revoked.
     async fn set_key_limit(
         &self,
         tenant: TenantId,
         key: KeyId,
         limit: Option<&Limit>,
         audit: &AuditEntry,
-    ) -> Result<bool>;
+    ) -> Result<KeyLimitWrite>;
 
     /// Reads a named setting.
     async fn setting(&self, name: &str) -> Result<Option<Vec<u8>>>;
@@ -252,6 +254,17 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
             tenant_events: Vec::new(),
         })
     }
+}
+
+/// Outcome of [`Store::set_key_limit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyLimitWrite {
+    /// The limit and its audit entry were written.
+    Written,
+    /// This tenant has no key with this id, or the tenant is deleted.
+    NotFound,
+    /// The key is revoked, and a revoked key keeps the limit it had.
+    Revoked,
 }
 
 /// One page of a keyset-paginated listing: the rows whose id is greater

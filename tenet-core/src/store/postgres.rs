@@ -27,7 +27,9 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::stored_limit::LimitColumns;
-use super::{KeyEvent, KeyEventKind, KeyEvents, PageRequest, Rotation, Store, TenantEvent};
+use super::{
+    KeyEvent, KeyEventKind, KeyEvents, KeyLimitWrite, PageRequest, Rotation, Store, TenantEvent,
+};
 use crate::audit::{Actor, AuditAction, AuditEntry, AuditTarget};
 use crate::error::{Error, Result};
 use crate::id::{AuditId, KeyId, TenantId};
@@ -123,11 +125,17 @@ const UPSERT_TENANT_LIMITS: &str = "\
 // `owned` finds the key only when it belongs to this live tenant, so the
 // statement writes nothing for a missing key or another tenant's key. A
 // NULL rate ($3) removes the key's limit, and any other rate replaces it.
+// Returns one row, `revoked`, when the tenant has the key, and writes only
+// when the key is not revoked. A revoke that commits while this statement
+// runs may leave the limit written, which changes nothing for a revoked key.
 const WRITE_KEY_LIMIT: &str = "\
-    WITH owned AS ( \
-        SELECT k.id FROM api_keys AS k JOIN tenants AS t ON t.id = k.tenant_id \
+    WITH found AS ( \
+        SELECT k.id, k.revoked_at IS NOT NULL AS revoked \
+        FROM api_keys AS k JOIN tenants AS t ON t.id = k.tenant_id \
         WHERE k.id = $1 AND k.tenant_id = $2 AND t.deleted_at IS NULL \
         FOR SHARE OF t \
+    ), owned AS ( \
+        SELECT id FROM found WHERE NOT revoked \
     ), removed AS ( \
         DELETE FROM key_limits WHERE key_id IN (SELECT id FROM owned) \
             AND $3::bigint IS NULL \
@@ -138,10 +146,12 @@ const WRITE_KEY_LIMIT: &str = "\
         ON CONFLICT (key_id) DO UPDATE SET rate = excluded.rate, \
             period_ms = excluded.period_ms, burst = excluded.burst, \
             shadow = excluded.shadow \
+    ), audit AS ( \
+        INSERT INTO audit_log (id, tenant_id, actor, action, target_kind, target_id, at) \
+        SELECT $7::uuid, $8::uuid, $9::text, $10::text, $11::text, $12::uuid, $13::timestamptz \
+        FROM owned \
     ) \
-    INSERT INTO audit_log (id, tenant_id, actor, action, target_kind, target_id, at) \
-    SELECT $7::uuid, $8::uuid, $9::text, $10::text, $11::text, $12::uuid, $13::timestamptz \
-    FROM owned";
+    SELECT revoked FROM found";
 // COALESCE keeps the first revocation time. Under concurrent revokes the
 // second UPDATE re-reads the committed row, so it keeps the first time too.
 // A repeated revoke records another event, which readers handle as a no-op.
@@ -417,7 +427,7 @@ impl PostgresStore {
             options,
             pool_wait: Arc::default(),
         };
-        store.connection().await?;
+        store.check_schema().await?;
         tracing::debug!(
             target = %store.target,
             schema = ?store.options.schema,
@@ -438,6 +448,43 @@ impl PostgresStore {
     pub async fn migrate(&self) -> Result<Vec<u32>> {
         let mut connection = self.connection().await?;
         migrations::migrate(&mut connection, &self.redactor).await
+    }
+
+    /// Checks that the connection's `search_path` names a schema that
+    /// exists, so that a mistyped schema fails at start with its name
+    /// instead of at the first statement with Postgres's "no schema has
+    /// been selected".
+    async fn check_schema(&self) -> Result<()> {
+        let row = self
+            .bounded(async {
+                let mut connection = self.connection().await?;
+                connection
+                    .query_one(
+                        "SELECT current_schema(), current_setting('search_path')",
+                        &[],
+                    )
+                    .await
+                    .map_err(|err| self.failed(&err, "reading the current schema"))
+            })
+            .await?;
+        let current: Option<String> = column(&row, 0, "current schema")?;
+        if current.is_some() {
+            return Ok(());
+        }
+        let search_path: String = column(&row, 1, "search_path")?;
+        let message = match &self.options.schema {
+            Some(schema) => format!(
+                "the Postgres schema {schema:?} does not exist in {}; create it with \
+                 CREATE SCHEMA, or choose an existing schema",
+                self.target
+            ),
+            None => format!(
+                "no schema in the search_path ({search_path}) of the Postgres user exists in \
+                 {}; create one with CREATE SCHEMA, or choose an existing schema",
+                self.target
+            ),
+        };
+        Err(Error::Config(message))
     }
 
     async fn connection(&self) -> Result<PooledConnection<'_, Manager>> {
@@ -1263,15 +1310,15 @@ impl Store for PostgresStore {
         key: KeyId,
         limit: Option<&Limit>,
         audit: &AuditEntry,
-    ) -> Result<bool> {
+    ) -> Result<KeyLimitWrite> {
         self.bounded(async {
             let key_id = key.as_uuid();
             let tenant_id = tenant.as_uuid();
             let audit = AuditParams::new(audit);
             let limit = LimitParams::new(limit);
             let mut connection = self.connection().await?;
-            let written = connection
-                .execute(
+            let found = connection
+                .query_opt(
                     WRITE_KEY_LIMIT,
                     &audit.after(&[
                         &key_id,
@@ -1284,7 +1331,14 @@ impl Store for PostgresStore {
                 )
                 .await
                 .map_err(|err| self.failed(&err, format_args!("writing the limit of key {key}")))?;
-            Ok(written > 0)
+            let Some(row) = found else {
+                return Ok(KeyLimitWrite::NotFound);
+            };
+            if column::<bool>(&row, 0, "revoked")? {
+                Ok(KeyLimitWrite::Revoked)
+            } else {
+                Ok(KeyLimitWrite::Written)
+            }
         })
         .await
     }

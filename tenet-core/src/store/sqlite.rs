@@ -13,7 +13,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use time::OffsetDateTime;
 
 use super::stored_limit::LimitColumns;
-use super::{PageRequest, Rotation, Store};
+use super::{KeyLimitWrite, PageRequest, Rotation, Store};
 use crate::audit::{Actor, AuditAction, AuditEntry, AuditTarget};
 use crate::error::{Error, Result};
 use crate::id::{AuditId, KeyId, TenantId};
@@ -842,28 +842,30 @@ impl Store for SqliteStore {
         key: KeyId,
         limit: Option<&Limit>,
         audit: &AuditEntry,
-    ) -> Result<bool> {
+    ) -> Result<KeyLimitWrite> {
         let columns = limit.map(LimitColumns::of);
         let audit = audit.clone();
         self.call(move |connection| {
             let transaction = connection.transaction().map_err(Error::store)?;
-            let owned = transaction
+            let revoked: Option<bool> = transaction
                 .query_row(
-                    "SELECT 1 FROM api_keys AS k JOIN tenants AS t ON t.id = k.tenant_id \
+                    "SELECT k.revoked_at IS NOT NULL \
+                     FROM api_keys AS k JOIN tenants AS t ON t.id = k.tenant_id \
                      WHERE k.id = ?1 AND k.tenant_id = ?2 AND t.deleted_at IS NULL",
                     [key.to_string(), tenant.to_string()],
-                    |_| Ok(()),
+                    |row| row.get(0),
                 )
                 .optional()
-                .map_err(Error::store)?
-                .is_some();
-            if !owned {
-                return Ok(false);
+                .map_err(Error::store)?;
+            match revoked {
+                None => return Ok(KeyLimitWrite::NotFound),
+                Some(true) => return Ok(KeyLimitWrite::Revoked),
+                Some(false) => {}
             }
             write_key_limit(&transaction, key, columns)?;
             insert_audit_row(&transaction, &audit)?;
             transaction.commit().map_err(Error::store)?;
-            Ok(true)
+            Ok(KeyLimitWrite::Written)
         })
         .await
     }

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tenet_core::{
-    Actor, AuditAction, AuditEntry, AuditTarget, Error, KeyDigest, KeyId, KeyInfo, KeyMetadata,
-    KeyName, KeyRecord, Limit, PageRequest, Rotation, Scope, Store, Tenant, TenantId, TenantLimits,
-    TenantName, TenantStatus,
+    Actor, AuditAction, AuditEntry, AuditTarget, Error, KeyDigest, KeyId, KeyInfo, KeyLimitWrite,
+    KeyMetadata, KeyName, KeyRecord, Limit, PageRequest, Rotation, Scope, Store, Tenant, TenantId,
+    TenantLimits, TenantName, TenantStatus,
 };
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -826,10 +826,10 @@ pub async fn key_limit_set_replaced_and_removed(backend: &TestStore) {
     let after_remove = store.key_limit(key.info.id).await.expect("limit reads");
 
     assert_eq!(before, None);
-    assert!(set);
+    assert_eq!(set, KeyLimitWrite::Written);
     assert_eq!(after_set, Some(first));
     assert_eq!(after_replace, Some(second));
-    assert!(removed);
+    assert_eq!(removed, KeyLimitWrite::Written);
     assert_eq!(after_remove, None);
 }
 
@@ -862,14 +862,57 @@ pub async fn key_limit_of_other_tenant_writes_nothing(backend: &TestStore) {
         .await
         .expect("limit write runs");
 
-    assert!(!foreign);
-    assert!(!foreign_removal);
-    assert!(!missing);
+    assert_eq!(foreign, KeyLimitWrite::NotFound);
+    assert_eq!(foreign_removal, KeyLimitWrite::NotFound);
+    assert_eq!(missing, KeyLimitWrite::NotFound);
     assert_eq!(
         store.key_limit(key.info.id).await.expect("limit reads"),
         None
     );
 }
+pub async fn key_limit_of_revoked_key_writes_nothing(backend: &TestStore) {
+    let store = backend.store();
+    let tenant = insert_tenant(&store, "Acme").await;
+    let key = insert_key(&store, tenant.id).await;
+    let kept = limit(10, 1, 5);
+    store
+        .set_key_limit(tenant.id, key.info.id, Some(&kept), &audit(tenant.id))
+        .await
+        .expect("limit writes");
+    store
+        .revoke_key(tenant.id, key.info.id, now(), &audit(tenant.id))
+        .await
+        .expect("revoke runs")
+        .expect("key is revoked");
+    let recorded = audit_of(&store, tenant.id).await.len();
+
+    let changed = store
+        .set_key_limit(
+            tenant.id,
+            key.info.id,
+            Some(&limit(1, 1, 1)),
+            &audit(tenant.id),
+        )
+        .await
+        .expect("limit write runs");
+    let removed = store
+        .set_key_limit(tenant.id, key.info.id, None, &audit(tenant.id))
+        .await
+        .expect("limit write runs");
+
+    assert_eq!(changed, KeyLimitWrite::Revoked);
+    assert_eq!(removed, KeyLimitWrite::Revoked);
+    assert_eq!(
+        store.key_limit(key.info.id).await.expect("limit reads"),
+        Some(kept)
+    );
+    assert_eq!(
+        audit_of(&store, tenant.id).await.len(),
+        recorded,
+        "rejected changes record nothing"
+    );
+}
+
 pub async fn key_inserts_with_its_limit(backend: &TestStore) {
     let store = backend.store();
     let tenant = insert_tenant(&store, "Acme").await;
@@ -1239,7 +1282,7 @@ pub async fn deleted_tenant_rejects_every_change(backend: &TestStore) {
         matches!(tenant_limits, Err(Error::NotFound { kind: "tenant", .. })),
         "{tenant_limits:?}"
     );
-    assert!(!key_limit);
+    assert_eq!(key_limit, KeyLimitWrite::NotFound);
     assert_eq!(
         store.tenant_limits(tenant.id).await.expect("limits read"),
         TenantLimits::default()

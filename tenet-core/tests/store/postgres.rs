@@ -513,6 +513,29 @@ async fn server_error_echoing_password_is_redacted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_schema_is_named_at_connect() {
+    let Some(url) = database_url() else {
+        return;
+    };
+    // A name that no test creates, because test schemas start with
+    // tenet_test_ and carry a UUID.
+    let schema = format!("tenet_missing_{}", uuid::Uuid::now_v7().simple());
+    let options = PostgresOptions {
+        schema: Some(schema.clone()),
+        pool_size: 1,
+        ..PostgresOptions::default()
+    };
+
+    let connected = PostgresStore::connect(&url, options).await;
+
+    let Err(Error::Config(message)) = connected else {
+        panic!("expected a configuration error, got {connected:?}");
+    };
+    assert!(message.contains(&schema), "{message}");
+    assert!(message.contains("does not exist"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_url_is_config_error_without_password() {
     let url = format!("postgres://tenet:{PASSWORD}@127.0.0.1:not-a-port/tenet");
 

@@ -515,6 +515,30 @@ pub async fn revoked_rotated_key_names_successor(backend: &TestStore) {
     );
 }
 
+pub async fn revoked_key_rejects_rotation_and_limit(backend: &TestStore) {
+    let tenet = open(backend.store(), &pepper()).await;
+    let tenant = tenant_of(&tenet).await;
+    let issued = tenet.issue_key(tenant, None).await.expect("key is issued");
+    tenet
+        .revoke_key(tenant, issued.info.id)
+        .await
+        .expect("key is revoked");
+
+    let rotated = tenet
+        .rotate_key(tenant, issued.info.id, Duration::ZERO)
+        .await;
+    let limited = tenet.set_key_limit(tenant, issued.info.id, None).await;
+
+    assert!(
+        matches!(rotated, Err(Error::KeyRevoked { key }) if key == issued.info.id),
+        "{rotated:?}"
+    );
+    assert!(
+        matches!(limited, Err(Error::KeyRevoked { key }) if key == issued.info.id),
+        "{limited:?}"
+    );
+}
+
 /// Runs 20 rotations of one key at once through the service: one returns
 /// the new key and every other one names that key as the successor.
 pub async fn parallel_rotations_leave_one_successor(backend: &TestStore) {

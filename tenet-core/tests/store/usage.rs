@@ -7,9 +7,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::json;
 use tenet_core::{
-    AuditEntry, CacheOptions, Error, IssuedKey, KeyDigest, KeyEvents, KeyId, KeyInfo, KeyMetadata,
-    KeyOptions, KeyRecord, KeyUse, Limit, PageRequest, Pepper, Rejection, Result, Rotation, Scope,
-    Store, Tenant, TenantId, TenantLimits, TenantName, TenantStatus, Tenet, UsageCount, UsageRange,
+    AuditEntry, CacheOptions, Error, IssuedKey, KeyDigest, KeyEvents, KeyId, KeyInfo,
+    KeyLimitWrite, KeyMetadata, KeyOptions, KeyRecord, KeyUse, Limit, PageRequest, Pepper,
+    Rejection, Result, Rotation, Scope, Store, Tenant, TenantId, TenantLimits, TenantName,
+    TenantStatus, Tenet, UsageCount, UsageRange,
 };
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -135,7 +136,7 @@ impl Store for CountingStore {
         key: KeyId,
         limit: Option<&Limit>,
         audit: &AuditEntry,
-    ) -> Result<bool> {
+    ) -> Result<KeyLimitWrite> {
         self.inner.set_key_limit(tenant, key, limit, audit).await
     }
     async fn setting(&self, name: &str) -> Result<Option<Vec<u8>>> {

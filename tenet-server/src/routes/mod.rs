@@ -289,12 +289,8 @@ pub async fn dispatch(state: &State, route: Option<Route>, request: Request<Inco
             tenants::delete(state, request.headers(), &tenant).await
         }
         (Route::Tenant { tenant }, _) => tenants::get(state, request.headers(), &tenant).await,
-        (Route::SuspendTenant { tenant }, _) => {
-            tenants::suspend(state, request.headers(), &tenant).await
-        }
-        (Route::ResumeTenant { tenant }, _) => {
-            tenants::resume(state, request.headers(), &tenant).await
-        }
+        (Route::SuspendTenant { tenant }, _) => tenants::suspend(state, request, &tenant).await,
+        (Route::ResumeTenant { tenant }, _) => tenants::resume(state, request, &tenant).await,
         (Route::TenantAudit { tenant }, _) => tenants::audit(state, &request, &tenant).await,
         (Route::TenantKeys { tenant }, Method::POST) => keys::issue(state, request, &tenant).await,
         (Route::TenantKeys { tenant }, _) => keys::list(state, &request, &tenant).await,

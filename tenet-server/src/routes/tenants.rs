@@ -3,6 +3,7 @@
 
 use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use hyper::body::Incoming;
+use serde::Deserialize;
 use tenet_core::api::{
     AuditEntryResponse, AuditListResponse, CreateTenantRequest, RenameTenantRequest,
     TenantListResponse, TenantResponse,
@@ -13,7 +14,7 @@ use super::keys::authorize;
 use super::page::{Listing, PageQuery, encode_cursor};
 use super::parse_tenant_id;
 use crate::auth::require_admin;
-use crate::body::read_json;
+use crate::body::{read_json, read_optional_json};
 use crate::error::Error;
 use crate::response::{LogTenant, Response, empty, json};
 use crate::setup::State;
@@ -84,12 +85,27 @@ pub async fn rename(
     Ok(json(StatusCode::OK, &TenantResponse::from(tenant)))
 }
 
+/// The body of a route that takes no fields: none, or the empty object.
+/// Any field is rejected like an unknown field on other routes, so that a
+/// client that expects one to take effect (such as a `reason`) learns that
+/// it does not.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoFields {}
+
 /// `POST /tenants/{id}/suspend`: suspends a tenant, whose keys are then
 /// rejected with 403 `tenant_suspended`. Returns the tenant; suspending a
-/// suspended tenant changes nothing.
-pub async fn suspend(state: &State, headers: &HeaderMap, tenant: &str) -> Result<Response, Error> {
-    require_admin(headers, &state.admin)?;
+/// suspended tenant changes nothing. The body is empty or `{}`.
+pub async fn suspend(
+    state: &State,
+    request: Request<Incoming>,
+    tenant: &str,
+) -> Result<Response, Error> {
+    let (parts, body) = request.into_parts();
+    require_admin(&parts.headers, &state.admin)?;
     let tenant = parse_tenant_id(tenant)?;
+    let _: Option<NoFields> =
+        read_optional_json(&parts.headers, body, state.max_body_bytes).await?;
 
     let tenant = state.tenet.suspend_tenant(tenant).await?;
 
@@ -98,9 +114,17 @@ pub async fn suspend(state: &State, headers: &HeaderMap, tenant: &str) -> Result
 
 /// `POST /tenants/{id}/resume`: resumes a tenant, whose keys then verify
 /// again. Returns the tenant; resuming an active tenant changes nothing.
-pub async fn resume(state: &State, headers: &HeaderMap, tenant: &str) -> Result<Response, Error> {
-    require_admin(headers, &state.admin)?;
+/// The body is empty or `{}`.
+pub async fn resume(
+    state: &State,
+    request: Request<Incoming>,
+    tenant: &str,
+) -> Result<Response, Error> {
+    let (parts, body) = request.into_parts();
+    require_admin(&parts.headers, &state.admin)?;
     let tenant = parse_tenant_id(tenant)?;
+    let _: Option<NoFields> =
+        read_optional_json(&parts.headers, body, state.max_body_bytes).await?;
 
     let tenant = state.tenet.resume_tenant(tenant).await?;
 

@@ -2,7 +2,7 @@
 //! and SIGTERM during a request.
 
 use std::fs;
-use std::os::unix::fs::MetadataExt as _;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::process::{Command, Output};
 use std::time::Instant;
 
@@ -185,6 +185,81 @@ fn other_pepper_fails_setup() {
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("pepper"), "{stderr}");
     assert!(!stderr.contains(other_pepper), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_files_are_private() {
+    let parent = tempfile::tempdir().expect("temporary directory");
+    let data_dir = parent.path().join("data");
+    let database = data_dir.join("tenet.db");
+    let client = reqwest::Client::new();
+
+    let server = BinaryServer::start(&data_dir, &[]);
+    let admin = Admin {
+        client: &client,
+        base: server.url(""),
+        token: fs::read_to_string(data_dir.join("admin-token"))
+            .expect("token file")
+            .trim_end()
+            .to_owned(),
+    };
+    admin.create_tenant("Acme").await;
+
+    assert_eq!(mode(&data_dir), 0o700);
+    for suffix in ["", "-wal", "-shm"] {
+        let path = data_dir.join(format!("tenet.db{suffix}"));
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
+    assert!(database.exists());
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readable_data_dir_is_warned_and_tightened() {
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let dir = data_dir.path();
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).expect("mode is set");
+    for suffix in ["", "-wal", "-shm"] {
+        let path = dir.join(format!("tenet.db{suffix}"));
+        fs::File::create(&path).expect("file is created");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("mode is set");
+    }
+
+    let server = BinaryServer::start(dir, &[]);
+    let warnings: Vec<serde_json::Value> = server
+        .logs
+        .lock()
+        .expect("log lines")
+        .iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| event["level"] == "WARN")
+        .collect();
+    server.stop();
+
+    assert_eq!(
+        mode(dir),
+        0o755,
+        "the server leaves the directory's mode alone"
+    );
+    let dir_warning = warnings
+        .iter()
+        .find(|event| event["path"] == dir.display().to_string())
+        .expect("the directory is warned about");
+    let message = dir_warning["message"].as_str().expect("message");
+    assert!(message.contains("chmod 700"), "{message}");
+    for suffix in ["", "-wal", "-shm"] {
+        let path = dir.join(format!("tenet.db{suffix}"));
+        if path.exists() {
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+        }
+        assert!(
+            warnings
+                .iter()
+                .any(|event| event["path"] == path.display().to_string()),
+            "no warning names {}",
+            path.display()
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

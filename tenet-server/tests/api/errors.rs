@@ -108,6 +108,36 @@ fn cases() -> Vec<Case> {
         Case::new("invalid UTF-8", post(), "/tenants")
             .body(Some("application/json"), b"{\"name\":\"\xff\"}".to_vec())
             .expect(S::BAD_REQUEST, "invalid_json"),
+        Case::new("byte order mark before the body", post(), "/tenants")
+            .body(
+                Some("application/json"),
+                b"\xEF\xBB\xBF{\"name\":\"a\"}".to_vec(),
+            )
+            .expect(S::BAD_REQUEST, "invalid_json"),
+        Case::new(
+            "field in a suspend body",
+            post(),
+            "/tenants/{tenant}/suspend",
+        )
+        .json(r#"{"reason":"unpaid"}"#)
+        .expect(S::BAD_REQUEST, "invalid_json"),
+        Case::new("field in a resume body", post(), "/tenants/{tenant}/resume")
+            .json(r#"{"reason":"paid"}"#)
+            .expect(S::BAD_REQUEST, "invalid_json"),
+        Case::new(
+            "array as a suspend body",
+            post(),
+            "/tenants/{tenant}/suspend",
+        )
+        .json("[]")
+        .expect(S::BAD_REQUEST, "invalid_json"),
+        Case::new(
+            "text/plain suspend body",
+            post(),
+            "/tenants/{tenant}/suspend",
+        )
+        .body(Some("text/plain"), b"{}".to_vec())
+        .expect(S::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
         Case::new("empty tenant body", post(), "/tenants")
             .json("")
             .expect(S::BAD_REQUEST, "invalid_json"),
@@ -309,4 +339,55 @@ async fn client_errors_are_json_and_change_nothing() {
         assert_eq!(keys.len(), 1, "{description}: keys created");
         assert!(keys[0].revoked_at.is_none(), "{description}: key revoked");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn byte_order_mark_is_named() {
+    let server = TestServer::start().await;
+
+    let response = server
+        .client
+        .post(server.url("/tenants"))
+        .bearer_auth(ADMIN_TOKEN)
+        .header(CONTENT_TYPE, "application/json")
+        .body(b"\xEF\xBB\xBF{\"name\":\"bom\"}".to_vec())
+        .send()
+        .await
+        .expect("request sent");
+
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.expect("JSON error body");
+    assert_eq!(body["error"]["code"], "invalid_json");
+    let message = body["error"]["message"].as_str().expect("message");
+    assert!(message.contains("byte order mark"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspend_body_must_have_no_fields() {
+    let server = TestServer::start().await;
+    let tenant = server.admin().create_tenant("Acme").await;
+    let suspend = |body: Option<&'static str>| {
+        let mut request = server
+            .client
+            .post(server.url(&format!("/tenants/{}/suspend", tenant.id)))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(body) = body {
+            request = request.header(CONTENT_TYPE, "application/json").body(body);
+        }
+        request.send()
+    };
+
+    let with_field = suspend(Some(r#"{"reason":"unpaid"}"#))
+        .await
+        .expect("request sent");
+    let status_after_field = server.admin().tenants().await[0].status.clone();
+    let empty_object = suspend(Some("{}")).await.expect("request sent");
+    let no_body = suspend(None).await.expect("request sent");
+
+    assert_eq!(with_field.status(), StatusCode::BAD_REQUEST);
+    let body: Value = with_field.json().await.expect("JSON error body");
+    assert_eq!(body["error"]["code"], "invalid_json");
+    assert_eq!(status_after_field, "active");
+    assert_eq!(empty_object.status(), StatusCode::OK);
+    assert_eq!(no_body.status(), StatusCode::OK);
 }

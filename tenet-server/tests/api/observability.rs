@@ -99,6 +99,81 @@ async fn invalid_request_id_is_replaced() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credential_request_id_is_replaced_unlogged() {
+    // A token in the request id alphabet with separators, so that only the
+    // comparison with the admin token rejects it, not its shape.
+    let admin_token = "ops.admin:token.0123456789.abcdefghij";
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let server = BinaryServer::start(data_dir.path(), &[("TENET_ADMIN_TOKEN", admin_token)]);
+    let client = reqwest::Client::new();
+    let tenant: Value = client
+        .post(server.url("/tenants"))
+        .bearer_auth(admin_token)
+        .json(&serde_json::json!({"name": "Request ids"}))
+        .send()
+        .await
+        .expect("request sent")
+        .json()
+        .await
+        .expect("tenant JSON");
+    let issued: Value = client
+        .post(server.url(&format!(
+            "/tenants/{}/keys",
+            tenant["id"].as_str().expect("id")
+        )))
+        .bearer_auth(admin_token)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .expect("request sent")
+        .json()
+        .await
+        .expect("key JSON");
+    let key = issued["api_key"].as_str().expect("plaintext key");
+
+    for secret in [admin_token, key] {
+        let response = client
+            .get(server.url("/healthz"))
+            .header("x-request-id", secret)
+            .send()
+            .await
+            .expect("request sent");
+
+        assert_eq!(response.status(), StatusCode::OK);
+        let echoed = response.headers()["x-request-id"]
+            .to_str()
+            .expect("ASCII id");
+        assert!(uuid_v7(echoed), "a credential was echoed as {echoed}");
+    }
+
+    // The access log line of a request is written after its response is
+    // sent, so wait for both before reading the log.
+    let deadline = Instant::now() + BINARY_TIMEOUT;
+    while healthz_lines(&server) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the /healthz requests were not logged"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.assert_logs_exclude(admin_token);
+    server.assert_logs_exclude(key);
+    server.stop();
+}
+
+/// Counts the access log lines of `/healthz` requests.
+fn healthz_lines(server: &BinaryServer) -> usize {
+    server
+        .logs
+        .lock()
+        .expect("log lines")
+        .iter()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|event| event["message"] == "request" && event["route"] == "/healthz")
+        .count()
+}
+
 fn uuid_v7(text: &str) -> bool {
     let groups: Vec<&str> = text.split('-').collect();
     let lengths: Vec<usize> = groups.iter().map(|group| group.len()).collect();

@@ -199,6 +199,31 @@ async fn invalid_limits_are_rejected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_limit_message_gives_seconds() {
+    let server = TestServer::start().await;
+    let tenant = server.admin().create_tenant("Acme").await;
+    let tenant_id = tenant.id.to_string();
+    let cases = [
+        (
+            json!({"limit": {"rate": 1, "period_seconds": 0, "burst": 1}}),
+            "period 0 s",
+        ),
+        (
+            json!({"limit": {"rate": 1, "period_seconds": 86400, "burst": 4_000_000}}),
+            "per 86400 s",
+        ),
+    ];
+
+    for (body, expected) in cases {
+        let (status, reply) = put_limits(&server, &tenant_id, &body).await;
+
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
+        let message = reply["error"]["message"].as_str().expect("message");
+        assert!(message.contains(expected), "{message}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_limit_sets_headers_and_rejects() {
     let server = TestServer::start().await;
     let tenant = server.admin().create_tenant("Acme").await;

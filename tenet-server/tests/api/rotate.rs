@@ -175,6 +175,58 @@ async fn expired_key_rotation_conflicts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_key_rotation_and_limit_conflict() {
+    let server = TestServer::start().await;
+    let tenant = server.admin().create_tenant("Acme").await;
+    let key = server.admin().issue_key(&tenant).await;
+    server.admin().revoke_key(&tenant, &key).await;
+    let audit_path = format!("/tenants/{}/audit?limit=100", tenant.id);
+    let audit_before = audit_actions(&server, &audit_path).await;
+
+    let (rotated, rotate_body) = rotate(&server, &tenant, &key.id.to_string(), json!({})).await;
+    let limited = server
+        .client
+        .put(server.url(&format!("/tenants/{}/keys/{}/limit", tenant.id, key.id)))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"limit": {"rate": 1, "period_seconds": 1, "burst": 1}}))
+        .send()
+        .await
+        .expect("request sent");
+    let limit_status = limited.status();
+    let limit_body: Value = limited.json().await.expect("JSON body");
+
+    assert_eq!(rotated, StatusCode::CONFLICT, "{rotate_body}");
+    assert_eq!(rotate_body["error"]["code"], "key_revoked");
+    let message = rotate_body["error"]["message"].as_str().expect("message");
+    assert!(message.contains(&key.id.to_string()), "{message}");
+    assert!(message.contains("issue a new key"), "{message}");
+    assert_eq!(limit_status, StatusCode::CONFLICT, "{limit_body}");
+    assert_eq!(limit_body["error"]["code"], "key_revoked");
+    assert_eq!(server.admin().keys(&tenant).await.len(), 1);
+    assert_eq!(audit_actions(&server, &audit_path).await, audit_before);
+}
+
+/// Returns the actions of a tenant's audit entries, oldest first.
+async fn audit_actions(server: &TestServer, path: &str) -> Vec<String> {
+    let body: Value = server
+        .client
+        .get(server.url(path))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("request sent")
+        .json()
+        .await
+        .expect("JSON body");
+    body["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|entry| entry["action"].as_str().expect("action").to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replacement_keeps_old_expiry() {
     let server = TestServer::start().await;
     let tenant = server.admin().create_tenant("Acme").await;

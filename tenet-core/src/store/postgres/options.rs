@@ -26,8 +26,9 @@ pub struct PostgresOptions {
 
     /// Schema that contains Tenet's tables, set as the only entry of
     /// `search_path` on every connection. `None` keeps the server's default
-    /// (usually `public`). The schema must exist before
-    /// [`super::PostgresStore::migrate`] runs.
+    /// (usually `public`). The schema must exist:
+    /// [`super::PostgresStore::connect`] fails with
+    /// [`crate::Error::Config`], naming it, otherwise.
     pub schema: Option<String>,
 }
 
