@@ -80,7 +80,10 @@ async fn handle_with_request_id(
     let is_http1 = request.version() < Version::HTTP_2;
     let may_leave_body_unread = is_http1 && !request.body().is_end_stream();
 
-    let mut response = catch_panic(routes::dispatch(&state, route, request)).await;
+    // Boxed, because the routes' future takes several kilobytes, which
+    // every enclosing future would otherwise copy as it is moved into
+    // place, once per request.
+    let mut response = catch_panic(Box::pin(routes::dispatch(&state, route, request))).await;
     if method == Method::HEAD {
         response = without_body(response);
     }
