@@ -813,9 +813,13 @@ impl Tenet {
         let state = match &self.cache {
             Some(cache) => {
                 let now = hit_at.unwrap_or_else(|| cache.local.now());
-                self.cached_tenant_state(cache, tenant, now).await?
+                match cache.tenants.get(tenant, now, cache.trust_cutoff(now)) {
+                    Some(state) => state,
+                    // Boxed for the same reason as a key's cache miss.
+                    None => Box::pin(self.cached_tenant_state(cache, tenant, now)).await?,
+                }
             }
-            None => self.tenant_state_from_store(tenant).await?,
+            None => Box::pin(self.tenant_state_from_store(tenant)).await?,
         };
         admit(verified, state)
     }
@@ -871,7 +875,10 @@ impl Tenet {
             });
         }
         cache.stats.local_misses.increment();
-        let verdict = self.verify_uncached(cache, digest).await?;
+        // Boxed, so that the miss path's large future (Redis and store
+        // reads) is not part of the future of every cache hit, which would
+        // otherwise be copied at its full size on each call.
+        let verdict = Box::pin(self.verify_uncached(cache, digest)).await?;
         Ok(Checked::of(
             &verdict,
             required_scopes,
