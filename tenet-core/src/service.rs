@@ -490,8 +490,8 @@ impl Tenet {
     /// an unknown tenant or a key that is not this tenant's.
     ///
     /// It reads a one-key page of the tenant's listing that starts just
-    /// before `key`, which every store answers from its index on tenant and
-    /// key id, so its cost does not grow with the tenant's key count.
+    /// before `key`, which every store reads through its index on tenant
+    /// and key id, so its cost does not grow with the tenant's key count.
     async fn tenant_key(&self, tenant: TenantId, key: KeyId) -> Result<KeyInfo> {
         let before = key
             .as_uuid()

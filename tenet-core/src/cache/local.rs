@@ -218,7 +218,7 @@ impl LocalCache {
     /// last call, in cache time, one element per key at most.
     ///
     /// It reads every entry, one shard at a time under the shard's read
-    /// lock, so it costs time in proportion to the cache's size; call it
+    /// lock, so it costs time in proportion to the cache's size. Call it
     /// once per flush interval, not per request.
     pub(crate) fn take_uses(&self) -> Vec<(KeyId, Millis)> {
         let mut uses: Vec<(KeyId, Millis)> = self
@@ -294,7 +294,7 @@ impl LocalCache {
     /// A revoked key stays in demand until its clients notice, so keeping
     /// its entry spares the store one read per request until the entry
     /// would have been refilled. A digest that is not cached stays out of
-    /// the cache, so revoking keys nobody uses takes no capacity.
+    /// the cache, so revoking unused keys takes no capacity.
     pub(crate) fn revoke(&self, digest: &KeyDigest, owner: Option<Principal>, now: Millis) {
         let shard = self.shard(digest);
         let mut map = shard.map.write().unwrap_or_else(PoisonError::into_inner);

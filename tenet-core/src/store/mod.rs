@@ -157,7 +157,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// returns it (`None` for a tenant that is gone from the store).
     ///
     /// A verification without a cache needs both. The default reads them
-    /// one after the other; a store with a network round trip per query
+    /// one after the other. A store with a network round trip per query
     /// should read them in one.
     async fn key_and_tenant_by_digest(
         &self,

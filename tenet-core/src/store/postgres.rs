@@ -345,8 +345,8 @@ const KEY_EVENT_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 /// terminated with `pg_terminate_backend`) fails with
 /// [`Error::Unavailable`], and the pool drops that connection. Only the
 /// reads that verification makes, [`Store::key_by_digest`],
-/// [`Store::tenant`] and [`Store::key_events`], retry once on another
-/// connection first. Writes never retry on their own, because a write
+/// [`Store::key_and_tenant_by_digest`], [`Store::tenant`] and
+/// [`Store::key_events`], retry once on another connection first. Writes never retry on their own, because a write
 /// whose connection was lost may have committed, and the caller decides
 /// whether to repeat it.
 #[derive(Clone)]
