@@ -5,6 +5,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 use crate::audit::{Actor, AuditAction, AuditEntry, AuditTarget};
+use crate::cache::fills::Fill;
 use crate::cache::local::Millis;
 use crate::cache::redis::{RedisCache, RedisOptions};
 use crate::cache::tenants::TenantState;
@@ -860,21 +861,27 @@ impl Tenet {
             return Ok(checked);
         };
         let now = cache.local.now();
-        if let Some((owner, result)) =
-            cache
-                .local
-                .check(&digest, now, cache.trust_cutoff(now), required_scopes)
-        {
+        if let Some(hit) = check_cached(cache, digest, now, required_scopes) {
             cache.stats.local_hits.increment();
-            return Ok(Checked {
-                owner,
-                result,
-                lookup: Some((digest, now)),
-                hit_at: Some(now),
-                tenant_state: None,
-            });
+            return Ok(hit);
         }
         cache.stats.local_misses.increment();
+
+        // A miss that found another fill of this key in flight reads the
+        // cache again once that fill ends. When that fill failed, or lost
+        // to an invalidation, it reads the store itself, without waiting
+        // a second time.
+        let _lead = match cache.fills.begin(digest) {
+            Fill::Lead(guard) => Some(guard),
+            Fill::Wait(waiting) => {
+                waiting.await;
+                let now = cache.local.now();
+                if let Some(hit) = check_cached(cache, digest, now, required_scopes) {
+                    return Ok(hit);
+                }
+                None
+            }
+        };
         // Boxed, so that the miss path's large future (Redis and store
         // reads) is not part of the future of every cache hit, which would
         // otherwise be copied at its full size on each call.
@@ -1131,6 +1138,27 @@ impl Checked {
             tenant_state: None,
         }
     }
+}
+
+/// Checks a presented key against the in-process cache, when its entry is
+/// fresh and trusted at cache time `now`.
+fn check_cached(
+    cache: &CacheLayer,
+    digest: KeyDigest,
+    now: Millis,
+    required_scopes: &[&str],
+) -> Option<Checked> {
+    let (owner, result) =
+        cache
+            .local
+            .check(&digest, now, cache.trust_cutoff(now), required_scopes)?;
+    Some(Checked {
+        owner,
+        result,
+        lookup: Some((digest, now)),
+        hit_at: Some(now),
+        tenant_state: None,
+    })
 }
 
 /// Turns the stored key found by `digest`'s index into a verdict, comparing

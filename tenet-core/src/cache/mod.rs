@@ -32,10 +32,12 @@ use crate::scope::{self, Scope};
 use crate::stats::CacheStats;
 
 pub(crate) mod feed;
+pub(crate) mod fills;
 pub(crate) mod local;
 pub mod redis;
 pub(crate) mod tenants;
 
+use fills::Fills;
 use local::{LocalCache, Millis};
 use redis::RedisCache;
 use tenants::TenantCache;
@@ -178,6 +180,8 @@ pub(crate) struct CacheLayer {
     /// Present when other processes write to the store.
     pub(crate) health: Option<FeedHealth>,
     pub(crate) stats: CacheStats,
+    /// Fills in flight, so that concurrent misses of one key share one.
+    pub(crate) fills: Fills,
 }
 
 impl CacheLayer {
@@ -192,6 +196,7 @@ impl CacheLayer {
             health: shared.then(FeedHealth::default),
             options,
             stats: CacheStats::default(),
+            fills: Fills::default(),
         }
     }
 

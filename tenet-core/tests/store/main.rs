@@ -78,6 +78,7 @@ macro_rules! backend_suite {
                 service::issue_and_rotate_keep_the_limit,
                 service::limit_changes_record_actor,
                 service::one_key_reads_find_keys_among_many,
+                service::concurrent_misses_share_one_read,
                 usage::metadata_round_trips_and_survives_rotation,
                 usage::last_used_never_moves_backwards,
                 usage::key_uses_coalesce_into_one_write,

@@ -768,3 +768,42 @@ pub async fn one_key_reads_find_keys_among_many(backend: &TestStore) {
         "{foreign_rotation:?}"
     );
 }
+
+pub async fn concurrent_misses_share_one_read(backend: &TestStore) {
+    let store = Arc::new(crate::usage::CountingStore::with_key_read_delay(
+        backend.store(),
+        Duration::from_millis(200),
+    ));
+    let tenet = Tenet::builder(Arc::clone(&store) as Arc<dyn Store>, pepper())
+        .cache(tenet_core::CacheOptions::default())
+        .build()
+        .await
+        .expect("service opens");
+    let tenant = tenant_of(&tenet).await;
+    let issued = tenet.issue_key(tenant, None).await.expect("key is issued");
+    let key = issued.api_key.expose_secret();
+    let before = store.key_reads.load(std::sync::atomic::Ordering::SeqCst);
+
+    let results =
+        futures_util::future::join_all((0..20).map(|_| async { tenet.verify(key).await })).await;
+    let reads = store.key_reads.load(std::sync::atomic::Ordering::SeqCst) - before;
+
+    for (index, result) in results.iter().enumerate() {
+        assert_eq!(
+            result.as_ref().ok(),
+            Some(&issued_principal(&issued)),
+            "verification {index}"
+        );
+    }
+    assert_eq!(
+        reads, 1,
+        "20 concurrent misses of one key read the store once"
+    );
+}
+
+fn issued_principal(issued: &IssuedKey) -> Principal {
+    Principal {
+        tenant_id: issued.info.tenant_id,
+        key_id: issued.info.id,
+    }
+}

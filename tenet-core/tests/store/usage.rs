@@ -22,22 +22,31 @@ fn pepper() -> Pepper {
 }
 
 /// A store that counts the batch writes of key uses and usage counts and
-/// forwards every call to the wrapped store.
+/// the reads of keys by digest, and forwards every call to the wrapped
+/// store, after `key_read_delay` for a read by digest.
 #[derive(Debug)]
-struct CountingStore {
+pub(crate) struct CountingStore {
     inner: Arc<dyn Store>,
     key_use_writes: AtomicUsize,
     key_uses_written: AtomicUsize,
     usage_writes: AtomicUsize,
+    pub(crate) key_reads: AtomicUsize,
+    key_read_delay: Duration,
 }
 
 impl CountingStore {
-    fn new(inner: Arc<dyn Store>) -> Self {
+    pub(crate) fn new(inner: Arc<dyn Store>) -> Self {
+        Self::with_key_read_delay(inner, Duration::ZERO)
+    }
+
+    pub(crate) fn with_key_read_delay(inner: Arc<dyn Store>, key_read_delay: Duration) -> Self {
         Self {
             inner,
             key_use_writes: AtomicUsize::new(0),
             key_uses_written: AtomicUsize::new(0),
             usage_writes: AtomicUsize::new(0),
+            key_reads: AtomicUsize::new(0),
+            key_read_delay,
         }
     }
 }
@@ -114,6 +123,8 @@ impl Store for CountingStore {
         self.inner.list_audit(tenant, page).await
     }
     async fn key_by_digest(&self, digest: &KeyDigest) -> Result<Option<KeyRecord>> {
+        self.key_reads.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(self.key_read_delay).await;
         self.inner.key_by_digest(digest).await
     }
     async fn tenant_limits(&self, tenant: TenantId) -> Result<TenantLimits> {
