@@ -480,7 +480,12 @@ impl Tenet {
             .await?
         {
             KeyLimitWrite::Written => {}
-            KeyLimitWrite::NotFound => return Err(Error::not_found("key", key)),
+            KeyLimitWrite::NotFound => {
+                // Read only after the write found nothing, so that the
+                // error names the tenant when the tenant is what is missing.
+                self.tenant(tenant).await?;
+                return Err(Error::not_found("key", key));
+            }
             KeyLimitWrite::Revoked => return Err(Error::KeyRevoked { key }),
         }
         tracing::debug!(tenant_id = %tenant, key_id = %key, actor = %self.actor, "set key limit");

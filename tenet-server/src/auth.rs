@@ -82,6 +82,9 @@ pub async fn guard_failures<T, B>(
         .extensions()
         .get::<ClientAddr>()
         .map(|ClientAddr(address)| *address);
+    // NOTE: a failure counts only when its attempt ends, so concurrent
+    // attempts from one address all pass this check until the first of
+    // them fails. A burst of concurrent guesses can exceed the burst size.
     state.limiter.check_auth_failures(client, &state.metrics)?;
 
     let result = attempt.await;

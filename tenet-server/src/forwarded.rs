@@ -106,6 +106,16 @@ impl TrustedProxies {
         self.ranges.is_empty()
     }
 
+    /// Returns the trusted ranges of prefix length 0 (`0.0.0.0/0`, `::/0`),
+    /// which trust every client to name its own address.
+    pub fn catch_all_ranges(&self) -> Vec<String> {
+        self.ranges
+            .iter()
+            .filter(|range| range.prefix_len() == 0)
+            .map(ToString::to_string)
+            .collect()
+    }
+
     /// Returns whether `address` lies in one of the trusted ranges.
     pub fn contains(&self, address: IpAddr) -> bool {
         let address = address.to_canonical();
@@ -237,6 +247,15 @@ mod tests {
             headers.append(X_FORWARDED_FOR, HeaderValue::from_static(value));
         }
         headers
+    }
+
+    #[test]
+    fn catch_all_ranges_are_listed() {
+        let proxies = trusted("10.0.0.0/8,0.0.0.0/0,::/0,::1");
+        let none = trusted("10.0.0.0/8,::1");
+
+        assert_eq!(proxies.catch_all_ranges(), ["0.0.0.0/0", "::/0"]);
+        assert!(none.catch_all_ranges().is_empty());
     }
 
     #[test]

@@ -67,32 +67,46 @@ pub fn is_valid(id: &[u8]) -> bool {
 ///
 /// - contains `tnt_` in any letter case, because every API key starts with
 ///   it (a copied key, or a value that embeds one);
-/// - starts with `eyJ`, the base64url form of `{"` that begins every JSON
-///   Web Token;
-/// - is [`MIN_CREDENTIAL_SHAPED_LEN`] or more characters of only
-///   `[A-Za-z0-9_-]`, the shape of generated admin tokens, peppers, and
-///   API keys or other random tokens without their prefix;
-/// - is the admin token itself, compared by digest like a presented token,
-///   which catches a configured token of any shape.
+/// - has a part that starts with `eyJ`, the base64url form of `{"` that
+///   begins every JSON Web Token;
+/// - has a part of [`MIN_CREDENTIAL_SHAPED_LEN`] or more characters of
+///   only `[A-Za-z0-9_-]`, the shape of generated admin tokens, peppers,
+///   and API keys or other random tokens without their prefix;
+/// - is the admin token itself, or has a part that is, compared by digest
+///   like a presented token, which catches a configured token of any shape.
+///   A configured token that itself contains `.` or `:` is found only as
+///   the whole id.
 ///
-/// An `Authorization` value such as `Bearer <token>` or `Basic <secret>`
-/// needs no rule of its own: its space already makes it invalid. Ids with
-/// a separator such as `.` or `:`, UUIDs and shorter hex ids pass.
+/// The parts are the pieces between the separators `.` and `:`, so that a
+/// secret behind a label such as `req:` or `x.` is found too. An
+/// `Authorization` value such as `Bearer <token>` or `Basic <secret>` needs
+/// no rule of its own: its space already makes it invalid. UUIDs, shorter
+/// hex ids and dotted or colon-separated ids of short parts pass.
 pub fn may_be_credential(id: &HeaderValue, admin: &AdminTokenDigest) -> bool {
     let bytes = id.as_bytes();
     let prefix = KEY_PREFIX.as_bytes();
     let has_key_prefix = bytes
         .windows(prefix.len())
         .any(|window| window.eq_ignore_ascii_case(prefix));
-    let token_shaped = bytes.len() >= MIN_CREDENTIAL_SHAPED_LEN
-        && bytes
+    if has_key_prefix || id.to_str().is_ok_and(|text| admin.matches(text)) {
+        return true;
+    }
+
+    bytes
+        .split(|byte| matches!(byte, b'.' | b':'))
+        .any(|part| part_may_be_credential(part, admin))
+}
+
+/// Applies the per-part rules of [`may_be_credential`] to one part.
+fn part_may_be_credential(part: &[u8], admin: &AdminTokenDigest) -> bool {
+    let token_shaped = part.len() >= MIN_CREDENTIAL_SHAPED_LEN
+        && part
             .iter()
             .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-'));
 
-    has_key_prefix
-        || bytes.starts_with(b"eyJ")
+    part.starts_with(b"eyJ")
         || token_shaped
-        || id.to_str().is_ok_and(|text| admin.matches(text))
+        || std::str::from_utf8(part).is_ok_and(|text| admin.matches(text))
 }
 
 /// Runs `future` with `id` as the current request id of its task.
@@ -186,6 +200,8 @@ mod tests {
         let key_without_prefix = &key.expose_secret()[KEY_PREFIX.len()..];
         let generated_token = AdminToken::generate();
         let embedded_key = format!("req:{}", key.expose_secret());
+        let labelled_key = format!("req:{key_without_prefix}");
+        let dotted_token = format!("x.{}", generated_token.expose_secret());
         let hex_token = "0123456789abcdef".repeat(4);
         let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl";
         for (description, id) in [
@@ -197,6 +213,9 @@ mod tests {
             ("hex token", hex_token.as_str()),
             ("JSON Web Token", jwt),
             ("configured admin token", ADMIN_TOKEN),
+            ("key without prefix behind a label", labelled_key.as_str()),
+            ("generated token behind a dot", dotted_token.as_str()),
+            ("JSON Web Token behind a label", "jwt:eyJhbGciOiJIUzI1NiJ9"),
         ] {
             let id = resolve(&headers(&[id.as_bytes()]), &admin());
 

@@ -52,7 +52,20 @@ pub fn read(path: &Path) -> io::Result<Option<Zeroizing<String>>> {
         Err(err) => return Err(err),
     };
 
-    let mode = fs::metadata(path)?.mode() & 0o777;
+    warn_if_exposed(path);
+
+    let secret = text.trim_end_matches(['\n', '\r']);
+    Ok(Some(Zeroizing::new(secret.to_owned())))
+}
+
+/// Logs a warning when a secret file exists and group or others may read
+/// it. A file that is missing or cannot be inspected is left to the
+/// caller's own read, if any.
+pub fn warn_if_exposed(path: &Path) {
+    let Ok(metadata) = fs::metadata(path) else {
+        return;
+    };
+    let mode = metadata.mode() & 0o777;
     if mode & 0o077 != 0 {
         tracing::warn!(
             path = %path.display(),
@@ -60,9 +73,6 @@ pub fn read(path: &Path) -> io::Result<Option<Zeroizing<String>>> {
             "secret file is readable by group or others; run chmod 600 on it"
         );
     }
-
-    let secret = text.trim_end_matches(['\n', '\r']);
-    Ok(Some(Zeroizing::new(secret.to_owned())))
 }
 
 #[cfg(test)]

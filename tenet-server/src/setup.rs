@@ -178,8 +178,24 @@ pub async fn build_state(config: &Config, settings: Settings) -> Result<State, E
         access_log: AccessLog::new(config.access_log_sample),
         lifecycle: Lifecycle::default(),
         limiter,
-        trusted_proxies: config.trusted_proxies.clone().unwrap_or_default(),
+        trusted_proxies: trusted_proxies(config),
     })
+}
+
+/// Returns the configured trusted proxies, warning about a range that
+/// trusts every address: any client could then pick the address that the
+/// limit of failed authentications counts, and so evade it.
+fn trusted_proxies(config: &Config) -> TrustedProxies {
+    let proxies = config.trusted_proxies.clone().unwrap_or_default();
+    let catch_all = proxies.catch_all_ranges();
+    if !catch_all.is_empty() {
+        tracing::warn!(
+            ranges = %catch_all.join(","),
+            "--trusted-proxies trusts every address, so any client can set the address \
+             that failed authentications are counted by; list only the proxies' addresses"
+        );
+    }
+    proxies
 }
 
 /// Opens the store that the configuration selects: Postgres when
@@ -326,6 +342,8 @@ async fn stored_or_generated_admin_token(
         .await
         .map_err(store_error)?
     {
+        // The file is not read again, but it may still hold the token.
+        secret_file::warn_if_exposed(&config.data_dir.join(ADMIN_TOKEN_FILE));
         return digest_from_setting(&stored);
     }
 

@@ -519,3 +519,24 @@ fn sqlite_start_line_names_data_dir() {
     );
     server.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readable_admin_token_file_is_warned_on_restart() {
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let dir = data_dir.path();
+    let token_file = dir.join("admin-token");
+    BinaryServer::start(dir, &[]).stop();
+    fs::set_permissions(&token_file, fs::Permissions::from_mode(0o644)).expect("mode is set");
+
+    let server = BinaryServer::start(dir, &[]);
+    let warned = server
+        .logs
+        .lock()
+        .expect("log lines")
+        .iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .any(|event| event["level"] == "WARN" && event["path"] == token_file.display().to_string());
+    server.stop();
+
+    assert!(warned, "no warning names {}", token_file.display());
+}

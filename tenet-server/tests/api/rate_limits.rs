@@ -355,6 +355,14 @@ async fn key_limit_changes_take_effect() {
         json!({"limit": hourly(1)}),
     )
     .await;
+    let unknown_tenant = put(
+        format!(
+            "/tenants/{}/keys/{}/limit",
+            "01890a5d-ac96-774b-bcce-b302099a8057", key.id
+        ),
+        json!({"limit": hourly(1)}),
+    )
+    .await;
 
     assert_eq!(set.status(), StatusCode::OK);
     assert_eq!(
@@ -366,6 +374,9 @@ async fn key_limit_changes_take_effect() {
     assert_eq!(unlimited.status(), StatusCode::OK);
     assert_eq!(header(&unlimited, "ratelimit-limit"), None);
     assert_eq!(foreign.status(), StatusCode::NOT_FOUND);
+    assert_eq!(error_code(foreign).await.0, "key_not_found");
+    assert_eq!(unknown_tenant.status(), StatusCode::NOT_FOUND);
+    assert_eq!(error_code(unknown_tenant).await.0, "tenant_not_found");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
