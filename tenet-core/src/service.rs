@@ -792,7 +792,10 @@ impl Tenet {
         match (&verified, owner) {
             (Ok(verified), _) => {
                 let principal = verified.principal;
-                self.record_key_use(principal.key_id, checked.lookup);
+                // A use recorded at the cache lookup needs no second one.
+                if !checked.use_recorded {
+                    self.record_key_use(principal.key_id, checked.lookup);
+                }
                 if metering == Metering::All {
                     self.record_usage(principal.tenant_id, principal.key_id, Outcome::Accepted);
                 }
@@ -1124,8 +1127,10 @@ struct Checked {
     lookup: Option<(KeyDigest, Millis)>,
     /// The cache time of the lookup when it hit the cache.
     hit_at: Option<Millis>,
-    /// The tenant's state when the key's store read brought it along.
+    /// The tenant's state when the key's lookup brought it along.
     tenant_state: Option<TenantState>,
+    /// Whether the lookup already recorded the key's use.
+    use_recorded: bool,
 }
 
 impl Checked {
@@ -1141,6 +1146,7 @@ impl Checked {
             lookup,
             hit_at,
             tenant_state: None,
+            use_recorded: false,
         }
     }
 }
@@ -1153,16 +1159,19 @@ fn check_cached(
     now: Millis,
     required_scopes: &[&str],
 ) -> Option<Checked> {
-    let (owner, result) =
-        cache
-            .local
-            .check(&digest, now, cache.trust_cutoff(now), required_scopes)?;
+    let cutoff = cache.trust_cutoff(now);
+    let checked = cache
+        .local
+        .check(&digest, now, cutoff, required_scopes, |tenant| {
+            cache.tenants.get(tenant, now, cutoff)
+        })?;
     Some(Checked {
-        owner,
-        result,
+        owner: checked.owner,
+        result: checked.result,
         lookup: Some((digest, now)),
         hit_at: Some(now),
-        tenant_state: None,
+        tenant_state: checked.tenant,
+        use_recorded: checked.use_recorded,
     })
 }
 

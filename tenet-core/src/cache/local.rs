@@ -13,8 +13,9 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use super::Verdict;
+use super::tenants::TenantState;
 use crate::error::Result;
-use crate::id::KeyId;
+use crate::id::{KeyId, TenantId};
 use crate::key::{Principal, VerifiedKey};
 use crate::scope::Scope;
 use crate::secret::KeyDigest;
@@ -45,12 +46,36 @@ impl Entry {
         }
     }
 
+    /// Records a use of the entry's key at cache time `now`.
+    fn record_use(&self, now: Millis) {
+        let stamp = now.saturating_add(1);
+        // Most uses fall in a millisecond already recorded; reading first
+        // spares them a write to a cache line that other cores read.
+        if self.last_use.load(Ordering::Relaxed) < stamp {
+            self.last_use.fetch_max(stamp, Ordering::Relaxed);
+        }
+    }
+
     /// Returns the key and cache time of a use not yet taken, if any.
     fn take_use(&self) -> Option<(KeyId, Millis)> {
         let stamp = self.last_use.swap(0, Ordering::Relaxed);
         let principal = self.verdict.principal()?;
         (stamp != 0).then(|| (principal.key_id, stamp - 1))
     }
+}
+
+/// The outcome of [`LocalCache::check`] on a fresh entry.
+#[derive(Debug)]
+pub(crate) struct CachedCheck {
+    /// Whom the key acts or acted for, when known.
+    pub(crate) owner: Option<Principal>,
+    pub(crate) result: Result<VerifiedKey>,
+    /// The state of the key's tenant, when the key passed and the state
+    /// was at hand.
+    pub(crate) tenant: Option<TenantState>,
+    /// Whether the key's use was recorded, which happens only for a key
+    /// that passed, of a tenant known to be active.
+    pub(crate) use_recorded: bool,
 }
 
 /// A point in cache time: milliseconds since the cache was created.
@@ -155,18 +180,22 @@ impl LocalCache {
 
     /// Checks the cached verdict for `digest` against `required_scopes`,
     /// like [`Verdict::check`], if the entry is fresh as for
-    /// [`LocalCache::get`]. Returns whom the key acts or acted for, when
-    /// known, with the result.
+    /// [`LocalCache::get`].
     ///
-    /// It checks under the shard's read lock instead of cloning the
-    /// verdict, which saves a reference count update per verification.
+    /// A key that passes has its tenant's state read with `tenant_state`
+    /// (`None` when it is not at hand). When the tenant is active, the
+    /// key's use at `now` is recorded in the entry, as
+    /// [`LocalCache::record_use`] would, so that a warm verification finds
+    /// the entry once. It checks under the shard's read lock instead of
+    /// cloning the verdict, which saves a reference count update.
     pub(crate) fn check(
         &self,
         digest: &KeyDigest,
         now: Millis,
         not_before: Millis,
         required_scopes: &[&str],
-    ) -> Option<(Option<Principal>, Result<VerifiedKey>)> {
+        tenant_state: impl FnOnce(TenantId) -> Option<TenantState>,
+    ) -> Option<CachedCheck> {
         let map = self
             .shard(digest)
             .map
@@ -176,10 +205,22 @@ impl LocalCache {
         if !self.fresh(entry, now, not_before) {
             return None;
         }
-        Some((
-            entry.verdict.principal(),
-            entry.verdict.check(required_scopes),
-        ))
+
+        let result = entry.verdict.check(required_scopes);
+        let tenant = match &result {
+            Ok(verified) => tenant_state(verified.principal.tenant_id),
+            Err(_) => None,
+        };
+        let use_recorded = tenant == Some(TenantState::Active);
+        if use_recorded {
+            entry.record_use(now);
+        }
+        Some(CachedCheck {
+            owner: entry.verdict.principal(),
+            result,
+            tenant,
+            use_recorded,
+        })
     }
 
     /// Tells whether `entry` is younger than its TTL and was read at or
@@ -205,12 +246,7 @@ impl LocalCache {
         let Some(entry) = map.get(digest) else {
             return false;
         };
-        let stamp = now.saturating_add(1);
-        // Most uses fall in a millisecond already recorded; reading first
-        // spares them a write to a cache line that other cores read.
-        if entry.last_use.load(Ordering::Relaxed) < stamp {
-            entry.last_use.fetch_max(stamp, Ordering::Relaxed);
-        }
+        entry.record_use(now);
         true
     }
 
@@ -576,6 +612,39 @@ mod tests {
         assert_eq!(cache.get(&cached, 60_499, 0), Some(Verdict::Revoked(owner)));
         assert_eq!(cache.get(&uncached, 500, 0), None);
         assert!(!late_fill, "a fill that read before the revoke loses");
+    }
+
+    #[test]
+    fn check_records_use_for_active_tenant_only() {
+        use crate::cache::tenants::TenantState;
+
+        let cache = cache();
+        let key = digest(15);
+        let verdict = valid();
+        let key_id = key_id_of(&verdict);
+        cache.insert(key, verdict, 0, cache.generation(&key));
+
+        let suspended = cache.check(&key, 10, 0, &[], |_| Some(TenantState::Suspended));
+        let unknown_tenant = cache.check(&key, 20, 0, &[], |_| None);
+        let missing_scope = cache.check(&key, 30, 0, &["billing:read"], |_| {
+            Some(TenantState::Active)
+        });
+        let nothing_yet = cache.take_uses();
+        let active = cache.check(&key, 40, 0, &[], |_| Some(TenantState::Active));
+        let recorded = cache.take_uses();
+
+        let suspended = suspended.expect("a fresh entry");
+        assert!(suspended.result.is_ok());
+        assert_eq!(suspended.tenant, Some(TenantState::Suspended));
+        assert!(!suspended.use_recorded);
+        assert!(!unknown_tenant.expect("a fresh entry").use_recorded);
+        let missing_scope = missing_scope.expect("a fresh entry");
+        assert!(missing_scope.result.is_err());
+        assert_eq!(missing_scope.tenant, None, "a rejected key reads no tenant");
+        assert!(!missing_scope.use_recorded);
+        assert!(nothing_yet.is_empty());
+        assert!(active.expect("a fresh entry").use_recorded);
+        assert_eq!(recorded, vec![(key_id, 40)]);
     }
 
     #[test]

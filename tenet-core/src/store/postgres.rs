@@ -26,7 +26,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use super::stored_limit::LimitColumns;
+use super::stored_limit::{LimitColumns, tenant_limits_of};
 use super::{
     KeyEvent, KeyEventKind, KeyEvents, KeyLimitWrite, PageRequest, Rotation, Store, TenantEvent,
 };
@@ -1221,22 +1221,7 @@ impl Store for PostgresStore {
             let burst: Option<i64> = column(&row, 2, "tenant burst")?;
             let shadow: Option<bool> = column(&row, 3, "tenant shadow")?;
             let quota: Option<i64> = column(&row, 4, "tenant monthly_quota")?;
-            let limit = match (rate, period_ms, burst) {
-                (Some(rate), Some(period_ms), Some(burst)) => Some(
-                    LimitColumns {
-                        rate,
-                        period_ms,
-                        burst,
-                        shadow: shadow.unwrap_or(false),
-                    }
-                    .into_limit()?,
-                ),
-                _ => None,
-            };
-            Ok(TenantLimits {
-                limit,
-                monthly_quota: quota.and_then(|quota| u64::try_from(quota).ok()),
-            })
+            tenant_limits_of(rate, period_ms, burst, shadow, quota)
         })
         .await
     }

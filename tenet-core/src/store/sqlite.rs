@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use time::OffsetDateTime;
 
-use super::stored_limit::LimitColumns;
+use super::stored_limit::{LimitColumns, tenant_limits_of};
 use super::{KeyLimitWrite, PageRequest, Rotation, Store};
 use crate::audit::{Actor, AuditAction, AuditEntry, AuditTarget};
 use crate::error::{Error, Result};
@@ -755,22 +755,7 @@ impl Store for SqliteStore {
         let Some((rate, period_ms, burst, shadow, quota)) = row else {
             return Ok(TenantLimits::default());
         };
-        let limit = match (rate, period_ms, burst) {
-            (Some(rate), Some(period_ms), Some(burst)) => Some(
-                LimitColumns {
-                    rate,
-                    period_ms,
-                    burst,
-                    shadow: shadow.unwrap_or(false),
-                }
-                .into_limit()?,
-            ),
-            _ => None,
-        };
-        Ok(TenantLimits {
-            limit,
-            monthly_quota: quota.and_then(|quota| u64::try_from(quota).ok()),
-        })
+        tenant_limits_of(rate, period_ms, burst, shadow, quota)
     }
 
     async fn set_tenant_limits(

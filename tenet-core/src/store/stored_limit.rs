@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::ratelimit::Limit;
+use crate::ratelimit::{Limit, TenantLimits};
 
 /// A limit as the SQL stores keep it: the period in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,4 +35,32 @@ impl LimitColumns {
             .map_err(|err| invalid(err.to_string()))?;
         Ok(if self.shadow { limit.shadow() } else { limit })
     }
+}
+
+/// Rebuilds a tenant's limits from the nullable columns of its limits row.
+/// A limit needs its rate, period and burst, and `shadow` defaults to false.
+/// A negative stored quota reads as no quota.
+pub fn tenant_limits_of(
+    rate: Option<i64>,
+    period_ms: Option<i64>,
+    burst: Option<i64>,
+    shadow: Option<bool>,
+    quota: Option<i64>,
+) -> Result<TenantLimits> {
+    let limit = match (rate, period_ms, burst) {
+        (Some(rate), Some(period_ms), Some(burst)) => Some(
+            LimitColumns {
+                rate,
+                period_ms,
+                burst,
+                shadow: shadow.unwrap_or(false),
+            }
+            .into_limit()?,
+        ),
+        _ => None,
+    };
+    Ok(TenantLimits {
+        limit,
+        monthly_quota: quota.and_then(|quota| u64::try_from(quota).ok()),
+    })
 }
