@@ -3,7 +3,7 @@
 //!
 //! A verification must not wait for a store write, so it only records the
 //! time in memory: in the key's entry of the in-process cache, or, without
-//! a cache, in the sharded map of [`KeyUseRecorder`].
+//! a cache, in the sharded map of `KeyUseRecorder`.
 //! [`crate::Tenet::flush_key_uses`] takes what was recorded and writes it
 //! in one store call. Called once per interval,
 //! it writes each key at most once per interval, however often the key

@@ -122,9 +122,10 @@ impl Settings {
 
 /// Creates the SQLite data directory with mode 0700 unless it exists,
 /// warns when an existing one is accessible to group or others, and locks
-/// it for this process, so a second server on the same directory fails at
-/// start instead of sharing the database file. Returns `None` on Postgres, which keeps nothing in
-/// the data directory, so replicas run with a read-only file system.
+/// it for this process. A second server on the same directory then fails
+/// at start instead of sharing the database file. Returns `None` on
+/// Postgres, which keeps nothing in the data directory, so replicas run
+/// with a read-only file system.
 pub fn lock_data_dir(config: &Config, kind: StoreKind) -> Result<Option<DataDirLock>, Error> {
     if kind != StoreKind::Sqlite {
         return Ok(None);

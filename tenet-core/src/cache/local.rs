@@ -179,8 +179,8 @@ impl LocalCache {
     }
 
     /// Checks the cached verdict for `digest` against `required_scopes`,
-    /// like [`Verdict::check`], if the entry is fresh as for
-    /// [`LocalCache::get`].
+    /// like [`Verdict::check`], if the entry is younger than its TTL and
+    /// was read at or after `not_before`.
     ///
     /// A key that passes has its tenant's state read with `tenant_state`
     /// (`None` when it is not at hand). When the tenant is active, the
@@ -564,12 +564,12 @@ mod tests {
             inserted.push(key_id_of(&verdict));
         }
 
-        let mut taken: Vec<KeyId> = cache.take_uses().into_iter().map(|(key, _)| key).collect();
-        taken.sort();
+        let mut recorded: Vec<KeyId> = cache.take_uses().into_iter().map(|(key, _)| key).collect();
+        recorded.sort();
         inserted.sort();
 
         assert!(cache.len() <= SHARDS, "len {}", cache.len());
-        assert_eq!(taken, inserted, "every evicted key's use is kept");
+        assert_eq!(recorded, inserted, "every evicted key's use is kept");
     }
 
     #[test]

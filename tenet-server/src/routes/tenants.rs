@@ -95,7 +95,7 @@ struct NoFields {}
 
 /// `POST /tenants/{id}/suspend`: suspends a tenant, whose keys are then
 /// rejected with 403 `tenant_suspended`. Returns the tenant; suspending a
-/// suspended tenant changes nothing. The body is empty or `{}`.
+/// suspended tenant changes nothing. Accepts an empty body or `{}`.
 pub async fn suspend(
     state: &State,
     request: Request<Incoming>,
@@ -114,7 +114,7 @@ pub async fn suspend(
 
 /// `POST /tenants/{id}/resume`: resumes a tenant, whose keys then verify
 /// again. Returns the tenant; resuming an active tenant changes nothing.
-/// The body is empty or `{}`.
+/// Accepts an empty body or `{}`.
 pub async fn resume(
     state: &State,
     request: Request<Incoming>,
