@@ -55,7 +55,8 @@ macro_rules! define_id {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                fmt::Display::fmt(&self.0.hyphenated(), f)
+                let mut buffer = Uuid::encode_buffer();
+                f.pad(self.0.hyphenated().encode_lower(&mut buffer))
             }
         }
 
@@ -75,7 +76,11 @@ macro_rules! define_id {
 
         impl Serialize for $name {
             fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.collect_str(self)
+                // One string, instead of `collect_str`, which escapes the
+                // formatted text piece by piece: ids are in every
+                // `/protected` response.
+                let mut buffer = Uuid::encode_buffer();
+                serializer.serialize_str(self.0.hyphenated().encode_lower(&mut buffer))
             }
         }
 

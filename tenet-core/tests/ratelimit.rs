@@ -193,6 +193,33 @@ fn peek_consumes_nothing_locally() {
 }
 
 #[test]
+fn allows_agrees_with_peek_decisions() {
+    let clock = ManualClock::starting_at(START_MILLIS);
+    let limiter = clock.limiter();
+    let client = Check::client("192.0.2.7".parse().unwrap(), per_second(2, 3));
+    let checks = [client.clone()];
+
+    // Each step consumes once, then compares `allows` with a peek, over a
+    // fresh subject, a drained burst and the refill after it.
+    let mut seen = Vec::new();
+    for step in 0..12 {
+        let peek = limiter.decide(&checks, Mode::Peek).unwrap();
+        assert_eq!(limiter.allows(&client), peek.allowed, "step {step}");
+        seen.push(peek.allowed);
+        limiter.decide(&checks, Mode::Consume).unwrap();
+        if step >= 6 {
+            clock.advance(500);
+        }
+    }
+    assert!(seen.contains(&true) && seen.contains(&false), "{seen:?}");
+
+    let shadowed = [Check::key("shadowed", per_second(1, 1).shadow())];
+    limiter.decide(&shadowed, Mode::Consume).unwrap();
+    limiter.decide(&shadowed, Mode::Consume).unwrap();
+    assert!(limiter.allows(&shadowed[0]));
+}
+
+#[test]
 fn shadow_reports_without_rejecting_locally() {
     let clock = ManualClock::starting_at(START_MILLIS);
     let limiter = clock.limiter();

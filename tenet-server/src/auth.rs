@@ -6,13 +6,14 @@
 //! because only the holder of a valid key can learn it. The reason is logged
 //! at debug level with at most the key's display prefix.
 
+use std::net::IpAddr;
+
 use http::header::{self, HeaderMap, HeaderName};
 use tenet_core::key::DISPLAY_PREFIX_LEN;
 use tenet_core::{Actor, AdminTokenDigest, Principal, Scope, Tenet, VerifiedKey};
 use time::OffsetDateTime;
 
 use crate::error::Error;
-use crate::limiting::ClientAddr;
 use crate::metrics::{Metrics, Verification};
 use crate::setup::State;
 
@@ -73,15 +74,20 @@ pub fn require_admin(headers: &HeaderMap, admin: &AdminTokenDigest) -> Result<()
 ///
 /// Each client address has its own count, apart from any key's or
 /// tenant's limit, so that guessing keys cannot lock out a key's owner.
+/// The client is `peer`, the TCP peer, or the client that a trusted proxy
+/// names in `X-Forwarded-For` (see
+/// [`crate::forwarded::TrustedProxies::client_address`]). Behind a proxy
+/// that `--trusted-proxies` omits, that is the proxy's address, so the
+/// limit then applies to all clients together.
 pub async fn guard_failures<T, B>(
     state: &State,
     request: &http::Request<B>,
+    peer: IpAddr,
     attempt: impl Future<Output = Result<T, Error>>,
 ) -> Result<T, Error> {
-    let client = request
-        .extensions()
-        .get::<ClientAddr>()
-        .map(|ClientAddr(address)| *address);
+    let client = state
+        .trusted_proxies
+        .client_address(peer, request.headers());
     // NOTE: a failure counts only when its attempt ends, so concurrent
     // attempts from one address all pass this check until the first of
     // them fails. A burst of concurrent guesses can exceed the burst size.

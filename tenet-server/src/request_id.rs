@@ -16,6 +16,7 @@
 
 use std::future::Future;
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tenet_core::AdminTokenDigest;
 use tenet_core::key::KEY_PREFIX;
@@ -124,7 +125,13 @@ pub fn current() -> Option<HeaderValue> {
 fn generate() -> HeaderValue {
     let mut buffer = Uuid::encode_buffer();
     let text = Uuid::now_v7().hyphenated().encode_lower(&mut buffer);
-    HeaderValue::from_str(text).expect("a hyphenated UUID is a valid header value")
+    let mut id = [0; uuid::fmt::Hyphenated::LENGTH];
+    id.copy_from_slice(text.as_bytes());
+    // An owned array makes one shared allocation, so the clones for the
+    // task and the response share it; a copied slice would be copied
+    // again on its first clone.
+    let bytes = Bytes::from_owner(id);
+    HeaderValue::from_maybe_shared(bytes).expect("a hyphenated UUID is a valid header value")
 }
 
 #[cfg(test)]

@@ -15,7 +15,6 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::config::Config;
-use crate::limiting::ClientAddr;
 use crate::service::{self, Surface};
 use crate::setup::State;
 
@@ -140,12 +139,8 @@ async fn serve_connection(
         }
     }
 
-    let service = service_fn(move |mut request: http::Request<Incoming>| {
-        let client = state
-            .trusted_proxies
-            .client_address(peer.ip(), request.headers());
-        request.extensions_mut().insert(ClientAddr(client));
-        service::handle(Arc::clone(&state), surface, request)
+    let service = service_fn(move |request: http::Request<Incoming>| {
+        service::handle(Arc::clone(&state), surface, peer.ip(), request)
     });
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     if let Err(err) = watcher.watch(connection).await {

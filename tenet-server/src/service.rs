@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::IpAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,12 +55,13 @@ impl Surface {
 pub async fn handle(
     state: Arc<State>,
     surface: Surface,
+    peer: IpAddr,
     request: Request<Incoming>,
 ) -> Result<Response, Infallible> {
     let request_id = request_id::resolve(request.headers(), &state.admin);
     let mut response = request_id::scope(
         request_id.clone(),
-        handle_with_request_id(state, surface, request),
+        handle_with_request_id(state, surface, peer, request),
     )
     .await;
 
@@ -70,6 +72,7 @@ pub async fn handle(
 async fn handle_with_request_id(
     state: Arc<State>,
     surface: Surface,
+    peer: IpAddr,
     request: Request<Incoming>,
 ) -> Response {
     let started = Instant::now();
@@ -83,7 +86,7 @@ async fn handle_with_request_id(
     // Boxed, because the routes' future takes several kilobytes, which
     // every enclosing future would otherwise copy as it is moved into
     // place, once per request.
-    let mut response = catch_panic(Box::pin(routes::dispatch(&state, route, request))).await;
+    let mut response = catch_panic(Box::pin(routes::dispatch(&state, route, peer, request))).await;
     if method == Method::HEAD {
         response = without_body(response);
     }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::{Check, Decision, Mode, evaluate, require_checks};
+use super::{Check, Decision, Mode, Subject, evaluate, require_checks, step};
 use crate::error::Result;
 
 /// A source of the current time in milliseconds since the Unix epoch.
@@ -50,7 +50,7 @@ pub struct LocalLimiter {
 
 #[derive(Debug)]
 struct State {
-    tats: HashMap<String, i64>,
+    tats: HashMap<Subject, i64>,
     sweep_at: usize,
 }
 
@@ -91,9 +91,7 @@ impl LocalLimiter {
     /// Fails only on an empty `checks`.
     pub fn decide(&self, checks: &[Check], mode: Mode) -> Result<Decision> {
         require_checks(checks)?;
-        let now = i64::try_from(self.clock.now_millis())
-            .unwrap_or(i64::MAX / 1000)
-            .saturating_mul(1000);
+        let now = self.now_micros();
 
         let mut state = self
             .state
@@ -107,7 +105,7 @@ impl LocalLimiter {
 
         for (check, write) in checks.iter().zip(writes) {
             if let Some(tat) = write {
-                state.tats.insert(check.subject().to_owned(), tat);
+                state.tats.insert(check.subject().clone(), tat);
             }
         }
         if state.tats.len() >= state.sweep_at {
@@ -119,6 +117,32 @@ impl LocalLimiter {
             );
         }
         Ok(decision)
+    }
+
+    /// Returns whether a request would pass `check` now, changing nothing:
+    /// the `allowed` of a [`Mode::Peek`] decision on `check` alone.
+    ///
+    /// It builds no [`Decision`], so it allocates nothing; the server runs
+    /// it on every authenticated request, and builds the decision only for
+    /// a rejection.
+    pub fn allows(&self, check: &Check) -> bool {
+        let now = self.now_micros();
+        let state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let stored = state.tats.get(check.subject()).copied();
+        drop(state);
+
+        let (_, _, conforms) = step(check.limit(), stored, now);
+        conforms || check.limit().shadow
+    }
+
+    /// The clock's time in microseconds, the unit of the stored TATs.
+    fn now_micros(&self) -> i64 {
+        i64::try_from(self.clock.now_millis())
+            .unwrap_or(i64::MAX / 1000)
+            .saturating_mul(1000)
     }
 
     /// Returns the number of subjects currently stored.

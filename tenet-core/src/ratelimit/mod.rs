@@ -186,15 +186,36 @@ impl TenantLimits {
 /// One limit applied to one subject, such as a tenant or a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Check {
-    subject: String,
+    subject: Subject,
     limit: Limit,
+}
+
+/// What a [`Check`] limits. Its `Display` form, `tenant:<id>`, `key:<id>`
+/// or `client:<address>`, names it in Redis keys.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Subject {
+    /// A tenant or a key, by its full name.
+    Named(String),
+    /// A client address. It stays unformatted, because every authenticated
+    /// request checks its client's failures, and formatting the address
+    /// cost more than the rest of that check.
+    Client(std::net::IpAddr),
+}
+
+impl std::fmt::Display for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Subject::Named(name) => f.write_str(name),
+            Subject::Client(address) => write!(f, "client:{address}"),
+        }
+    }
 }
 
 impl Check {
     /// Applies `limit` to the tenant `tenant_id`.
     pub fn tenant(tenant_id: impl std::fmt::Display, limit: Limit) -> Self {
         Self {
-            subject: format!("tenant:{tenant_id}"),
+            subject: Subject::Named(format!("tenant:{tenant_id}")),
             limit,
         }
     }
@@ -203,7 +224,7 @@ impl Check {
     /// key itself, because the id becomes part of a Redis key name.
     pub fn key(key_id: impl std::fmt::Display, limit: Limit) -> Self {
         Self {
-            subject: format!("key:{key_id}"),
+            subject: Subject::Named(format!("key:{key_id}")),
             limit,
         }
     }
@@ -212,7 +233,7 @@ impl Check {
     /// address `client`.
     pub fn client(client: std::net::IpAddr, limit: Limit) -> Self {
         Self {
-            subject: format!("client:{client}"),
+            subject: Subject::Client(client),
             limit,
         }
     }
@@ -226,8 +247,8 @@ impl Check {
         })
     }
 
-    /// Returns the subject, `tenant:<id>`, `key:<id>` or `client:<address>`.
-    pub fn subject(&self) -> &str {
+    /// Returns what this check limits.
+    pub fn subject(&self) -> &Subject {
         &self.subject
     }
 
@@ -302,12 +323,7 @@ pub(crate) fn evaluate(
     let moved: Vec<(i64, i64, bool)> = checks
         .iter()
         .zip(stored)
-        .map(|(check, tat)| {
-            let tat = tat.unwrap_or(now).max(now);
-            let next = tat + check.limit.interval_micros();
-            let conforms = next - now <= check.limit.tolerance_micros();
-            (tat, next, conforms)
-        })
+        .map(|(check, tat)| step(&check.limit, *tat, now))
         .collect();
 
     let allowed = checks
@@ -342,6 +358,15 @@ pub(crate) fn evaluate(
         outcomes,
     };
     (decision, writes)
+}
+
+/// Returns the TAT that a request at `now` starts from, the TAT after it,
+/// and whether it conforms to `limit`, given the `stored` TAT.
+pub(crate) fn step(limit: &Limit, stored: Option<i64>, now: i64) -> (i64, i64, bool) {
+    let tat = stored.unwrap_or(now).max(now);
+    let next = tat + limit.interval_micros();
+    let conforms = next - now <= limit.tolerance_micros();
+    (tat, next, conforms)
 }
 
 fn outcome(

@@ -22,7 +22,8 @@ use redis::{AsyncConnectionConfig, RedisResult, Script, ScriptInvocation};
 use tokio::time::timeout;
 
 use super::{
-    Check, Clock, Decision, Mode, QuotaMonth, QuotaOutcome, SystemClock, evaluate, require_checks,
+    Check, Clock, Decision, Mode, QuotaMonth, QuotaOutcome, Subject, SystemClock, evaluate,
+    require_checks,
 };
 use crate::cache::redis::RedisOptions;
 use crate::error::{Error, Result};
@@ -178,11 +179,14 @@ impl RedisLimiter {
         // for every limited request.
         const INFIX: &str = "rl:";
         let prefix = &self.options.key_prefix;
-        let subject = check.subject();
+        let subject = match check.subject() {
+            Subject::Named(name) => std::borrow::Cow::Borrowed(name.as_str()),
+            client @ Subject::Client(_) => std::borrow::Cow::Owned(client.to_string()),
+        };
         let mut key = String::with_capacity(prefix.len() + INFIX.len() + subject.len());
         key.push_str(prefix);
         key.push_str(INFIX);
-        key.push_str(subject);
+        key.push_str(&subject);
         key
     }
 

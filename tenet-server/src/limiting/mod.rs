@@ -36,17 +36,6 @@ const LIMIT_HEADER: HeaderName = HeaderName::from_static("ratelimit-limit");
 const REMAINING_HEADER: HeaderName = HeaderName::from_static("ratelimit-remaining");
 const RESET_HEADER: HeaderName = HeaderName::from_static("ratelimit-reset");
 
-/// The address of the client that sent a request, which the server puts
-/// into each request's extensions: the TCP peer, or the client that a
-/// trusted proxy names in `X-Forwarded-For` (see
-/// [`crate::forwarded::TrustedProxies::client_address`]).
-///
-/// Behind a proxy that `--trusted-proxies` omits, this is the proxy's
-/// address, so the limit of failed authentications then applies to all
-/// clients together.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientAddr(pub IpAddr);
-
 /// Settings of the [`Limiter`].
 #[derive(Debug, Clone)]
 pub struct LimiterOptions {
@@ -195,26 +184,29 @@ impl Limiter {
     /// authenticate, without counting the attempt.
     pub fn check_auth_failures(
         &self,
-        client: Option<IpAddr>,
+        client: IpAddr,
         metrics: &Metrics,
     ) -> Result<(), LimitExceeded> {
         let Some(check) = self.auth_failure_check(client) else {
             return Ok(());
         };
+        if self.local.allows(&check) {
+            return Ok(());
+        }
         let decision = self.decide_locally(&[check], Mode::Peek);
         if decision.allowed {
             return Ok(());
         }
         metrics.observe_limit(LimitOutcome::AuthFailuresLimited);
         tracing::debug!(
-            client = client.map(tracing::field::display),
+            %client,
             "client over its limit of failed authentications"
         );
         Err(LimitExceeded::RateLimited(decision))
     }
 
     /// Counts one failed authentication of `client`.
-    pub fn record_auth_failure(&self, client: Option<IpAddr>) {
+    pub fn record_auth_failure(&self, client: IpAddr) {
         if let Some(check) = self.auth_failure_check(client) {
             self.decide_locally(&[check], Mode::Consume);
         }
@@ -223,9 +215,9 @@ impl Limiter {
     // NOTE: an IPv6 client is counted per /128 address, but a host usually
     // controls a /64 or more, so it can spread its guesses over many
     // budgets.
-    fn auth_failure_check(&self, client: Option<IpAddr>) -> Option<Check> {
+    fn auth_failure_check(&self, client: IpAddr) -> Option<Check> {
         let limit = self.auth_failures.clone()?;
-        Some(Check::client(client?, limit))
+        Some(Check::client(client, limit))
     }
 
     /// Decides in Redis, or in process without Redis or when it fails.
@@ -329,6 +321,16 @@ impl RequestLimit {
     pub fn apply(&self, response: &mut Response) {
         if let Some(decision) = &self.decision {
             set_decision_headers(response, decision);
+        }
+    }
+
+    /// Puts this state into the response's extensions when a rate limit or
+    /// a quota applied. Without either there is nothing to record, and
+    /// skipping it saves the allocations of the extension map on every
+    /// request of an unlimited tenant.
+    pub fn attach(self, response: &mut Response) {
+        if self.decision.is_some() || self.quota.is_some() {
+            response.extensions_mut().insert(self);
         }
     }
 

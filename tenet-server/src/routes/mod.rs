@@ -7,6 +7,8 @@
 //! another method gets 405 with `Allow`; an unknown path gets 404
 //! `not_found`.
 
+use std::net::IpAddr;
+
 use http::{Method, Request};
 use hyper::body::Incoming;
 use tenet_core::TenantId;
@@ -265,7 +267,12 @@ pub fn table() -> Vec<(&'static str, &'static [Method])> {
 ///
 /// A well-formed tenant id from the path is attached to the response as
 /// [`LogTenant`] for the request log, whatever the outcome.
-pub async fn dispatch(state: &State, route: Option<Route>, request: Request<Incoming>) -> Response {
+pub async fn dispatch(
+    state: &State,
+    route: Option<Route>,
+    peer: IpAddr,
+    request: Request<Incoming>,
+) -> Response {
     let Some(route) = route else {
         return Error::RouteNotFound.into_response();
     };
@@ -308,8 +315,8 @@ pub async fn dispatch(state: &State, route: Option<Route>, request: Request<Inco
         }
         (Route::TenantUsage { tenant }, _) => usage::get(state, &request, &tenant).await,
         (Route::TenantUsageExport { tenant }, _) => usage::export(state, &request, &tenant).await,
-        (Route::Protected, _) => protected::get(state, &request).await,
-        (Route::Verify, _) => verify::post(state, request).await,
+        (Route::Protected, _) => protected::get(state, &request, peer).await,
+        (Route::Verify, _) => verify::post(state, request, peer).await,
         (Route::Healthz, _) => Ok(health::live()),
         (Route::Readyz, _) => health::ready(state).await,
         (Route::Metrics, _) => Ok(metrics::get(state).await),

@@ -1,15 +1,16 @@
 //! `/protected`: an endpoint that only a valid API key may call, returning
 //! whom the key acts for, within the key's and its tenant's limits.
 
-use http::{Request, StatusCode};
+use std::net::IpAddr;
+
+use http::Request;
 use hyper::body::Incoming;
 use tenet_core::Outcome;
-use tenet_core::api::PrincipalResponse;
 use tenet_core::ratelimit::Mode;
 
 use crate::auth::{authenticate_metered, guard_failures};
 use crate::error::Error;
-use crate::response::{LogTenant, Response, json};
+use crate::response::{self, LogTenant, Response};
 use crate::setup::State;
 
 /// `GET /protected`: 200 with the key's tenant and key id and the
@@ -19,8 +20,12 @@ use crate::setup::State;
 /// The request counts in the key's usage: accepted, rejected for a known
 /// but invalid key, or rate limited. The response carries the
 /// [`RequestLimit`](crate::limiting::RequestLimit) in its extensions.
-pub async fn get(state: &State, request: &Request<Incoming>) -> Result<Response, Error> {
-    let principal = guard_failures(state, request, async {
+pub async fn get(
+    state: &State,
+    request: &Request<Incoming>,
+    peer: IpAddr,
+) -> Result<Response, Error> {
+    let principal = guard_failures(state, request, peer, async {
         authenticate_metered(request.headers(), &state.tenet, &state.metrics).await
     })
     .await?;
@@ -38,11 +43,11 @@ pub async fn get(state: &State, request: &Request<Incoming>) -> Result<Response,
         .record_usage(principal.tenant_id, principal.key_id, outcome);
     let limit = checked?;
 
-    let mut response = json(StatusCode::OK, &PrincipalResponse::from(principal));
+    let mut response = response::principal(principal);
     limit.apply(&mut response);
     response
         .extensions_mut()
         .insert(LogTenant(principal.tenant_id));
-    response.extensions_mut().insert(limit);
+    limit.attach(&mut response);
     Ok(response)
 }

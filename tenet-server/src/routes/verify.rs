@@ -1,5 +1,7 @@
 //! `/verify`: checks a key for another service and returns why it fails.
 
+use std::net::IpAddr;
+
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use tenet_core::api::{InvalidKeyResponse, ValidKeyResponse, VerifyRequest, VerifyResponse};
@@ -27,8 +29,12 @@ pub const VERIFY_SCOPE: &str = "tenet:verify";
 /// key over a limit is still `valid`. A consuming check counts in the
 /// usage of the key in the body, not of the calling key. A check with
 /// `"consume": false` counts only when it rejects a known key.
-pub async fn post(state: &State, request: Request<Incoming>) -> Result<Response, Error> {
-    guard_failures(state, &request, async {
+pub async fn post(
+    state: &State,
+    request: Request<Incoming>,
+    peer: IpAddr,
+) -> Result<Response, Error> {
+    guard_failures(state, &request, peer, async {
         require_admin_or_scope(
             request.headers(),
             &state.admin,
@@ -95,9 +101,7 @@ fn valid(verified: &VerifiedKey, checked: Result<RequestLimit, LimitExceeded>) -
         .extensions_mut()
         .insert(LogTenant(verified.principal.tenant_id));
     match checked {
-        Ok(limit) => {
-            response.extensions_mut().insert(limit);
-        }
+        Ok(limit) => limit.attach(&mut response),
         Err(exceeded) => {
             response.extensions_mut().insert(exceeded);
         }

@@ -1,6 +1,8 @@
 //! Log output: tracing to standard output through a log thread that
 //! writes the collected lines in batches.
 
+mod line;
+
 use std::cell::RefCell;
 use std::io::{IsTerminal as _, Write as _};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,6 +13,8 @@ use std::time::Duration;
 use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields, JsonFields, Writer};
+
+use self::line::{LineFormat, Style};
 use tracing_subscriber::fmt::{FmtContext, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -55,16 +59,24 @@ pub fn init(format: LogFormat) -> LogGuard {
         .with_writer(writer);
     match format {
         LogFormat::Text => builder
-            .event_format(WithRequestId {
-                inner: format::format().with_ansi(ansi),
-                placement: Placement::TextSuffix,
+            .event_format(LineFormat {
+                style: Style::Text,
+                ansi,
+                fallback: WithRequestId {
+                    inner: format::format().with_ansi(ansi),
+                    placement: Placement::TextSuffix,
+                },
             })
             .init(),
         LogFormat::Json => builder
             .fmt_fields(JsonFields::new())
-            .event_format(WithRequestId {
-                inner: format::format().json().flatten_event(true),
-                placement: Placement::JsonSpanField,
+            .event_format(LineFormat {
+                style: Style::Json,
+                ansi: false,
+                fallback: WithRequestId {
+                    inner: format::format().json().flatten_event(true),
+                    placement: Placement::JsonSpanField,
+                },
             })
             .init(),
     }
@@ -76,7 +88,8 @@ pub fn init(format: LogFormat) -> LogGuard {
 
 /// An event format that adds the current request id (see
 /// [`request_id::current`]) to the lines that `inner` formats inside a
-/// request.
+/// request. It formats the lines that [`LineFormat`] leaves to
+/// tracing-subscriber: coloured text and events inside spans.
 ///
 /// JSON lines get it as `"span": {"request_id": ...}`, where a request span
 /// would have put it, and text lines end with `request_id=...`.
