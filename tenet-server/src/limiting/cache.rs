@@ -61,14 +61,8 @@ impl LimitCache {
         tenant: TenantId,
         key: KeyId,
     ) -> (TenantLimits, Option<Limit>) {
-        // Every authenticated request gets here, and both values are almost
-        // always fresh: read them without the per-slot async lock or a
-        // reference count, and take the refreshing path only when needed.
-        let now = Instant::now();
-        if let Some(tenant_limits) = self.fresh(&self.tenants, tenant, now)
-            && let Some(key_limit) = self.fresh(&self.keys, key, now)
-        {
-            return (tenant_limits, key_limit);
+        if let Some(limits) = self.fresh_limits(tenant, key) {
+            return limits;
         }
 
         let tenant_slot = slot(&self.tenants, tenant);
@@ -78,6 +72,23 @@ impl LimitCache {
             .await;
         let key_limit = self.read(&key_slot, || tenet.store().key_limit(key)).await;
         (tenant_limits, key_limit)
+    }
+
+    /// Returns a tenant's limits and a key's own limit when both are cached
+    /// and fresh, without waiting.
+    ///
+    /// Every authenticated request asks, and both values are almost always
+    /// fresh, so this reads them without the per-slot async lock or a
+    /// reference count.
+    pub fn fresh_limits(
+        &self,
+        tenant: TenantId,
+        key: KeyId,
+    ) -> Option<(TenantLimits, Option<Limit>)> {
+        let now = Instant::now();
+        let tenant_limits = self.fresh(&self.tenants, tenant, now)?;
+        let key_limit = self.fresh(&self.keys, key, now)?;
+        Some((tenant_limits, key_limit))
     }
 
     /// Drops a tenant's cached limits, so that the next request reads them.
