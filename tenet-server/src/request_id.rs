@@ -111,8 +111,12 @@ fn part_may_be_credential(part: &[u8], admin: &AdminTokenDigest) -> bool {
 }
 
 /// Runs `future` with `id` as the current request id of its task.
-pub async fn scope<F: Future>(id: HeaderValue, future: F) -> F::Output {
-    CURRENT.scope(id, future).await
+///
+/// A plain function, not an `async fn`, whose future would hold `future`
+/// twice (its argument and the task-local future) and be copied once more
+/// per request.
+pub fn scope<F: Future>(id: HeaderValue, future: F) -> impl Future<Output = F::Output> {
+    CURRENT.scope(id, future)
 }
 
 /// Returns the request id of the current task, or `None` outside a

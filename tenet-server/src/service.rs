@@ -52,21 +52,20 @@ impl Surface {
 /// (never the raw path, which may carry ids of any shape), the status, the
 /// latency in microseconds and the tenant id when one is known. An HTTP/1
 /// error response to a request with a body closes the connection.
-pub async fn handle(
+pub fn handle(
     state: Arc<State>,
     surface: Surface,
     peer: IpAddr,
     request: Request<Incoming>,
-) -> Result<Response, Infallible> {
+) -> impl Future<Output = Result<Response, Infallible>> + Send + 'static {
+    // A plain function around one `async fn`, because each async layer
+    // holds its own copy of the request and is copied once more per
+    // request.
     let request_id = request_id::resolve(request.headers(), &state.admin);
-    let mut response = request_id::scope(
+    request_id::scope(
         request_id.clone(),
-        handle_with_request_id(state, surface, peer, request),
+        handle_with_request_id(state, surface, peer, request, request_id),
     )
-    .await;
-
-    response.headers_mut().insert(REQUEST_ID_HEADER, request_id);
-    Ok(response)
 }
 
 async fn handle_with_request_id(
@@ -74,7 +73,8 @@ async fn handle_with_request_id(
     surface: Surface,
     peer: IpAddr,
     request: Request<Incoming>,
-) -> Response {
+    request_id: HeaderValue,
+) -> Result<Response, Infallible> {
     let started = Instant::now();
     let method = request.method().clone();
     let route = Route::from_path(request.uri().path()).filter(|route| surface.serves(route));
@@ -91,6 +91,7 @@ async fn handle_with_request_id(
     if method == Method::HEAD {
         response = without_body(response);
     }
+    response.headers_mut().insert(REQUEST_ID_HEADER, request_id);
 
     // An error response may be sent before the request body is read to its end.
     // hyper then closes the connection unless it can drain the rest, and a
@@ -113,7 +114,7 @@ async fn handle_with_request_id(
         .observe_request(template, &method, response.status(), elapsed);
 
     if !state.access_log.includes(response.status()) {
-        return response;
+        return Ok(response);
     }
     let tenant_id = response
         .extensions()
@@ -129,7 +130,7 @@ async fn handle_with_request_id(
         latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
         tenant_id,
     );
-    response
+    Ok(response)
 }
 
 /// Drops the body of a response to HEAD and keeps its headers, with the
