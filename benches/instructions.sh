@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Instructions per request of tenet-server and the bare hyper server,
+# counted by callgrind.
+#
+# On two shared cores, wall-clock throughput moves by tens of percent
+# between runs. An instruction count of the same binary and requests
+# moves by about one percent, whatever else the machine runs. This script
+# runs each server under `valgrind --tool=callgrind`, loads it with wrk on
+# loopback, and divides the instructions counted during the measured run
+# by the requests wrk completed. It reports the bare server, `/healthz`
+# and warm `/protected` on the default SQLite store, each also as a ratio
+# to the bare server.
+#
+# valgrind runs the server about 50 times slower and on one thread at a
+# time, so the figures are instruction counts only; the request rates
+# under valgrind mean nothing.
+#
+# Settings (environment variables):
+#   DURATION=3     seconds of each measured wrk run (after 2 s unmeasured)
+#   CONNECTIONS=4  wrk connections
+#   PORT=18580     tenet-server's port; the bare server uses PORT+1
+#   KEEP=DIR       also copy each callgrind profile to DIR, for
+#                  `callgrind_annotate DIR/protected.out`
+#
+# Usage: benches/instructions.sh   (from anywhere inside the repository)
+
+set -euo pipefail
+
+DURATION=${DURATION:-3}
+CONNECTIONS=${CONNECTIONS:-4}
+PORT=${PORT:-18580}
+BARE_PORT=$((PORT + 1))
+HOST=127.0.0.1
+
+fail() {
+    echo "instructions.sh: $*" >&2
+    exit 1
+}
+
+for tool in valgrind callgrind_control wrk cargo curl jq; do
+    command -v "$tool" >/dev/null ||
+        fail "$tool is missing; install it (valgrind and wrk are Debian packages)"
+done
+
+cd "$(dirname "$0")/.."
+echo "instructions.sh: building tenet-server and the bare server in release mode" >&2
+cargo build --release --quiet -p tenet-server -p tenet-benches --bins
+target_dir=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
+
+umask 077
+WORK=$(mktemp -d -t tenet-instructions.XXXXXX)
+SERVER_PID=
+cleanup() {
+    if [[ -n "$SERVER_PID" ]]; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+random_secret() {
+    head -c 32 /dev/urandom | base64 | tr -d '\n/+='
+}
+PEPPER=$(random_secret)
+ADMIN_TOKEN=$(random_secret)
+printf 'Authorization: Bearer %s\n' "$ADMIN_TOKEN" >"$WORK/admin.header"
+
+# Waits up to 60 s (valgrind starts slowly) for a 200 from URL.
+wait_ready() {
+    for _ in $(seq 300); do
+        curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null && return 0
+        kill -0 "$SERVER_PID" 2>/dev/null || fail "the server exited at start; see $WORK"
+        sleep 0.2
+    done
+    fail "no 200 from $1 within 60 s"
+}
+
+stop_server() {
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=
+}
+
+# Counts the instructions of one wrk run against URL; prints
+# instructions per request. An optional third argument is a wrk script.
+measure() {
+    local name=$1 url=$2 script=${3:-} output requests instructions
+    wrk -t1 -c"$CONNECTIONS" -d2s ${script:+-s "$script"} "$url" >/dev/null
+    callgrind_control --zero "$SERVER_PID" >/dev/null 2>&1
+    output=$(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" ${script:+-s "$script"} "$url")
+    rm -f "$WORK"/callgrind.out.*
+    callgrind_control --dump "$SERVER_PID" >/dev/null 2>&1
+    sleep 0.5
+    requests=$(awk '/requests in/ { print $1 }' <<<"$output")
+    instructions=$(cat "$WORK"/callgrind.out.* | awk '/^totals:/ { total += $2 } END { print total }')
+    [[ -n "$requests" && "$requests" -gt 0 ]] || fail "wrk completed no request on $url"
+    if [[ -n "${KEEP:-}" ]]; then
+        cat "$WORK"/callgrind.out.* >"$KEEP/$name.out"
+    fi
+    echo $((instructions / requests))
+}
+
+valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out.%p" \
+    "$target_dir/release/bare" "$HOST:$BARE_PORT" >/dev/null 2>"$WORK/bare.err" &
+SERVER_PID=$!
+wait_ready "http://$HOST:$BARE_PORT/"
+bare=$(measure bare "http://$HOST:$BARE_PORT/")
+stop_server
+
+TENET_KEY_PEPPER=$PEPPER TENET_ADMIN_TOKEN=$ADMIN_TOKEN \
+    valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out.%p" \
+    "$target_dir/release/tenet-server" --listen "$HOST:$PORT" --data-dir "$WORK/data" \
+    >/dev/null 2>"$WORK/tenet.err" &
+SERVER_PID=$!
+wait_ready "http://$HOST:$PORT/healthz"
+tenant=$(curl -fsS --max-time 10 -H @"$WORK/admin.header" -H 'Content-Type: application/json' \
+    -d '{"name":"Bench"}' "http://$HOST:$PORT/tenants" | jq -r .id) ||
+    fail "creating a tenant failed"
+curl -fsS --max-time 10 -H @"$WORK/admin.header" -X POST "http://$HOST:$PORT/tenants/$tenant/keys" |
+    jq -r '"wrk.headers[\"X-API-Key\"] = \"" + .api_key + "\""' >"$WORK/valid.lua" ||
+    fail "issuing a key failed"
+healthz=$(measure healthz "http://$HOST:$PORT/healthz")
+protected=$(measure protected "http://$HOST:$PORT/protected" "$WORK/valid.lua")
+stop_server
+
+printf '%-36s %12s %8s\n' scenario instructions ratio
+printf '%-36s %12d %8s\n' "bare hyper hello world" "$bare" 1
+for row in "/healthz:$healthz" "/protected valid key, warm cache:$protected"; do
+    name=${row%:*}
+    value=${row##*:}
+    printf '%-36s %12d %8.2f\n' "$name" "$value" "$(echo "$value / $bare" | bc -l)"
+done
