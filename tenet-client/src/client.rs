@@ -286,6 +286,12 @@ impl Call<'_> {
             .await
             .map_err(|err| Error::from_reqwest(describe(), inner.timeout, err))?;
         let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         let body = response
             .bytes()
             .await
@@ -294,7 +300,7 @@ impl Call<'_> {
         if status.is_success() {
             Ok((status, body.to_vec()))
         } else {
-            Err(Error::from_status(describe(), status, &body))
+            Err(Error::from_status(describe(), status, &body, retry_after))
         }
     }
 

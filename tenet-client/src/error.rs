@@ -88,6 +88,16 @@ pub enum Error {
     #[error("{request} failed: {error}")]
     InvalidInput { request: String, error: ServerError },
 
+    /// The server refused the request over a rate limit, the monthly
+    /// quota or the limit of failed authentications (429). The client does
+    /// not retry it; `retry_after` is the server's `Retry-After`.
+    #[error("{request} failed: {error}")]
+    Limited {
+        request: String,
+        error: ServerError,
+        retry_after: Option<Duration>,
+    },
+
     /// The server returned 503, or refused or dropped the connection. A
     /// later retry may succeed.
     #[error("{request} failed: server unavailable: {detail}")]
@@ -168,10 +178,21 @@ pub enum Error {
 
 impl Error {
     /// Builds the error for a non-success response.
-    pub(crate) fn from_status(request: String, status: StatusCode, body: &[u8]) -> Self {
+    /// `retry_after` is the response's `Retry-After`, when it had one.
+    pub(crate) fn from_status(
+        request: String,
+        status: StatusCode,
+        body: &[u8],
+        retry_after: Option<Duration>,
+    ) -> Self {
         let error = ServerError::from_body(status, body);
         match status.as_u16() {
             401 | 403 => Error::Unauthorized { request, error },
+            429 => Error::Limited {
+                request,
+                error,
+                retry_after,
+            },
             404 => Error::NotFound { request, error },
             409 => Error::Conflict { request, error },
             400 | 413 | 415 | 422 => Error::InvalidInput { request, error },
@@ -216,7 +237,8 @@ impl Error {
             Error::Unauthorized { error, .. }
             | Error::NotFound { error, .. }
             | Error::Conflict { error, .. }
-            | Error::InvalidInput { error, .. } => Some(error),
+            | Error::InvalidInput { error, .. }
+            | Error::Limited { error, .. } => Some(error),
             Error::Unavailable { error, .. } | Error::UnexpectedResponse { error, .. } => {
                 error.as_ref()
             }
@@ -264,6 +286,20 @@ impl Error {
 
     pub fn is_invalid_input(&self) -> bool {
         matches!(self, Error::InvalidInput { .. })
+    }
+
+    /// Returns whether a limit refused the request (429).
+    pub fn is_limited(&self) -> bool {
+        matches!(self, Error::Limited { .. })
+    }
+
+    /// Returns the wait that the server asked for before a retry, for
+    /// [`Error::Limited`].
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Limited { retry_after, .. } => *retry_after,
+            _ => None,
+        }
     }
 
     pub fn is_unavailable(&self) -> bool {
@@ -333,7 +369,7 @@ mod tests {
     fn statuses_map_to_kinds() {
         let body = br#"{"error":{"code":"some_code","message":"some message"}}"#;
         type IsKind = fn(&Error) -> bool;
-        let cases: [(u16, IsKind); 10] = [
+        let cases: [(u16, IsKind); 11] = [
             (401, Error::is_unauthorized),
             (403, Error::is_unauthorized),
             (404, Error::is_not_found),
@@ -342,13 +378,14 @@ mod tests {
             (413, Error::is_invalid_input),
             (415, Error::is_invalid_input),
             (422, Error::is_invalid_input),
+            (429, Error::is_limited),
             (503, Error::is_unavailable),
             (500, Error::is_unexpected_response),
         ];
 
         for (status, is_kind) in cases {
             let status = StatusCode::from_u16(status).expect("valid status");
-            let error = Error::from_status("GET /x".to_owned(), status, body);
+            let error = Error::from_status("GET /x".to_owned(), status, body, None);
 
             assert!(is_kind(&error), "{status}: {error:?}");
             assert_eq!(error.code(), Some("some_code"), "{status}");
@@ -357,11 +394,29 @@ mod tests {
     }
 
     #[test]
+    fn limited_keeps_the_retry_after() {
+        let body = br#"{"error":{"code":"rate_limited","message":"over the rate limit"}}"#;
+
+        let error = Error::from_status(
+            "GET /protected".to_owned(),
+            StatusCode::TOO_MANY_REQUESTS,
+            body,
+            Some(Duration::from_secs(3)),
+        );
+
+        assert!(error.is_limited());
+        assert!(!error.is_retryable());
+        assert_eq!(error.retry_after(), Some(Duration::from_secs(3)));
+        assert_eq!(error.code(), Some("rate_limited"));
+    }
+
+    #[test]
     fn body_without_json_keeps_the_status_text() {
         let error = Error::from_status(
             "GET /x".to_owned(),
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             b"",
+            None,
         );
 
         assert!(error.is_unexpected_response());
@@ -377,7 +432,12 @@ mod tests {
     fn message_names_request_code_and_message() {
         let body = br#"{"error":{"code":"tenant_not_found","message":"no tenant with this id"}}"#;
 
-        let error = Error::from_status("GET /tenants/t".to_owned(), StatusCode::NOT_FOUND, body);
+        let error = Error::from_status(
+            "GET /tenants/t".to_owned(),
+            StatusCode::NOT_FOUND,
+            body,
+            None,
+        );
 
         assert_eq!(
             error.to_string(),

@@ -19,7 +19,9 @@
 //! rejected key gets the server's 401 JSON error, whatever the reason,
 //! except that a valid key without a scope the layer requires
 //! ([`VerifyLayer::require_scopes`]) gets 403 `missing_scope` and a key of
-//! a suspended tenant gets 403 `tenant_suspended`. A failed verification
+//! a suspended tenant gets 403 `tenant_suspended`. A key that the server
+//! refuses over a rate limit or its tenant's monthly quota gets the
+//! server's 429, with its code and `Retry-After`. A failed verification
 //! (server down, timeout, the layer's own credential rejected) gets 503
 //! `verification_unavailable`. The inner service never receives an unverified
 //! request.
@@ -251,6 +253,14 @@ impl Verifier {
                 tracing::debug!(code = %code, "the server rejected an API key");
                 Err(Rejection::unauthorized())
             }
+            Err(Error::Limited {
+                error, retry_after, ..
+            }) => {
+                // The key is valid and over one of its limits; its holder
+                // gets the server's 429, with the wait before a retry.
+                tracing::debug!(code = %error.code, "the server refused an API key over a limit");
+                Err(Rejection::limited(error.code, error.message, retry_after))
+            }
             Err(err @ Error::Unauthorized { .. }) => {
                 tracing::error!(
                     error = %err,
@@ -273,6 +283,7 @@ struct Rejection {
     status: StatusCode,
     code: String,
     message: String,
+    retry_after: Option<Duration>,
 }
 
 impl Rejection {
@@ -282,6 +293,7 @@ impl Rejection {
             status: StatusCode::UNAUTHORIZED,
             code: "unauthorized".to_owned(),
             message: "missing or invalid credentials".to_owned(),
+            retry_after: None,
         }
     }
 
@@ -297,6 +309,7 @@ impl Rejection {
             status: StatusCode::FORBIDDEN,
             code,
             message: message.to_owned(),
+            retry_after: None,
         }
     }
 
@@ -306,6 +319,18 @@ impl Rejection {
             status: StatusCode::SERVICE_UNAVAILABLE,
             code: "verification_unavailable".to_owned(),
             message: "the API key could not be verified; retry later".to_owned(),
+            retry_after: None,
+        }
+    }
+
+    /// Builds the server's 429 for a key over a rate limit or its tenant's
+    /// quota, with the server's code and message.
+    fn limited(code: String, message: String, retry_after: Option<Duration>) -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code,
+            message,
+            retry_after,
         }
     }
 
@@ -326,6 +351,9 @@ impl Rejection {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if let Some(wait) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs()));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(
                 header::WWW_AUTHENTICATE,

@@ -15,7 +15,7 @@ use hyper_util::service::TowerToHyperService;
 use reqwest::StatusCode;
 use serde_json::Value;
 use tenet_client::{Client, Principal, VerifyLayer};
-use tenet_core::api::IssueKeyRequest;
+use tenet_core::api::{IssueKeyRequest, KeyLimitBody, LimitBody};
 use tokio::net::TcpListener;
 use tower::{Layer as _, service_fn};
 
@@ -195,6 +195,39 @@ async fn zero_capacity_asks_the_server_every_time() {
 
     assert_eq!(before, StatusCode::OK);
     assert_eq!(after, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn key_over_its_rate_limit_gets_the_server_429() {
+    let server = TestServer::start().await;
+    let (tenant, issued) = server.tenant_with_key().await;
+    let limit = KeyLimitBody {
+        limit: Some(LimitBody {
+            rate: 1,
+            period_seconds: 60,
+            burst: 1,
+            shadow: false,
+        }),
+    };
+    server
+        .admin()
+        .set_key_limit(tenant.id, issued.id, &limit)
+        .await
+        .expect("limit set");
+    let url = protected_service(layer_for(&server).cache_capacity(0)).await;
+
+    let (first, _, _) = get(&url, &[("x-api-key", &issued.api_key)]).await;
+    let (second, headers, body) = get(&url, &[("x-api-key", &issued.api_key)]).await;
+
+    assert_eq!(first, StatusCode::OK);
+    assert_eq!(second, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(body["error"]["code"], "rate_limited");
+    let wait: u64 = headers["retry-after"]
+        .to_str()
+        .expect("text")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&wait), "{wait}");
 }
 
 #[tokio::test]
