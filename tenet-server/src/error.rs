@@ -474,7 +474,10 @@ fn limited_parts(exceeded: &LimitExceeded) -> (StatusCode, &'static str, String)
         LimitExceeded::RateLimited(_) => (
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
-            format!("rate limit exceeded; retry after {retry} seconds"),
+            format!(
+                "rate limit exceeded; retry after {retry} second{}",
+                if retry == 1 { "" } else { "s" }
+            ),
         ),
         LimitExceeded::QuotaExceeded(quota) => {
             let resets_at = tenet_core::timestamp::format(quota.resets_at);
