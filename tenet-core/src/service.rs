@@ -18,7 +18,7 @@ use crate::key::{
 };
 use crate::key_use::KeyUseRecorder;
 use crate::name::{KeyName, TenantName};
-use crate::ratelimit::{Limit, TenantLimits};
+use crate::ratelimit::{Limit, QuotaMonth, TenantLimits};
 use crate::secret::{KeyDigest, Pepper};
 use crate::stats::{CacheStats, PoolStatuses};
 use crate::store::{KeyLimitWrite, Page, PageRequest, Rotation, Store};
@@ -986,6 +986,19 @@ impl Tenet {
             return Err(Error::not_found("tenant", tenant));
         }
         self.store.usage(tenant, range).await
+    }
+
+    /// Returns the number of a tenant's requests accepted in `month` that
+    /// the store holds, the count a monthly quota starts from after a
+    /// restart.
+    ///
+    /// Usage counts reach the store when they are flushed, so requests
+    /// still in memory, here or on other replicas, are not included. After
+    /// a graceful shutdown nothing is missing; after a crash, at most the
+    /// requests of the last usage flush interval are.
+    pub async fn accepted_in_month(&self, tenant: TenantId, month: QuotaMonth) -> Result<u64> {
+        let range = UsageRange::new(month.starts_at(), month.resets_at())?;
+        self.store.accepted_usage(tenant, range).await
     }
 
     /// Returns a tenant's state from the tenant cache, filling it from the

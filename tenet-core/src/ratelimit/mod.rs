@@ -29,7 +29,7 @@ mod quota;
 mod redis;
 
 pub use local::{Clock, LocalLimiter, SystemClock};
-pub use quota::{LocalQuota, QuotaMonth, QuotaOutcome};
+pub use quota::{LocalQuota, QuotaMonth, QuotaOutcome, SEED_RETRY_INTERVAL};
 pub use redis::{RedisLimiter, RedisLimiterError};
 
 use std::time::Duration;

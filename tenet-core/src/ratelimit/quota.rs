@@ -6,11 +6,20 @@
 //! in [`RedisLimiter::take_quota`](super::RedisLimiter::take_quota).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use time::{Date, Month, OffsetDateTime, Time};
 
 use super::Mode;
+use crate::error::Result;
+
+/// How long a subject whose seed read failed counts without one before
+/// the next request reads again. A read of a store that hangs can hold
+/// that subject's requests for its timeout, so reads are not retried on
+/// every request.
+pub const SEED_RETRY_INTERVAL: time::Duration = time::Duration::seconds(5);
 
 /// A tenant's calendar month in UTC, which one quota count covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -32,6 +41,13 @@ impl QuotaMonth {
     /// Returns the month as `YYYY-MM`, the form used in Redis key names.
     pub fn label(&self) -> String {
         format!("{:04}-{:02}", self.year, u8::from(self.month))
+    }
+
+    /// Returns the first instant of the month, midnight UTC on its first day.
+    pub fn starts_at(&self) -> OffsetDateTime {
+        // As in `resets_at`, the first day of the month always exists.
+        let first = Date::from_calendar_date(self.year, self.month, 1).unwrap_or(Date::MIN);
+        first.with_time(Time::MIDNIGHT).assume_utc()
     }
 
     /// Returns the first instant of the next month, when the count resets.
@@ -71,9 +87,76 @@ impl QuotaOutcome {
 ///
 /// Each subject keeps only its current month's count, so memory stays
 /// bounded by the number of subjects with a quota.
+///
+/// [`LocalQuota::take`] counts from zero in each process.
+/// [`LocalQuota::take_seeded`] first reads how many requests the month
+/// already used, from the store's usage counts, so that a restart does not
+/// give every subject a fresh month.
 #[derive(Debug, Default)]
 pub struct LocalQuota {
-    counts: Mutex<HashMap<String, (QuotaMonth, u64)>>,
+    counts: Mutex<HashMap<String, Count>>,
+    /// Whether the last seed read failed, so that an outage logs one
+    /// warning and one line when reads succeed again, not one per subject.
+    seed_failing: AtomicBool,
+}
+
+/// One subject's count in its current month.
+#[derive(Debug)]
+struct Count {
+    month: QuotaMonth,
+    used: u64,
+    seed: Seed,
+    /// Held while one request reads the seed, so that concurrent first
+    /// requests wait for that read instead of starting their own. An
+    /// async mutex is released when its holder's future is dropped, so a
+    /// cancelled request lets the next one read.
+    seed_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Whether a subject's count includes the month's earlier requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seed {
+    /// Not read yet: the next seeded request reads it.
+    Missing,
+    /// The read failed: requests count in process without it, and the
+    /// first request at or after `retry_at` reads again.
+    Failed { retry_at: OffsetDateTime },
+    /// The count includes the stored usage.
+    Done,
+}
+
+impl Count {
+    fn new(month: QuotaMonth) -> Self {
+        Self {
+            month,
+            used: 0,
+            seed: Seed::Missing,
+            seed_lock: Arc::default(),
+        }
+    }
+
+    /// Admits and, with [`Mode::Consume`], counts one request.
+    fn take(&mut self, quota: u64, mode: Mode) -> QuotaOutcome {
+        let allowed = self.used < quota;
+        if allowed && mode == Mode::Consume {
+            self.used += 1;
+        }
+        QuotaOutcome {
+            allowed,
+            used: self.used,
+            quota,
+            resets_at: self.month.resets_at(),
+        }
+    }
+
+    /// Returns whether a seeded request must read the seed first.
+    fn needs_seed(&self, now: OffsetDateTime) -> bool {
+        match self.seed {
+            Seed::Missing => true,
+            Seed::Failed { retry_at } => now >= retry_at,
+            Seed::Done => false,
+        }
+    }
 }
 
 impl LocalQuota {
@@ -83,36 +166,322 @@ impl LocalQuota {
     }
 
     /// Admits and, with [`Mode::Consume`], counts one request of `subject`
-    /// against `quota` in the month that contains `now`.
+    /// against `quota` in the month that contains `now`, counting from zero
+    /// in this process.
     pub fn take(&self, subject: &str, quota: u64, now: OffsetDateTime, mode: Mode) -> QuotaOutcome {
         let month = QuotaMonth::containing(now);
-        let mut counts = self
-            .counts
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        let entry = counts.entry(subject.to_owned()).or_insert((month, 0));
-        if entry.0 != month {
-            *entry = (month, 0);
+        self.lock().current(subject, month).take(quota, mode)
+    }
+
+    /// Admits and counts one request like [`LocalQuota::take`], but starts
+    /// each subject's month from `read_used(month)`: the number of requests
+    /// already admitted that month, such as the accepted requests in the
+    /// store's usage counts.
+    ///
+    /// The seed is read once per subject and month. Concurrent first
+    /// requests wait for one read and then count on top of it, so none is
+    /// counted twice. The seed replaces the count only where it is larger
+    /// (see the note below).
+    ///
+    /// When the read fails, the request is decided on the count kept in
+    /// process so far, which starts at zero, and a warning is logged. The
+    /// first request [`SEED_RETRY_INTERVAL`] later reads again. While reads
+    /// fail, each process therefore admits at most one quota, never
+    /// unlimited requests.
+    ///
+    /// The seed is only as recent as the store: usage counts reach it when
+    /// they are flushed, so requests that a crashed process had not flushed
+    /// are not in it, and neither are other processes' unflushed requests.
+    pub async fn take_seeded<F, Fut>(
+        &self,
+        subject: &str,
+        quota: u64,
+        now: OffsetDateTime,
+        mode: Mode,
+        read_used: F,
+    ) -> QuotaOutcome
+    where
+        F: FnOnce(QuotaMonth) -> Fut,
+        Fut: Future<Output = Result<u64>>,
+    {
+        let month = QuotaMonth::containing(now);
+        let seed_lock = {
+            let mut counts = self.lock();
+            let count = counts.current(subject, month);
+            if !count.needs_seed(now) {
+                return count.take(quota, mode);
+            }
+            Arc::clone(&count.seed_lock)
+        };
+
+        let _reading = seed_lock.lock().await;
+        // A concurrent request may have read the seed, or failed to, while
+        // this one waited for the lock.
+        {
+            let mut counts = self.lock();
+            let count = counts.current(subject, month);
+            if !count.needs_seed(now) {
+                return count.take(quota, mode);
+            }
         }
 
-        let allowed = entry.1 < quota;
-        if allowed && mode == Mode::Consume {
-            entry.1 += 1;
+        let read = read_used(month).await;
+        let mut counts = self.lock();
+        let count = counts.current(subject, month);
+        match read {
+            Ok(stored) => {
+                if self.seed_failing.swap(false, Ordering::AcqRel) {
+                    tracing::info!("reading quota counts from the store again");
+                }
+                // NOTE: after a failed read, this process counted from zero,
+                // and some of those requests may already be in `stored`, so
+                // the larger of the two is kept rather than their sum. That
+                // never counts a request twice, but it drops this process's
+                // unflushed requests from before the read.
+                count.used = count.used.max(stored);
+                count.seed = Seed::Done;
+            }
+            Err(err) => {
+                if self.seed_failing.swap(true, Ordering::AcqRel) {
+                    tracing::debug!(subject, error = %err, "failed to read a quota count");
+                } else {
+                    tracing::warn!(
+                        subject,
+                        error = %err,
+                        retry_s = SEED_RETRY_INTERVAL.whole_seconds(),
+                        "failed to read a quota count from the store; \
+                         counting this month's requests in process only until a read succeeds"
+                    );
+                }
+                count.seed = Seed::Failed {
+                    retry_at: now + SEED_RETRY_INTERVAL,
+                };
+            }
         }
-        QuotaOutcome {
-            allowed,
-            used: entry.1,
-            quota,
-            resets_at: month.resets_at(),
+        count.take(quota, mode)
+    }
+
+    fn lock(&self) -> Counts<'_> {
+        Counts(self.counts.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// The locked map of counts.
+struct Counts<'a>(MutexGuard<'a, HashMap<String, Count>>);
+
+impl Counts<'_> {
+    /// Returns `subject`'s count, starting it over, unseeded, when it
+    /// belongs to an earlier month.
+    fn current(&mut self, subject: &str, month: QuotaMonth) -> &mut Count {
+        let count = self
+            .0
+            .entry(subject.to_owned())
+            .or_insert_with(|| Count::new(month));
+        if count.month != month {
+            *count = Count::new(month);
         }
+        count
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicUsize;
+
     use time::macros::datetime;
 
     use super::*;
+    use crate::error::Error;
+
+    const NOW: OffsetDateTime = datetime!(2026-12-04 18:00 UTC);
+
+    /// Takes one request of `tenant:a` with a quota of 5 and `read` as the
+    /// seed read.
+    async fn take_one_of_five<Fut>(
+        quota: &LocalQuota,
+        at: OffsetDateTime,
+        read: Fut,
+    ) -> QuotaOutcome
+    where
+        Fut: Future<Output = Result<u64>>,
+    {
+        quota
+            .take_seeded("tenant:a", 5, at, Mode::Consume, |_| read)
+            .await
+    }
+
+    #[tokio::test]
+    async fn seeded_count_starts_from_the_stored_usage() {
+        let quota = LocalQuota::new();
+        let months = Mutex::new(Vec::new());
+
+        let first = quota
+            .take_seeded("tenant:a", 5, NOW, Mode::Consume, |month| {
+                months.lock().expect("not poisoned").push(month);
+                async { Ok(3) }
+            })
+            .await;
+        let second = take_one_of_five(&quota, NOW, async { panic!("read twice") }).await;
+        let over = take_one_of_five(&quota, NOW, async { panic!("read twice") }).await;
+
+        assert_eq!(
+            *months.lock().expect("not poisoned"),
+            [QuotaMonth::containing(NOW)]
+        );
+        assert!(first.allowed);
+        assert_eq!(first.used, 4);
+        assert!(second.allowed);
+        assert_eq!(second.used, 5);
+        assert!(!over.allowed);
+        assert_eq!(over.used, 5);
+    }
+
+    #[tokio::test]
+    async fn seed_at_the_quota_rejects_at_once() {
+        let quota = LocalQuota::new();
+
+        let over = take_one_of_five(&quota, NOW, async { Ok(5) }).await;
+
+        assert!(!over.allowed);
+        assert_eq!(over.remaining(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_first_requests_read_once() {
+        let quota = Arc::new(LocalQuota::new());
+        let reads = Arc::new(AtomicUsize::new(0));
+        let (release, released) = tokio::sync::watch::channel(false);
+
+        let requests: Vec<_> = (0..8)
+            .map(|_| {
+                let quota = Arc::clone(&quota);
+                let reads = Arc::clone(&reads);
+                let mut released = released.clone();
+                tokio::spawn(async move {
+                    quota
+                        .take_seeded("tenant:a", 10, NOW, Mode::Consume, |_| async move {
+                            reads.fetch_add(1, Ordering::SeqCst);
+                            // Hold the read while the other requests start.
+                            let _ = released.wait_for(|released| *released).await;
+                            Ok(4)
+                        })
+                        .await
+                })
+            })
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        release.send(true).expect("a request is waiting");
+        let mut admitted = 0;
+        for request in requests {
+            admitted += usize::from(request.await.expect("request task").allowed);
+        }
+        let after = take_one_of_five(&quota, NOW, async { panic!("read again") }).await;
+
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
+        assert_eq!(admitted, 6, "4 stored plus 6 admitted fill the quota of 10");
+        assert!(!after.allowed);
+        assert_eq!(after.used, 10);
+    }
+
+    #[tokio::test]
+    async fn failed_read_counts_from_zero_and_retries_later() {
+        let quota = LocalQuota::new();
+        let failure = || async { Err::<u64, _>(Error::store("connection refused")) };
+
+        let failed = take_one_of_five(&quota, NOW, failure()).await;
+        let meanwhile = take_one_of_five(&quota, NOW + time::Duration::seconds(1), async {
+            panic!("retried before the interval")
+        })
+        .await;
+        let retried = take_one_of_five(&quota, NOW + SEED_RETRY_INTERVAL, async { Ok(1) }).await;
+        let seeded = take_one_of_five(&quota, NOW + SEED_RETRY_INTERVAL, async { Ok(4) }).await;
+
+        assert!(failed.allowed, "a failed read admits within the quota");
+        assert_eq!(failed.used, 1);
+        assert_eq!(meanwhile.used, 2);
+        assert_eq!(
+            retried.used, 3,
+            "a seed below the local count keeps the local count"
+        );
+        assert_eq!(seeded.used, 4, "the seed is read once");
+    }
+
+    #[tokio::test]
+    async fn failing_store_admits_one_quota_at_most() {
+        let quota = LocalQuota::new();
+        let failure = || async { Err::<u64, _>(Error::store("connection refused")) };
+
+        let mut admitted = 0;
+        for second in 0..20 {
+            let at = NOW + time::Duration::seconds(second);
+            admitted += usize::from(take_one_of_five(&quota, at, failure()).await.allowed);
+        }
+
+        assert_eq!(admitted, 5);
+    }
+
+    #[tokio::test]
+    async fn cancelled_read_lets_the_next_request_read() {
+        let quota = LocalQuota::new();
+        let cancelled = quota.take_seeded("tenant:a", 5, NOW, Mode::Consume, |_| {
+            std::future::pending::<Result<u64>>()
+        });
+        let timed_out = tokio::time::timeout(std::time::Duration::from_millis(10), cancelled).await;
+
+        let next = take_one_of_five(&quota, NOW, async { Ok(2) }).await;
+
+        assert!(timed_out.is_err(), "the pending read never finishes");
+        assert_eq!(next.used, 3);
+    }
+
+    #[tokio::test]
+    async fn new_month_reads_a_new_seed() {
+        let quota = LocalQuota::new();
+        let months = Mutex::new(Vec::new());
+        let read = |month| {
+            months.lock().expect("not poisoned").push(month);
+            async { Ok(2) }
+        };
+
+        quota
+            .take_seeded("tenant:a", 5, NOW, Mode::Consume, read)
+            .await;
+        let next_month = datetime!(2027-01-01 0:00 UTC);
+        let outcome = quota
+            .take_seeded("tenant:a", 5, next_month, Mode::Consume, read)
+            .await;
+
+        assert_eq!(
+            *months.lock().expect("not poisoned"),
+            [
+                QuotaMonth::containing(NOW),
+                QuotaMonth::containing(next_month)
+            ]
+        );
+        assert_eq!(outcome.used, 3);
+        assert_eq!(outcome.resets_at, datetime!(2027-02-01 0:00 UTC));
+    }
+
+    #[tokio::test]
+    async fn seeded_peek_counts_nothing() {
+        let quota = LocalQuota::new();
+
+        let peeked = quota
+            .take_seeded("tenant:a", 5, NOW, Mode::Peek, |_| async { Ok(2) })
+            .await;
+        let taken = take_one_of_five(&quota, NOW, async { panic!("read twice") }).await;
+
+        assert_eq!(peeked.used, 2);
+        assert_eq!(taken.used, 3);
+    }
+
+    #[test]
+    fn month_starts_at_its_first_midnight() {
+        let month = QuotaMonth::containing(datetime!(2026-03-31 23:30 -01:00));
+
+        assert_eq!(month.starts_at(), datetime!(2026-04-01 0:00 UTC));
+        assert_eq!(month.label(), "2026-04");
+    }
 
     #[test]
     fn month_resets_at_the_next_month() {

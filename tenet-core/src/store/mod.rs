@@ -225,6 +225,18 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// hour, then key id.
     async fn usage(&self, tenant: TenantId, range: UsageRange) -> Result<Vec<UsageCount>>;
 
+    /// Returns the sum of a tenant's accepted requests over its keys and
+    /// the hours in `range`, the count that a monthly quota starts from.
+    ///
+    /// The default implementation sums [`Store::usage`], and the database
+    /// stores sum in their query instead.
+    async fn accepted_usage(&self, tenant: TenantId, range: UsageRange) -> Result<u64> {
+        let counts = self.usage(tenant, range).await?;
+        Ok(counts
+            .iter()
+            .fold(0u64, |sum, count| sum.saturating_add(count.accepted)))
+    }
+
     /// Checks that the backend responds.
     async fn ping(&self) -> Result<()>;
 

@@ -255,6 +255,9 @@ const ADD_USAGE: &str = "\
 const SELECT_USAGE: &str = "\
     SELECT tenant_id, hour, key_id, accepted, rejected FROM usage_hourly \
     WHERE tenant_id = $1 AND hour >= $2 AND hour < $3 ORDER BY hour, key_id";
+const SELECT_ACCEPTED_USAGE: &str = "\
+    SELECT COALESCE(SUM(accepted), 0)::bigint FROM usage_hourly \
+    WHERE tenant_id = $1 AND hour >= $2 AND hour < $3";
 const PRUNE_KEY_EVENTS: &str = "\
     DELETE FROM key_events WHERE at < now() - make_interval(secs => $1)";
 const SELECT_TENANT_EVENTS: &str = "\
@@ -1415,6 +1418,25 @@ impl Store for PostgresStore {
                     self.failed(&err, format_args!("reading usage of tenant {tenant}"))
                 })?;
             rows.iter().map(usage_from_row).collect()
+        })
+        .await
+    }
+
+    async fn accepted_usage(&self, tenant: TenantId, range: UsageRange) -> Result<u64> {
+        self.bounded(async {
+            let tenant_id = tenant.as_uuid();
+            let mut connection = self.connection().await?;
+            let row = connection
+                .query_one(SELECT_ACCEPTED_USAGE, &[&tenant_id, &range.from, &range.to])
+                .await
+                .map_err(|err| {
+                    self.failed(
+                        &err,
+                        format_args!("reading accepted usage of tenant {tenant}"),
+                    )
+                })?;
+            let accepted: i64 = column(&row, 0, "accepted usage")?;
+            Ok(accepted.unsigned_abs())
         })
         .await
     }

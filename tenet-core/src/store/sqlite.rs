@@ -973,6 +973,29 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn accepted_usage(&self, tenant: TenantId, range: UsageRange) -> Result<u64> {
+        self.call(move |connection| {
+            let mut statement = connection
+                .prepare_cached(
+                    "SELECT COALESCE(SUM(accepted), 0) FROM usage_hourly
+                     WHERE tenant_id = ?1 AND hour >= ?2 AND hour < ?3",
+                )
+                .map_err(Error::store)?;
+            let accepted: i64 = statement
+                .query_row(
+                    params![
+                        tenant.to_string(),
+                        to_millis(range.from),
+                        to_millis(range.to)
+                    ],
+                    |row| row.get(0),
+                )
+                .map_err(Error::store)?;
+            Ok(accepted.unsigned_abs())
+        })
+        .await
+    }
+
     async fn ping(&self) -> Result<()> {
         self.call(|connection| {
             connection

@@ -85,6 +85,8 @@ macro_rules! backend_suite {
                 usage::key_uses_coalesce_with_a_cache,
                 usage::usage_totals_match_after_flush,
                 usage::usage_adds_to_stored_rows,
+                usage::accepted_usage_sums_one_month,
+                usage::flushed_usage_seeds_a_new_quota_count,
                 $($group :: $case,)*
             );
         }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::json;
+use tenet_core::ratelimit::{LocalQuota, Mode, QuotaMonth};
 use tenet_core::{
     AuditEntry, CacheOptions, Error, IssuedKey, KeyDigest, KeyEvents, KeyId, KeyInfo,
     KeyLimitWrite, KeyMetadata, KeyOptions, KeyRecord, KeyUse, Limit, PageRequest, Pepper,
@@ -477,4 +478,89 @@ pub async fn replicas_flushing_one_hour_sum_up(backend: &TestStore) {
         .await
         .expect("usage reads");
     assert_eq!(totals_of(&counts, key.info.id), (10, 0));
+}
+
+/// Checks that the accepted sum that a monthly quota starts from covers
+/// the tenant's keys and the month's hours only, and no rejected requests.
+pub async fn accepted_usage_sums_one_month(backend: &TestStore) {
+    let store = backend.store();
+    let tenet = Tenet::open(Arc::clone(&store), pepper())
+        .await
+        .expect("service opens");
+    let tenant = create_tenant(&tenet).await;
+    let other = create_tenant(&tenet).await;
+    let idle = create_tenant(&tenet).await;
+    let (a, b) = (KeyId::generate(), KeyId::generate());
+    let count = |tenant_id, key_id, hour, accepted, rejected| UsageCount {
+        tenant_id,
+        key_id,
+        hour,
+        accepted,
+        rejected,
+    };
+    store
+        .add_usage(&[
+            count(tenant, a, datetime!(2026-11-30 23:00 UTC), 1000, 0),
+            count(tenant, a, datetime!(2026-12-01 00:00 UTC), 5, 9),
+            count(tenant, b, datetime!(2026-12-31 23:00 UTC), 7, 0),
+            count(tenant, a, datetime!(2027-01-01 00:00 UTC), 2000, 0),
+            count(other, a, datetime!(2026-12-10 12:00 UTC), 4000, 0),
+        ])
+        .await
+        .expect("usage is added");
+    let december = QuotaMonth::containing(datetime!(2026-12-15 08:00 UTC));
+    let range =
+        UsageRange::new(december.starts_at(), december.resets_at()).expect("a month is a range");
+
+    let stored = store
+        .accepted_usage(tenant, range)
+        .await
+        .expect("usage sums");
+    let in_month = tenet
+        .accepted_in_month(tenant, december)
+        .await
+        .expect("usage sums");
+    let none = tenet
+        .accepted_in_month(idle, december)
+        .await
+        .expect("usage sums");
+
+    assert_eq!(stored, 12);
+    assert_eq!(in_month, 12);
+    assert_eq!(none, 0);
+}
+
+/// Checks that a new process's quota count starts from the accepted
+/// requests that an earlier process flushed, as after a restart.
+pub async fn flushed_usage_seeds_a_new_quota_count(backend: &TestStore) {
+    let tenet = Tenet::open(backend.store(), pepper())
+        .await
+        .expect("service opens");
+    let tenant = create_tenant(&tenet).await;
+    let key = issue(&tenet, tenant, &[]).await;
+    for _ in 0..3 {
+        tenet
+            .verify_metered(key.api_key.expose_secret(), &[])
+            .await
+            .expect("key verifies");
+    }
+    tenet.flush_usage().await.expect("usage flushes");
+    let restarted = LocalQuota::new();
+    let subject = format!("tenant:{tenant}");
+    let take = || {
+        restarted.take_seeded(
+            &subject,
+            4,
+            OffsetDateTime::now_utc(),
+            Mode::Consume,
+            |month| tenet.accepted_in_month(tenant, month),
+        )
+    };
+
+    let last = take().await;
+    let over = take().await;
+
+    assert!(last.allowed, "3 of 4 were used");
+    assert_eq!(last.used, 4);
+    assert!(!over.allowed);
 }

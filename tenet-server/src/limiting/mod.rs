@@ -17,7 +17,7 @@ use tenet_core::api::LimitStateResponse;
 use tenet_core::ratelimit::{
     Check, Decision, LocalLimiter, LocalQuota, Mode, QuotaOutcome, RedisLimiter,
 };
-use tenet_core::{Limit, Principal, RedisOptions, Tenet};
+use tenet_core::{Limit, Principal, RedisOptions, TenantId, Tenet};
 use time::OffsetDateTime;
 
 use crate::error::Error;
@@ -187,10 +187,10 @@ impl Limiter {
         }
 
         let quota = match tenant_limits.monthly_quota {
-            Some(quota) => {
-                let subject = format!("tenant:{}", principal.tenant_id);
-                Some(self.take_quota(&subject, quota, mode, metrics).await)
-            }
+            Some(quota) => Some(
+                self.take_quota(tenet, principal.tenant_id, quota, mode, metrics)
+                    .await,
+            ),
             None => None,
         };
         if let Some(quota) = quota.as_ref().filter(|quota| !quota.allowed) {
@@ -294,18 +294,36 @@ impl Limiter {
             .collect()
     }
 
+    /// Counts one request against the tenant's monthly quota: in Redis
+    /// when it is configured and responds, otherwise in process.
+    ///
+    /// Without Redis, the in-process count of a tenant's month starts from
+    /// the accepted requests in the store's usage counts (see
+    /// [`LocalQuota::take_seeded`]), so a restart keeps the month's count up
+    /// to the requests not yet flushed when the process stopped. A graceful
+    /// shutdown flushes them all; a crash loses at most one
+    /// `--usage-flush-interval` of them. Accepted requests are exactly those
+    /// that passed the rate limits and the quota with [`Mode::Consume`], so
+    /// the seed counts what this count counts.
     async fn take_quota(
         &self,
-        subject: &str,
+        tenet: &Tenet,
+        tenant: TenantId,
         quota: u64,
         mode: Mode,
         metrics: &Metrics,
     ) -> QuotaOutcome {
         let now = OffsetDateTime::now_utc();
+        let subject = format!("tenant:{tenant}");
         let Some(redis) = &self.redis else {
-            return self.local_quota.take(subject, quota, now, mode);
+            return self
+                .local_quota
+                .take_seeded(&subject, quota, now, mode, |month| {
+                    tenet.accepted_in_month(tenant, month)
+                })
+                .await;
         };
-        match redis.take_quota(subject, quota, now, mode).await {
+        match redis.take_quota(&subject, quota, now, mode).await {
             Ok(outcome) => {
                 self.note_redis_result(None, metrics);
                 outcome
@@ -313,9 +331,11 @@ impl Limiter {
             Err(err) => {
                 self.note_redis_result(Some(&err), metrics);
                 let share = (quota / u64::from(self.replicas)).max(1);
-                // NOTE: the in-process count starts at zero, so during an
-                // outage each replica admits up to its share again.
-                let mut outcome = self.local_quota.take(subject, share, now, mode);
+                // NOTE: the in-process share starts at zero, not from the
+                // stored usage, so during an outage each replica admits up
+                // to its share again. A seed taken at one outage would be
+                // stale at the next, because Redis counted in between.
+                let mut outcome = self.local_quota.take(&subject, share, now, mode);
                 outcome.quota = quota;
                 outcome
             }

@@ -15,6 +15,7 @@ mod openapi;
 mod pagination;
 mod protocol;
 mod proxies;
+mod quotas;
 mod rate_limits;
 mod rotate;
 mod self_service;

@@ -1,0 +1,199 @@
+//! Monthly quotas across a restart without Redis: the new server starts
+//! each tenant's month from the accepted requests in the stored usage.
+
+use std::env;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tenet_core::api::TenantResponse;
+use tokio_postgres::NoTls;
+use uuid::Uuid;
+
+use crate::helpers::{ADMIN_TOKEN, TestServer};
+
+const DATABASE_VARIABLE: &str = "TENET_TEST_DATABASE_URL";
+
+/// Flushes usage only at shutdown, so that the restart alone must carry
+/// the counts into the store.
+const FLUSH_AT_SHUTDOWN: [&str; 2] = ["--usage-flush-interval", "3600"];
+
+const QUOTA: usize = 5;
+
+async fn set_quota(server: &TestServer, tenant: &TenantResponse) {
+    let response = server
+        .client
+        .put(server.url(&format!("/tenants/{}/limits", tenant.id)))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "monthly_quota": QUOTA }))
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+/// Calls `/protected` and returns the status and the error code, if any.
+async fn protected(server: &TestServer, key: &str) -> (StatusCode, Option<String>) {
+    let response = server
+        .client
+        .get(server.url("/protected"))
+        .header("X-API-Key", key)
+        .send()
+        .await
+        .expect("request sent");
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    let code = body["error"]["code"].as_str().map(str::to_owned);
+    (status, code)
+}
+
+async fn accepted_this_month(server: &TestServer, tenant: &TenantResponse) -> u64 {
+    let now = time::OffsetDateTime::now_utc();
+    let month = tenet_core::ratelimit::QuotaMonth::containing(now);
+    let format = |at| tenet_core::timestamp::format(at);
+    let url = server.url(&format!(
+        "/tenants/{}/usage?from={}&to={}",
+        tenant.id,
+        format(month.starts_at()),
+        format(month.resets_at())
+    ));
+    let body: Value = server
+        .client
+        .get(url)
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("request sent")
+        .json()
+        .await
+        .expect("usage JSON");
+    body["totals"]["accepted"].as_u64().expect("accepted total")
+}
+
+/// Spends the quota on `server`, restarts it with `restart`, and checks
+/// that the restarted server rejects the next request.
+async fn spend_restart_and_check<F, Fut>(server: TestServer, restart: F)
+where
+    F: FnOnce(TestServer) -> Fut,
+    Fut: Future<Output = TestServer>,
+{
+    let tenant = server.admin().create_tenant("Acme").await;
+    set_quota(&server, &tenant).await;
+    let key = server.admin().issue_key(&tenant).await;
+    let mut before = Vec::new();
+    for _ in 0..QUOTA {
+        before.push(protected(&server, &key.api_key).await.0);
+    }
+    let (over_before, _) = protected(&server, &key.api_key).await;
+
+    let server = restart(server).await;
+    let (status, code) = protected(&server, &key.api_key).await;
+    let accepted = accepted_this_month(&server, &tenant).await;
+
+    assert_eq!(before, [StatusCode::OK; QUOTA]);
+    assert_eq!(over_before, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "after the restart");
+    assert_eq!(code.as_deref(), Some("quota_exceeded"));
+    assert_eq!(accepted, QUOTA as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_survives_a_restart_on_sqlite() {
+    let server = TestServer::start_with(&FLUSH_AT_SHUTDOWN).await;
+
+    spend_restart_and_check(server, |server| async {
+        let data_dir = server.stop_keeping_data().await;
+        TestServer::start_in(data_dir, &FLUSH_AT_SHUTDOWN).await
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_survives_a_restart_on_postgres() {
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    let flags = [
+        "--database-url",
+        &schema.database_url,
+        "--database-schema",
+        &schema.name,
+        FLUSH_AT_SHUTDOWN[0],
+        FLUSH_AT_SHUTDOWN[1],
+    ];
+    let server = TestServer::start_with(&flags).await;
+
+    spend_restart_and_check(server, |server| async {
+        server.stop().await;
+        TestServer::start_with(&flags).await
+    })
+    .await;
+}
+
+/// A fresh Postgres schema for one test.
+struct TestSchema {
+    database_url: String,
+    name: String,
+}
+
+impl TestSchema {
+    /// Creates the schema, or returns `None` to skip the test when
+    /// `TENET_TEST_DATABASE_URL` is not set.
+    ///
+    /// # Panics
+    ///
+    /// When the variable is missing and `CI=true`.
+    async fn create() -> Option<Self> {
+        let Some(database_url) = env::var(DATABASE_VARIABLE)
+            .ok()
+            .filter(|url| !url.is_empty())
+        else {
+            assert_ne!(
+                env::var("CI").as_deref(),
+                Ok("true"),
+                "{DATABASE_VARIABLE} must be set when CI=true"
+            );
+            eprintln!("note: skipping a Postgres test; set {DATABASE_VARIABLE}");
+            return None;
+        };
+        let name = format!("tenet_quota_{}", Uuid::now_v7().simple());
+        connect(&database_url)
+            .await
+            .batch_execute(&format!("CREATE SCHEMA {name}"))
+            .await
+            .expect("test schema created");
+        Some(Self { database_url, name })
+    }
+}
+
+impl Drop for TestSchema {
+    /// Drops the schema, also after a failed test. The drop runs on a
+    /// runtime of its own, because the test's runtime may be shutting down.
+    fn drop(&mut self) {
+        let database_url = self.database_url.clone();
+        let statement = format!("DROP SCHEMA {} CASCADE", self.name);
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("cleanup runtime");
+            runtime.block_on(async {
+                connect(&database_url)
+                    .await
+                    .batch_execute(&statement)
+                    .await
+                    .expect("test schema dropped");
+            });
+        });
+        if cleanup.join().is_err() && !std::thread::panicking() {
+            panic!("dropping the test schema {} failed", self.name);
+        }
+    }
+}
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|err| panic!("cannot connect to {DATABASE_VARIABLE}: {err}"));
+    tokio::spawn(connection);
+    client
+}
