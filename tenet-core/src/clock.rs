@@ -34,9 +34,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::cache::local::Millis;
 
-/// How close to its expiry a key's expiry check reads the exact wall
-/// clock. The coarse wall clock lags by one tick at most, so one second
-/// leaves room for ticks delayed far beyond their period.
+/// The time before a key's expiry, in milliseconds, within which its
+/// expiry check reads the exact wall clock. The coarse wall clock lags by
+/// one tick at most, so one second leaves room for ticks delayed far
+/// beyond their period.
 pub(crate) const EXACT_EXPIRY_WINDOW: Millis = 1_000;
 
 /// The clock of one cache: milliseconds since its creation, read from the
@@ -195,7 +196,7 @@ mod tests {
     const LAG_LIMIT: Millis = EXACT_EXPIRY_WINDOW;
 
     #[test]
-    fn cache_time_never_runs_ahead_of_the_exact_clock() {
+    fn cache_time_never_runs_ahead() {
         let clock = CacheClock::new();
         let started = Instant::now();
 

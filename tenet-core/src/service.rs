@@ -789,8 +789,8 @@ impl Tenet {
             .await
     }
 
-    /// The verification path behind `verify_with` and the metered
-    /// variants, which differ only in what `metering` counts; `verify`
+    /// Runs the verification path behind `verify_with` and the metered
+    /// variants, which differ only in what `metering` counts. `verify`
     /// takes the same two steps without asking for the key's scopes.
     ///
     /// [`Tenet::verify_warm`] settles a warm cache hit without an await.
@@ -893,7 +893,7 @@ impl Tenet {
 
     /// Records what a verification of `digest` did: the key's use when it
     /// passed, unless the cache lookup recorded it, and the request for
-    /// usage metering as `metering` asks.
+    /// usage metering when `metering` counts it.
     fn account(
         &self,
         digest: &KeyDigest,
@@ -1220,7 +1220,7 @@ struct Checked {
     trace: Trace,
 }
 
-/// What a key's lookup found out besides its result, for the accounting
+/// The facts of a key's lookup besides its result, for the accounting
 /// after the verification.
 #[derive(Debug, Clone, Copy)]
 struct Trace {
@@ -1801,7 +1801,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn stale_feed_distrusts_entries_one_tick_before_the_bound() {
+    async fn stale_feed_distrusts_one_tick_early() {
         let store = Arc::new(ProbeStore {
             shared: true,
             events_fail: AtomicBool::new(true),
@@ -1843,7 +1843,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn cached_entry_is_read_again_once_its_ttl_passes() {
+    async fn cached_entry_refills_at_ttl() {
         let store = Arc::new(ProbeStore::default());
         let manual = ManualClock::new(4);
         let tenet = Tenet::builder(Arc::clone(&store) as Arc<dyn Store>, pepper())

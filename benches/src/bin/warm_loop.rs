@@ -22,7 +22,7 @@ use tenet_benches::fixture;
 use tenet_benches::floor::Floor;
 use tenet_core::{MemoryStore, Tenet};
 
-/// Keys issued when the command line does not say.
+/// Keys issued when the command line gives no key count.
 const DEFAULT_KEYS: usize = 10_000;
 
 fn main() -> ExitCode {

@@ -58,9 +58,9 @@ impl Entry {
         let stamp = now.saturating_add(1);
         // Most uses fall in a tick already recorded; reading first spares
         // them a write to a cache line that other cores read. A plain store
-        // rather than `fetch_max` saves a locked instruction per request:
-        // two threads that race here may leave the earlier of their two
-        // stamps, which makes `last_used_at` early by the time between two
+        // rather than `fetch_max` saves a locked instruction per request.
+        // Two threads that race here may leave the earlier of their two
+        // stamps. That makes `last_used_at` early by the time between two
         // concurrent uses of one key, well within its flush lag.
         if self.last_use.load(Ordering::Relaxed) < stamp {
             self.last_use.store(stamp, Ordering::Relaxed);
@@ -157,7 +157,7 @@ impl LocalCache {
         Self::with_clock(capacity, ttl, negative_ttl, CacheClock::new())
     }
 
-    /// Makes a cache whose time `clock` tells.
+    /// Makes a cache timed by `clock`.
     pub(crate) fn with_clock(
         capacity: usize,
         ttl: Duration,
@@ -214,8 +214,9 @@ impl LocalCache {
     /// the result only when `want_scopes` is set.
     ///
     /// A key that passes has its tenant's state read from `tenants`,
-    /// through the entry's tenant slot when that holds a fresh state (the
-    /// result's `tenant` is `None` when no fresh state is at hand). When the
+    /// through the entry's tenant slot when the slot contains a fresh
+    /// state. The result's `tenant` is `None` when no fresh state is at
+    /// hand. When the
     /// tenant is active, the key's use at `now` is recorded in the entry, as
     /// [`LocalCache::record_use`] would, so that a warm verification finds
     /// the entry once. It checks under the shard's read lock instead of
@@ -721,7 +722,7 @@ mod tests {
     }
 
     #[test]
-    fn check_reads_a_tenant_slot_that_left_the_tenant_cache_from_the_map() {
+    fn check_reads_map_for_evicted_slot() {
         // One entry per shard, so that a second tenant in the first one's
         // shard evicts it.
         let tenants = TenantCache::new(1, 60_000);

@@ -149,13 +149,18 @@ pub(crate) fn valid_verdict(info: &KeyInfo) -> Verdict {
 #[derive(Debug, Clone)]
 pub struct CacheOptions {
     /// Maximum entries in the in-process cache. Default 100,000; an entry
-    /// takes about 260 bytes, as measured with 1,000,000 keys without
+    /// takes about 280 bytes, as measured with 1,000,000 keys without
     /// scopes (`docs/benchmarks.md`).
     pub capacity: usize,
     /// How long a valid or revoked verdict is cached. Default 60 s.
+    ///
+    /// Cache time reads the coarse monotonic clock, so an entry may be
+    /// used for up to one timer tick (4 ms with `CONFIG_HZ=250`) past its
+    /// TTL. The staleness bound and key expiry stay exact.
     pub ttl: Duration,
     /// How long an unknown key is cached, so that repeated guesses do not
-    /// each reach the store. Default 5 s.
+    /// each reach the store. Default 5 s, late by one tick at most like
+    /// `ttl`.
     pub negative_ttl: Duration,
     /// The longest a replica may keep accepting a revoked key. Default 1 s.
     pub max_staleness: Duration,
@@ -364,7 +369,7 @@ mod tests {
     use crate::clock::ManualClock;
 
     #[test]
-    fn stale_feed_trusts_entries_for_the_bound_less_one_tick() {
+    fn stale_cutoff_subtracts_one_tick() {
         let manual = ManualClock::new(4);
         let layer = CacheLayer::new(
             CacheOptions::default(),
