@@ -1,10 +1,11 @@
 //! Key expiry: checking a requested expiry and comparing it on the hot
 //! path.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use time::OffsetDateTime;
 
+use crate::clock::{self, EXACT_EXPIRY_WINDOW};
 use crate::error::{Error, Result};
 use crate::usage::rfc3339;
 
@@ -46,16 +47,34 @@ impl Expiry {
 
     /// Returns whether the expiry has passed, reading the wall clock only
     /// for keys that have one.
+    ///
+    /// The answer is exact to the millisecond. It reads the coarse wall
+    /// clock, which never runs ahead of the exact one and lags it by one
+    /// tick at most, and reads the exact clock only when the coarse time is
+    /// within [`EXACT_EXPIRY_WINDOW`] before the expiry.
+    #[inline]
     pub(crate) fn has_passed(self) -> bool {
-        self != Expiry::NEVER && unix_millis_now() >= self.0
+        self.has_passed_reading(clock::unix_coarse_millis, clock::unix_exact_millis)
     }
-}
 
-fn unix_millis_now() -> u64 {
-    let since_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
+    /// [`Expiry::has_passed`] with the coarse and exact wall clocks, in
+    /// Unix milliseconds, given.
+    #[inline]
+    fn has_passed_reading(self, coarse: impl FnOnce() -> u64, exact: impl FnOnce() -> u64) -> bool {
+        if self == Expiry::NEVER {
+            return false;
+        }
+        let coarse = coarse();
+        if coarse >= self.0 {
+            // The exact time is at least the coarse one.
+            return true;
+        }
+        if self.0 - coarse > EXACT_EXPIRY_WINDOW {
+            // The exact time is less than a window past the coarse one.
+            return false;
+        }
+        exact() >= self.0
+    }
 }
 
 /// Resolves the expiry of a key to issue from an absolute time or a
@@ -185,6 +204,34 @@ mod tests {
         let resolved = resolve_expiry(Some(at), None, NOW).expect("valid expiry");
 
         assert_eq!(resolved, Some(datetime!(2026-01-01 00:00:01.123 UTC)));
+    }
+
+    #[test]
+    fn expiry_is_exact_although_the_coarse_clock_lags() {
+        let expiry = Expiry::from_millis(10_000);
+        let exact_reads = std::cell::Cell::new(0);
+        let exact = |millis: u64| {
+            let exact_reads = &exact_reads;
+            move || {
+                exact_reads.set(exact_reads.get() + 1);
+                millis
+            }
+        };
+
+        // Far from the expiry, the coarse clock alone decides.
+        assert!(!expiry.has_passed_reading(|| 5_000, exact(5_004)));
+        assert_eq!(exact_reads.get(), 0);
+        // Within the window, a coarse time one tick behind the expiry does
+        // not let the key through once the exact time has reached it.
+        assert!(expiry.has_passed_reading(|| 9_996, exact(10_000)));
+        assert!(!expiry.has_passed_reading(|| 9_996, exact(9_999)));
+        assert!(!expiry.has_passed_reading(|| 9_000, exact(9_999)));
+        assert_eq!(exact_reads.get(), 3);
+        // Once the coarse time reaches the expiry, the exact clock is not
+        // needed.
+        assert!(expiry.has_passed_reading(|| 10_000, exact(10_003)));
+        assert!(!Expiry::NEVER.has_passed_reading(|| u64::MAX, exact(u64::MAX)));
+        assert_eq!(exact_reads.get(), 3);
     }
 
     #[test]

@@ -49,6 +49,7 @@
 pub mod api;
 pub mod audit;
 pub mod cache;
+pub(crate) mod clock;
 pub mod error;
 pub mod expiry;
 pub mod id;

@@ -9,7 +9,8 @@ use crate::cache::fills::Fill;
 use crate::cache::local::Millis;
 use crate::cache::redis::{RedisCache, RedisOptions};
 use crate::cache::tenants::TenantState;
-use crate::cache::{CacheLayer, CacheOptions, Verdict, feed, valid_verdict};
+use crate::cache::{CacheLayer, CacheOptions, Passed, Verdict, feed, valid_verdict};
+use crate::clock::CacheClock;
 use crate::error::{Error, Rejection, Result};
 use crate::expiry;
 use crate::id::{AuditId, KeyId, TenantId};
@@ -53,6 +54,8 @@ pub struct TenetBuilder {
     pepper: Pepper,
     cache: Option<CacheOptions>,
     redis: Option<RedisOptions>,
+    /// The clock of the cache's time; tests set a manual one.
+    clock: CacheClock,
 }
 
 impl TenetBuilder {
@@ -67,6 +70,13 @@ impl TenetBuilder {
     /// [`TenetBuilder::cache`] set it.
     pub fn redis(mut self, options: RedisOptions) -> Self {
         self.redis = Some(options);
+        self
+    }
+
+    /// Times the cache with `clock`, which a test moves by hand.
+    #[cfg(test)]
+    fn clock(mut self, clock: CacheClock) -> Self {
+        self.clock = clock;
         self
     }
 
@@ -101,7 +111,12 @@ impl TenetBuilder {
             Some(options) => {
                 options.validate()?;
                 let redis = self.redis.map(RedisCache::new).transpose()?;
-                let layer = Arc::new(CacheLayer::new(options, redis, self.store.is_shared()));
+                let layer = Arc::new(CacheLayer::new(
+                    options,
+                    redis,
+                    self.store.is_shared(),
+                    self.clock,
+                ));
                 feed::spawn(&layer, &self.store);
                 Some(layer)
             }
@@ -133,6 +148,7 @@ impl Tenet {
             pepper,
             cache: None,
             redis: None,
+            clock: CacheClock::new(),
         }
     }
 
@@ -717,9 +733,11 @@ impl Tenet {
     /// constant time. A revoked, unknown or expired key is rejected, and so
     /// is a key of a suspended tenant. A warm cache hit allocates nothing.
     pub async fn verify(&self, presented: &str) -> Result<Principal> {
-        self.verify_with(presented, &[])
-            .await
-            .map(|verified| verified.principal)
+        let verified = match self.verify_warm(presented, &[], Metering::None, false) {
+            Warm::Settled(verified) => verified,
+            Warm::Cold(cold) => Box::pin(self.verify_cold(cold, &[], Metering::None, false)).await,
+        };
+        verified.map(|passed| passed.principal)
     }
 
     /// Verifies a presented key like [`Tenet::verify`] and also requires
@@ -771,30 +789,124 @@ impl Tenet {
             .await
     }
 
-    /// The one verification path behind `verify_with` and the metered
-    /// variants, which differ only in what `metering` counts.
+    /// Runs the verification path behind `verify_with` and the metered
+    /// variants, which differ only in what `metering` counts. `verify`
+    /// takes the same two steps without asking for the key's scopes.
+    ///
+    /// [`Tenet::verify_warm`] settles a warm cache hit without an await.
+    /// Every other case takes the boxed [`Tenet::verify_cold`], so that its
+    /// large future (Redis and store reads) is not part of this one, which
+    /// would otherwise be built and copied at its full size on every call.
     async fn verify_counted(
         &self,
         presented: &str,
         required_scopes: &[&str],
         metering: Metering,
     ) -> Result<VerifiedKey> {
-        let checked = self.check_presented(presented, required_scopes).await?;
-        let owner = checked.owner;
-        let verified = match checked.result {
-            Ok(verified) => match checked.tenant_state {
-                Some(state) => admit(verified, state),
-                None => self.admit_tenant(verified, checked.hit_at).await,
-            },
-            Err(err) => Err(err),
+        let verified = match self.verify_warm(presented, required_scopes, metering, true) {
+            Warm::Settled(verified) => verified,
+            Warm::Cold(cold) => {
+                Box::pin(self.verify_cold(cold, required_scopes, metering, true)).await
+            }
         };
+        verified.map(Passed::into_verified)
+    }
 
-        match (&verified, owner) {
-            (Ok(verified), _) => {
-                let principal = verified.principal;
+    /// Verifies a presented key from the in-process cache alone, when a
+    /// fresh entry settles it: a rejection, or a pass with the tenant's
+    /// status at hand. Otherwise it hands over what it found for
+    /// [`Tenet::verify_cold`].
+    ///
+    /// It is a plain function rather than part of an `async fn`, so that
+    /// its values live on the stack instead of in the caller's future. It
+    /// is always inlined, because its result is large: returned through
+    /// memory, it cost a criterion build about a third more than the
+    /// builds that inlined it.
+    #[inline(always)]
+    fn verify_warm(
+        &self,
+        presented: &str,
+        required_scopes: &[&str],
+        metering: Metering,
+        want_scopes: bool,
+    ) -> Warm {
+        let digest = match self.pepper.digest_presented(presented) {
+            Ok(digest) => digest,
+            Err(rejection) => return Warm::Settled(Err(Error::Rejected(rejection))),
+        };
+        let Some(cache) = &self.cache else {
+            return Warm::Cold(Cold { digest, warm: None });
+        };
+        let now = cache.local.now();
+        let Some(checked) = check_cached(cache, &digest, now, required_scopes, want_scopes) else {
+            return Warm::Cold(Cold { digest, warm: None });
+        };
+        cache.stats.local_hits.increment();
+        let verified = match checked.result {
+            Err(rejection) => Err(Error::Rejected(rejection)),
+            Ok(passed) => match checked.tenant_state {
+                Some(state) => admit(passed, state),
+                None => {
+                    let warm = Checked {
+                        result: Ok(passed),
+                        ..checked
+                    };
+                    return Warm::Cold(Cold {
+                        digest,
+                        warm: Some(warm),
+                    });
+                }
+            },
+        };
+        self.account(&digest, &checked.trace, &verified, metering);
+        Warm::Settled(verified)
+    }
+
+    /// Finishes a verification that the cache could not settle: reads the
+    /// key when the cache held no fresh entry for it, then the tenant's
+    /// status when the key passed and its status was not at hand.
+    async fn verify_cold(
+        &self,
+        cold: Cold,
+        required_scopes: &[&str],
+        metering: Metering,
+        want_scopes: bool,
+    ) -> Result<Passed> {
+        let Cold { digest, warm } = cold;
+        let checked = match warm {
+            Some(checked) => checked,
+            None => {
+                self.check_uncached(digest, required_scopes, want_scopes)
+                    .await?
+            }
+        };
+        let verified = match checked.result {
+            Ok(passed) => match checked.tenant_state {
+                Some(state) => admit(passed, state),
+                None => self.admit_tenant(passed, checked.trace.hit_at).await,
+            },
+            Err(rejection) => Err(Error::Rejected(rejection)),
+        };
+        self.account(&digest, &checked.trace, &verified, metering);
+        verified
+    }
+
+    /// Records what a verification of `digest` did: the key's use when it
+    /// passed, unless the cache lookup recorded it, and the request for
+    /// usage metering when `metering` counts it.
+    fn account(
+        &self,
+        digest: &KeyDigest,
+        trace: &Trace,
+        verified: &Result<Passed>,
+        metering: Metering,
+    ) {
+        match (verified, trace.owner) {
+            (Ok(passed), _) => {
+                let principal = passed.principal;
                 // A use recorded at the cache lookup needs no second one.
-                if !checked.use_recorded {
-                    self.record_key_use(principal.key_id, checked.lookup);
+                if !trace.use_recorded {
+                    self.record_key_use(principal.key_id, digest, trace.lookup_at);
                 }
                 if metering == Metering::All {
                     self.record_usage(principal.tenant_id, principal.key_id, Outcome::Accepted);
@@ -805,7 +917,6 @@ impl Tenet {
             }
             (Err(_), _) => {}
         }
-        verified
     }
 
     /// Passes a verified key on only while its tenant is active, reading
@@ -813,16 +924,12 @@ impl Tenet {
     ///
     /// `hit_at` is the cache time of a key lookup that hit the cache, which
     /// the tenant cache reuses to save a clock read.
-    async fn admit_tenant(
-        &self,
-        verified: VerifiedKey,
-        hit_at: Option<Millis>,
-    ) -> Result<VerifiedKey> {
-        let tenant = verified.principal.tenant_id;
+    async fn admit_tenant(&self, passed: Passed, hit_at: Option<Millis>) -> Result<Passed> {
+        let tenant = passed.principal.tenant_id;
         let state = match &self.cache {
             Some(cache) => {
                 let now = hit_at.unwrap_or_else(|| cache.local.now());
-                match cache.tenants.get(tenant, now, cache.trust_cutoff(now)) {
+                match cache.tenant_state(tenant, now) {
                     Some(state) => state,
                     // Boxed for the same reason as a key's cache miss.
                     None => Box::pin(self.cached_tenant_state(cache, tenant, now)).await?,
@@ -830,7 +937,7 @@ impl Tenet {
             }
             None => Box::pin(self.tenant_state_from_store(tenant)).await?,
         };
-        admit(verified, state)
+        admit(passed, state)
     }
 
     /// Counts one request of a key for usage metering, in memory until the
@@ -845,17 +952,15 @@ impl Tenet {
         self.usage.record(tenant, key, outcome);
     }
 
-    /// Looks up a presented key, in the cache first, and checks its expiry
-    /// and `required_scopes`.
-    ///
-    /// A cache hit is checked in place, so that it copies the key's scopes
-    /// once, into the returned [`VerifiedKey`], and no verdict.
-    async fn check_presented(&self, presented: &str, required_scopes: &[&str]) -> Result<Checked> {
-        let digest = self
-            .pepper
-            .digest_presented(presented)
-            .map_err(Error::Rejected)?;
-
+    /// Looks up a key's digest that the in-process cache has no fresh
+    /// entry for, or any digest without a cache, and checks its expiry and
+    /// `required_scopes`.
+    async fn check_uncached(
+        &self,
+        digest: KeyDigest,
+        required_scopes: &[&str],
+        want_scopes: bool,
+    ) -> Result<Checked> {
         let Some(cache) = &self.cache else {
             // One store read brings the tenant's status along, which saves
             // a round trip to a networked store.
@@ -864,15 +969,10 @@ impl Tenet {
                 (Some(record), Some(tenant_state(tenant)))
             });
             let verdict = verdict_of(record, &digest);
-            let mut checked = Checked::of(&verdict, required_scopes, None, None);
+            let mut checked = Checked::of(&verdict, required_scopes, want_scopes, None);
             checked.tenant_state = tenant;
             return Ok(checked);
         };
-        let now = cache.local.now();
-        if let Some(hit) = check_cached(cache, digest, now, required_scopes) {
-            cache.stats.local_hits.increment();
-            return Ok(hit);
-        }
         cache.stats.local_misses.increment();
 
         // A miss that found another fill of this key in flight reads the
@@ -884,33 +984,31 @@ impl Tenet {
             Fill::Wait(waiting) => {
                 waiting.await;
                 let now = cache.local.now();
-                if let Some(hit) = check_cached(cache, digest, now, required_scopes) {
+                if let Some(hit) = check_cached(cache, &digest, now, required_scopes, want_scopes) {
                     return Ok(hit);
                 }
                 None
             }
         };
-        // Boxed, so that the miss path's large future (Redis and store
-        // reads) is not part of the future of every cache hit, which would
-        // otherwise be copied at its full size on each call.
-        let verdict = Box::pin(self.verify_uncached(cache, digest)).await?;
+        let now = cache.local.now();
+        let verdict = self.verify_uncached(cache, digest).await?;
         Ok(Checked::of(
             &verdict,
             required_scopes,
-            Some((digest, now)),
-            None,
+            want_scopes,
+            Some(now),
         ))
     }
 
     /// Records that the key `key_id` verified, after a lookup of its
-    /// `digest` at cache time `now` when there is a cache.
+    /// `digest` at cache time `lookup_at` when there is a cache.
     ///
     /// With a cache, the use goes to the key's cache entry, which takes one
     /// atomic operation. Without one, or when the entry has left the cache
     /// meanwhile, it goes to the recorder's map instead.
-    fn record_key_use(&self, key_id: KeyId, lookup: Option<(KeyDigest, Millis)>) {
-        if let (Some(cache), Some((digest, now))) = (&self.cache, lookup)
-            && cache.local.record_use(&digest, now)
+    fn record_key_use(&self, key_id: KeyId, digest: &KeyDigest, lookup_at: Option<Millis>) {
+        if let (Some(cache), Some(now)) = (&self.cache, lookup_at)
+            && cache.local.record_use(digest, now)
         {
             return;
         }
@@ -1059,18 +1157,14 @@ impl Tenet {
         if let Some(redis) = &cache.redis {
             if let Some(verdict) = redis.get(&digest).await {
                 cache.stats.redis_hits.increment();
-                cache
-                    .local
-                    .insert(digest, verdict.clone(), read_at, generation);
+                cache.fill_local(digest, verdict.clone(), read_at, generation);
                 return Ok(verdict);
             }
             cache.stats.redis_misses.increment();
         }
 
         let verdict = self.verdict_from_store(&digest).await?;
-        cache
-            .local
-            .insert(digest, verdict.clone(), read_at, generation);
+        cache.fill_local(digest, verdict.clone(), read_at, generation);
         if cache.redis.is_some() {
             let cache = Arc::clone(cache);
             let filled = verdict.clone();
@@ -1133,58 +1227,95 @@ impl Tenet {
 /// before its tenant's status is checked.
 #[derive(Debug)]
 struct Checked {
-    /// Whom the key acts or acted for, when known.
-    owner: Option<Principal>,
-    result: Result<VerifiedKey>,
-    /// The key's digest and the cache time of the lookup, with a cache.
-    lookup: Option<(KeyDigest, Millis)>,
-    /// The cache time of the lookup when it hit the cache.
-    hit_at: Option<Millis>,
+    result: Result<Passed, Rejection>,
     /// The tenant's state when the key's lookup brought it along.
     tenant_state: Option<TenantState>,
+    trace: Trace,
+}
+
+/// The facts of a key's lookup besides its result, for the accounting
+/// after the verification.
+#[derive(Debug, Clone, Copy)]
+struct Trace {
+    /// Whom the key acts or acted for, when known.
+    owner: Option<Principal>,
+    /// The cache time of the lookup, with a cache.
+    lookup_at: Option<Millis>,
+    /// The cache time of the lookup when it hit the cache.
+    hit_at: Option<Millis>,
     /// Whether the lookup already recorded the key's use.
     use_recorded: bool,
 }
 
+/// The outcome of [`Tenet::verify_warm`].
+#[derive(Debug)]
+enum Warm {
+    /// The cache settled the verification, whose use and metering are
+    /// recorded.
+    Settled(Result<Passed>),
+    /// Redis, the store or the tenant's status must be read.
+    Cold(Cold),
+}
+
+/// A verification that the in-process cache could not settle.
+#[derive(Debug)]
+struct Cold {
+    digest: KeyDigest,
+    /// The cache hit, when there was one, whose tenant status was not at
+    /// hand.
+    warm: Option<Checked>,
+}
+
 impl Checked {
+    /// Checks a verdict read from Redis or the store, at cache time
+    /// `lookup_at` with a cache.
     fn of(
         verdict: &Verdict,
         required_scopes: &[&str],
-        lookup: Option<(KeyDigest, Millis)>,
-        hit_at: Option<Millis>,
+        want_scopes: bool,
+        lookup_at: Option<Millis>,
     ) -> Self {
         Self {
-            owner: verdict.principal(),
-            result: verdict.check(required_scopes),
-            lookup,
-            hit_at,
+            result: verdict.check(required_scopes, want_scopes),
             tenant_state: None,
-            use_recorded: false,
+            trace: Trace {
+                owner: verdict.principal(),
+                lookup_at,
+                hit_at: None,
+                use_recorded: false,
+            },
         }
     }
 }
 
 /// Checks a presented key against the in-process cache, when its entry is
 /// fresh and trusted at cache time `now`.
+#[inline(always)]
 fn check_cached(
     cache: &CacheLayer,
-    digest: KeyDigest,
+    digest: &KeyDigest,
     now: Millis,
     required_scopes: &[&str],
+    want_scopes: bool,
 ) -> Option<Checked> {
     let cutoff = cache.trust_cutoff(now);
-    let checked = cache
-        .local
-        .check(&digest, now, cutoff, required_scopes, |tenant| {
-            cache.tenants.get(tenant, now, cutoff)
-        })?;
+    let checked = cache.local.check(
+        digest,
+        now,
+        cutoff,
+        required_scopes,
+        want_scopes,
+        &cache.tenants,
+    )?;
     Some(Checked {
-        owner: checked.owner,
         result: checked.result,
-        lookup: Some((digest, now)),
-        hit_at: Some(now),
         tenant_state: checked.tenant,
-        use_recorded: checked.use_recorded,
+        trace: Trace {
+            owner: checked.owner,
+            lookup_at: Some(now),
+            hit_at: Some(now),
+            use_recorded: checked.use_recorded,
+        },
     })
 }
 
@@ -1228,9 +1359,9 @@ enum Metering {
 /// Accepts a verified key only while its tenant is active. A deleted
 /// tenant's keys are revoked with it, so a key whose tenant is gone reads as
 /// revoked.
-fn admit(verified: VerifiedKey, state: TenantState) -> Result<VerifiedKey> {
+fn admit(passed: Passed, state: TenantState) -> Result<Passed> {
     match state {
-        TenantState::Active => Ok(verified),
+        TenantState::Active => Ok(passed),
         TenantState::Suspended => Err(Error::Rejected(Rejection::TenantSuspended)),
         TenantState::Gone => Err(Error::Rejected(Rejection::Revoked)),
     }
@@ -1274,6 +1405,7 @@ mod tests {
     use tokio::sync::Notify;
 
     use super::*;
+    use crate::clock::ManualClock;
     use crate::error::Rejection;
     use crate::key_use::KeyUse;
     use crate::store::{KeyEvents, MemoryStore};
@@ -1679,6 +1811,76 @@ mod tests {
 
         assert_eq!(filled, 1);
         assert_eq!(store.tenant_reads.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn stale_feed_distrusts_one_tick_early() {
+        let store = Arc::new(ProbeStore {
+            shared: true,
+            events_fail: AtomicBool::new(true),
+            ..ProbeStore::default()
+        });
+        let manual = ManualClock::new(4);
+        let tenet = Tenet::builder(Arc::clone(&store) as Arc<dyn Store>, pepper())
+            .cache(CacheOptions::default())
+            .clock(CacheClock::manual(manual.clone()))
+            .build()
+            .await
+            .expect("service opens");
+        let issued = tenet
+            .issue_key(tenant(&tenet).await, None)
+            .await
+            .expect("issued");
+        let presented = issued.api_key.expose_secret();
+        let reads = || {
+            (
+                store.lookups.load(Ordering::SeqCst),
+                store.tenant_reads.load(Ordering::SeqCst),
+            )
+        };
+
+        // No poll succeeds, so an entry is trusted for the staleness bound
+        // (1,000 ms) less one tick (4 ms) of the cache clock after its read.
+        manual.set(1_000);
+        tenet.verify(presented).await.expect("valid key");
+        let filled = reads();
+        manual.set(1_996);
+        tenet.verify(presented).await.expect("valid key");
+        let trusted = reads();
+        manual.set(1_997);
+        tenet.verify(presented).await.expect("valid key");
+
+        assert_eq!(filled, (1, 1));
+        assert_eq!(trusted, (1, 1), "served from the caches");
+        assert_eq!(reads(), (2, 2), "key and tenant read again");
+    }
+
+    #[tokio::test]
+    async fn cached_entry_refills_at_ttl() {
+        let store = Arc::new(ProbeStore::default());
+        let manual = ManualClock::new(4);
+        let tenet = Tenet::builder(Arc::clone(&store) as Arc<dyn Store>, pepper())
+            .cache(CacheOptions::default())
+            .clock(CacheClock::manual(manual.clone()))
+            .build()
+            .await
+            .expect("service opens");
+        let issued = tenet
+            .issue_key(tenant(&tenet).await, None)
+            .await
+            .expect("issued");
+        let presented = issued.api_key.expose_secret();
+        let ttl = crate::cache::millis(CacheOptions::default().ttl);
+
+        tenet.verify(presented).await.expect("valid key");
+        manual.set(ttl - 1);
+        tenet.verify(presented).await.expect("valid key");
+        let before_ttl = store.lookups.load(Ordering::SeqCst);
+        manual.set(ttl);
+        tenet.verify(presented).await.expect("valid key");
+
+        assert_eq!(before_ttl, 1);
+        assert_eq!(store.lookups.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

@@ -10,13 +10,14 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::Verdict;
-use super::tenants::TenantState;
-use crate::error::Result;
-use crate::id::{KeyId, TenantId};
-use crate::key::{Principal, VerifiedKey};
+use super::tenants::{TenantCache, TenantSlot, TenantState};
+use super::{Passed, Verdict};
+use crate::clock::CacheClock;
+use crate::error::Rejection;
+use crate::id::KeyId;
+use crate::key::Principal;
 use crate::scope::Scope;
 use crate::secret::KeyDigest;
 
@@ -30,6 +31,10 @@ struct Entry {
     /// Milliseconds since the cache was created at which the read that
     /// produced this verdict started.
     read_at: u64,
+    /// The status slot of a valid key's tenant, shared with the tenant
+    /// cache, so that a warm verification finds the status without a
+    /// lookup of its own. `None` for other verdicts.
+    tenant: Option<Arc<TenantSlot>>,
     /// Cache time plus one of the latest verification since the last
     /// [`LocalCache::take_uses`], or 0 for none. Kept here rather than
     /// behind a pointer of its own, which would add a heap allocation of
@@ -38,21 +43,27 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(verdict: Verdict, read_at: Millis) -> Self {
+    fn new(verdict: Verdict, read_at: Millis, tenant: Option<Arc<TenantSlot>>) -> Self {
         Self {
             verdict,
             read_at,
+            tenant,
             last_use: AtomicU64::new(0),
         }
     }
 
     /// Records a use of the entry's key at cache time `now`.
+    #[inline]
     fn record_use(&self, now: Millis) {
         let stamp = now.saturating_add(1);
-        // Most uses fall in a millisecond already recorded; reading first
-        // spares them a write to a cache line that other cores read.
+        // Most uses fall in a tick already recorded; reading first spares
+        // them a write to a cache line that other cores read. A plain store
+        // rather than `fetch_max` saves a locked instruction per request.
+        // Two threads that race here may leave the earlier of their two
+        // stamps. That makes `last_used_at` early by the time between two
+        // concurrent uses of one key, well within its flush lag.
         if self.last_use.load(Ordering::Relaxed) < stamp {
-            self.last_use.fetch_max(stamp, Ordering::Relaxed);
+            self.last_use.store(stamp, Ordering::Relaxed);
         }
     }
 
@@ -69,7 +80,7 @@ impl Entry {
 pub(crate) struct CachedCheck {
     /// Whom the key acts or acted for, when known.
     pub(crate) owner: Option<Principal>,
-    pub(crate) result: Result<VerifiedKey>,
+    pub(crate) result: Result<Passed, Rejection>,
     /// The state of the key's tenant, when the key passed and the state
     /// was at hand.
     pub(crate) tenant: Option<TenantState>,
@@ -130,7 +141,7 @@ pub(crate) struct LocalCache {
     shard_capacity: usize,
     ttl: u64,
     negative_ttl: u64,
-    epoch: Instant,
+    clock: CacheClock,
     /// Uses not yet taken of entries that left the map, by key, in cache
     /// time. A key appears once however often it was evicted.
     departed_uses: Mutex<HashMap<KeyId, Millis>>,
@@ -141,21 +152,40 @@ pub(crate) struct LocalCache {
 pub(crate) struct Generation(u64);
 
 impl LocalCache {
+    #[cfg(test)]
     pub(crate) fn new(capacity: usize, ttl: Duration, negative_ttl: Duration) -> Self {
+        Self::with_clock(capacity, ttl, negative_ttl, CacheClock::new())
+    }
+
+    /// Makes a cache timed by `clock`.
+    pub(crate) fn with_clock(
+        capacity: usize,
+        ttl: Duration,
+        negative_ttl: Duration,
+        clock: CacheClock,
+    ) -> Self {
         let shards = (0..SHARDS).map(|_| Shard::default()).collect();
         Self {
             shards,
             shard_capacity: capacity.div_ceil(SHARDS).max(1),
             ttl: saturating_millis(ttl),
             negative_ttl: saturating_millis(negative_ttl),
-            epoch: Instant::now(),
+            clock,
             departed_uses: Mutex::default(),
         }
     }
 
-    /// Returns the current cache time.
+    /// Returns the current cache time, which lags the exact time by less
+    /// than one tick of the coarse clock (see [`crate::clock`]).
+    #[inline]
     pub(crate) fn now(&self) -> Millis {
-        saturating_millis(self.epoch.elapsed())
+        self.clock.now()
+    }
+
+    /// Returns the tick of the cache's clock: how late, at most, cache time
+    /// runs.
+    pub(crate) fn tick(&self) -> Millis {
+        self.clock.tick()
     }
 
     /// Returns the cached verdict for `digest` if it is younger than its
@@ -180,21 +210,26 @@ impl LocalCache {
 
     /// Checks the cached verdict for `digest` against `required_scopes`,
     /// like [`Verdict::check`], if the entry is younger than its TTL and
-    /// was read at or after `not_before`.
+    /// was read at or after `not_before`. The key's scopes are cloned into
+    /// the result only when `want_scopes` is set.
     ///
-    /// A key that passes has its tenant's state read with `tenant_state`
-    /// (`None` when it is not at hand). When the tenant is active, the
-    /// key's use at `now` is recorded in the entry, as
+    /// A key that passes has its tenant's state read from `tenants`,
+    /// through the entry's tenant slot when the slot contains a fresh
+    /// state. The result's `tenant` is `None` when no fresh state is at
+    /// hand. When the
+    /// tenant is active, the key's use at `now` is recorded in the entry, as
     /// [`LocalCache::record_use`] would, so that a warm verification finds
     /// the entry once. It checks under the shard's read lock instead of
     /// cloning the verdict, which saves a reference count update.
+    #[inline]
     pub(crate) fn check(
         &self,
         digest: &KeyDigest,
         now: Millis,
         not_before: Millis,
         required_scopes: &[&str],
-        tenant_state: impl FnOnce(TenantId) -> Option<TenantState>,
+        want_scopes: bool,
+        tenants: &TenantCache,
     ) -> Option<CachedCheck> {
         let map = self
             .shard(digest)
@@ -206,9 +241,14 @@ impl LocalCache {
             return None;
         }
 
-        let result = entry.verdict.check(required_scopes);
+        let result = entry.verdict.check(required_scopes, want_scopes);
         let tenant = match &result {
-            Ok(verified) => tenant_state(verified.principal.tenant_id),
+            Ok(passed) => tenants.state_of(
+                entry.tenant.as_deref(),
+                passed.principal.tenant_id,
+                now,
+                not_before,
+            ),
             Err(_) => None,
         };
         let use_recorded = tenant == Some(TenantState::Active);
@@ -279,12 +319,16 @@ impl LocalCache {
     /// Caches a verdict unless `digest`'s shard was invalidated since
     /// `generation` was taken, in which case the verdict may predate the
     /// change and is dropped. Returns whether it was cached.
+    ///
+    /// `tenant` is the status slot of a valid key's tenant, from
+    /// [`TenantCache::slot`], or `None`.
     pub(crate) fn insert(
         &self,
         digest: KeyDigest,
         mut verdict: Verdict,
         read_at: Millis,
         generation: Generation,
+        tenant: Option<Arc<TenantSlot>>,
     ) -> bool {
         let shard = self.shard(&digest);
         if let Verdict::Valid(key) = &mut verdict
@@ -306,7 +350,7 @@ impl LocalCache {
                 self.keep_departed_use(&evicted);
             }
         }
-        if let Some(replaced) = map.insert(digest, Entry::new(verdict, read_at)) {
+        if let Some(replaced) = map.insert(digest, Entry::new(verdict, read_at, tenant)) {
             self.keep_departed_use(&replaced);
         }
         true
@@ -339,6 +383,7 @@ impl LocalCache {
             let owner = owner.or_else(|| entry.verdict.principal());
             entry.verdict = Verdict::Revoked(owner);
             entry.read_at = now;
+            entry.tenant = None;
         }
     }
 
@@ -427,7 +472,7 @@ mod tests {
         let key = digest(1);
         let verdict = valid();
 
-        assert!(cache.insert(key, verdict.clone(), 100, cache.generation(&key)));
+        assert!(cache.insert(key, verdict.clone(), 100, cache.generation(&key), None));
 
         assert_eq!(cache.get(&key, 100, 0), Some(verdict.clone()));
         assert_eq!(cache.get(&key, 60_099, 0), Some(verdict));
@@ -439,7 +484,7 @@ mod tests {
         let cache = cache();
         let key = digest(2);
 
-        cache.insert(key, Verdict::Unknown, 0, cache.generation(&key));
+        cache.insert(key, Verdict::Unknown, 0, cache.generation(&key), None);
 
         assert_eq!(cache.get(&key, 4_999, 0), Some(Verdict::Unknown));
         assert_eq!(cache.get(&key, 5_000, 0), None);
@@ -450,7 +495,7 @@ mod tests {
         let cache = cache();
         let key = digest(3);
 
-        cache.insert(key, valid(), 1_000, cache.generation(&key));
+        cache.insert(key, valid(), 1_000, cache.generation(&key), None);
 
         assert!(cache.get(&key, 1_500, 1_000).is_some());
         assert!(cache.get(&key, 1_500, 1_001).is_none());
@@ -463,7 +508,7 @@ mod tests {
         let generation = cache.generation(&key);
 
         cache.invalidate(&key);
-        let cached = cache.insert(key, valid(), 0, generation);
+        let cached = cache.insert(key, valid(), 0, generation, None);
 
         assert!(!cached);
         assert_eq!(cache.get(&key, 0, 0), None);
@@ -473,7 +518,7 @@ mod tests {
     fn invalidation_removes_entry() {
         let cache = cache();
         let key = digest(5);
-        cache.insert(key, valid(), 0, cache.generation(&key));
+        cache.insert(key, valid(), 0, cache.generation(&key), None);
 
         cache.invalidate(&key);
 
@@ -489,7 +534,7 @@ mod tests {
         let cache = cache();
         let key = digest(6);
         let verdict = valid();
-        cache.insert(key, verdict.clone(), 0, cache.generation(&key));
+        cache.insert(key, verdict.clone(), 0, cache.generation(&key), None);
 
         assert!(cache.record_use(&key, 40));
         assert!(cache.record_use(&key, 90));
@@ -509,7 +554,7 @@ mod tests {
         let cache = cache();
         let key = digest(7);
         let verdict = valid();
-        cache.insert(key, verdict.clone(), 0, cache.generation(&key));
+        cache.insert(key, verdict.clone(), 0, cache.generation(&key), None);
 
         cache.record_use(&key, 0);
 
@@ -536,13 +581,26 @@ mod tests {
             first.clone(),
             0,
             cache.generation(&invalidated),
+            None,
         );
-        cache.insert(refilled, second.clone(), 0, cache.generation(&refilled));
+        cache.insert(
+            refilled,
+            second.clone(),
+            0,
+            cache.generation(&refilled),
+            None,
+        );
 
         cache.record_use(&invalidated, 15);
         cache.record_use(&refilled, 25);
         cache.invalidate(&invalidated);
-        cache.insert(refilled, second.clone(), 30, cache.generation(&refilled));
+        cache.insert(
+            refilled,
+            second.clone(),
+            30,
+            cache.generation(&refilled),
+            None,
+        );
         let mut uses = cache.take_uses();
         uses.sort_by_key(|(_, at)| *at);
 
@@ -559,7 +617,7 @@ mod tests {
         for seed in 0..=255u8 {
             let key = digest(seed);
             let verdict = valid();
-            cache.insert(key, verdict.clone(), 0, cache.generation(&key));
+            cache.insert(key, verdict.clone(), 0, cache.generation(&key), None);
             assert!(cache.record_use(&key, u64::from(seed)));
             inserted.push(key_id_of(&verdict));
         }
@@ -583,8 +641,8 @@ mod tests {
             second += 1;
         }
         let second = digest(second);
-        cache.insert(first, valid(), 0, cache.generation(&first));
-        cache.insert(second, valid(), 0, cache.generation(&second));
+        cache.insert(first, valid(), 0, cache.generation(&first), None);
+        cache.insert(second, valid(), 0, cache.generation(&second), None);
 
         let scopes = |key| match cache.get(&key, 0, 0) {
             Some(Verdict::Valid(valid)) => valid.scopes,
@@ -601,12 +659,12 @@ mod tests {
         let uncached = digest(14);
         let verdict = valid();
         let owner = verdict.principal();
-        cache.insert(cached, verdict, 0, cache.generation(&cached));
+        cache.insert(cached, verdict, 0, cache.generation(&cached), None);
         let in_flight = cache.generation(&cached);
 
         cache.revoke(&cached, None, 500);
         cache.revoke(&uncached, owner, 500);
-        let late_fill = cache.insert(cached, valid(), 0, in_flight);
+        let late_fill = cache.insert(cached, valid(), 0, in_flight, None);
 
         assert_eq!(cache.get(&cached, 500, 0), Some(Verdict::Revoked(owner)));
         assert_eq!(cache.get(&cached, 60_499, 0), Some(Verdict::Revoked(owner)));
@@ -616,35 +674,91 @@ mod tests {
 
     #[test]
     fn check_records_use_for_active_tenant_only() {
-        use crate::cache::tenants::TenantState;
-
         let cache = cache();
+        let tenants = TenantCache::new(100, 60_000);
         let key = digest(15);
         let verdict = valid();
         let key_id = key_id_of(&verdict);
-        cache.insert(key, verdict, 0, cache.generation(&key));
+        let tenant = verdict.principal().expect("a valid verdict").tenant_id;
+        cache.insert(
+            key,
+            verdict,
+            0,
+            cache.generation(&key),
+            Some(tenants.slot(tenant)),
+        );
+        let set = |state| {
+            tenants.invalidate(tenant);
+            tenants.insert(tenant, state, 0, tenants.generation(tenant));
+        };
 
-        let suspended = cache.check(&key, 10, 0, &[], |_| Some(TenantState::Suspended));
-        let unknown_tenant = cache.check(&key, 20, 0, &[], |_| None);
-        let missing_scope = cache.check(&key, 30, 0, &["billing:read"], |_| {
-            Some(TenantState::Active)
-        });
+        set(TenantState::Suspended);
+        let suspended = cache.check(&key, 10, 0, &[], false, &tenants);
+        tenants.invalidate(tenant);
+        let unknown_tenant = cache.check(&key, 20, 0, &[], false, &tenants);
+        set(TenantState::Active);
+        let missing_scope = cache.check(&key, 30, 0, &["billing:read"], false, &tenants);
         let nothing_yet = cache.take_uses();
-        let active = cache.check(&key, 40, 0, &[], |_| Some(TenantState::Active));
+        let active = cache.check(&key, 40, 0, &[], true, &tenants);
         let recorded = cache.take_uses();
 
         let suspended = suspended.expect("a fresh entry");
         assert!(suspended.result.is_ok());
         assert_eq!(suspended.tenant, Some(TenantState::Suspended));
         assert!(!suspended.use_recorded);
-        assert!(!unknown_tenant.expect("a fresh entry").use_recorded);
+        let unknown_tenant = unknown_tenant.expect("a fresh entry");
+        assert_eq!(unknown_tenant.tenant, None);
+        assert!(!unknown_tenant.use_recorded);
         let missing_scope = missing_scope.expect("a fresh entry");
         assert!(missing_scope.result.is_err());
         assert_eq!(missing_scope.tenant, None, "a rejected key reads no tenant");
         assert!(!missing_scope.use_recorded);
         assert!(nothing_yet.is_empty());
-        assert!(active.expect("a fresh entry").use_recorded);
+        let active = active.expect("a fresh entry");
+        assert!(active.use_recorded);
+        let passed = active.result.expect("an active tenant's key passes");
+        assert!(passed.scopes.is_some(), "scopes were asked for");
         assert_eq!(recorded, vec![(key_id, 40)]);
+    }
+
+    #[test]
+    fn check_reads_map_for_evicted_slot() {
+        // One entry per shard, so that a second tenant in the first one's
+        // shard evicts it.
+        let tenants = TenantCache::new(1, 60_000);
+        let cache = cache();
+        let key = digest(16);
+        let verdict = valid();
+        let tenant = verdict.principal().expect("a valid verdict").tenant_id;
+        cache.insert(
+            key,
+            verdict,
+            0,
+            cache.generation(&key),
+            Some(tenants.slot(tenant)),
+        );
+        tenants.insert(tenant, TenantState::Active, 0, tenants.generation(tenant));
+        let mut other = TenantId::generate();
+        while other.as_uuid().as_bytes()[15] % 16 != tenant.as_uuid().as_bytes()[15] % 16 {
+            other = TenantId::generate();
+        }
+
+        tenants.insert(other, TenantState::Active, 0, tenants.generation(other));
+        let evicted = cache.check(&key, 10, 0, &[], false, &tenants);
+        tenants.insert(
+            tenant,
+            TenantState::Suspended,
+            10,
+            tenants.generation(tenant),
+        );
+        let refilled = cache.check(&key, 20, 0, &[], false, &tenants);
+
+        assert_eq!(evicted.expect("a fresh entry").tenant, None);
+        assert_eq!(
+            refilled.expect("a fresh entry").tenant,
+            Some(TenantState::Suspended),
+            "the entry's emptied slot sends the check to the map"
+        );
     }
 
     #[test]
@@ -653,7 +767,7 @@ mod tests {
 
         for seed in 0..=255u8 {
             let key = digest(seed);
-            cache.insert(key, valid(), 0, cache.generation(&key));
+            cache.insert(key, valid(), 0, cache.generation(&key), None);
         }
 
         assert!(cache.len() <= 128, "len {}", cache.len());

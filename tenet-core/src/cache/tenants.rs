@@ -6,10 +6,16 @@
 //! since, so a slow fill can never write an older status over a newer one.
 //! Status changes are not monotone (a tenant may be suspended and resumed
 //! many times), so no entry may outlive the change that invalidates it.
+//!
+//! Each tenant's status lives in a [`TenantSlot`] that the key cache's
+//! entries of the tenant's keys share, so that a warm verification reads
+//! its tenant's status with one atomic load from the key's entry instead of
+//! a second map lookup. Invalidating a tenant empties its slot in place,
+//! which every key entry holding the slot sees at once.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use super::local::Millis;
 use crate::id::TenantId;
@@ -25,16 +31,66 @@ pub(crate) enum TenantState {
     Gone,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    state: TenantState,
-    /// Cache time at which the read that produced `state` started.
-    read_at: Millis,
+/// Bits of a slot's word that hold the state; the rest hold the read time.
+const STATE_BITS: u32 = 2;
+const STATE_MASK: u64 = (1 << STATE_BITS) - 1;
+
+/// One tenant's cached state and when the read that produced it started,
+/// in one atomic word, shared by the tenant cache and the key cache entries
+/// of the tenant's keys.
+///
+/// The word is 0 while the slot holds no state: before its first fill,
+/// after an invalidation, and for good once the slot has left the tenant
+/// cache. Otherwise its low two bits are the state and the others the
+/// cache time of the read. Slots are written only under their shard's
+/// write lock, so a fill and an invalidation of one tenant never interleave.
+#[derive(Debug, Default)]
+pub(crate) struct TenantSlot {
+    word: AtomicU64,
+}
+
+impl TenantSlot {
+    /// Returns the slot's state if it was read less than `ttl` before
+    /// `now` and at or after `not_before`.
+    #[inline]
+    pub(crate) fn state(
+        &self,
+        now: Millis,
+        not_before: Millis,
+        ttl: Millis,
+    ) -> Option<TenantState> {
+        let word = self.word.load(Ordering::Acquire);
+        let state = match word & STATE_MASK {
+            1 => TenantState::Active,
+            2 => TenantState::Suspended,
+            3 => TenantState::Gone,
+            _ => return None,
+        };
+        let read_at = word >> STATE_BITS;
+        let fresh = now.saturating_sub(read_at) < ttl && read_at >= not_before;
+        fresh.then_some(state)
+    }
+
+    fn set(&self, state: TenantState, read_at: Millis) {
+        let code = match state {
+            TenantState::Active => 1,
+            TenantState::Suspended => 2,
+            TenantState::Gone => 3,
+        };
+        // Cache time would need 146 million years to reach the top bits.
+        let read_at = read_at.min(u64::MAX >> STATE_BITS);
+        self.word
+            .store((read_at << STATE_BITS) | code, Ordering::Release);
+    }
+
+    fn clear(&self) {
+        self.word.store(0, Ordering::Release);
+    }
 }
 
 #[derive(Debug, Default)]
 struct Shard {
-    map: RwLock<HashMap<TenantId, Entry>>,
+    map: RwLock<HashMap<TenantId, Arc<TenantSlot>>>,
     /// Bumped by every invalidation in this shard.
     generation: AtomicU64,
 }
@@ -43,7 +99,7 @@ struct Shard {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TenantGeneration(u64);
 
-/// A sharded map from tenant id to state, bounded in entries.
+/// A sharded map from tenant id to state slot, bounded in entries.
 #[derive(Debug)]
 pub(crate) struct TenantCache {
     shards: Box<[Shard]>,
@@ -73,9 +129,41 @@ impl TenantCache {
             .map
             .read()
             .unwrap_or_else(PoisonError::into_inner);
-        let entry = map.get(&tenant)?;
-        let fresh = now.saturating_sub(entry.read_at) < self.ttl && entry.read_at >= not_before;
-        fresh.then_some(entry.state)
+        map.get(&tenant)?.state(now, not_before, self.ttl)
+    }
+
+    /// Returns the state of `tenant` like [`TenantCache::get`], from `slot`
+    /// when that holds it, which saves the map lookup.
+    ///
+    /// `slot` is the slot a key cache entry took when it was filled. It can
+    /// have left the cache since, by eviction, and then stays empty, so the
+    /// map is read for a slot that holds no fresh state.
+    #[inline]
+    pub(crate) fn state_of(
+        &self,
+        slot: Option<&TenantSlot>,
+        tenant: TenantId,
+        now: Millis,
+        not_before: Millis,
+    ) -> Option<TenantState> {
+        if let Some(state) = slot.and_then(|slot| slot.state(now, not_before, self.ttl)) {
+            return Some(state);
+        }
+        self.get(tenant, now, not_before)
+    }
+
+    /// Returns the slot of `tenant`, adding an empty one when it has none,
+    /// for a key cache entry to hold.
+    pub(crate) fn slot(&self, tenant: TenantId) -> Arc<TenantSlot> {
+        let shard = self.shard(tenant);
+        {
+            let map = shard.map.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(slot) = map.get(&tenant) {
+                return Arc::clone(slot);
+            }
+        }
+        let mut map = shard.map.write().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(self.slot_in(&mut map, tenant))
     }
 
     /// Takes the generation to pass to [`TenantCache::insert`]; call it
@@ -98,32 +186,54 @@ impl TenantCache {
         if shard.generation.load(Ordering::Acquire) != generation.0 {
             return false;
         }
-        if map.len() >= self.shard_capacity && !map.contains_key(&tenant) {
-            // The map's iteration order depends on a random hasher seed, so
-            // the first entry is an arbitrary victim.
-            if let Some(victim) = map.keys().next().copied() {
-                map.remove(&victim);
-            }
-        }
-        map.insert(tenant, Entry { state, read_at });
+        self.slot_in(&mut map, tenant).set(state, read_at);
         true
     }
 
-    /// Drops `tenant` and makes every fill of its shard in flight lose.
+    /// Empties the slot of `tenant` and makes every fill of its shard in
+    /// flight lose. The slot stays in the map, so that the key entries
+    /// holding it see the next fill.
     pub(crate) fn invalidate(&self, tenant: TenantId) {
         let shard = self.shard(tenant);
-        let mut map = shard.map.write().unwrap_or_else(PoisonError::into_inner);
+        let map = shard.map.write().unwrap_or_else(PoisonError::into_inner);
         shard.generation.fetch_add(1, Ordering::AcqRel);
-        map.remove(&tenant);
+        if let Some(slot) = map.get(&tenant) {
+            slot.clear();
+        }
     }
 
-    /// Drops every entry and makes every fill in flight lose.
+    /// Empties every slot and makes every fill in flight lose.
     pub(crate) fn clear(&self) {
         for shard in &*self.shards {
-            let mut map = shard.map.write().unwrap_or_else(PoisonError::into_inner);
+            let map = shard.map.write().unwrap_or_else(PoisonError::into_inner);
             shard.generation.fetch_add(1, Ordering::AcqRel);
-            map.clear();
+            for slot in map.values() {
+                slot.clear();
+            }
         }
+    }
+
+    /// Returns the slot of `tenant` in `map`, a shard's map under its write
+    /// lock, adding an empty one, and evicting another when the shard is
+    /// full.
+    fn slot_in<'m>(
+        &self,
+        map: &'m mut HashMap<TenantId, Arc<TenantSlot>>,
+        tenant: TenantId,
+    ) -> &'m Arc<TenantSlot> {
+        if map.len() >= self.shard_capacity && !map.contains_key(&tenant) {
+            // The map's iteration order depends on a random hasher seed, so
+            // the first entry is an arbitrary victim. Its slot is emptied
+            // for good, so that key entries holding it read the map.
+            // NOTE: such key entries read the map on every verification
+            // until they are filled again, within the cache TTL.
+            if let Some(victim) = map.keys().next().copied()
+                && let Some(slot) = map.remove(&victim)
+            {
+                slot.clear();
+            }
+        }
+        map.entry(tenant).or_default()
     }
 
     fn shard(&self, tenant: TenantId) -> &Shard {
@@ -196,6 +306,54 @@ mod tests {
 
         cache.clear();
         assert_eq!(cache.get(second, 0, 0), None);
+    }
+
+    #[test]
+    fn a_slot_taken_before_a_fill_sees_it_and_its_invalidation() {
+        let cache = cache();
+        let tenant = TenantId::generate();
+        let slot = cache.slot(tenant);
+
+        let before = slot.state(0, 0, 60_000);
+        cache.insert(tenant, TenantState::Active, 100, cache.generation(tenant));
+        let filled = slot.state(100, 0, 60_000);
+        cache.invalidate(tenant);
+        let invalidated = slot.state(100, 0, 60_000);
+        cache.insert(
+            tenant,
+            TenantState::Suspended,
+            200,
+            cache.generation(tenant),
+        );
+
+        assert_eq!(before, None);
+        assert_eq!(filled, Some(TenantState::Active));
+        assert_eq!(invalidated, None);
+        assert!(
+            Arc::ptr_eq(&slot, &cache.slot(tenant)),
+            "one slot per tenant"
+        );
+        assert_eq!(slot.state(200, 0, 60_000), Some(TenantState::Suspended));
+    }
+
+    #[test]
+    fn a_slot_keeps_the_read_time_for_ttl_and_cutoff() {
+        let cache = cache();
+        let tenant = TenantId::generate();
+        let slot = cache.slot(tenant);
+
+        cache.insert(tenant, TenantState::Gone, 1_000, cache.generation(tenant));
+
+        assert_eq!(slot.state(60_999, 0, 60_000), Some(TenantState::Gone));
+        assert_eq!(slot.state(61_000, 0, 60_000), None, "past the TTL");
+        assert_eq!(slot.state(1_000, 1_000, 60_000), Some(TenantState::Gone));
+        assert_eq!(
+            slot.state(1_000, 1_001, 60_000),
+            None,
+            "read before the cutoff"
+        );
+        cache.clear();
+        assert_eq!(slot.state(1_000, 0, 60_000), None, "cleared");
     }
 
     #[test]
