@@ -675,11 +675,11 @@ fn tenant_from_row(row: &Row) -> Result<Tenant> {
 
 /// Reads a tenant from the five columns of `row` that start at `first`.
 fn tenant_from_columns(row: &Row, first: usize) -> Result<Tenant> {
-    let name: String = column(row, first + 1, "tenant name")?;
+    let name: &str = column(row, first + 1, "tenant name")?;
     let status: &str = column(row, first + 3, "tenant status")?;
     Ok(Tenant {
         id: TenantId::from_uuid(column(row, first, "tenant id")?),
-        name: TenantName::parse(&name).map_err(|err| invalid_row("tenant name", err))?,
+        name: TenantName::parse(name).map_err(|err| invalid_row("tenant name", err))?,
         created_at: column(row, first + 2, "tenant created_at")?,
         status: TenantStatus::parse(status).map_err(|err| invalid_row("tenant status", err))?,
         deleted_at: column(row, first + 4, "tenant deleted_at")?,
@@ -774,20 +774,23 @@ impl LimitParams {
     }
 }
 
+/// Reads a key from the first [`KEY_COLUMNS`] columns of `row`.
+///
+/// The text and byte columns are borrowed from the row, not copied into a
+/// `String` or `Vec` of their own before they are parsed.
 fn key_from_row(row: &Row) -> Result<KeyRecord> {
-    let name: Option<String> = column(row, 2, "key name")?;
-    let digest: Vec<u8> = column(row, 4, "key digest")?;
-    let scopes: Vec<String> = column(row, 8, "key scopes")?;
-    let metadata: String = column(row, 9, "key metadata")?;
+    let name: Option<&str> = column(row, 2, "key name")?;
+    let digest: &[u8] = column(row, 4, "key digest")?;
+    let scopes: Vec<&str> = column(row, 8, "key scopes")?;
+    let metadata: &str = column(row, 9, "key metadata")?;
     let digest: [u8; 32] = digest
         .try_into()
-        .map_err(|bytes: Vec<u8>| invalid_row("key digest", format!("{} bytes", bytes.len())))?;
+        .map_err(|_| invalid_row("key digest", format!("{} bytes", digest.len())))?;
     Ok(KeyRecord {
         info: KeyInfo {
             id: KeyId::from_uuid(column(row, 0, "key id")?),
             tenant_id: TenantId::from_uuid(column(row, 1, "key tenant_id")?),
             name: name
-                .as_deref()
                 .map(KeyName::parse)
                 .transpose()
                 .map_err(|err| invalid_row("key name", err))?,
@@ -796,7 +799,7 @@ fn key_from_row(row: &Row) -> Result<KeyRecord> {
             revoked_at: column(row, 6, "key revoked_at")?,
             expires_at: column(row, 7, "key expires_at")?,
             scopes: Scope::parse_list(&scopes).map_err(|err| invalid_row("key scopes", err))?,
-            metadata: KeyMetadata::from_json(&metadata)
+            metadata: KeyMetadata::from_json(metadata)
                 .map_err(|err| invalid_row("key metadata", err))?,
             last_used_at: column(row, 10, "key last_used_at")?,
             replaced_by: column::<Option<Uuid>>(row, 11, "key replaced_by")?.map(KeyId::from_uuid),
