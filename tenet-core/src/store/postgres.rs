@@ -44,14 +44,17 @@ use crate::stats::{PoolStatus, WaitHistogram};
 use crate::tenant::{Tenant, TenantStatus};
 use crate::usage::{UsageCount, UsageRange};
 
+mod batch;
 mod checkout;
 mod errors;
 mod migrations;
 mod options;
 mod pool;
 
+pub use batch::KeyLookupStats;
 pub use options::PostgresOptions;
 
+use batch::LookupQueue;
 use errors::Redactor;
 use pool::{ConnectErrorSink, Connection, LastConnectError, Manager};
 
@@ -71,6 +74,16 @@ const SELECT_KEY_AND_TENANT_BY_DIGEST: &str = "\
         k.expires_at, k.scopes, k.metadata::text, k.last_used_at, k.replaced_by, \
         t.id, t.name, t.created_at, t.status, t.deleted_at \
     FROM api_keys k LEFT JOIN tenants t ON t.id = k.tenant_id WHERE k.digest = $1";
+// The columns of SELECT_KEY_AND_TENANT_BY_DIGEST, then the 1-based position
+// of the key's digest in $1, for several digests at once. Postgres compares
+// the digests, and a digest that is not stored has no row.
+const SELECT_KEYS_AND_TENANTS_BY_DIGESTS: &str = "\
+    SELECT k.id, k.tenant_id, k.name, k.prefix, k.digest, k.created_at, k.revoked_at, \
+        k.expires_at, k.scopes, k.metadata::text, k.last_used_at, k.replaced_by, \
+        t.id, t.name, t.created_at, t.status, t.deleted_at, q.slot \
+    FROM unnest($1::bytea[]) WITH ORDINALITY AS q (digest, slot) \
+    JOIN api_keys k ON k.digest = q.digest \
+    LEFT JOIN tenants t ON t.id = k.tenant_id";
 /// The number of key columns that `key_from_row` reads.
 const KEY_COLUMNS: usize = 12;
 // Each key write records a key event and its audit entry in the same
@@ -346,9 +359,12 @@ const KEY_EVENT_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 /// [`Error::Unavailable`], and the pool drops that connection. Only the
 /// reads that verification makes, [`Store::key_by_digest`],
 /// [`Store::key_and_tenant_by_digest`], [`Store::tenant`] and
-/// [`Store::key_events`], retry once on another connection first. Writes never retry on their own, because a write
-/// whose connection was lost may have committed, and the caller decides
-/// whether to repeat it.
+/// [`Store::key_events`], retry once on another connection first. Writes
+/// never retry on their own, because a write whose connection was lost may
+/// have committed, and the caller decides whether to repeat it.
+///
+/// Concurrent [`Store::key_and_tenant_by_digest`] calls share statements:
+/// the calls that arrive while one is in flight go together in the next.
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool<Manager>,
@@ -360,6 +376,8 @@ pub struct PostgresStore {
     options: PostgresOptions,
     /// Time each checkout waited for a connection, shared by clones.
     pool_wait: Arc<WaitHistogram>,
+    /// Key lookups waiting to share a statement, shared by clones.
+    lookups: Arc<LookupQueue>,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -426,6 +444,7 @@ impl PostgresStore {
             target,
             options,
             pool_wait: Arc::default(),
+            lookups: Arc::default(),
         };
         store.check_schema().await?;
         tracing::debug!(
@@ -508,19 +527,6 @@ impl PostgresStore {
             .await
             .map_err(|err| self.failed(&err, "looking up a key by digest"))?;
         row.as_ref().map(key_from_row).transpose()
-    }
-
-    async fn select_key_and_tenant_by_digest(
-        &self,
-        connection: &mut Connection,
-        digest: &KeyDigest,
-    ) -> Result<Option<(KeyRecord, Option<Tenant>)>> {
-        let digest = &digest.as_bytes()[..];
-        let row = connection
-            .query_opt(SELECT_KEY_AND_TENANT_BY_DIGEST, &[&digest])
-            .await
-            .map_err(|err| self.failed(&err, "looking up a key and its tenant by digest"))?;
-        row.as_ref().map(key_and_tenant_from_row).transpose()
     }
 
     async fn select_tenant(
@@ -686,7 +692,8 @@ fn tenant_from_columns(row: &Row, first: usize) -> Result<Tenant> {
     })
 }
 
-/// Reads a row of `SELECT_KEY_AND_TENANT_BY_DIGEST`.
+/// Reads a row of `SELECT_KEY_AND_TENANT_BY_DIGEST` or
+/// `SELECT_KEYS_AND_TENANTS_BY_DIGESTS`.
 fn key_and_tenant_from_row(row: &Row) -> Result<(KeyRecord, Option<Tenant>)> {
     let record = key_from_row(row)?;
     let tenant_id: Option<Uuid> = column(row, KEY_COLUMNS, "tenant id")?;
@@ -1190,20 +1197,7 @@ impl Store for PostgresStore {
         &self,
         digest: &KeyDigest,
     ) -> Result<Option<(KeyRecord, Option<Tenant>)>> {
-        self.bounded(async {
-            let mut connection = self.connection().await?;
-            let first = self
-                .select_key_and_tenant_by_digest(&mut connection, digest)
-                .await;
-            match self.retry_connection(connection, &first).await? {
-                Some(mut connection) => {
-                    self.select_key_and_tenant_by_digest(&mut connection, digest)
-                        .await
-                }
-                None => first,
-            }
-        })
-        .await
+        self.bounded(self.batched_key_and_tenant(*digest)).await
     }
 
     async fn tenant_limits(&self, tenant: TenantId) -> Result<TenantLimits> {
