@@ -83,8 +83,8 @@ pub use scope::Scope;
 pub use secret::{AdminToken, AdminTokenDigest, KeyDigest, Pepper};
 pub use service::{Tenet, TenetBuilder};
 pub use store::{
-    KeyEvent, KeyEventKind, KeyEvents, KeyLimitWrite, MemoryStore, Page, PageRequest,
-    PostgresOptions, PostgresStore, Rotation, SqliteStore, Store, TenantEvent,
+    KeyEvent, KeyEventKind, KeyEvents, KeyLimitWrite, KeyLookupStats, MemoryStore, Page,
+    PageRequest, PostgresOptions, PostgresStore, Rotation, SqliteStore, Store, TenantEvent,
 };
 pub use tenant::{Tenant, TenantStatus};
 pub use usage::{Granularity, Outcome, UsageCount, UsageRange};

@@ -35,7 +35,7 @@ mod sqlite;
 mod stored_limit;
 
 pub use memory::MemoryStore;
-pub use postgres::{PostgresOptions, PostgresStore};
+pub use postgres::{KeyLookupStats, PostgresOptions, PostgresStore};
 pub use sqlite::SqliteStore;
 
 /// A backend for tenants, keys, the audit trail and settings.

@@ -44,14 +44,17 @@ use crate::stats::{PoolStatus, WaitHistogram};
 use crate::tenant::{Tenant, TenantStatus};
 use crate::usage::{UsageCount, UsageRange};
 
+mod batch;
 mod checkout;
 mod errors;
 mod migrations;
 mod options;
 mod pool;
 
+pub use batch::KeyLookupStats;
 pub use options::PostgresOptions;
 
+use batch::LookupQueue;
 use errors::Redactor;
 use pool::{ConnectErrorSink, Connection, LastConnectError, Manager};
 
@@ -71,6 +74,16 @@ const SELECT_KEY_AND_TENANT_BY_DIGEST: &str = "\
         k.expires_at, k.scopes, k.metadata::text, k.last_used_at, k.replaced_by, \
         t.id, t.name, t.created_at, t.status, t.deleted_at \
     FROM api_keys k LEFT JOIN tenants t ON t.id = k.tenant_id WHERE k.digest = $1";
+// The columns of SELECT_KEY_AND_TENANT_BY_DIGEST, then the 1-based position
+// of the key's digest in $1, for several digests at once. Postgres compares
+// the digests, and a digest that is not stored has no row.
+const SELECT_KEYS_AND_TENANTS_BY_DIGESTS: &str = "\
+    SELECT k.id, k.tenant_id, k.name, k.prefix, k.digest, k.created_at, k.revoked_at, \
+        k.expires_at, k.scopes, k.metadata::text, k.last_used_at, k.replaced_by, \
+        t.id, t.name, t.created_at, t.status, t.deleted_at, q.slot \
+    FROM unnest($1::bytea[]) WITH ORDINALITY AS q (digest, slot) \
+    JOIN api_keys k ON k.digest = q.digest \
+    LEFT JOIN tenants t ON t.id = k.tenant_id";
 /// The number of key columns that `key_from_row` reads.
 const KEY_COLUMNS: usize = 12;
 // Each key write records a key event and its audit entry in the same
@@ -349,9 +362,12 @@ const KEY_EVENT_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 /// [`Error::Unavailable`], and the pool drops that connection. Only the
 /// reads that verification makes, [`Store::key_by_digest`],
 /// [`Store::key_and_tenant_by_digest`], [`Store::tenant`] and
-/// [`Store::key_events`], retry once on another connection first. Writes never retry on their own, because a write
-/// whose connection was lost may have committed, and the caller decides
-/// whether to repeat it.
+/// [`Store::key_events`], retry once on another connection first. Writes
+/// never retry on their own, because a write whose connection was lost may
+/// have committed, and the caller decides whether to repeat it.
+///
+/// Concurrent [`Store::key_and_tenant_by_digest`] calls share statements:
+/// the calls that arrive while one is in flight go together in the next.
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool<Manager>,
@@ -363,6 +379,8 @@ pub struct PostgresStore {
     options: PostgresOptions,
     /// Time each checkout waited for a connection, shared by clones.
     pool_wait: Arc<WaitHistogram>,
+    /// Key lookups waiting to share a statement, shared by clones.
+    lookups: Arc<LookupQueue>,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -429,6 +447,7 @@ impl PostgresStore {
             target,
             options,
             pool_wait: Arc::default(),
+            lookups: Arc::default(),
         };
         store.check_schema().await?;
         tracing::debug!(
@@ -511,19 +530,6 @@ impl PostgresStore {
             .await
             .map_err(|err| self.failed(&err, "looking up a key by digest"))?;
         row.as_ref().map(key_from_row).transpose()
-    }
-
-    async fn select_key_and_tenant_by_digest(
-        &self,
-        connection: &mut Connection,
-        digest: &KeyDigest,
-    ) -> Result<Option<(KeyRecord, Option<Tenant>)>> {
-        let digest = &digest.as_bytes()[..];
-        let row = connection
-            .query_opt(SELECT_KEY_AND_TENANT_BY_DIGEST, &[&digest])
-            .await
-            .map_err(|err| self.failed(&err, "looking up a key and its tenant by digest"))?;
-        row.as_ref().map(key_and_tenant_from_row).transpose()
     }
 
     async fn select_tenant(
@@ -678,18 +684,19 @@ fn tenant_from_row(row: &Row) -> Result<Tenant> {
 
 /// Reads a tenant from the five columns of `row` that start at `first`.
 fn tenant_from_columns(row: &Row, first: usize) -> Result<Tenant> {
-    let name: String = column(row, first + 1, "tenant name")?;
+    let name: &str = column(row, first + 1, "tenant name")?;
     let status: &str = column(row, first + 3, "tenant status")?;
     Ok(Tenant {
         id: TenantId::from_uuid(column(row, first, "tenant id")?),
-        name: TenantName::parse(&name).map_err(|err| invalid_row("tenant name", err))?,
+        name: TenantName::parse(name).map_err(|err| invalid_row("tenant name", err))?,
         created_at: column(row, first + 2, "tenant created_at")?,
         status: TenantStatus::parse(status).map_err(|err| invalid_row("tenant status", err))?,
         deleted_at: column(row, first + 4, "tenant deleted_at")?,
     })
 }
 
-/// Reads a row of `SELECT_KEY_AND_TENANT_BY_DIGEST`.
+/// Reads a row of `SELECT_KEY_AND_TENANT_BY_DIGEST` or
+/// `SELECT_KEYS_AND_TENANTS_BY_DIGESTS`.
 fn key_and_tenant_from_row(row: &Row) -> Result<(KeyRecord, Option<Tenant>)> {
     let record = key_from_row(row)?;
     let tenant_id: Option<Uuid> = column(row, KEY_COLUMNS, "tenant id")?;
@@ -777,20 +784,23 @@ impl LimitParams {
     }
 }
 
+/// Reads a key from the first [`KEY_COLUMNS`] columns of `row`.
+///
+/// The text and byte columns are borrowed from the row, not copied into a
+/// `String` or `Vec` of their own before they are parsed.
 fn key_from_row(row: &Row) -> Result<KeyRecord> {
-    let name: Option<String> = column(row, 2, "key name")?;
-    let digest: Vec<u8> = column(row, 4, "key digest")?;
-    let scopes: Vec<String> = column(row, 8, "key scopes")?;
-    let metadata: String = column(row, 9, "key metadata")?;
+    let name: Option<&str> = column(row, 2, "key name")?;
+    let digest: &[u8] = column(row, 4, "key digest")?;
+    let scopes: Vec<&str> = column(row, 8, "key scopes")?;
+    let metadata: &str = column(row, 9, "key metadata")?;
     let digest: [u8; 32] = digest
         .try_into()
-        .map_err(|bytes: Vec<u8>| invalid_row("key digest", format!("{} bytes", bytes.len())))?;
+        .map_err(|_| invalid_row("key digest", format!("{} bytes", digest.len())))?;
     Ok(KeyRecord {
         info: KeyInfo {
             id: KeyId::from_uuid(column(row, 0, "key id")?),
             tenant_id: TenantId::from_uuid(column(row, 1, "key tenant_id")?),
             name: name
-                .as_deref()
                 .map(KeyName::parse)
                 .transpose()
                 .map_err(|err| invalid_row("key name", err))?,
@@ -799,7 +809,7 @@ fn key_from_row(row: &Row) -> Result<KeyRecord> {
             revoked_at: column(row, 6, "key revoked_at")?,
             expires_at: column(row, 7, "key expires_at")?,
             scopes: Scope::parse_list(&scopes).map_err(|err| invalid_row("key scopes", err))?,
-            metadata: KeyMetadata::from_json(&metadata)
+            metadata: KeyMetadata::from_json(metadata)
                 .map_err(|err| invalid_row("key metadata", err))?,
             last_used_at: column(row, 10, "key last_used_at")?,
             replaced_by: column::<Option<Uuid>>(row, 11, "key replaced_by")?.map(KeyId::from_uuid),
@@ -1190,20 +1200,7 @@ impl Store for PostgresStore {
         &self,
         digest: &KeyDigest,
     ) -> Result<Option<(KeyRecord, Option<Tenant>)>> {
-        self.bounded(async {
-            let mut connection = self.connection().await?;
-            let first = self
-                .select_key_and_tenant_by_digest(&mut connection, digest)
-                .await;
-            match self.retry_connection(connection, &first).await? {
-                Some(mut connection) => {
-                    self.select_key_and_tenant_by_digest(&mut connection, digest)
-                        .await
-                }
-                None => first,
-            }
-        })
-        .await
+        self.bounded(self.batched_key_and_tenant(*digest)).await
     }
 
     async fn tenant_limits(&self, tenant: TenantId) -> Result<TenantLimits> {

@@ -5,6 +5,7 @@
 //! [`database::database_url`]); each runs in a schema of its own.
 
 mod backend;
+mod batching;
 mod cases;
 mod database;
 mod postgres;

@@ -22,13 +22,13 @@ use crate::proxy::CuttingProxy;
 const PASSWORD: &str = "zq9-Hunter2-secret";
 
 /// Returns the current time truncated to milliseconds.
-fn now() -> OffsetDateTime {
+pub(crate) fn now() -> OffsetDateTime {
     let now = OffsetDateTime::now_utc();
     now.replace_millisecond(now.millisecond())
         .expect("a millisecond of the current time is valid")
 }
 
-fn tenant() -> Tenant {
+pub(crate) fn tenant() -> Tenant {
     Tenant::new(
         TenantId::generate(),
         TenantName::parse("Acme").expect("valid name"),
@@ -36,7 +36,7 @@ fn tenant() -> Tenant {
     )
 }
 
-fn key(tenant: TenantId) -> KeyRecord {
+pub(crate) fn key(tenant: TenantId) -> KeyRecord {
     let mut digest = [0u8; 32];
     getrandom::fill(&mut digest).expect("OS random source");
     KeyRecord {
@@ -844,12 +844,19 @@ async fn verification_reads_retry_on_lost_connection() {
     proxy.cut();
     let found = store.key_by_digest(&key.digest).await;
     proxy.cut();
+    let together = store.key_and_tenant_by_digest(&key.digest).await;
+    proxy.cut();
     let read = store.tenant(tenant.id).await;
     proxy.cut();
     let polled = store.key_events(None).await;
 
     let found = found.expect("key lookup retries");
     assert_eq!(found.map(|record| record.info.id), Some(key.info.id));
+    let (record, owner) = together
+        .expect("joined lookup retries")
+        .expect("key is found");
+    assert_eq!(record.info.id, key.info.id);
+    assert_eq!(owner, Some(tenant.clone()));
     assert_eq!(read.ok(), Some(Some(tenant)));
     assert!(polled.is_ok(), "{polled:?}");
 }

@@ -128,6 +128,17 @@ impl Redactor {
     }
 }
 
+/// Returns an error of the same kind and text as `err`, for a failure that
+/// several callers share, such as the statement of a lookup batch.
+pub(super) fn copy_error(err: &Error) -> Error {
+    match err {
+        Error::Unavailable(source) => Error::unavailable(PostgresError(source.to_string())),
+        Error::Store(source) => Error::store(PostgresError(source.to_string())),
+        // The store's calls fail with the two kinds above only.
+        other => Error::store(PostgresError(other.to_string())),
+    }
+}
+
 /// Tells whether `err` ended the connection it came from, so that the
 /// connection must not be used again. That is the case when the driver saw
 /// it close, when the socket failed, and when the server sent a FATAL or
