@@ -49,11 +49,6 @@ pub struct LineFormat<E> {
 }
 
 thread_local! {
-    /// The line being built. Reusing it means a line needs a new
-    /// allocation only when it is longer than every earlier line on this
-    /// thread.
-    static LINE: RefCell<String> = const { RefCell::new(String::new()) };
-
     /// The date and time to the second of the last line on this thread,
     /// `YYYY-MM-DDTHH:MM:SS`, with its Unix time.
     static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
@@ -83,16 +78,7 @@ where
             .and_then(|id| id.to_str().ok())
             .filter(|id| !id.is_empty());
 
-        LINE.with(|line| {
-            // Formatting an event logs nothing, so the buffer is never
-            // borrowed twice; a fresh one keeps that case correct anyway.
-            let mut fresh = String::new();
-            let mut borrowed = line.try_borrow_mut();
-            let line = match borrowed.as_deref_mut() {
-                Ok(line) => line,
-                Err(_) => &mut fresh,
-            };
-            line.clear();
+        super::with_line(|line| {
             match self.style {
                 Style::Text => write_text(line, event, request_id, SystemTime::now()),
                 Style::Json => write_json(line, event, request_id, SystemTime::now()),

@@ -111,6 +111,23 @@ thread_local! {
     static LINE: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
+/// Runs `build` on this thread's line buffer, emptied first.
+///
+/// Formatting an event logs nothing, so the buffer is never borrowed
+/// twice; a fresh buffer keeps that case correct anyway.
+fn with_line<R>(build: impl FnOnce(&mut String) -> R) -> R {
+    LINE.with(|line| {
+        let mut fresh = String::new();
+        let mut borrowed = line.try_borrow_mut();
+        let line = match borrowed.as_deref_mut() {
+            Ok(line) => line,
+            Err(_) => &mut fresh,
+        };
+        line.clear();
+        build(line)
+    })
+}
+
 impl<S, N, E> FormatEvent<S, N> for WithRequestId<E>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
@@ -130,17 +147,7 @@ where
         // escaping in JSON or text.
         let request_id = request_id.to_str().unwrap_or_default();
 
-        LINE.with(|line| {
-            // Formatting an event logs nothing, so the buffer is never
-            // borrowed twice; a fresh one keeps that case correct anyway.
-            let mut fresh = String::new();
-            let mut borrowed = line.try_borrow_mut();
-            let line = match borrowed.as_deref_mut() {
-                Ok(line) => line,
-                Err(_) => &mut fresh,
-            };
-            line.clear();
-
+        with_line(|line| {
             self.inner.format_event(ctx, Writer::new(line), event)?;
             match self.placement {
                 Placement::JsonSpanField => match line.strip_prefix('{') {
