@@ -220,8 +220,10 @@ impl LocalCache {
     /// tenant is active, the key's use at `now` is recorded in the entry, as
     /// [`LocalCache::record_use`] would, so that a warm verification finds
     /// the entry once. It checks under the shard's read lock instead of
-    /// cloning the verdict, which saves a reference count update.
-    #[inline]
+    /// cloning the verdict, which saves a reference count update. Always
+    /// inlined into the warm path, like `Tenet::verify_warm`, because its
+    /// result is large.
+    #[inline(always)]
     pub(crate) fn check(
         &self,
         digest: &KeyDigest,
