@@ -88,8 +88,15 @@ impl Fixture {
 
     /// Checks each result against the lookup of its digest alone.
     fn check(&self, results: &[Result<Found>]) {
-        assert_eq!(results.len(), self.digests.len());
-        for (index, (result, expected)) in results.iter().zip(&self.expected).enumerate() {
+        self.check_from(0, results);
+    }
+
+    /// Checks the results of the lookups from the `first`-th on.
+    fn check_from(&self, first: usize, results: &[Result<Found>]) {
+        assert_eq!(first + results.len(), self.digests.len());
+        let expected = &self.expected[first..];
+        for (offset, (result, expected)) in results.iter().zip(expected).enumerate() {
+            let index = first + offset;
             let found = result
                 .as_ref()
                 .unwrap_or_else(|err| panic!("lookup {index} failed: {err}"));
@@ -119,11 +126,17 @@ async fn stored_key_id(store: &PostgresStore, digest: KeyDigest) -> KeyId {
 
 /// Connects a store whose backends carry the schema's name as
 /// `application_name`, with a migrated schema.
+///
+/// Its statement timeout is a minute rather than the default 5 s: the tests
+/// hold the lock on `api_keys` while they look up and terminate backends,
+/// which on a loaded machine can take longer than 5 s, and a lookup that
+/// hits the timeout would fail for a reason the test does not check.
 async fn named_store(schema: &TestSchema, pool_size: u32) -> PostgresStore {
     schema.migrated_store().await;
     schema
         .connect_named(PostgresOptions {
             pool_size,
+            statement_timeout: Duration::from_secs(60),
             ..schema.options()
         })
         .await
@@ -172,26 +185,14 @@ async fn blocked_lookup(
     }
 }
 
-/// Waits until the backend `pid` waits for a lock.
-async fn wait_for_lock(client: &Client, pid: i32) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let row = client
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock'",
-                &[&pid],
-            )
-            .await
-            .expect("pg_stat_activity reads");
-        if row.get::<_, i64>(0) == 1 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "backend {pid} did not wait for a lock within 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+/// Cancels the statement that backend `pid` runs, which fails it without
+/// closing the connection.
+async fn cancel(client: &Client, pid: i32) {
+    let row = client
+        .query_one("SELECT pg_cancel_backend($1)", &[&pid])
+        .await
+        .expect("cancel request runs");
+    assert!(row.get::<_, bool>(0), "backend {pid} got no cancel request");
 }
 
 async fn terminate(client: &Client, pid: i32) {
@@ -240,6 +241,46 @@ async fn queue_lookups<'a>(store: &'a PostgresStore, digests: &'a [KeyDigest]) -
     })
     .await;
     lookups
+}
+
+/// The lookups queued behind a leader, which run as one batch.
+type Queued<'a> = Pin<Box<futures_util::future::JoinAll<Lookup<'a>>>>;
+
+/// Blocks a leader's lookup of the fixture's first digest on the lock that
+/// the caller holds, queues the other lookups behind it, and cancels the
+/// leader's statement. The lead passes to the oldest queued lookup, whose
+/// batch of all the others blocks on the same lock.
+///
+/// Returns the batch's backend, the leader's result and the queued
+/// lookups. Cancelling the leader, rather than letting it finish, keeps
+/// the lock held throughout: a second locker queued behind the leader
+/// would race it, because Postgres may release and retake a statement's
+/// locks when it replans the statement after an invalidation.
+async fn blocked_batch<'a>(
+    store: &'a PostgresStore,
+    schema: &TestSchema,
+    observer: &Client,
+    fixture: &'a Fixture,
+) -> (i32, Result<Found>, Queued<'a>) {
+    let (leader, leader_pid) = blocked_leader(store, schema, observer, fixture.digests[0]).await;
+    let queued = queue_lookups(store, &fixture.digests[1..]).await;
+    let mut queued = Box::pin(join_all(queued));
+    cancel(observer, leader_pid).await;
+    let leader_result = leader.await.expect("leader task runs");
+
+    let batch = tokio::select! {
+        _ = &mut queued => panic!("the batch finished while the table was locked"),
+        pid = blocked_lookup(observer, schema.name(), "unnest", &[]) => pid,
+    };
+    (batch, leader_result, queued)
+}
+
+/// Asserts that `result` is the failure of a cancelled statement.
+fn assert_cancelled(result: &Result<Found>) {
+    let Err(Error::Unavailable(err)) = result else {
+        panic!("expected a cancelled lookup, got {result:?}");
+    };
+    assert!(err.to_string().contains("canceling statement"), "{err}");
 }
 
 /// Polls `lookups`, none of which may finish, until a statement that
@@ -404,52 +445,27 @@ async fn batch_retries_once_when_its_backend_is_terminated() {
     };
     let store = named_store(&schema, 4).await;
     let fixture = Fixture::create(&store, 20).await;
-    let first_lock = schema.client().await;
-    let second_lock = schema.client().await;
+    let locker = schema.client().await;
     let observer = schema.client().await;
-    lock_keys(&first_lock).await;
+    lock_keys(&locker).await;
 
-    let (leader, _) = blocked_leader(&store, &schema, &observer, fixture.digests[0]).await;
-    let queued = queue_lookups(&store, &fixture.digests[1..]).await;
-    let mut queued = std::pin::pin!(join_all(queued));
-    // A second exclusive lock queues behind the leader's, so that the
-    // leader's statement ends and the batch after it blocks.
-    let second_pid: i32 = second_lock
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .expect("backend pid reads")
-        .get(0);
-    let second = tokio::spawn(async move {
-        lock_keys(&second_lock).await;
-        second_lock
-    });
-    wait_for_lock(&observer, second_pid).await;
-    first_lock
-        .batch_execute("ROLLBACK")
-        .await
-        .expect("lock releases");
-    let leader_result = leader.await.expect("leader task runs");
-    let second_lock = second.await.expect("second lock is taken");
-
-    let batch = tokio::select! {
-        _ = &mut queued => panic!("the batch finished while the table was locked"),
-        pid = blocked_lookup(&observer, schema.name(), "unnest", &[]) => pid,
-    };
+    let (batch, leader_result, mut queued) =
+        blocked_batch(&store, &schema, &observer, &fixture).await;
     terminate(&observer, batch).await;
     let terminated = [batch];
     let retry = tokio::select! {
         _ = &mut queued => panic!("the retry finished while the table was locked"),
         pid = blocked_lookup(&observer, schema.name(), "unnest", &terminated) => pid,
     };
-    second_lock
+    locker
         .batch_execute("ROLLBACK")
         .await
         .expect("lock releases");
-    let mut results = vec![leader_result];
-    results.extend(queued.await);
+    let results = queued.await;
 
     assert_ne!(batch, retry);
-    fixture.check(&results);
+    assert_cancelled(&leader_result);
+    fixture.check_from(1, &results);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -459,51 +475,29 @@ async fn failed_batch_fails_every_lookup_in_it() {
     };
     let store = named_store(&schema, 4).await;
     let fixture = Fixture::create(&store, 20).await;
-    let first_lock = schema.client().await;
-    let second_lock = schema.client().await;
+    let locker = schema.client().await;
     let observer = schema.client().await;
-    lock_keys(&first_lock).await;
-
-    let (leader, _) = blocked_leader(&store, &schema, &observer, fixture.digests[0]).await;
-    let queued = queue_lookups(&store, &fixture.digests[1..]).await;
-    let mut queued = std::pin::pin!(join_all(queued));
-    let second_pid: i32 = second_lock
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .expect("backend pid reads")
-        .get(0);
-    let second = tokio::spawn(async move {
-        lock_keys(&second_lock).await;
-        second_lock
-    });
-    wait_for_lock(&observer, second_pid).await;
-    first_lock
-        .batch_execute("ROLLBACK")
-        .await
-        .expect("lock releases");
-    leader
-        .await
-        .expect("leader task runs")
-        .expect("leader's lookup runs");
-    let second_lock = second.await.expect("second lock is taken");
+    lock_keys(&locker).await;
 
     // Both the batch's statement and its retry lose their backend.
-    let mut terminated = Vec::new();
-    for _ in 0..2 {
-        let pid = tokio::select! {
-            _ = &mut queued => panic!("the batch finished while the table was locked"),
-            pid = blocked_lookup(&observer, schema.name(), "unnest", &terminated) => pid,
-        };
-        terminate(&observer, pid).await;
-        terminated.push(pid);
-    }
+    let (batch, leader_result, mut queued) =
+        blocked_batch(&store, &schema, &observer, &fixture).await;
+    terminate(&observer, batch).await;
+    let mut terminated = vec![batch];
+    let retry = tokio::select! {
+        _ = &mut queued => panic!("the retry finished while the table was locked"),
+        pid = blocked_lookup(&observer, schema.name(), "unnest", &terminated) => pid,
+    };
+    terminate(&observer, retry).await;
+    terminated.push(retry);
     let results = queued.await;
-    second_lock
+    locker
         .batch_execute("ROLLBACK")
         .await
         .expect("lock releases");
     let later = store.key_and_tenant_by_digest(&fixture.digests[1]).await;
 
+    assert_cancelled(&leader_result);
     assert_eq!(results.len(), 19);
     for (index, result) in results.iter().enumerate() {
         let Err(Error::Unavailable(err)) = result else {

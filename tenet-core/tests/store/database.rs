@@ -4,10 +4,12 @@ use std::env;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Once;
+use std::time::Duration;
 
 use tenet_core::{PostgresOptions, PostgresStore};
 use tokio::runtime::RuntimeFlavor;
 use tokio_postgres::config::{Config, Host};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 use uuid::Uuid;
 
@@ -195,11 +197,25 @@ impl Drop for TestSchema {
                 runtime.block_on(async {
                     let (client, connection) = tokio_postgres::connect(&url, NoTls).await?;
                     tokio::spawn(connection);
-                    client
-                        .batch_execute(&format!(
-                            "SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS {name} CASCADE"
-                        ))
-                        .await
+                    let statement =
+                        format!("SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS {name} CASCADE");
+                    // A store's lookup that is still running when the test
+                    // ends can take its locks in the other order, and
+                    // Postgres then cancels the drop as a deadlock. The
+                    // lookup ends soon after, so the drop is tried again.
+                    let mut attempts = 0;
+                    loop {
+                        attempts += 1;
+                        match client.batch_execute(&statement).await {
+                            Err(err)
+                                if attempts < 5
+                                    && err.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED) =>
+                            {
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                            result => return result,
+                        }
+                    }
                 })
             })
             .join()
