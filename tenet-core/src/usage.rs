@@ -208,10 +208,16 @@ struct Counts {
 ///
 /// Recording locks one shard for a map update and never awaits while
 /// holding it; a flush drains the maps, which keeps their capacity.
+///
+/// The maps hash with foldhash rather than SipHash: every verified request
+/// records, and the slots' ids are server-generated, so a client cannot
+/// choose colliding keys.
 #[derive(Debug)]
 pub(crate) struct UsageRecorder {
-    shards: Box<[Mutex<HashMap<Slot, Counts>>]>,
+    shards: Box<[Mutex<Counters>]>,
 }
+
+type Counters = HashMap<Slot, Counts, foldhash::fast::RandomState>;
 
 impl Default for UsageRecorder {
     fn default() -> Self {
@@ -272,7 +278,7 @@ impl UsageRecorder {
         }
     }
 
-    fn shard(&self, key: KeyId) -> MutexGuard<'_, HashMap<Slot, Counts>> {
+    fn shard(&self, key: KeyId) -> MutexGuard<'_, Counters> {
         let index = usize::from(key.as_uuid().as_bytes()[15]) & (SHARDS - 1);
         self.shards[index]
             .lock()

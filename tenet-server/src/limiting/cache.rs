@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use tenet_core::{KeyId, Limit, TenantId, TenantLimits, Tenet};
@@ -35,12 +35,35 @@ pub struct LimitCache {
 /// defence against chosen keys; SipHash took about a third of a lookup.
 type Entries<K, V> = Mutex<HashMap<K, Arc<Slot<V>>, foldhash::fast::RandomState>>;
 
-/// One cached value. The async mutex lets one request refresh it while
-/// concurrent requests for the same subject wait for that read instead of
-/// starting their own.
+/// One cached value, with the time it was read.
+///
+/// Requests read the value under a plain mutex, held only to clone it,
+/// because every authenticated request reads two of them. A request that
+/// refreshes the value holds the async mutex across the store read, so
+/// that concurrent requests for the same subject wait for that read
+/// instead of starting their own.
 #[derive(Debug, Default)]
 struct Slot<V> {
-    value: tokio::sync::Mutex<Option<(V, Instant)>>,
+    value: Mutex<Option<(V, Instant)>>,
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+impl<V: Clone> Slot<V> {
+    /// Returns the value when it was read less than `refresh` before `now`.
+    fn fresh(&self, refresh: Duration, now: Instant) -> Option<V> {
+        let value = lock(&self.value);
+        let (value, read_at) = value.as_ref()?;
+        (now.saturating_duration_since(*read_at) < refresh).then(|| value.clone())
+    }
+
+    /// Returns the value, however old.
+    fn last(&self) -> Option<V> {
+        lock(&self.value).as_ref().map(|(value, _)| value.clone())
+    }
+
+    fn set(&self, value: V) {
+        *lock(&self.value) = Some((value, Instant::now()));
+    }
 }
 
 impl LimitCache {
@@ -102,17 +125,14 @@ impl LimitCache {
     }
 
     /// Returns the cached value of `id` when it is younger than the refresh
-    /// interval at `now` and no request is refreshing it.
+    /// interval at `now`.
     fn fresh<K: Eq + Hash, V: Clone>(
         &self,
         entries: &Entries<K, V>,
         id: K,
         now: Instant,
     ) -> Option<V> {
-        let entries = lock(entries);
-        let cached = entries.get(&id)?.value.try_lock().ok()?;
-        let (value, read_at) = cached.as_ref()?;
-        (now.saturating_duration_since(*read_at) < self.refresh).then(|| value.clone())
+        lock(entries).get(&id)?.fresh(self.refresh, now)
     }
 
     async fn read<V, F>(&self, slot: &Slot<V>, fetch: impl FnOnce() -> F) -> V
@@ -120,11 +140,9 @@ impl LimitCache {
         V: Clone + Default,
         F: Future<Output = tenet_core::Result<V>>,
     {
-        let mut cached = slot.value.lock().await;
-        if let Some((value, read_at)) = cached.as_ref()
-            && read_at.elapsed() < self.refresh
-        {
-            return value.clone();
+        let _refreshing = slot.refreshing.lock().await;
+        if let Some(value) = slot.fresh(self.refresh, Instant::now()) {
+            return value;
         }
 
         match fetch().await {
@@ -132,7 +150,7 @@ impl LimitCache {
                 if self.failing.swap(false, Ordering::AcqRel) {
                     tracing::info!("reading rate limits from the store again");
                 }
-                *cached = Some((value.clone(), Instant::now()));
+                slot.set(value.clone());
                 value
             }
             Err(err) => {
@@ -146,9 +164,8 @@ impl LimitCache {
                         "failed to read rate limits; keeping the last known ones"
                     );
                 }
-                let value = cached.as_ref().map(|(value, _)| value.clone());
-                let value = value.unwrap_or_default();
-                *cached = Some((value.clone(), Instant::now()));
+                let value = slot.last().unwrap_or_default();
+                slot.set(value.clone());
                 value
             }
         }
@@ -163,10 +180,8 @@ fn slot<K: Eq + Hash + Copy, V: Default>(entries: &Entries<K, V>, id: K) -> Arc<
     Arc::clone(entries.entry(id).or_default())
 }
 
-fn lock<K, V>(
-    entries: &Entries<K, V>,
-) -> std::sync::MutexGuard<'_, HashMap<K, Arc<Slot<V>>, foldhash::fast::RandomState>> {
-    entries
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+/// Locks a map or a slot's value. No code panics while it holds either,
+/// so a poisoned lock still guards a consistent value.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -360,12 +360,7 @@ impl Visit for JsonFields<'_> {
 /// Appends `value` with control characters escaped: C0 controls and DEL
 /// as `\xNN`, C1 controls as `\u{NN}`.
 fn push_escaped_controls(line: &mut String, value: &str) {
-    // A byte scan finds every control character: C0 and DEL are single
-    // bytes, and each C1 control is 0xC2 followed by 0x80 to 0x9F.
-    if !value
-        .bytes()
-        .any(|byte| byte < 0x20 || byte == 0x7f || byte == 0xc2)
-    {
+    if !has_control_byte(value.as_bytes()) {
         line.push_str(value);
         return;
     }
@@ -381,6 +376,26 @@ fn push_escaped_controls(line: &mut String, value: &str) {
             line.push(ch);
         }
     }
+}
+
+/// Returns whether `bytes` may hold a control character. A byte scan finds
+/// every one: C0 and DEL are single bytes, and each C1 control is 0xC2
+/// followed by 0x80 to 0x9F. It may also flag other characters that start
+/// with 0xC2, which the caller then checks one by one.
+fn has_control_byte(bytes: &[u8]) -> bool {
+    let flagged = |byte: u8| (byte < 0x20) | (byte == 0x7f) | (byte == 0xc2);
+    // Each chunk is folded without an early exit, which the compiler turns
+    // into a few vector compares: every field of every log line passes here.
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        if chunk
+            .iter()
+            .fold(false, |found, &byte| found | flagged(byte))
+        {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&byte| flagged(byte))
 }
 
 fn is_control(ch: char) -> bool {
@@ -641,6 +656,22 @@ mod tests {
         push_escaped_controls(&mut line, "one\ntwo\r\x1b[31mred\u{85}end");
 
         assert_eq!(line, "one\\x0atwo\\x0d\\x1b[31mred\\u{85}end");
+    }
+
+    #[test]
+    fn control_bytes_are_found_at_every_position() {
+        for length in 0..=25 {
+            let clean = "a".repeat(length);
+            assert!(!has_control_byte(clean.as_bytes()), "length {length}");
+            for at in 0..length {
+                for control in ["\n", "\x7f", "\u{85}"] {
+                    let mut text = clean.clone();
+                    text.replace_range(at..=at, control);
+
+                    assert!(has_control_byte(text.as_bytes()), "{text:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -55,12 +55,20 @@ impl Route {
     /// Matches a request path; `None` when no route has this path.
     pub fn from_path(path: &str) -> Option<Self> {
         let rest = path.strip_prefix('/')?;
-        let segments: Vec<&str> = rest.split('/').collect();
-        if segments.iter().any(|segment| segment.is_empty()) {
-            return None;
+        // The longest route has five segments. The segments go into an
+        // array, because every request resolves its route and a `Vec` would
+        // cost it an allocation.
+        let mut segments = [""; 5];
+        let mut count = 0;
+        for segment in rest.split('/') {
+            if segment.is_empty() || count == segments.len() {
+                return None;
+            }
+            segments[count] = segment;
+            count += 1;
         }
 
-        let route = match segments.as_slice() {
+        let route = match &segments[..count] {
             ["tenants"] => Route::Tenants,
             ["tenants", tenant] => Route::Tenant {
                 tenant: (*tenant).to_owned(),
@@ -262,23 +270,41 @@ pub fn table() -> Vec<(&'static str, &'static [Method])> {
         .collect()
 }
 
+/// A handled request: its response, and the tenant it acted on when one is
+/// known, for the request log.
+#[derive(Debug)]
+pub struct Handled {
+    pub response: Response,
+    pub tenant: Option<TenantId>,
+}
+
+impl From<Response> for Handled {
+    fn from(response: Response) -> Self {
+        Self {
+            response,
+            tenant: None,
+        }
+    }
+}
+
 /// Runs the handler of `route`, or returns 404 or 405, and converts any
 /// error into its response.
 ///
-/// A well-formed tenant id from the path is attached to the response as
-/// [`LogTenant`] for the request log, whatever the outcome.
+/// The tenant is a well-formed tenant id from the path, whatever the
+/// outcome; otherwise the key's tenant of an accepted `/protected`, or the
+/// [`LogTenant`] that a handler attached to its response.
 pub async fn dispatch(
     state: &State,
     route: Option<Route>,
     peer: IpAddr,
     request: Request<Incoming>,
-) -> Response {
+) -> Handled {
     let Some(route) = route else {
-        return Error::RouteNotFound.into_response();
+        return Error::RouteNotFound.into_response().into();
     };
     let (methods, allow) = route.methods();
     if !serves(methods, request.method()) {
-        return Error::MethodNotAllowed { allow }.into_response();
+        return Error::MethodNotAllowed { allow }.into_response().into();
     }
 
     let path_tenant = route
@@ -288,20 +314,31 @@ pub async fn dispatch(
     // HEAD reaches the GET handler through the arms that match any method;
     // the caller drops the body.
     let method = request.method().clone();
-    let result = match (route, method) {
-        (Route::Protected, _) => protected::get(state, &request, peer).await,
-        (Route::Healthz, _) => Ok(health::live()),
+    let (result, key_tenant) = match (route, method) {
+        (Route::Protected, _) => match protected::get(state, &request, peer).await {
+            Ok((response, tenant)) => (Ok(response), Some(tenant)),
+            Err(err) => (Err(err), None),
+        },
+        (Route::Healthz, _) => (Ok(health::live()), None),
         // Boxed, because the other routes' futures take up to several
         // kilobytes, which the hot routes above would otherwise copy on
         // every request.
-        (route, method) => Box::pin(other_route(state, route, method, peer, request)).await,
+        (route, method) => (
+            Box::pin(other_route(state, route, method, peer, request)).await,
+            None,
+        ),
     };
 
     let mut response = result.unwrap_or_else(Error::into_response);
-    if let Some(tenant) = path_tenant {
-        response.extensions_mut().insert(LogTenant(tenant));
-    }
-    response
+    // An empty extension map costs nothing to search, and only the cold
+    // routes fill it.
+    let tenant = path_tenant.or(key_tenant).or_else(|| {
+        response
+            .extensions_mut()
+            .remove::<LogTenant>()
+            .map(|LogTenant(id)| id)
+    });
+    Handled { response, tenant }
 }
 
 /// Serves the routes that [`dispatch`] does not serve itself.
@@ -341,7 +378,9 @@ async fn other_route(
         (Route::TenantUsageExport { tenant }, _) => usage::export(state, &request, &tenant).await,
         // `dispatch` serves these two itself; the arms keep the match
         // complete.
-        (Route::Protected, _) => protected::get(state, &request, peer).await,
+        (Route::Protected, _) => protected::get(state, &request, peer)
+            .await
+            .map(|(response, _)| response),
         (Route::Healthz, _) => Ok(health::live()),
         (Route::Verify, _) => verify::post(state, request, peer).await,
         (Route::Readyz, _) => health::ready(state).await,
@@ -436,6 +475,8 @@ mod tests {
             ),
             ("/tenants/t/audit/x", None),
             ("/Tenants", None),
+            ("/tenants/t/keys/k/rotate/x", None),
+            ("/tenants/t/keys/k/rotate/x/y/z", None),
         ];
 
         for (path, expected) in cases {

@@ -5,12 +5,12 @@ use std::net::IpAddr;
 
 use http::Request;
 use hyper::body::Incoming;
-use tenet_core::Outcome;
 use tenet_core::ratelimit::Mode;
+use tenet_core::{Outcome, TenantId};
 
 use crate::auth::{authenticate_metered, guard_failures};
 use crate::error::Error;
-use crate::response::{self, LogTenant, Response};
+use crate::response::{self, Response};
 use crate::setup::State;
 
 /// `GET /protected`: 200 with the key's tenant and key id and the
@@ -19,12 +19,13 @@ use crate::setup::State;
 ///
 /// The request counts in the key's usage: accepted, rejected for a known
 /// but invalid key, or rate limited. The response carries the
-/// [`RequestLimit`](crate::limiting::RequestLimit) in its extensions.
+/// [`RequestLimit`](crate::limiting::RequestLimit) in its extensions, and
+/// comes with the key's tenant for the request log.
 pub async fn get(
     state: &State,
     request: &Request<Incoming>,
     peer: IpAddr,
-) -> Result<Response, Error> {
+) -> Result<(Response, TenantId), Error> {
     let principal = guard_failures(state, request, peer, async {
         authenticate_metered(request.headers(), &state.tenet, &state.metrics).await
     })
@@ -45,9 +46,6 @@ pub async fn get(
 
     let mut response = response::principal(principal);
     limit.apply(&mut response);
-    response
-        .extensions_mut()
-        .insert(LogTenant(principal.tenant_id));
     limit.attach(&mut response);
-    Ok(response)
+    Ok((response, principal.tenant_id))
 }

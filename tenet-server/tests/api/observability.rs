@@ -342,6 +342,89 @@ async fn request_log_lines_carry_request_id() {
     server.stop();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_log_lines_carry_the_tenant() {
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let server = BinaryServer::start(data_dir.path(), &[("TENET_ADMIN_TOKEN", ADMIN_TOKEN)]);
+    let client = reqwest::Client::new();
+    let tenant: Value = client
+        .post(server.url("/tenants"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({"name": "Logged tenant"}))
+        .send()
+        .await
+        .expect("request sent")
+        .json()
+        .await
+        .expect("tenant JSON");
+    let tenant_id = tenant["id"].as_str().expect("id");
+    let issued: Value = client
+        .post(server.url(&format!("/tenants/{tenant_id}/keys")))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .expect("request sent")
+        .json()
+        .await
+        .expect("key JSON");
+    let key = issued["api_key"].as_str().expect("plaintext key");
+
+    let accepted = client
+        .get(server.url("/protected"))
+        .header("x-api-key", key)
+        .send()
+        .await
+        .expect("request sent");
+    let rejected = client
+        .get(server.url("/protected"))
+        .header("x-api-key", unknown_key())
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(accepted.status(), StatusCode::OK);
+    assert_eq!(rejected.status(), StatusCode::UNAUTHORIZED);
+
+    // Lines are written after their responses, so wait for the last one.
+    let deadline = Instant::now() + BINARY_TIMEOUT;
+    let lines = loop {
+        let lines = wait_for_log(&server, "request");
+        let protected = request_lines(&lines, "/protected");
+        if protected.len() == 2 {
+            break lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the /protected requests were not logged"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let created = request_lines(&lines, "/tenants");
+    let issued = request_lines(&lines, "/tenants/{id}/keys");
+    let protected = request_lines(&lines, "/protected");
+
+    assert_eq!(created[0]["tenant_id"], tenant_id, "created tenant");
+    assert_eq!(issued[0]["tenant_id"], tenant_id, "tenant in the path");
+    let statuses: Vec<(u64, &Value)> = protected
+        .iter()
+        .map(|line| (line["status"].as_u64().expect("status"), &line["tenant_id"]))
+        .collect();
+    assert!(
+        statuses.contains(&(200, &Value::from(tenant_id))),
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&(401, &Value::Null)), "{statuses:?}");
+    server.stop();
+}
+
+/// Returns the request log lines of `route`, in the order they were written.
+fn request_lines<'a>(lines: &'a [Value], route: &str) -> Vec<&'a Value> {
+    lines
+        .iter()
+        .filter(|event| event["message"] == "request" && event["route"] == route)
+        .collect()
+}
+
 /// Waits until the binary has logged a line with `message`, and returns
 /// every JSON log line so far.
 fn wait_for_log(server: &BinaryServer, message: &str) -> Vec<Value> {
