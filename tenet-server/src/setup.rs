@@ -149,9 +149,10 @@ pub async fn build_state(config: &Config, settings: Settings) -> Result<State, E
         admin,
         limiter,
     } = settings;
-    let pepper = match pepper {
-        Some(pepper) => pepper,
-        None => pepper_from_file(&config.data_dir.join(PEPPER_FILE))?,
+    let pepper_path = config.data_dir.join(PEPPER_FILE);
+    let (pepper, generated_pepper) = match pepper {
+        Some(pepper) => (pepper, false),
+        None => pepper_from_file(&pepper_path)?,
     };
 
     let store = open_store(config).await?;
@@ -162,10 +163,22 @@ pub async fn build_state(config: &Config, settings: Settings) -> Result<State, E
             builder = builder.redis(redis);
         }
     }
-    let tenet = builder.build().await.map_err(|source| Error::OpenStore {
-        kind: kind.as_str(),
-        source,
-    })?;
+    let tenet = match builder.build().await {
+        Ok(tenet) => tenet,
+        Err(source) => {
+            // A pepper generated for a store whose keys were issued under
+            // another one (a start without the pepper variable that earlier
+            // starts had) must not stay behind, or the next start would
+            // take it for the right one and back-ups would keep it.
+            if generated_pepper {
+                remove_generated_pepper(&pepper_path);
+            }
+            return Err(Error::OpenStore {
+                kind: kind.as_str(),
+                source,
+            });
+        }
+    };
     let admin = match admin {
         Some(admin) => admin,
         None => stored_or_generated_admin_token(config, tenet.store().as_ref(), kind).await?,
@@ -276,25 +289,47 @@ fn configured_pepper(config: &Config, kind: StoreKind) -> Result<Option<Pepper>,
     }
 }
 
-fn pepper_from_file(path: &Path) -> Result<Pepper, Error> {
-    let text = match secret_file::read(path).map_err(|source| read_error(path, source))? {
-        Some(text) => text,
-        None => {
-            let generated = Pepper::generate_config();
-            secret_file::create(path, &generated).map_err(|source| Error::Io {
-                action: "write the generated pepper to",
-                path: path.to_path_buf(),
-                source,
-            })?;
-            tracing::info!(path = %path.display(), "generated the key pepper");
-            generated
-        }
-    };
+/// Reads the pepper file, or generates a pepper and writes it there when
+/// the file is missing. Returns the pepper and whether it was generated.
+fn pepper_from_file(path: &Path) -> Result<(Pepper, bool), Error> {
+    let (text, generated) =
+        match secret_file::read(path).map_err(|source| read_error(path, source))? {
+            Some(text) => (text, false),
+            None => {
+                let generated = Pepper::generate_config();
+                secret_file::create(path, &generated).map_err(|source| Error::Io {
+                    action: "write the generated pepper to",
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                tracing::info!(path = %path.display(), "generated the key pepper");
+                (generated, true)
+            }
+        };
 
-    Pepper::from_config(&text).map_err(|err| Error::Config {
+    let pepper = Pepper::from_config(&text).map_err(|err| Error::Config {
         setting: "pepper file",
         reason: format!("{}: {err}", path.display()),
-    })
+    })?;
+    Ok((pepper, generated))
+}
+
+/// Removes a pepper file that this start generated, when the store refused
+/// it. A failure is logged, and the start fails with the store's error
+/// either way.
+fn remove_generated_pepper(path: &Path) {
+    match std::fs::remove_file(path) {
+        Ok(()) => tracing::info!(
+            path = %path.display(),
+            "removed the generated key pepper, which the store did not accept"
+        ),
+        Err(err) => tracing::error!(
+            path = %path.display(),
+            error = %err,
+            "failed to remove the generated key pepper, which the store did not accept; \
+             delete the file before the next start"
+        ),
+    }
 }
 
 /// Takes the admin token's digest from `--admin-token`. When that is unset
@@ -344,7 +379,16 @@ async fn stored_or_generated_admin_token(
         .map_err(store_error)?
     {
         // The file is not read again, but it may still hold the token.
-        secret_file::warn_if_exposed(&config.data_dir.join(ADMIN_TOKEN_FILE));
+        let path = config.data_dir.join(ADMIN_TOKEN_FILE);
+        if path.exists() {
+            secret_file::warn_if_exposed(&path);
+        } else {
+            tracing::info!(
+                path = %path.display(),
+                "the admin token file is gone; the token generated at the first start \
+                 still works, and --admin-token replaces it while it is passed"
+            );
+        }
         return digest_from_setting(&stored);
     }
 

@@ -187,6 +187,32 @@ fn other_pepper_fails_setup() {
     assert!(!stderr.contains(other_pepper), "{stderr}");
 }
 
+#[test]
+fn refused_generated_pepper_is_not_kept() {
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let data_dir_arg = data_dir.path().display().to_string();
+    let args = ["--listen", "127.0.0.1:0", "--data-dir", &data_dir_arg];
+    let configured = "configured-pepper-0123456789abcdefghijklmnopqrstuvwxyz";
+    let first = BinaryServer::start(data_dir.path(), &[("TENET_KEY_PEPPER", configured)]);
+    first.stop();
+
+    // Without the variable, the server generates a pepper, which the store
+    // refuses; each start fails the same way and leaves no pepper file.
+    for attempt in 0..2 {
+        let output = run_binary(&args, &[]);
+
+        assert_eq!(output.status.code(), Some(1), "attempt {attempt}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("pepper"), "{stderr}");
+        assert!(
+            !data_dir.path().join("pepper").exists(),
+            "attempt {attempt} left a pepper file"
+        );
+    }
+    let again = BinaryServer::start(data_dir.path(), &[("TENET_KEY_PEPPER", configured)]);
+    again.stop();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_files_are_private() {
     let parent = tempfile::tempdir().expect("temporary directory");
