@@ -4,7 +4,6 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 /// Writes `value` as pretty JSON and a line break.
 pub fn json(out: &mut impl Write, value: &impl Serialize) -> io::Result<()> {
@@ -55,12 +54,28 @@ pub fn fields(out: &mut impl Write, pairs: &[(&str, String)]) -> io::Result<()> 
     Ok(())
 }
 
-/// Formats a time as RFC 3339.
+/// Formats a time as the API sends it: RFC 3339 in UTC with three
+/// fractional digits, so that columns of times align and sort as text.
 pub fn time(value: OffsetDateTime) -> String {
-    value.format(&Rfc3339).unwrap_or_else(|_| value.to_string())
+    tenet_core::timestamp::format(value)
 }
 
 /// Formats an optional value, with `-` for none.
 pub fn optional(value: Option<impl ToString>) -> String {
     value.map_or_else(|| "-".to_owned(), |value| value.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_keep_three_fractional_digits() {
+        let at = OffsetDateTime::from_unix_timestamp_nanos(1_796_446_692_120_000_000)
+            .expect("valid time");
+        let whole = OffsetDateTime::from_unix_timestamp(1_798_761_600).expect("valid time");
+
+        assert_eq!(time(at), "2026-12-05T04:58:12.120Z");
+        assert_eq!(time(whole), "2027-01-01T00:00:00.000Z");
+    }
 }
