@@ -276,7 +276,8 @@ impl Error {
             Error::TenantNotFound => (
                 StatusCode::NOT_FOUND,
                 "tenant_not_found",
-                "no tenant with this id",
+                "no tenant with this id; ids are lowercase hyphenated UUIDs, as returned \
+                 when the tenant was created",
             ),
             Error::TenantSuspended => (
                 StatusCode::FORBIDDEN,
@@ -287,7 +288,8 @@ impl Error {
             Error::KeyNotFound => (
                 StatusCode::NOT_FOUND,
                 "key_not_found",
-                "this tenant has no key with this id",
+                "this tenant has no key with this id; ids are lowercase hyphenated UUIDs, \
+                 as returned when the key was issued",
             ),
             Error::KeyExpired { key, expired_at } => {
                 let expired_at = tenet_core::timestamp::format(*expired_at);
