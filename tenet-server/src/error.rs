@@ -308,7 +308,8 @@ impl Error {
                     "key_rotated",
                     format!(
                         "key {key} was already rotated and replaced by key {successor}, so \
-                         rotate {successor} instead"
+                         rotate {successor} instead, or issue a new key if {successor} is \
+                         revoked"
                     ),
                 );
             }
