@@ -96,6 +96,18 @@ impl Settings {
     /// Settings are checked before the store is touched, so a replica that
     /// lacks one fails at once, even while Postgres is unreachable.
     pub fn check(config: &Config) -> Result<Self, Error> {
+        // A fixed port given to both listeners would fail the second bind
+        // with a bare "address in use".
+        if config.metrics_listen == Some(config.listen) && config.listen.port() != 0 {
+            return Err(Error::Config {
+                setting: "--metrics-listen (TENET_METRICS_LISTEN)",
+                reason: format!(
+                    "{} is also the --listen address; give the metrics listener a port \
+                     of its own, or leave it unset to serve /metrics on --listen",
+                    config.listen
+                ),
+            });
+        }
         let kind = StoreKind::of(config);
         let pepper = configured_pepper(config, kind)?;
         let admin = configured_admin_token(config, kind)?;

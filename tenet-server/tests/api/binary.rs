@@ -188,6 +188,28 @@ fn other_pepper_fails_setup() {
 }
 
 #[test]
+fn metrics_listener_on_the_main_address_is_refused() {
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let data_dir_arg = data_dir.path().display().to_string();
+    let address = "127.0.0.1:18999";
+    let args = [
+        "--listen",
+        address,
+        "--metrics-listen",
+        address,
+        "--data-dir",
+        &data_dir_arg,
+    ];
+
+    let output = run_binary(&args, &[]);
+
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--metrics-listen"), "{stderr}");
+    assert!(stderr.contains("also the --listen address"), "{stderr}");
+}
+
+#[test]
 fn refused_generated_pepper_is_not_kept() {
     let data_dir = tempfile::tempdir().expect("temporary directory");
     let data_dir_arg = data_dir.path().display().to_string();
