@@ -12,8 +12,17 @@ use std::path::Path;
 
 use zeroize::Zeroizing;
 
-/// Creates the data directory with mode 0700 unless it exists.
+/// Creates the data directory with mode 0700 unless it exists. A path
+/// that exists as a file fails with a message that says so, rather than
+/// the bare "File exists" of the directory call.
 pub fn create_dir(path: &Path) -> io::Result<()> {
+    if fs::metadata(path).is_ok_and(|metadata| !metadata.is_dir()) {
+        return Err(io::Error::new(
+            io::ErrorKind::NotADirectory,
+            "the path exists and is not a directory; pass a directory or a path \
+             that does not exist yet",
+        ));
+    }
     DirBuilder::new().recursive(true).mode(0o700).create(path)
 }
 

@@ -210,6 +210,21 @@ fn metrics_listener_on_the_main_address_is_refused() {
 }
 
 #[test]
+fn data_dir_that_is_a_file_is_named() {
+    let parent = tempfile::tempdir().expect("temporary directory");
+    let file = parent.path().join("not-a-directory");
+    fs::write(&file, "").expect("file written");
+    let file_arg = file.display().to_string();
+
+    let output = run_binary(&["--listen", "127.0.0.1:0", "--data-dir", &file_arg], &[]);
+
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&file_arg), "{stderr}");
+    assert!(stderr.contains("is not a directory"), "{stderr}");
+}
+
+#[test]
 fn refused_generated_pepper_is_not_kept() {
     let data_dir = tempfile::tempdir().expect("temporary directory");
     let data_dir_arg = data_dir.path().display().to_string();
