@@ -187,6 +187,16 @@ fn tenet_with_env_token(server_url: &str, token: &str) -> Command {
 }
 
 #[tokio::test]
+async fn invalid_url_is_a_usage_error() {
+    for url in ["nope", "ftp://127.0.0.1:8080"] {
+        let output = run(tenet(url), &["tenants", "list"]).await;
+
+        let message = assert_fails(&output, 2);
+        assert!(message.contains(url), "{message}");
+    }
+}
+
+#[tokio::test]
 async fn missing_token_fails_before_any_request() {
     let mut command = tenet(&format!("http://{}", closed_port().await));
     command.env_remove("TENET_ADMIN_TOKEN");

@@ -43,7 +43,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     if let Some(token) = token {
         builder = builder.credential(token);
     }
-    let client = builder.build()?;
+    // An unusable `--url` is an argument error, like a missing token.
+    let client = builder.build().map_err(|err| match err {
+        tenet_client::Error::InvalidUrl { .. } => Failure::Usage(err.to_string()),
+        other => Failure::Api(other),
+    })?;
 
     commands::run(&client, cli.command, cli.json).await
 }
