@@ -107,32 +107,9 @@ async fn credential_request_id_is_replaced_unlogged() {
     let data_dir = tempfile::tempdir().expect("temporary directory");
     let server = BinaryServer::start(data_dir.path(), &[("TENET_ADMIN_TOKEN", admin_token)]);
     let client = reqwest::Client::new();
-    let tenant: Value = client
-        .post(server.url("/tenants"))
-        .bearer_auth(admin_token)
-        .json(&serde_json::json!({"name": "Request ids"}))
-        .send()
-        .await
-        .expect("request sent")
-        .json()
-        .await
-        .expect("tenant JSON");
-    let issued: Value = client
-        .post(server.url(&format!(
-            "/tenants/{}/keys",
-            tenant["id"].as_str().expect("id")
-        )))
-        .bearer_auth(admin_token)
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .expect("request sent")
-        .json()
-        .await
-        .expect("key JSON");
-    let key = issued["api_key"].as_str().expect("plaintext key");
+    let (_, key) = tenant_with_key(&client, &server, admin_token, "Request ids").await;
 
-    for secret in [admin_token, key] {
+    for secret in [admin_token, key.as_str()] {
         let response = client
             .get(server.url("/healthz"))
             .header("x-request-id", secret)
@@ -158,7 +135,7 @@ async fn credential_request_id_is_replaced_unlogged() {
         std::thread::sleep(Duration::from_millis(20));
     }
     server.assert_logs_exclude(admin_token);
-    server.assert_logs_exclude(key);
+    server.assert_logs_exclude(&key);
     server.stop();
 }
 
@@ -347,32 +324,12 @@ async fn request_log_lines_carry_the_tenant() {
     let data_dir = tempfile::tempdir().expect("temporary directory");
     let server = BinaryServer::start(data_dir.path(), &[("TENET_ADMIN_TOKEN", ADMIN_TOKEN)]);
     let client = reqwest::Client::new();
-    let tenant: Value = client
-        .post(server.url("/tenants"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&serde_json::json!({"name": "Logged tenant"}))
-        .send()
-        .await
-        .expect("request sent")
-        .json()
-        .await
-        .expect("tenant JSON");
-    let tenant_id = tenant["id"].as_str().expect("id");
-    let issued: Value = client
-        .post(server.url(&format!("/tenants/{tenant_id}/keys")))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .expect("request sent")
-        .json()
-        .await
-        .expect("key JSON");
-    let key = issued["api_key"].as_str().expect("plaintext key");
+    let (tenant_id, key) = tenant_with_key(&client, &server, ADMIN_TOKEN, "Logged tenant").await;
+    let tenant_id = tenant_id.as_str();
 
     let accepted = client
         .get(server.url("/protected"))
-        .header("x-api-key", key)
+        .header("x-api-key", &key)
         .send()
         .await
         .expect("request sent");
@@ -415,6 +372,42 @@ async fn request_log_lines_carry_the_tenant() {
     );
     assert!(statuses.contains(&(401, &Value::Null)), "{statuses:?}");
     server.stop();
+}
+
+/// Creates a tenant named `name` through a binary server and issues it a
+/// key, and returns the tenant id and the plaintext key.
+async fn tenant_with_key(
+    client: &reqwest::Client,
+    server: &BinaryServer,
+    admin_token: &str,
+    name: &str,
+) -> (String, String) {
+    let tenant: Value = client
+        .post(server.url("/tenants"))
+        .bearer_auth(admin_token)
+        .json(&serde_json::json!({ "name": name }))
+        .send()
+        .await
+        .expect("request sent")
+        .json()
+        .await
+        .expect("tenant JSON");
+    let tenant_id = tenant["id"].as_str().expect("id").to_owned();
+    let issued: Value = client
+        .post(server.url(&format!("/tenants/{tenant_id}/keys")))
+        .bearer_auth(admin_token)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .expect("request sent")
+        .json()
+        .await
+        .expect("key JSON");
+    let key = issued["api_key"]
+        .as_str()
+        .expect("plaintext key")
+        .to_owned();
+    (tenant_id, key)
 }
 
 /// Returns the request log lines of `route`, in the order they were written.
