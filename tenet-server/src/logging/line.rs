@@ -384,8 +384,8 @@ fn push_escaped_controls(line: &mut String, value: &str) {
 /// with 0xC2, which the caller then checks one by one.
 fn has_control_byte(bytes: &[u8]) -> bool {
     let flagged = |byte: u8| (byte < 0x20) | (byte == 0x7f) | (byte == 0xc2);
-    // Each chunk is folded without an early exit, which the compiler turns
-    // into a few vector compares: every field of every log line passes here.
+    // Each chunk is folded without an early exit, so that the compiler can
+    // compare its bytes together: every field of every log line passes here.
     let mut chunks = bytes.chunks_exact(8);
     for chunk in &mut chunks {
         if chunk
