@@ -13,8 +13,8 @@ use std::path::Path;
 use zeroize::Zeroizing;
 
 /// Creates the data directory with mode 0700 unless it exists. A path
-/// that exists as a file fails with a message that says so, rather than
-/// the bare "File exists" of the directory call.
+/// that exists as a file fails with "not a directory", rather than the
+/// bare "File exists" of the directory call.
 pub fn create_dir(path: &Path) -> io::Result<()> {
     if fs::metadata(path).is_ok_and(|metadata| !metadata.is_dir()) {
         return Err(io::Error::new(

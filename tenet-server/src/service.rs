@@ -119,9 +119,9 @@ async fn handle_with_request_id(
     if !state.access_log.includes(response.status()) {
         return Ok(response);
     }
-    // The message, the method and the tenant id as `&str` fields, which
-    // the log formatter copies; as `Display` values they would go through
-    // `core::fmt` on every request.
+    // The message, the method and the tenant id go in as `&str` fields,
+    // which the log formatter copies. As `Display` values they would go
+    // through `core::fmt` on every request.
     let mut tenant_text = [0; 36];
     let tenant_id = tenant.map(|id| id.encode(&mut tenant_text));
     tracing::info!(

@@ -178,10 +178,9 @@ pub async fn build_state(config: &Config, settings: Settings) -> Result<State, E
     let tenet = match builder.build().await {
         Ok(tenet) => tenet,
         Err(source) => {
-            // A pepper generated for a store whose keys were issued under
-            // another one (a start without the pepper variable that earlier
-            // starts had) must not stay behind, or the next start would
-            // take it for the right one and back-ups would keep it.
+            // The store rejected a pepper generated just now, so its keys
+            // were issued under another one. The file must not stay,
+            // because the next start and back-ups would take it as valid.
             if generated_pepper {
                 remove_generated_pepper(&pepper_path);
             }

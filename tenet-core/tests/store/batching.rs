@@ -127,10 +127,9 @@ async fn stored_key_id(store: &PostgresStore, digest: KeyDigest) -> KeyId {
 /// Connects a store whose backends carry the schema's name as
 /// `application_name`, with a migrated schema.
 ///
-/// Its statement timeout is a minute rather than the default 5 s: the tests
-/// hold the lock on `api_keys` while they look up and terminate backends,
-/// which on a loaded machine can take longer than 5 s, and a lookup that
-/// hits the timeout would fail for a reason the test does not check.
+/// Its statement timeout is a minute rather than the default 5 s, because
+/// the tests hold the lock on `api_keys` while they find and terminate
+/// backends, which can take longer than 5 s on a loaded machine.
 async fn named_store(schema: &TestSchema, pool_size: u32) -> PostgresStore {
     schema.migrated_store().await;
     schema

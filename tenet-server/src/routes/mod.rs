@@ -290,9 +290,10 @@ impl From<Response> for Handled {
 /// Runs the handler of `route`, or returns 404 or 405, and converts any
 /// error into its response.
 ///
-/// The tenant is a well-formed tenant id from the path, whatever the
-/// outcome; otherwise the key's tenant of an accepted `/protected`, or the
-/// [`LogTenant`] that a handler attached to its response.
+/// The tenant for the log is a well-formed tenant id from the path,
+/// whatever the outcome. Without one, it is the key's tenant of an
+/// accepted `/protected`, or the [`LogTenant`] that a handler attached to
+/// its response.
 pub async fn dispatch(
     state: &State,
     route: Option<Route>,
