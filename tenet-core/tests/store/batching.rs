@@ -206,7 +206,7 @@ async fn terminate(client: &Client, pid: i32) {
 }
 
 /// Starts a lookup of `digest` in a task of its own and waits until its
-/// statement blocks on the lock that `observer`'s session sees, so that the
+/// statement blocks on the lock, as `observer`'s session reports, so that the
 /// lookups started after it queue behind it.
 async fn blocked_leader(
     store: &PostgresStore,
@@ -272,6 +272,22 @@ async fn blocked_batch<'a>(
         pid = blocked_lookup(observer, schema.name(), "unnest", &[]) => pid,
     };
     (batch, leader_result, queued)
+}
+
+/// Terminates the backend of the blocked `batch` statement, and returns
+/// the backend of the statement that retries it once that blocks too.
+async fn terminate_for_retry(
+    observer: &Client,
+    schema: &TestSchema,
+    batch: i32,
+    queued: &mut Queued<'_>,
+) -> i32 {
+    terminate(observer, batch).await;
+    let terminated = [batch];
+    tokio::select! {
+        _ = queued => panic!("the retry finished while the table was locked"),
+        pid = blocked_lookup(observer, schema.name(), "unnest", &terminated) => pid,
+    }
 }
 
 /// Asserts that `result` is the failure of a cancelled statement.
@@ -450,12 +466,7 @@ async fn batch_retries_once_when_its_backend_is_terminated() {
 
     let (batch, leader_result, mut queued) =
         blocked_batch(&store, &schema, &observer, &fixture).await;
-    terminate(&observer, batch).await;
-    let terminated = [batch];
-    let retry = tokio::select! {
-        _ = &mut queued => panic!("the retry finished while the table was locked"),
-        pid = blocked_lookup(&observer, schema.name(), "unnest", &terminated) => pid,
-    };
+    let retry = terminate_for_retry(&observer, &schema, batch, &mut queued).await;
     locker
         .batch_execute("ROLLBACK")
         .await
@@ -481,14 +492,8 @@ async fn failed_batch_fails_every_lookup_in_it() {
     // Both the batch's statement and its retry lose their backend.
     let (batch, leader_result, mut queued) =
         blocked_batch(&store, &schema, &observer, &fixture).await;
-    terminate(&observer, batch).await;
-    let mut terminated = vec![batch];
-    let retry = tokio::select! {
-        _ = &mut queued => panic!("the retry finished while the table was locked"),
-        pid = blocked_lookup(&observer, schema.name(), "unnest", &terminated) => pid,
-    };
+    let retry = terminate_for_retry(&observer, &schema, batch, &mut queued).await;
     terminate(&observer, retry).await;
-    terminated.push(retry);
     let results = queued.await;
     locker
         .batch_execute("ROLLBACK")

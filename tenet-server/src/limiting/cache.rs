@@ -100,7 +100,7 @@ impl LimitCache {
     /// Returns a tenant's limits and a key's own limit when both are cached
     /// and fresh, without waiting.
     ///
-    /// Every authenticated request asks, and both values are almost always
+    /// Every authenticated request calls this, and both values are almost always
     /// fresh, so this reads them without the per-slot async lock or a
     /// reference count.
     pub fn fresh_limits(
