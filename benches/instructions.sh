@@ -42,6 +42,12 @@ for tool in valgrind callgrind_control wrk cargo curl jq; do
         fail "$tool is missing; install it (valgrind and wrk are Debian packages)"
 done
 
+# KEEP may be relative to the caller's directory, which the cd below leaves.
+if [[ -n "${KEEP:-}" ]]; then
+    mkdir -p "$KEEP" || fail "cannot create the KEEP directory $KEEP"
+    KEEP=$(cd "$KEEP" && pwd)
+fi
+
 cd "$(dirname "$0")/.."
 echo "instructions.sh: building tenet-server and the bare server in release mode" >&2
 cargo build --release --quiet -p tenet-server -p tenet-benches --bins
