@@ -8,6 +8,7 @@
 
 use std::net::IpAddr;
 
+use http::HeaderValue;
 use http::header::{self, HeaderMap, HeaderName};
 use tenet_core::key::DISPLAY_PREFIX_LEN;
 use tenet_core::{Actor, AdminTokenDigest, Principal, Scope, Tenet, VerifiedKey};
@@ -264,14 +265,15 @@ fn admin_candidate(headers: &HeaderMap) -> Result<&str, Refusal> {
 }
 
 fn extract_api_key(headers: &HeaderMap) -> Result<&str, Refusal> {
-    let by_header = headers.get_all(API_KEY_HEADER).iter().count();
-    let by_bearer = headers.get_all(header::AUTHORIZATION).iter().count();
+    // One lookup per header name: this runs on every authenticated request.
+    let mut by_header = headers.get_all(API_KEY_HEADER).iter();
+    let mut by_bearer = headers.get_all(header::AUTHORIZATION).iter();
 
-    match (by_header, by_bearer) {
-        (0, 0) => Err(Refusal::Missing),
-        (1, 0) => single_value(headers, &API_KEY_HEADER),
-        (0, 1) => single_value(headers, &header::AUTHORIZATION).and_then(bearer_token),
-        _ => Err(Refusal::Ambiguous),
+    match (by_header.next(), by_bearer.next()) {
+        (None, None) => Err(Refusal::Missing),
+        (Some(value), None) => only_value(value, by_header.next()),
+        (None, Some(value)) => only_value(value, by_bearer.next()).and_then(bearer_token),
+        (Some(_), Some(_)) => Err(Refusal::Ambiguous),
     }
 }
 
@@ -279,14 +281,23 @@ fn extract_api_key(headers: &HeaderMap) -> Result<&str, Refusal> {
 /// value, so a comma-joined list is ambiguous.
 fn single_value<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<&'a str, Refusal> {
     let mut values = headers.get_all(name).iter();
-    let value = match (values.next(), values.next()) {
-        (None, _) => return Err(Refusal::Missing),
-        (Some(value), None) => value,
-        (Some(_), Some(_)) => return Err(Refusal::Ambiguous),
-    };
+    match values.next() {
+        None => Err(Refusal::Missing),
+        Some(value) => only_value(value, values.next()),
+    }
+}
 
+/// Returns `value` as text when no `second` value of its header follows
+/// and it lists no second value itself.
+fn only_value<'a>(
+    value: &'a HeaderValue,
+    second: Option<&HeaderValue>,
+) -> Result<&'a str, Refusal> {
+    if second.is_some() {
+        return Err(Refusal::Ambiguous);
+    }
     let text = value.to_str().map_err(|_| Refusal::NotText)?;
-    if text.contains(',') {
+    if text.as_bytes().contains(&b',') {
         return Err(Refusal::Ambiguous);
     }
     Ok(text)
@@ -303,8 +314,6 @@ fn bearer_token(value: &str) -> Result<&str, Refusal> {
 
 #[cfg(test)]
 mod tests {
-    use http::HeaderValue;
-
     use super::*;
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
