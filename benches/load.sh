@@ -4,7 +4,7 @@
 # Builds both in release mode, starts each on loopback, loads it with wrk
 # and prints requests per second, p50 and p99 latency for each scenario,
 # with the throughput as a ratio to the bare server measured in the same
-# run. With Postgres, it also runs `pgbench -S` at the concurrency of the
+# run. With Postgres, it also runs `pgbench -S` at each concurrency of the
 # Postgres-only scenario. With Redis, it measures `/protected` with a tenant
 # rate limit decided in Redis, as a ratio to the same server without
 # limits and to `redis-benchmark` of the limiter's script. Then it prints
@@ -18,10 +18,15 @@
 # Settings (environment variables):
 #   DURATION=10          seconds of each measured wrk or pgbench run
 #   WARMUP=3             seconds of the unmeasured wrk run before each one
-#   THREADS=2            wrk threads
+#   THREADS=1            wrk threads. One, as in the reference setup
+#                        (`wrk -t1 -c32`): wrk shares the two cores with
+#                        the server, and a second wrk thread takes CPU time
+#                        that the server under test would otherwise get.
 #   CONNECTIONS=32       wrk connections for the HTTP scenarios
 #   PG_CONNECTIONS=8     wrk connections of the Postgres-only scenario and
-#                        pgbench clients (-c), with 2 pgbench threads (-j)
+#                        pgbench clients (-c), with 2 pgbench threads (-j).
+#                        Both also run at CONNECTIONS, the concurrency of
+#                        the other scenarios.
 #   PORT=18480           tenet-server's port; the bare server uses PORT+1
 #   BENCH_PG_URL=postgres://postgres@127.0.0.1:5432
 #                        Postgres server without a database; the script
@@ -41,7 +46,7 @@ set -euo pipefail
 
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-3}
-THREADS=${THREADS:-2}
+THREADS=${THREADS:-1}
 CONNECTIONS=${CONNECTIONS:-32}
 PG_CONNECTIONS=${PG_CONNECTIONS:-8}
 PORT=${PORT:-18480}
@@ -285,7 +290,13 @@ EOF
 RESULTS=()
 declare -A BARE_RPS=()
 LAST_RPS=
-PG_ONLY_RPS=
+# Concurrencies of the Postgres-only scenario and pgbench, and the
+# requests/s of that scenario at each.
+PG_LEVELS=("$PG_CONNECTIONS")
+if [[ "$PG_CONNECTIONS" != "$CONNECTIONS" ]]; then
+    PG_LEVELS+=("$CONNECTIONS")
+fi
+declare -A PG_ONLY_RPS=()
 
 # Runs wrk against URL with SCRIPT (or none) at CONNECTIONS and records
 # one result row. EXPECT is 2xx or non-2xx: the responses every request
@@ -337,8 +348,10 @@ note "wrk -t $THREADS, ${WARMUP}s warm-up then ${DURATION}s measured per scenari
 
 start_bare
 measure "bare hyper hello world" "http://$HOST:$BARE_PORT/" "" "$CONNECTIONS" 2xx
-measure "bare hyper hello world, -c $PG_CONNECTIONS" "http://$HOST:$BARE_PORT/" "" \
-    "$PG_CONNECTIONS" 2xx
+if [[ "$PG_CONNECTIONS" != "$CONNECTIONS" ]]; then
+    measure "bare hyper hello world, -c $PG_CONNECTIONS" "http://$HOST:$BARE_PORT/" "" \
+        "$PG_CONNECTIONS" 2xx
+fi
 stop_server
 
 PROTECTED="http://$HOST:$PORT/protected"
@@ -400,7 +413,8 @@ else
     stop_server
 fi
 
-PGBENCH_TPS=
+declare -A PGBENCH_TPS=()
+declare -A PGBENCH_LATENCY=()
 UNLIMITED_RPS=
 LIMITED_RPS=
 SCRIPT_RPS=
@@ -413,9 +427,11 @@ else
     create_database "$SERVER_DB"
     start_tenet postgres --database-url "$BENCH_PG_URL/$SERVER_DB" --cache-capacity 0
     issue_key_script
-    measure "/protected valid key, Postgres, cache off" "$PROTECTED" "$WORK/valid.lua" \
-        "$PG_CONNECTIONS" 2xx
-    PG_ONLY_RPS=$LAST_RPS
+    for connections in "${PG_LEVELS[@]}"; do
+        measure "/protected valid key, Postgres, cache off" "$PROTECTED" "$WORK/valid.lua" \
+            "$connections" 2xx
+        PG_ONLY_RPS[$connections]=$LAST_RPS
+    done
     stop_server
 
     if [[ -z "$BENCH_REDIS_URL" ]]; then
@@ -446,12 +462,15 @@ fi
 if [[ -n "$BENCH_PG_URL" ]]; then
     create_database "$PGBENCH_DB"
     pgbench -q -i -s 1 "$BENCH_PG_URL/$PGBENCH_DB" >/dev/null 2>&1
-    timeout 600 pgbench -S -M prepared -c "$PG_CONNECTIONS" -j 2 -T "$DURATION" -n \
-        "$BENCH_PG_URL/$PGBENCH_DB" >"$WORK/pgbench.txt" 2>&1
-    PGBENCH_TPS=$(awk '/^tps = / { print $3; exit }' "$WORK/pgbench.txt")
-    PGBENCH_LATENCY=$(awk '/^latency average/ { print $4, $5 }' "$WORK/pgbench.txt")
-    note "pgbench -S -M prepared -c $PG_CONNECTIONS -j 2 -T $DURATION: $PGBENCH_TPS tps," \
-        "average latency $PGBENCH_LATENCY"
+    for connections in "${PG_LEVELS[@]}"; do
+        timeout 600 pgbench -S -M prepared -c "$connections" -j 2 -T "$DURATION" -n \
+            "$BENCH_PG_URL/$PGBENCH_DB" >"$WORK/pgbench.txt" 2>&1
+        PGBENCH_TPS[$connections]=$(awk '/^tps = / { print $3; exit }' "$WORK/pgbench.txt")
+        latency=$(awk '/^latency average/ { print $4, $5 }' "$WORK/pgbench.txt")
+        PGBENCH_LATENCY[$connections]=$latency
+        note "pgbench -S -M prepared -c $connections -j 2 -T $DURATION:" \
+            "${PGBENCH_TPS[$connections]} tps, average latency $latency"
+    done
 fi
 
 # --- Report ----------------------------------------------------------------
@@ -463,14 +482,16 @@ echo "wrk -t $THREADS -d ${DURATION}s --latency (after a ${WARMUP}s warm-up);" \
     "ratio = requests/s over the bare server's at the same connection count"
 printf '%-44s %11s %9s %9s %8s  %s\n' scenario requests/s p50 p99 ratio connections
 printf '%s\n' "${RESULTS[@]}"
-if [[ -n "$PGBENCH_TPS" ]]; then
-    echo "pgbench -S -M prepared -c $PG_CONNECTIONS -j 2: $PGBENCH_TPS tps" \
-        "(average latency $PGBENCH_LATENCY)"
-    if [[ -n "$PG_ONLY_RPS" ]]; then
-        awk -v rps="$PG_ONLY_RPS" -v tps="$PGBENCH_TPS" \
-            'BEGIN { printf "Postgres, cache off: %.2f of pgbench -S tps\n", rps / tps }'
+for connections in "${PG_LEVELS[@]}"; do
+    tps=${PGBENCH_TPS[$connections]:-}
+    [[ -n "$tps" ]] || continue
+    echo "pgbench -S -M prepared -c $connections -j 2: $tps tps" \
+        "(average latency ${PGBENCH_LATENCY[$connections]})"
+    if [[ -n "${PG_ONLY_RPS[$connections]:-}" ]]; then
+        awk -v rps="${PG_ONLY_RPS[$connections]}" -v tps="$tps" -v c="$connections" \
+            'BEGIN { printf "Postgres, cache off, -c %s: %.2f of pgbench -S tps\n", c, rps / tps }'
     fi
-fi
+done
 if [[ -n "$LIMITED_RPS" ]]; then
     awk -v limited="$LIMITED_RPS" -v unlimited="$UNLIMITED_RPS" \
         'BEGIN { printf "Redis rate limit: %.2f of the same server without limits\n", limited / unlimited }'
