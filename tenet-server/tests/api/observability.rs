@@ -374,6 +374,63 @@ async fn request_log_lines_carry_the_tenant() {
     server.stop();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspended_tenant_lines_carry_the_tenant() {
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let server = BinaryServer::start(data_dir.path(), &[("TENET_ADMIN_TOKEN", ADMIN_TOKEN)]);
+    let client = reqwest::Client::new();
+    let (tenant_id, key) = tenant_with_key(&client, &server, ADMIN_TOKEN, "Suspended").await;
+    let tenant_id = tenant_id.as_str();
+    let suspended = client
+        .post(server.url(&format!("/tenants/{tenant_id}/suspend")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(suspended.status(), StatusCode::OK);
+
+    let protected = client
+        .get(server.url("/protected"))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .expect("request sent");
+    let verified = client
+        .post(server.url("/verify"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({ "key": key }))
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(protected.status(), StatusCode::FORBIDDEN);
+    assert_eq!(verified.status(), StatusCode::OK);
+    let verified: Value = verified.json().await.expect("verify JSON");
+    assert_eq!(verified["code"], "tenant_suspended");
+
+    // The log thread writes lines in batches, so wait for the last one.
+    let deadline = Instant::now() + BINARY_TIMEOUT;
+    let lines = loop {
+        let lines = wait_for_log(&server, "request");
+        if !request_lines(&lines, "/verify").is_empty() {
+            break lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the /verify request was not logged"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let protected = request_lines(&lines, "/protected");
+    let verify = request_lines(&lines, "/verify");
+
+    assert_eq!(protected.len(), 1, "{protected:?}");
+    assert_eq!(protected[0]["status"], 403);
+    assert_eq!(protected[0]["tenant_id"], tenant_id, "403 tenant_suspended");
+    assert_eq!(verify.len(), 1, "{verify:?}");
+    assert_eq!(verify[0]["tenant_id"], tenant_id, "verified key's tenant");
+    server.stop();
+}
+
 /// Creates a tenant named `name` through a binary server and issues it a
 /// key, and returns the tenant id and the plaintext key.
 async fn tenant_with_key(
