@@ -76,7 +76,8 @@ pub struct Config {
     )]
     pub admin_token: Option<String>,
 
-    /// Sets the log line format on standard output. The RUST_LOG
+    /// Sets the log line format on standard output, and of the error line
+    /// on standard error when the server fails to start. The RUST_LOG
     /// environment variable sets the filter (default "info").
     #[arg(long, env = "TENET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

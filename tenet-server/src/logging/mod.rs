@@ -86,6 +86,31 @@ pub fn init(format: LogFormat) -> LogGuard {
     }
 }
 
+/// Writes an error that ends the process to standard error.
+///
+/// The text format writes `tenet-server: <error>`. The JSON format writes
+/// one object with the fields of the other JSON lines (`timestamp`,
+/// `level`, `message`, `error`, `target`), so that a log collector parses
+/// it like them. Either way the line bypasses `RUST_LOG` and the log
+/// thread, so that the cause shows whatever the filter, and also when the
+/// log thread did not start.
+pub fn report_fatal(format: LogFormat, message: &str, error: &str) {
+    match format {
+        LogFormat::Text => eprintln!("tenet-server: {error}"),
+        LogFormat::Json => {
+            let stderr = tracing_subscriber::fmt()
+                .json()
+                .flatten_event(true)
+                .with_ansi(false)
+                .with_writer(std::io::stderr)
+                .finish();
+            tracing::subscriber::with_default(stderr, || {
+                tracing::error!(target: "tenet_server", error, "{message}");
+            });
+        }
+    }
+}
+
 /// An event format that adds the current request id (see
 /// [`request_id::current`]) to the lines that `inner` formats inside a
 /// request. It formats the lines that [`LineFormat`] leaves to
