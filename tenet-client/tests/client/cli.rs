@@ -451,6 +451,17 @@ async fn verify_without_token_needs_consume() {
 }
 
 #[tokio::test]
+async fn timeout_of_zero_says_at_least_one() {
+    let output = run(tenet("http://127.0.0.1:9"), &["ready", "--timeout", "0"]).await;
+
+    assert_eq!(output.status.code(), Some(2));
+    let text = stderr(&output);
+    assert!(text.contains("--timeout"), "{text}");
+    assert!(text.contains("must be at least 1 second"), "{text}");
+    assert!(!text.contains("18446744073709551615"), "{text}");
+}
+
+#[tokio::test]
 async fn issue_sends_limit_and_metadata() {
     let server = TestServer::start().await;
     let url = server.url();
