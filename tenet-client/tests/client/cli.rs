@@ -451,6 +451,46 @@ async fn verify_without_token_needs_consume() {
 }
 
 #[tokio::test]
+async fn json_verify_prints_rejected_keys_as_json() {
+    let server = TestServer::start().await;
+    let (tenant, issued) = server.tenant_with_key().await;
+    server
+        .admin()
+        .revoke_key(tenant.id, issued.id)
+        .await
+        .expect("key revoked");
+    let mut anonymous = tenet(&server.url());
+    anonymous.env_remove("TENET_ADMIN_TOKEN");
+
+    let checked = run(tenet(&server.url()), &["verify", &issued.api_key, "--json"]).await;
+    let consumed = run(
+        anonymous,
+        &["verify", &issued.api_key, "--consume", "--json"],
+    )
+    .await;
+    let text = run(tenet(&server.url()), &["verify", &issued.api_key]).await;
+
+    // `POST /verify` names the reason; `GET /protected`, which the call
+    // without a token uses, returns the uniform 401.
+    let cases = [
+        ("admin token", &checked, "key_revoked"),
+        ("no token", &consumed, "unauthorized"),
+    ];
+    for (description, output, code) in cases {
+        let message = assert_fails(output, 1);
+        assert!(message.contains(code), "{description}: {message}");
+        assert_eq!(
+            json(output),
+            serde_json::json!({ "valid": false, "code": code }),
+            "{description}"
+        );
+        assert!(!stdout(output).contains(&issued.api_key), "{description}");
+    }
+    assert_fails(&text, 1);
+    assert!(text.stdout.is_empty(), "{}", stdout(&text));
+}
+
+#[tokio::test]
 async fn timeout_of_zero_says_at_least_one() {
     let output = run(tenet("http://127.0.0.1:9"), &["ready", "--timeout", "0"]).await;
 
