@@ -502,6 +502,23 @@ async fn timeout_of_zero_says_at_least_one() {
 }
 
 #[tokio::test]
+async fn invalid_url_hides_user_info() {
+    // A valid URL with user info, and one with an invalid port, which
+    // fails to parse at all.
+    for url in [
+        "http://user:secret@127.0.0.1:9",
+        "http://user:secret@127.0.0.1:99999",
+    ] {
+        let output = run(tenet("http://127.0.0.1:9"), &["ready", "--url", url]).await;
+
+        let message = assert_fails(&output, 2);
+        assert!(!message.contains("secret"), "{message}");
+        assert!(!message.contains("user:"), "{message}");
+        assert!(message.contains("http://***@127.0.0.1:"), "{message}");
+    }
+}
+
+#[tokio::test]
 async fn issue_sends_limit_and_metadata() {
     let server = TestServer::start().await;
     let url = server.url();
