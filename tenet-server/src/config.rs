@@ -78,7 +78,10 @@ pub struct Config {
 
     /// Sets the log line format on standard output, and of the error line
     /// on standard error when the server fails to start. The RUST_LOG
-    /// environment variable sets the filter (default "info").
+    /// environment variable sets the filter (default "info"). tokio_postgres
+    /// logs at debug or trace level only when RUST_LOG names it, such as
+    /// tokio_postgres=debug, because those lines show statement parameters,
+    /// which include key digests.
     #[arg(long, env = "TENET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
