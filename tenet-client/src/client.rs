@@ -150,9 +150,12 @@ impl ClientBuilder {
 }
 
 /// Parses the base URL and makes its path end in `/`.
+///
+/// The URL in an error has its user info redacted (see
+/// [`redact_user_info`]), because that part may contain a password.
 fn parse_base_url(text: &str) -> Result<Url> {
     let invalid = |reason: &str| Error::InvalidUrl {
-        url: text.to_owned(),
+        url: redact_user_info(text),
         reason: reason.to_owned(),
     };
 
@@ -177,6 +180,39 @@ fn parse_base_url(text: &str) -> Result<Url> {
         url.set_path(&path);
     }
     Ok(url)
+}
+
+/// Returns `text` with the user info of its authority, such as
+/// `user:password` in `http://user:password@host/`, replaced by `***`.
+///
+/// It works on the text, not on a parsed URL, because it must also cover
+/// text that failed to parse. The authority starts after the scheme and
+/// any slashes or backslashes, and the user info is taken to end at the
+/// last `@` of the text. So a password with an unencoded `/`, `?` or `#`
+/// stays hidden too, at the cost of also hiding the host of a URL whose
+/// path or query contains `@`.
+fn redact_user_info(text: &str) -> String {
+    let after_scheme = match text.split_once(':') {
+        Some((scheme, _)) if is_scheme(scheme) => scheme.len() + 1,
+        _ => 0,
+    };
+    let rest = &text[after_scheme..];
+    let authority = after_scheme + (rest.len() - rest.trim_start_matches(['/', '\\']).len());
+
+    match text[authority..].rfind('@') {
+        Some(at) => format!("{}***{}", &text[..authority], &text[authority + at..]),
+        None => text.to_owned(),
+    }
+}
+
+/// Returns whether `text` is a URL scheme: a letter, then letters, digits,
+/// `+`, `-` or `.`.
+fn is_scheme(text: &str) -> bool {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic())
+        && chars.all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '+' | '-' | '.'))
 }
 
 /// One request on its way: method, path, optional JSON body.
@@ -347,6 +383,41 @@ mod tests {
             let url = parse_base_url(base).expect("valid base URL");
 
             assert_eq!(url.join("tenants").expect("joins").as_str(), expected);
+        }
+    }
+
+    #[test]
+    fn invalid_url_hides_user_info() {
+        let cases = [
+            ("http://user:secret@h/", "http://***@h/"),
+            ("http://secret@h:8080", "http://***@h:8080"),
+            ("http://user:secret@h:99999/", "http://***@h:99999/"),
+            ("http://user:se/cret@h/", "http://***@h/"),
+            ("http://user:p@ss@h/", "http://***@h/"),
+            ("http:user:secret@h/", "http:***@h/"),
+            ("http:\\\\user:secret@h/", "http:\\\\***@h/"),
+            ("http://user:se#cret@h/", "http://***@h/"),
+            ("user:secret@h:8080", "user:***@h:8080"),
+            ("secret@h", "***@h"),
+            ("ftp://user:secret@h/", "ftp://***@h/"),
+            ("http://h/?to=a@b", "http://***@b"),
+        ];
+
+        for (base, redacted) in cases {
+            let result = parse_base_url(base);
+
+            let Err(Error::InvalidUrl { url, reason }) = result else {
+                panic!("{base:?} is not rejected as invalid: {result:?}");
+            };
+            assert_eq!(url, redacted, "{base:?}");
+            assert!(!reason.contains("secret"), "{base:?}: {reason}");
+        }
+    }
+
+    #[test]
+    fn redaction_keeps_urls_without_user_info() {
+        for text in ["http://h:8080/a", "nope", "", "ftp://h/"] {
+            assert_eq!(redact_user_info(text), text);
         }
     }
 

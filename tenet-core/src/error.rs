@@ -4,7 +4,7 @@ use std::fmt;
 
 use time::OffsetDateTime;
 
-use crate::id::KeyId;
+use crate::id::{KeyId, TenantId};
 
 /// A boxed error from a storage driver, kept as the source of [`Error`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -112,8 +112,10 @@ pub enum Rejection {
     Expired,
     /// The key is valid but lacks a scope that the caller required.
     MissingScope,
-    /// The key is valid but its tenant is suspended.
-    TenantSuspended,
+    /// The key is valid but its tenant, `tenant`, is suspended. Only a
+    /// valid key gets this rejection, so naming the tenant (as the server's
+    /// request log does) reveals nothing about unknown keys.
+    TenantSuspended { tenant: TenantId },
 }
 
 impl Rejection {
@@ -125,7 +127,7 @@ impl Rejection {
             Rejection::Revoked => "key_revoked",
             Rejection::Expired => "key_expired",
             Rejection::MissingScope => "missing_scope",
-            Rejection::TenantSuspended => "tenant_suspended",
+            Rejection::TenantSuspended { .. } => "tenant_suspended",
         }
     }
 }
@@ -138,7 +140,7 @@ impl fmt::Display for Rejection {
             Rejection::Revoked => "revoked",
             Rejection::Expired => "expired",
             Rejection::MissingScope => "missing a required scope",
-            Rejection::TenantSuspended => "of a suspended tenant",
+            Rejection::TenantSuspended { .. } => "of a suspended tenant",
         };
         f.write_str(text)
     }

@@ -1362,7 +1362,9 @@ enum Metering {
 fn admit(passed: Passed, state: TenantState) -> Result<Passed> {
     match state {
         TenantState::Active => Ok(passed),
-        TenantState::Suspended => Err(Error::Rejected(Rejection::TenantSuspended)),
+        TenantState::Suspended => Err(Error::Rejected(Rejection::TenantSuspended {
+            tenant: passed.principal.tenant_id,
+        })),
         TenantState::Gone => Err(Error::Rejected(Rejection::Revoked)),
     }
 }
@@ -1745,7 +1747,8 @@ mod tests {
 
         assert!(matches!(
             suspended,
-            Err(Error::Rejected(Rejection::TenantSuspended))
+            Err(Error::Rejected(Rejection::TenantSuspended { tenant: rejected }))
+                if rejected == tenant
         ));
         assert!(resumed.is_ok(), "{resumed:?}");
     }
@@ -1783,7 +1786,8 @@ mod tests {
         let after = after.await.expect("task finished");
         assert!(matches!(
             after,
-            Err(Error::Rejected(Rejection::TenantSuspended))
+            Err(Error::Rejected(Rejection::TenantSuspended { tenant: rejected }))
+                if rejected == tenant
         ));
     }
 

@@ -174,7 +174,9 @@ fn conclude(
             };
             tracing::debug!(reason = rejection.code(), prefix, "rejected API key");
             match rejection {
-                tenet_core::Rejection::TenantSuspended => Err(Error::TenantSuspended),
+                tenet_core::Rejection::TenantSuspended { tenant } => {
+                    Err(Error::TenantSuspended { tenant })
+                }
                 _ => Err(Error::Unauthorized),
             }
         }

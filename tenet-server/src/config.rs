@@ -76,8 +76,12 @@ pub struct Config {
     )]
     pub admin_token: Option<String>,
 
-    /// Sets the log line format on standard output. The RUST_LOG
-    /// environment variable sets the filter (default "info").
+    /// Sets the log line format on standard output, and of the error line
+    /// on standard error when the server fails to start. The RUST_LOG
+    /// environment variable sets the filter (default "info"). tokio_postgres
+    /// logs at debug or trace level only when RUST_LOG names it, such as
+    /// tokio_postgres=debug, because those lines show statement parameters,
+    /// which include key digests.
     #[arg(long, env = "TENET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
@@ -111,7 +115,7 @@ pub struct Config {
         env = "TENET_MAX_CONNECTIONS",
         value_name = "COUNT",
         default_value_t = 10_000,
-        value_parser = clap::value_parser!(u32).range(1..)
+        value_parser = parse_at_least_one::<u32>
     )]
     pub max_connections: u32,
 
@@ -163,7 +167,7 @@ pub struct Config {
         env = "TENET_ACCESS_LOG_SAMPLE",
         value_name = "REQUESTS",
         default_value_t = 1,
-        value_parser = clap::value_parser!(u64).range(1..)
+        value_parser = parse_at_least_one::<u64>
     )]
     pub access_log_sample: u64,
 
@@ -500,6 +504,20 @@ impl Config {
     }
 }
 
+/// Parses a count that must be at least 1. clap's `range(1..)` would
+/// reject 0 with "0 is not in 1..18446744073709551615", naming the type's
+/// maximum as if it were a documented limit.
+fn parse_at_least_one<T>(text: &str) -> Result<T, String>
+where
+    T: std::str::FromStr<Err = std::num::ParseIntError> + From<u8> + PartialOrd,
+{
+    let value = text.parse::<T>().map_err(|err| err.to_string())?;
+    if value < T::from(1) {
+        return Err("must be at least 1".to_owned());
+    }
+    Ok(value)
+}
+
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let redacted = |set: bool| if set { "Some(..)" } else { "None" };
@@ -556,6 +574,36 @@ mod tests {
     #[test]
     fn command_definition_is_valid() {
         Config::command().debug_assert();
+    }
+
+    #[test]
+    fn open_ended_counts_say_at_least_one() {
+        for flag in ["--access-log-sample", "--max-connections"] {
+            let err =
+                Config::try_parse_from(["tenet-server", flag, "0"]).expect_err("0 is rejected");
+
+            let message = err.to_string();
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+            assert!(message.contains(flag), "{message}");
+            assert!(message.contains("must be at least 1"), "{message}");
+            assert!(!message.contains("4294967295"), "{message}");
+            assert!(!message.contains("18446744073709551615"), "{message}");
+        }
+    }
+
+    #[test]
+    fn open_ended_counts_accept_large_values() {
+        let config = Config::try_parse_from([
+            "tenet-server",
+            "--access-log-sample",
+            "18446744073709551615",
+            "--max-connections",
+            "4294967295",
+        ])
+        .expect("valid counts");
+
+        assert_eq!(config.access_log_sample, u64::MAX);
+        assert_eq!(config.max_connections, u32::MAX);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use http::{HeaderValue, StatusCode, header};
 use tenet_core::api::{ErrorDetail, ErrorResponse};
 
 use crate::limiting::LimitExceeded;
-use crate::response::{Response, json};
+use crate::response::{LogTenant, Response, json};
 
 /// A boxed error kept as the source of a server failure.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -113,9 +113,10 @@ pub enum Error {
     /// failed authentications, rejected with 429 and `Retry-After`.
     #[error("request limited")]
     Limited(crate::limiting::LimitExceeded),
-    /// A valid API key belongs to a suspended tenant.
-    #[error("tenant suspended")]
-    TenantSuspended,
+    /// A valid API key belongs to a suspended tenant, `tenant`, which the
+    /// response carries as its [`LogTenant`] for the request log line.
+    #[error("tenant {tenant} suspended")]
+    TenantSuspended { tenant: tenet_core::TenantId },
 
     /// A valid API key lacks the scope that the route requires.
     #[error("missing scope {scope}")]
@@ -245,8 +246,8 @@ impl From<tenet_core::Error> for Error {
                 Error::KeyRotated { key, successor }
             }
             tenet_core::Error::KeyRevoked { key } => Error::KeyRevoked { key },
-            tenet_core::Error::Rejected(tenet_core::Rejection::TenantSuspended) => {
-                Error::TenantSuspended
+            tenet_core::Error::Rejected(tenet_core::Rejection::TenantSuspended { tenant }) => {
+                Error::TenantSuspended { tenant }
             }
             tenet_core::Error::Rejected(_) => Error::Unauthorized,
             tenet_core::Error::Unavailable(_) => Error::StoreUnavailable(err),
@@ -279,7 +280,7 @@ impl Error {
                 "no tenant with this id; ids are lowercase hyphenated UUIDs, as returned \
                  when the tenant was created",
             ),
-            Error::TenantSuspended => (
+            Error::TenantSuspended { .. } => (
                 StatusCode::FORBIDDEN,
                 "tenant_suspended",
                 "this API key's tenant is suspended; its keys work again once an admin \
@@ -465,6 +466,9 @@ impl Error {
                 // requests keep their `RequestLimit`.
                 response.extensions_mut().insert(exceeded);
             }
+            Error::TenantSuspended { tenant } => {
+                response.extensions_mut().insert(LogTenant(tenant));
+            }
             _ => {}
         }
         response
@@ -559,7 +563,9 @@ mod tests {
                 "store_unavailable",
             ),
             (
-                tenet_core::Error::Rejected(tenet_core::Rejection::TenantSuspended),
+                tenet_core::Error::Rejected(tenet_core::Rejection::TenantSuspended {
+                    tenant: tenet_core::TenantId::generate(),
+                }),
                 "tenant_suspended",
             ),
             (tenet_core::Error::store("disk full"), "internal"),

@@ -8,7 +8,13 @@ use tenet_server::{App, Config, logging};
 
 fn main() -> ExitCode {
     let config = Config::load();
-    let _log_guard = logging::init(config.log_format);
+    let log_format = config.log_format;
+    let log_guard = logging::init(log_format);
+    let failure = if config.command == Some(Command::Migrate) {
+        "tenet-server migrate failed"
+    } else {
+        "tenet-server failed to start"
+    };
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -16,15 +22,25 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(err) => {
-            eprintln!("tenet-server: failed to start the tokio runtime: {err}");
+            drop(log_guard);
+            let error = format!("failed to start the tokio runtime: {err}");
+            logging::report_fatal(log_format, failure, &error);
             return ExitCode::FAILURE;
         }
     };
 
-    match runtime.block_on(run(config)) {
+    let result = runtime.block_on(run(config));
+
+    // The runtime goes first, because tasks may log while it stops. Then
+    // the guard writes the pending lines, so that an error is the last
+    // line on a terminal that shows both streams.
+    drop(runtime);
+    drop(log_guard);
+
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("tenet-server: {}", cause_chain(&err));
+            logging::report_fatal(log_format, failure, &cause_chain(&err));
             ExitCode::FAILURE
         }
     }

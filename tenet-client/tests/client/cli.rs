@@ -451,6 +451,74 @@ async fn verify_without_token_needs_consume() {
 }
 
 #[tokio::test]
+async fn json_verify_prints_rejected_keys_as_json() {
+    let server = TestServer::start().await;
+    let (tenant, issued) = server.tenant_with_key().await;
+    server
+        .admin()
+        .revoke_key(tenant.id, issued.id)
+        .await
+        .expect("key revoked");
+    let mut anonymous = tenet(&server.url());
+    anonymous.env_remove("TENET_ADMIN_TOKEN");
+
+    let checked = run(tenet(&server.url()), &["verify", &issued.api_key, "--json"]).await;
+    let consumed = run(
+        anonymous,
+        &["verify", &issued.api_key, "--consume", "--json"],
+    )
+    .await;
+    let text = run(tenet(&server.url()), &["verify", &issued.api_key]).await;
+
+    // `POST /verify` names the reason; `GET /protected`, which the call
+    // without a token uses, returns the uniform 401.
+    let cases = [
+        ("admin token", &checked, "key_revoked"),
+        ("no token", &consumed, "unauthorized"),
+    ];
+    for (description, output, code) in cases {
+        let message = assert_fails(output, 1);
+        assert!(message.contains(code), "{description}: {message}");
+        assert_eq!(
+            json(output),
+            serde_json::json!({ "valid": false, "code": code }),
+            "{description}"
+        );
+        assert!(!stdout(output).contains(&issued.api_key), "{description}");
+    }
+    assert_fails(&text, 1);
+    assert!(text.stdout.is_empty(), "{}", stdout(&text));
+}
+
+#[tokio::test]
+async fn timeout_of_zero_says_at_least_one() {
+    let output = run(tenet("http://127.0.0.1:9"), &["ready", "--timeout", "0"]).await;
+
+    assert_eq!(output.status.code(), Some(2));
+    let text = stderr(&output);
+    assert!(text.contains("--timeout"), "{text}");
+    assert!(text.contains("must be at least 1 second"), "{text}");
+    assert!(!text.contains("18446744073709551615"), "{text}");
+}
+
+#[tokio::test]
+async fn invalid_url_hides_user_info() {
+    // A valid URL with user info, and one with an invalid port, which
+    // fails to parse at all.
+    for url in [
+        "http://user:secret@127.0.0.1:9",
+        "http://user:secret@127.0.0.1:99999",
+    ] {
+        let output = run(tenet("http://127.0.0.1:9"), &["ready", "--url", url]).await;
+
+        let message = assert_fails(&output, 2);
+        assert!(!message.contains("secret"), "{message}");
+        assert!(!message.contains("user:"), "{message}");
+        assert!(message.contains("http://***@127.0.0.1:"), "{message}");
+    }
+}
+
+#[tokio::test]
 async fn issue_sends_limit_and_metadata() {
     let server = TestServer::start().await;
     let url = server.url();

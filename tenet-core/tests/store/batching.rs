@@ -423,7 +423,9 @@ async fn concurrent_verifications_get_their_own_verdicts() {
         Ok(principal(0)),
         Ok(principal(1)),
         Err(Rejection::Revoked),
-        Err(Rejection::TenantSuspended),
+        Err(Rejection::TenantSuspended {
+            tenant: suspended.id,
+        }),
         Err(Rejection::Revoked),
         Err(Rejection::Unknown),
     ];

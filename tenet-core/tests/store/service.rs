@@ -288,7 +288,8 @@ pub async fn suspended_tenant_keys_are_rejected(backend: &TestStore) {
     assert!(
         matches!(
             while_suspended,
-            Err(Error::Rejected(Rejection::TenantSuspended))
+            Err(Error::Rejected(Rejection::TenantSuspended { tenant: rejected }))
+                if rejected == tenant
         ),
         "{while_suspended:?}"
     );

@@ -10,9 +10,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tracing::{Event, Subscriber};
+use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{FilterFn, filter_fn};
 use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields, JsonFields, Writer};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use self::line::{LineFormat, Style};
 use tracing_subscriber::fmt::{FmtContext, MakeWriter};
@@ -23,6 +26,13 @@ use crate::request_id;
 
 /// Filter used when `RUST_LOG` is unset.
 const DEFAULT_FILTER: &str = "info";
+
+/// Crates whose debug and trace lines contain secrets. They log at info and
+/// above only, unless `RUST_LOG` names them (see [`secret_crates_filter`]).
+/// tokio-postgres 0.7.18 logs each statement "with parameters" at debug
+/// level (in its `query.rs`), and the parameters of key lookups are key
+/// digests.
+const SECRET_LOGGING_CRATES: &[&str] = &["tokio_postgres"];
 
 /// Interval at which the log thread writes the lines collected since its
 /// last write.
@@ -44,12 +54,16 @@ const MAX_PENDING_BYTES: usize = 8 * 1024 * 1024;
 /// thread once per interval instead of once per line. When the buffer
 /// holds 8 MiB, further lines are dropped instead of blocking, and the log
 /// thread reports how many.
+///
+/// Debug and trace lines of [`SECRET_LOGGING_CRATES`] are dropped unless
+/// `RUST_LOG` names the crate or one of its modules.
 pub fn init(format: LogFormat) -> LogGuard {
     let shared = Arc::new(Shared::default());
     let thread = spawn_log_thread(Arc::clone(&shared));
     let writer = BatchWriter(Arc::clone(&shared));
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let secret_filter = secret_crates_filter(std::env::var("RUST_LOG").ok().as_deref());
 
     let ansi = std::io::stdout().is_terminal();
 
@@ -67,6 +81,8 @@ pub fn init(format: LogFormat) -> LogGuard {
                     placement: Placement::TextSuffix,
                 },
             })
+            .finish()
+            .with(secret_filter)
             .init(),
         LogFormat::Json => builder
             .fmt_fields(JsonFields::new())
@@ -78,11 +94,84 @@ pub fn init(format: LogFormat) -> LogGuard {
                     placement: Placement::JsonSpanField,
                 },
             })
+            .finish()
+            .with(secret_filter)
             .init(),
     }
     LogGuard {
         shared,
         thread: thread.ok(),
+    }
+}
+
+/// Builds the filter that limits [`SECRET_LOGGING_CRATES`] to info and
+/// above.
+///
+/// It drops the debug and trace events of those crates, except those of a
+/// target that a directive of `rust_log` names: the crate itself, or one of
+/// its modules. The filter only narrows `RUST_LOG`, so a crate that
+/// `RUST_LOG` sets to warn stays at warn. Events of the `log` crate, which
+/// tokio-postgres uses, reach it through the `LogTracer` that `init`
+/// installs, with their module path as the target.
+fn secret_crates_filter(
+    rust_log: Option<&str>,
+) -> FilterFn<impl Fn(&Metadata<'_>) -> bool + use<>> {
+    // `EnvFilter` splits directives at commas and reads the target up to
+    // a span filter (`[...]`) or the level (`=...`).
+    let named: Vec<String> = rust_log
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|directive| directive.split(['[', '=']).next())
+        .map(str::trim)
+        .filter(|target| in_secret_logging_crate(target))
+        .map(str::to_owned)
+        .collect();
+
+    filter_fn(move |metadata| {
+        let target = metadata.target();
+        let capped = in_secret_logging_crate(target)
+            && !named.iter().any(|module| in_module(target, module));
+        *metadata.level() <= Level::INFO || !capped
+    })
+}
+
+fn in_secret_logging_crate(target: &str) -> bool {
+    SECRET_LOGGING_CRATES
+        .iter()
+        .any(|name| in_module(target, name))
+}
+
+/// Returns whether `target` is the module path `module` or inside it, so
+/// that `tokio_postgres` covers `tokio_postgres::query` but not
+/// `tokio_postgres_extra`.
+fn in_module(target: &str, module: &str) -> bool {
+    target
+        .strip_prefix(module)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+}
+
+/// Writes an error that ends the process to standard error.
+///
+/// The text format writes `tenet-server: <error>`. The JSON format writes
+/// one object with the fields of the other JSON lines (`timestamp`,
+/// `level`, `message`, `error`, `target`), so that a log collector parses
+/// it like them. Either way the line bypasses `RUST_LOG` and the log
+/// thread, so that the cause shows whatever the filter, and also when the
+/// log thread did not start.
+pub fn report_fatal(format: LogFormat, message: &str, error: &str) {
+    match format {
+        LogFormat::Text => eprintln!("tenet-server: {error}"),
+        LogFormat::Json => {
+            let stderr = tracing_subscriber::fmt()
+                .json()
+                .flatten_event(true)
+                .with_ansi(false)
+                .with_writer(std::io::stderr)
+                .finish();
+            tracing::subscriber::with_default(stderr, || {
+                tracing::error!(target: "tenet_server", error, "{message}");
+            });
+        }
     }
 }
 
@@ -301,7 +390,102 @@ fn write_batches(shared: &Shared) {
 mod tests {
     use std::io::Write as _;
 
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::Context;
+
     use super::*;
+
+    /// Records the target and level of every event that the filters let
+    /// through.
+    #[derive(Clone, Default)]
+    struct Recorder(Arc<Mutex<Vec<(String, Level)>>>);
+
+    impl<S: Subscriber> Layer<S> for Recorder {
+        fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+            let metadata = event.metadata();
+            self.0
+                .lock()
+                .expect("recorder lock")
+                .push((metadata.target().to_owned(), *metadata.level()));
+        }
+    }
+
+    /// Logs one event at each level of interest under `RUST_LOG=rust_log`,
+    /// and returns the `target level` of those that pass.
+    fn passing_events(rust_log: &str) -> Vec<String> {
+        let recorder = Recorder::default();
+        let subscriber = tracing_subscriber::registry()
+            .with(EnvFilter::new(rust_log))
+            .with(secret_crates_filter(Some(rust_log)))
+            .with(recorder.clone());
+
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::debug!(target: "tokio_postgres::query", "executing statement");
+            tracing::trace!(target: "tokio_postgres::connection", "poll_read");
+            tracing::info!(target: "tokio_postgres::connection", "NOTICE: relation exists");
+            tracing::debug!(target: "tokio_postgres_other", "another crate");
+            tracing::debug!(target: "tenet_core::store", "tenet line");
+        });
+
+        let events = recorder.0.lock().expect("recorder lock");
+        events
+            .iter()
+            .map(|(target, level)| format!("{target} {level}"))
+            .collect()
+    }
+
+    #[test]
+    fn secret_logging_crates_stay_at_info_unless_named() {
+        // `EnvFilter` matches a directive's target as a plain prefix, so
+        // `tokio` and `tokio_postgres` also select `tokio_postgres_other`,
+        // which the filter of secret crates leaves alone.
+        let cases: [(&str, &[&str]); 6] = [
+            (
+                "trace",
+                &[
+                    "tokio_postgres::connection INFO",
+                    "tokio_postgres_other DEBUG",
+                    "tenet_core::store DEBUG",
+                ],
+            ),
+            (
+                "info,tokio=trace",
+                &[
+                    "tokio_postgres::connection INFO",
+                    "tokio_postgres_other DEBUG",
+                ],
+            ),
+            ("warn", &[]),
+            (
+                "info,tokio_postgres=debug",
+                &[
+                    "tokio_postgres::query DEBUG",
+                    "tokio_postgres::connection INFO",
+                    "tokio_postgres_other DEBUG",
+                ],
+            ),
+            (
+                "info,tokio_postgres",
+                &[
+                    "tokio_postgres::query DEBUG",
+                    "tokio_postgres::connection TRACE",
+                    "tokio_postgres::connection INFO",
+                    "tokio_postgres_other DEBUG",
+                ],
+            ),
+            (
+                "info,tokio_postgres::connection=trace",
+                &[
+                    "tokio_postgres::connection TRACE",
+                    "tokio_postgres::connection INFO",
+                ],
+            ),
+        ];
+
+        for (rust_log, expected) in cases {
+            assert_eq!(passing_events(rust_log), expected, "RUST_LOG={rust_log}");
+        }
+    }
 
     #[test]
     fn full_buffer_drops_whole_lines() {

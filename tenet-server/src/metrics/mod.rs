@@ -121,7 +121,7 @@ impl Verification {
             Err(tenet_core::Error::Rejected(Rejection::Revoked)) => Verification::Revoked,
             Err(tenet_core::Error::Rejected(Rejection::Expired)) => Verification::Expired,
             Err(tenet_core::Error::Rejected(Rejection::MissingScope)) => Verification::MissingScope,
-            Err(tenet_core::Error::Rejected(Rejection::TenantSuspended)) => {
+            Err(tenet_core::Error::Rejected(Rejection::TenantSuspended { .. })) => {
                 Verification::TenantSuspended
             }
             Err(tenet_core::Error::Rejected(_)) => Verification::Unknown,

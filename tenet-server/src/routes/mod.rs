@@ -292,8 +292,8 @@ impl From<Response> for Handled {
 ///
 /// The tenant for the log is a well-formed tenant id from the path,
 /// whatever the outcome. Without one, it is the key's tenant of an
-/// accepted `/protected`, or the [`LogTenant`] that a handler attached to
-/// its response.
+/// accepted `/protected`, or the [`LogTenant`] that a handler or
+/// [`Error::TenantSuspended`] attached to the response.
 pub async fn dispatch(
     state: &State,
     route: Option<Route>,

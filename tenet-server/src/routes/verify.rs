@@ -59,7 +59,7 @@ pub async fn post(
         .metrics
         .observe_verification(Verification::of(&verified));
 
-    let body = match verified {
+    let rejection = match verified {
         Ok(verified) => {
             let mode = if request.consume {
                 Mode::Consume
@@ -82,11 +82,12 @@ pub async fn post(
             }
             return Ok(valid(&verified, checked));
         }
-        Err(tenet_core::Error::Rejected(rejection)) => invalid(rejection),
+        Err(tenet_core::Error::Rejected(rejection)) => rejection,
         Err(other) => return Err(other.into()),
     };
-    Ok(json(StatusCode::OK, &body))
+    Ok(invalid(rejection))
 }
+
 /// Builds the response for a valid key, with its limit state in the body
 /// and, in the extensions, the [`RequestLimit`] or the [`LimitExceeded`].
 fn valid(verified: &VerifiedKey, checked: Result<RequestLimit, LimitExceeded>) -> Response {
@@ -109,9 +110,18 @@ fn valid(verified: &VerifiedKey, checked: Result<RequestLimit, LimitExceeded>) -
     response
 }
 
-fn invalid(rejection: Rejection) -> VerifyResponse {
-    VerifyResponse::Invalid(InvalidKeyResponse {
+/// Builds the response for a rejected key. A key of a suspended tenant is
+/// valid otherwise, so its tenant goes to the request log, as a valid
+/// key's does.
+fn invalid(rejection: Rejection) -> Response {
+    let body = VerifyResponse::Invalid(InvalidKeyResponse {
         valid: false,
         code: rejection.code().to_owned(),
-    })
+    });
+
+    let mut response = json(StatusCode::OK, &body);
+    if let Rejection::TenantSuspended { tenant } = rejection {
+        response.extensions_mut().insert(LogTenant(tenant));
+    }
+    response
 }

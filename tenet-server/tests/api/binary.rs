@@ -225,6 +225,64 @@ fn data_dir_that_is_a_file_is_named() {
 }
 
 #[test]
+fn start_errors_follow_the_json_log_format() {
+    let parent = tempfile::tempdir().expect("temporary directory");
+    let file = parent.path().join("not-a-directory");
+    fs::write(&file, "").expect("file written");
+    let file_arg = file.display().to_string();
+    let data_dir_arg = parent.path().join("data").display().to_string();
+    let short_pepper = "short-pepper-value";
+    let cases = [
+        (
+            "data directory that is a file",
+            file_arg.as_str(),
+            vec![],
+            "is not a directory",
+        ),
+        (
+            "short pepper",
+            data_dir_arg.as_str(),
+            vec![("TENET_KEY_PEPPER", short_pepper)],
+            "TENET_KEY_PEPPER",
+        ),
+    ];
+
+    for (description, data_dir, mut env, expected) in cases {
+        // The error line bypasses the filter, which here drops every line.
+        env.push(("RUST_LOG", "off"));
+        let args = [
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--data-dir",
+            data_dir,
+        ];
+
+        let output = run_binary(&args, &env);
+
+        assert_eq!(output.status.code(), Some(1), "{description}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            stderr.trim_end().lines().count(),
+            1,
+            "{description}: {stderr}"
+        );
+        let line: serde_json::Value = serde_json::from_str(&stderr)
+            .unwrap_or_else(|err| panic!("{description}: not JSON ({err}): {stderr}"));
+        assert_eq!(line["level"], "ERROR", "{description}");
+        assert_eq!(
+            line["message"], "tenet-server failed to start",
+            "{description}"
+        );
+        assert!(line["timestamp"].is_string(), "{description}: {line}");
+        let error = line["error"].as_str().expect("an error field");
+        assert!(error.contains(expected), "{description}: {error}");
+        assert!(!stderr.contains(short_pepper), "{description}: {stderr}");
+    }
+}
+
+#[test]
 fn refused_generated_pepper_is_not_kept() {
     let data_dir = tempfile::tempdir().expect("temporary directory");
     let data_dir_arg = data_dir.path().display().to_string();

@@ -1,5 +1,6 @@
 //! Test servers, in process and as the real binary, and API shortcuts.
 
+use std::env;
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -14,6 +15,8 @@ use tenet_core::api::{IssuedKeyResponse, KeyResponse, TenantResponse};
 use tenet_server::{App, Config};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_postgres::NoTls;
+use uuid::Uuid;
 
 /// Admin token of every in-process test server.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdefghijklmnop";
@@ -345,4 +348,75 @@ fn forward_logs(
             let _ = addresses.send(addr);
         }
     }
+}
+
+const DATABASE_VARIABLE: &str = "TENET_TEST_DATABASE_URL";
+
+/// A fresh Postgres schema for one test.
+pub struct TestSchema {
+    pub database_url: String,
+    pub name: String,
+}
+
+impl TestSchema {
+    /// Creates the schema, or returns `None` to skip the test when
+    /// `TENET_TEST_DATABASE_URL` is not set.
+    ///
+    /// # Panics
+    ///
+    /// When the variable is missing and `CI=true`.
+    pub async fn create() -> Option<Self> {
+        let Some(database_url) = env::var(DATABASE_VARIABLE)
+            .ok()
+            .filter(|url| !url.is_empty())
+        else {
+            assert_ne!(
+                env::var("CI").as_deref(),
+                Ok("true"),
+                "{DATABASE_VARIABLE} must be set when CI=true"
+            );
+            eprintln!("note: skipping a Postgres test; set {DATABASE_VARIABLE}");
+            return None;
+        };
+        let name = format!("tenet_api_{}", Uuid::now_v7().simple());
+        connect(&database_url)
+            .await
+            .batch_execute(&format!("CREATE SCHEMA {name}"))
+            .await
+            .expect("test schema created");
+        Some(Self { database_url, name })
+    }
+}
+
+impl Drop for TestSchema {
+    /// Drops the schema, also after a failed test. The drop runs on a
+    /// runtime of its own, because the test's runtime may be shutting down.
+    fn drop(&mut self) {
+        let database_url = self.database_url.clone();
+        let statement = format!("DROP SCHEMA {} CASCADE", self.name);
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("cleanup runtime");
+            runtime.block_on(async {
+                connect(&database_url)
+                    .await
+                    .batch_execute(&statement)
+                    .await
+                    .expect("test schema dropped");
+            });
+        });
+        if cleanup.join().is_err() && !std::thread::panicking() {
+            panic!("dropping the test schema {} failed", self.name);
+        }
+    }
+}
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|err| panic!("cannot connect to {DATABASE_VARIABLE}: {err}"));
+    tokio::spawn(connection);
+    client
 }

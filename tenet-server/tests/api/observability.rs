@@ -7,7 +7,9 @@ use reqwest::StatusCode;
 use reqwest::header::CONTENT_TYPE;
 use serde_json::Value;
 
-use crate::helpers::{ADMIN_TOKEN, BINARY_TIMEOUT, BinaryServer, TestServer, protected_status};
+use crate::helpers::{
+    ADMIN_TOKEN, BINARY_TIMEOUT, BinaryServer, TestSchema, TestServer, protected_status,
+};
 
 /// Returns a well-formed key that was never issued.
 fn unknown_key() -> String {
@@ -372,6 +374,128 @@ async fn request_log_lines_carry_the_tenant() {
     );
     assert!(statuses.contains(&(401, &Value::Null)), "{statuses:?}");
     server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspended_tenant_lines_carry_the_tenant() {
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let server = BinaryServer::start(data_dir.path(), &[("TENET_ADMIN_TOKEN", ADMIN_TOKEN)]);
+    let client = reqwest::Client::new();
+    let (tenant_id, key) = tenant_with_key(&client, &server, ADMIN_TOKEN, "Suspended").await;
+    let tenant_id = tenant_id.as_str();
+    let suspended = client
+        .post(server.url(&format!("/tenants/{tenant_id}/suspend")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(suspended.status(), StatusCode::OK);
+
+    let protected = client
+        .get(server.url("/protected"))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .expect("request sent");
+    let verified = client
+        .post(server.url("/verify"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({ "key": key }))
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(protected.status(), StatusCode::FORBIDDEN);
+    assert_eq!(verified.status(), StatusCode::OK);
+    let verified: Value = verified.json().await.expect("verify JSON");
+    assert_eq!(verified["code"], "tenant_suspended");
+
+    // The log thread writes lines in batches, so wait for the last one.
+    let deadline = Instant::now() + BINARY_TIMEOUT;
+    let lines = loop {
+        let lines = wait_for_log(&server, "request");
+        if !request_lines(&lines, "/verify").is_empty() {
+            break lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the /verify request was not logged"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let protected = request_lines(&lines, "/protected");
+    let verify = request_lines(&lines, "/verify");
+
+    assert_eq!(protected.len(), 1, "{protected:?}");
+    assert_eq!(protected[0]["status"], 403);
+    assert_eq!(protected[0]["tenant_id"], tenant_id, "403 tenant_suspended");
+    assert_eq!(verify.len(), 1, "{verify:?}");
+    assert_eq!(verify[0]["tenant_id"], tenant_id, "verified key's tenant");
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_logs_omit_postgres_parameters() {
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let env = |rust_log| {
+        [
+            ("RUST_LOG", rust_log),
+            ("TENET_DATABASE_URL", schema.database_url.as_str()),
+            ("TENET_DATABASE_SCHEMA", schema.name.as_str()),
+            ("TENET_ADMIN_TOKEN", ADMIN_TOKEN),
+            (
+                "TENET_KEY_PEPPER",
+                "log-test-pepper-0123456789abcdefghijklmnopqrstuvwxyz",
+            ),
+        ]
+    };
+    let client = reqwest::Client::new();
+
+    // The second server names tokio_postgres, which lets its debug lines
+    // through, so it shows that this traffic logs parameters otherwise.
+    let mut parameter_lines = Vec::new();
+    for rust_log in ["debug", "debug,tokio_postgres=debug"] {
+        let server = BinaryServer::start(data_dir.path(), &env(rust_log));
+        let (_, key) = tenant_with_key(&client, &server, ADMIN_TOKEN, "Logged tenant").await;
+        let protected = client
+            .get(server.url("/protected"))
+            .header("x-api-key", &key)
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(protected.status(), StatusCode::OK, "RUST_LOG={rust_log}");
+
+        // tokio-postgres logs "executing statement s1 with parameters:
+        // [...]" before it sends a statement, so the lines of the key
+        // lookup come before the request line of /protected.
+        let deadline = Instant::now() + BINARY_TIMEOUT;
+        let lines = loop {
+            let lines = wait_for_log(&server, "request");
+            if !request_lines(&lines, "/protected").is_empty() {
+                break lines;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the /protected request was not logged"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let with_parameters = lines
+            .iter()
+            .filter(|line| {
+                line["message"]
+                    .as_str()
+                    .is_some_and(|message| message.contains("with parameters"))
+            })
+            .count();
+        parameter_lines.push((rust_log, with_parameters));
+        server.stop();
+    }
+
+    assert_eq!(parameter_lines[0], ("debug", 0), "{parameter_lines:?}");
+    assert!(parameter_lines[1].1 > 0, "{parameter_lines:?}");
 }
 
 /// Creates a tenant named `name` through a binary server and issues it a

@@ -1,17 +1,11 @@
 //! Monthly quotas across a restart without Redis: the new server starts
 //! each tenant's month from the accepted requests in the stored usage.
 
-use std::env;
-
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tenet_core::api::TenantResponse;
-use tokio_postgres::NoTls;
-use uuid::Uuid;
 
-use crate::helpers::{ADMIN_TOKEN, TestServer};
-
-const DATABASE_VARIABLE: &str = "TENET_TEST_DATABASE_URL";
+use crate::helpers::{ADMIN_TOKEN, TestSchema, TestServer};
 
 /// Flushes usage only at shutdown, so that the restart alone must carry
 /// the counts into the store.
@@ -127,73 +121,4 @@ async fn quota_survives_a_restart_on_postgres() {
         TestServer::start_with(&flags).await
     })
     .await;
-}
-
-/// A fresh Postgres schema for one test.
-struct TestSchema {
-    database_url: String,
-    name: String,
-}
-
-impl TestSchema {
-    /// Creates the schema, or returns `None` to skip the test when
-    /// `TENET_TEST_DATABASE_URL` is not set.
-    ///
-    /// # Panics
-    ///
-    /// When the variable is missing and `CI=true`.
-    async fn create() -> Option<Self> {
-        let Some(database_url) = env::var(DATABASE_VARIABLE)
-            .ok()
-            .filter(|url| !url.is_empty())
-        else {
-            assert_ne!(
-                env::var("CI").as_deref(),
-                Ok("true"),
-                "{DATABASE_VARIABLE} must be set when CI=true"
-            );
-            eprintln!("note: skipping a Postgres test; set {DATABASE_VARIABLE}");
-            return None;
-        };
-        let name = format!("tenet_quota_{}", Uuid::now_v7().simple());
-        connect(&database_url)
-            .await
-            .batch_execute(&format!("CREATE SCHEMA {name}"))
-            .await
-            .expect("test schema created");
-        Some(Self { database_url, name })
-    }
-}
-
-impl Drop for TestSchema {
-    /// Drops the schema, also after a failed test. The drop runs on a
-    /// runtime of its own, because the test's runtime may be shutting down.
-    fn drop(&mut self) {
-        let database_url = self.database_url.clone();
-        let statement = format!("DROP SCHEMA {} CASCADE", self.name);
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("cleanup runtime");
-            runtime.block_on(async {
-                connect(&database_url)
-                    .await
-                    .batch_execute(&statement)
-                    .await
-                    .expect("test schema dropped");
-            });
-        });
-        if cleanup.join().is_err() && !std::thread::panicking() {
-            panic!("dropping the test schema {} failed", self.name);
-        }
-    }
-}
-
-async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .unwrap_or_else(|err| panic!("cannot connect to {DATABASE_VARIABLE}: {err}"));
-    tokio::spawn(connection);
-    client
 }

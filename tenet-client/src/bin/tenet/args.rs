@@ -34,7 +34,7 @@ pub struct Cli {
     #[arg(
         long,
         default_value_t = 10,
-        value_parser = clap::value_parser!(u64).range(1..),
+        value_parser = parse_timeout,
         global = true
     )]
     pub timeout: u64,
@@ -321,6 +321,17 @@ fn with_generic_usage(mut command: clap::Command) -> clap::Command {
     command
         .override_usage(usage)
         .mut_subcommands(with_generic_usage)
+}
+
+/// Parses `--timeout`. clap's `range(1..)` would reject 0 with "0 is not
+/// in 1..18446744073709551615", naming the type's maximum as if it were a
+/// documented limit.
+fn parse_timeout(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(0) => Err("must be at least 1 second".to_owned()),
+        Ok(seconds) => Ok(seconds),
+        Err(err) => Err(err.to_string()),
+    }
 }
 
 /// Parses `--metadata`: a JSON object, checked before any request.

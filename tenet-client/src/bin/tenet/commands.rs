@@ -4,9 +4,9 @@ use std::io::{self, BufRead as _, Write};
 
 use tenet_client::{Client, Credential};
 use tenet_core::api::{
-    AuditEntryResponse, IssueKeyRequest, IssuedKeyResponse, KeyLimitBody, KeyResponse, LimitBody,
-    LimitStateResponse, RotateKeyRequest, TenantLimitsBody, TenantResponse, UsageResponse,
-    ValidKeyResponse,
+    AuditEntryResponse, InvalidKeyResponse, IssueKeyRequest, IssuedKeyResponse, KeyLimitBody,
+    KeyResponse, LimitBody, LimitStateResponse, RotateKeyRequest, TenantLimitsBody, TenantResponse,
+    UsageResponse, ValidKeyResponse,
 };
 
 use crate::args::{
@@ -410,11 +410,16 @@ async fn verify(
     // Only `POST /verify` can check a key without counting it, and it
     // needs a credential. `needs_admin` ensures one unless `--consume`.
     if client.has_credential() {
-        let valid = client.check_key(&key, &[], consume).await?;
-        return print_valid(out, json, &valid);
+        return match client.check_key(&key, &[], consume).await {
+            Ok(valid) => print_valid(out, json, &valid),
+            Err(err) => Err(rejected(out, json, err)),
+        };
     }
 
-    let principal = client.verify_key(&key).await?;
+    let principal = match client.verify_key(&key).await {
+        Ok(principal) => principal,
+        Err(err) => return Err(rejected(out, json, err)),
+    };
     if json {
         let body = serde_json::json!({
             "valid": true,
@@ -433,6 +438,29 @@ async fn verify(
         )?;
     }
     Ok(())
+}
+
+/// Turns a failed verification into the command's failure. With `json`, a
+/// key that the server rejected is also printed as `POST /verify` returns
+/// it, `{"valid": false, "code": ...}`, so that a script reads every
+/// verdict from standard output. The exit status and the line on standard
+/// error stay those of any failed request.
+fn rejected(out: &mut impl Write, json: bool, err: tenet_client::Error) -> Failure {
+    let tenet_client::Error::KeyRejected { code, .. } = &err else {
+        return err.into();
+    };
+    if !json {
+        return err.into();
+    }
+
+    let body = InvalidKeyResponse {
+        valid: false,
+        code: code.clone(),
+    };
+    match output::json(out, &body) {
+        Ok(()) => err.into(),
+        Err(write) => write.into(),
+    }
 }
 
 /// Prints a key that `POST /verify` accepted, with its limit state.
