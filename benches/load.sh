@@ -9,7 +9,8 @@
 # rate limit decided in Redis, as a ratio to the same server without
 # limits and to `redis-benchmark` of the limiter's script. Then it prints
 # the server's idle resident memory and runs `cache_rss` for the memory per
-# cached key.
+# cached key. The bare server runs once more at the end, and the report
+# says how far its rate moved during the run.
 #
 # Every run is bounded by DURATION, and every server started here is
 # stopped on exit. Traffic goes to 127.0.0.1 only; the script refuses
@@ -473,6 +474,13 @@ if [[ -n "$BENCH_PG_URL" ]]; then
     done
 fi
 
+# The bare server once more, at the end: a rate far from the first one
+# means the host's load changed during the run, and the ratios with it.
+start_bare
+measure "bare hyper hello world, at the end" "http://$HOST:$BARE_PORT/" "" "$CONNECTIONS" 2xx
+BARE_END_RPS=$LAST_RPS
+stop_server
+
 # --- Report ----------------------------------------------------------------
 
 echo
@@ -500,6 +508,12 @@ if [[ -n "$SCRIPT_RPS" ]]; then
     awk -v limited="$LIMITED_RPS" -v script="$SCRIPT_RPS" \
         'BEGIN { printf "Redis rate limit: %.2f of redis-benchmark EVALSHA of the limit script (%s/s)\n", limited / script, script }'
 fi
+awk -v first="${BARE_RPS[$CONNECTIONS]}" -v last="$BARE_END_RPS" 'BEGIN {
+    drift = last / first
+    printf "bare server at the end: %.2f of its first rate", drift
+    if (drift < 0.9 || drift > 1.1) printf "; the host load changed, so rerun on a quieter machine"
+    printf "\n"
+}'
 echo "tenet-server VmRSS: $((IDLE_KIB / 1024)) MiB idle, $((LOADED_KIB / 1024)) MiB after load"
 
 if [[ "$RSS_KEYS" != 0 ]]; then
