@@ -10,7 +10,7 @@
 # limits and to `redis-benchmark` of the limiter's script. Then it prints
 # the server's idle resident memory and runs `cache_rss` for the memory per
 # cached key. The bare server runs once more at the end, and the report
-# says how far its rate moved during the run.
+# shows how far its rate moved during the run.
 #
 # Every run is bounded by DURATION, and every server started here is
 # stopped on exit. Traffic goes to 127.0.0.1 only; the script refuses
