@@ -83,14 +83,18 @@ async fn handle_with_request_id(
     let is_http1 = request.version() < Version::HTTP_2;
     let may_leave_body_unread = is_http1 && !request.body().is_end_stream();
 
-    // Boxed, because the routes' future takes about 2 KB, which every
-    // enclosing future would otherwise copy as it is moved into place. A
-    // callgrind count of a release build gave 2,000 fewer instructions per
-    // request with the box than without.
+    // Boxed, so that the future that hyper keeps for each connection holds
+    // 850 bytes instead of 2.5 KB while the connection is idle. The routes'
+    // future takes 1.6 KB and exists only while a request is served; the
+    // box costs about 100 instructions per request in a callgrind count
+    // of a release build. It is made in its own statement, because as a
+    // temporary of the awaited expression the unboxed future would stay
+    // in this future's state across the await.
+    let dispatched = Box::pin(routes::dispatch(&state, route, peer, request));
     let Handled {
         mut response,
         tenant,
-    } = catch_panic(Box::pin(routes::dispatch(&state, route, peer, request))).await;
+    } = catch_panic(dispatched).await;
     if method == Method::HEAD {
         response = without_body(response);
     }
