@@ -291,8 +291,9 @@ impl From<Response> for Handled {
 /// error into its response.
 ///
 /// The tenant for the log is a well-formed tenant id from the path,
-/// whatever the outcome. Without one, it is the key's tenant of an
-/// accepted `/protected`, or the [`LogTenant`] that a handler or
+/// whatever the outcome. Without one, it is the key's tenant of a
+/// `/protected` request whose key is valid (accepted or over a limit), or
+/// the [`LogTenant`] that a handler or
 /// [`Error::TenantSuspended`] attached to the response.
 pub async fn dispatch(
     state: &State,
@@ -316,10 +317,7 @@ pub async fn dispatch(
     // the caller drops the body.
     let method = request.method().clone();
     let (result, key_tenant) = match (route, method) {
-        (Route::Protected, _) => match protected::get(state, &request, peer).await {
-            Ok((response, tenant)) => (Ok(response), Some(tenant)),
-            Err(err) => (Err(err), None),
-        },
+        (Route::Protected, _) => protected::get(state, &request, peer).await,
         (Route::Healthz, _) => (Ok(health::live()), None),
         // Boxed, because the other routes' futures take up to several
         // kilobytes, which the hot routes above would otherwise copy on
@@ -379,9 +377,7 @@ async fn other_route(
         (Route::TenantUsageExport { tenant }, _) => usage::export(state, &request, &tenant).await,
         // `dispatch` serves these two itself; the arms keep the match
         // complete.
-        (Route::Protected, _) => protected::get(state, &request, peer)
-            .await
-            .map(|(response, _)| response),
+        (Route::Protected, _) => protected::get(state, &request, peer).await.0,
         (Route::Healthz, _) => Ok(health::live()),
         (Route::Verify, _) => verify::post(state, request, peer).await,
         (Route::Readyz, _) => health::ready(state).await,

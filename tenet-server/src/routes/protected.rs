@@ -20,16 +20,21 @@ use crate::setup::State;
 /// The request counts in the key's usage: accepted, rejected for a known
 /// but invalid key, or rate limited. The response carries the
 /// [`RequestLimit`](crate::limiting::RequestLimit) in its extensions, and
-/// comes with the key's tenant for the request log.
+/// comes with the key's tenant for the request log, also when a limit
+/// rejects the request.
 pub async fn get(
     state: &State,
     request: &Request<Incoming>,
     peer: IpAddr,
-) -> Result<(Response, TenantId), Error> {
-    let principal = guard_failures(state, request, peer, async {
+) -> (Result<Response, Error>, Option<TenantId>) {
+    let authenticated = guard_failures(state, request, peer, async {
         authenticate_metered(request.headers(), &state.tenet, &state.metrics).await
     })
-    .await?;
+    .await;
+    let principal = match authenticated {
+        Ok(principal) => principal,
+        Err(err) => return (Err(err), None),
+    };
 
     let checked = state
         .limiter
@@ -42,10 +47,12 @@ pub async fn get(
     state
         .tenet
         .record_usage(principal.tenant_id, principal.key_id, outcome);
-    let limit = checked?;
 
-    let mut response = response::principal(principal);
-    limit.apply(&mut response);
-    limit.attach(&mut response);
-    Ok((response, principal.tenant_id))
+    let response = checked.map_err(Error::from).map(|limit| {
+        let mut response = response::principal(principal);
+        limit.apply(&mut response);
+        limit.attach(&mut response);
+        response
+    });
+    (response, Some(principal.tenant_id))
 }

@@ -434,6 +434,64 @@ async fn suspended_tenant_lines_carry_the_tenant() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limited_lines_carry_the_tenant() {
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let server = BinaryServer::start(data_dir.path(), &[("TENET_ADMIN_TOKEN", ADMIN_TOKEN)]);
+    let client = reqwest::Client::new();
+    let (tenant_id, key) = tenant_with_key(&client, &server, ADMIN_TOKEN, "Limited").await;
+    let tenant_id = tenant_id.as_str();
+    let limited = client
+        .put(server.url(&format!("/tenants/{tenant_id}/limits")))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({
+            "limit": { "rate": 1, "period_seconds": 3600, "burst": 1 }
+        }))
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(limited.status(), StatusCode::OK);
+
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        let response = client
+            .get(server.url("/protected"))
+            .header("x-api-key", &key)
+            .send()
+            .await
+            .expect("request sent");
+        statuses.push(response.status());
+    }
+    assert_eq!(
+        statuses,
+        [StatusCode::OK, StatusCode::TOO_MANY_REQUESTS],
+        "a burst of 1 passes one request"
+    );
+
+    // The log thread writes lines in batches, so wait for the last one.
+    let deadline = Instant::now() + BINARY_TIMEOUT;
+    let protected = loop {
+        let lines = wait_for_log(&server, "request");
+        let protected: Vec<Value> = request_lines(&lines, "/protected")
+            .into_iter()
+            .cloned()
+            .collect();
+        if protected.len() >= 2 {
+            break protected;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the /protected requests were not logged: {protected:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+
+    assert_eq!(protected.len(), 2, "{protected:?}");
+    assert_eq!(protected[1]["status"], 429);
+    assert_eq!(protected[1]["tenant_id"], tenant_id, "429 over the limit");
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debug_logs_omit_postgres_parameters() {
     let Some(schema) = TestSchema::create().await else {
         return;
