@@ -23,7 +23,8 @@ use std::fmt::{self, Write as _};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::field::{Field, Visit};
-use tracing::{Event, Level, Subscriber};
+use tracing::{Event, Level, Metadata, Subscriber};
+use tracing_log::NormalizeEvent as _;
 use tracing_subscriber::fmt::FmtContext;
 use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
 use tracing_subscriber::registry::LookupSpan;
@@ -78,23 +79,35 @@ where
             .and_then(|id| id.to_str().ok())
             .filter(|id| !id.is_empty());
 
+        // A record of the `log` crate arrives as an event of target `log`,
+        // with its own target in a `log.target` field.
+        let normalized = event.normalized_metadata();
+        let metadata = normalized.as_ref().unwrap_or_else(|| event.metadata());
+
         super::with_line(|line| {
             match self.style {
-                Style::Text => write_text(line, event, request_id, SystemTime::now()),
-                Style::Json => write_json(line, event, request_id, SystemTime::now()),
+                Style::Text => write_text(line, event, metadata, request_id, SystemTime::now()),
+                Style::Json => write_json(line, event, metadata, request_id, SystemTime::now()),
             }
             writer.write_str(line)
         })
     }
 }
 
-/// Writes one text line for `event`, ending in a newline.
-fn write_text(line: &mut String, event: &Event<'_>, request_id: Option<&str>, now: SystemTime) {
+/// Writes one text line for `event`, with the level and target of
+/// `metadata`, ending in a newline.
+fn write_text(
+    line: &mut String,
+    event: &Event<'_>,
+    metadata: &Metadata<'_>,
+    request_id: Option<&str>,
+    now: SystemTime,
+) {
     push_timestamp(line, now);
     line.push(' ');
-    line.push_str(padded_level(*event.metadata().level()));
+    line.push_str(padded_level(*metadata.level()));
     line.push(' ');
-    line.push_str(event.metadata().target());
+    line.push_str(metadata.target());
     line.push_str(": ");
 
     let mut fields = TextFields { line, first: true };
@@ -107,8 +120,15 @@ fn write_text(line: &mut String, event: &Event<'_>, request_id: Option<&str>, no
     line.push('\n');
 }
 
-/// Writes one JSON line for `event`, ending in a newline.
-fn write_json(line: &mut String, event: &Event<'_>, request_id: Option<&str>, now: SystemTime) {
+/// Writes one JSON line for `event`, with the level and target of
+/// `metadata`, ending in a newline.
+fn write_json(
+    line: &mut String,
+    event: &Event<'_>,
+    metadata: &Metadata<'_>,
+    request_id: Option<&str>,
+    now: SystemTime,
+) {
     line.push('{');
     if let Some(id) = request_id {
         line.push_str("\"span\":{\"request_id\":\"");
@@ -118,13 +138,13 @@ fn write_json(line: &mut String, event: &Event<'_>, request_id: Option<&str>, no
     line.push_str("\"timestamp\":\"");
     push_timestamp(line, now);
     line.push_str("\",\"level\":\"");
-    line.push_str(event.metadata().level().as_str());
+    line.push_str(metadata.level().as_str());
     line.push('"');
 
     event.record(&mut JsonFields { line: &mut *line });
 
     line.push_str(",\"target\":");
-    push_json_str(line, event.metadata().target());
+    push_json_str(line, metadata.target());
     line.push_str("}\n");
 }
 
@@ -524,10 +544,15 @@ mod tests {
     impl std::error::Error for Inner {}
 
     /// The number of events that [`log_samples`] logs.
-    const SAMPLE_EVENTS: usize = 8;
+    const SAMPLE_EVENTS: usize = 9;
 
-    /// Logs events that cover every kind of field the visitors handle.
+    /// Logs events that cover every kind of field the visitors handle, and
+    /// a record of the `log` crate, which reaches tracing with target `log`
+    /// and its own target in a field.
     fn log_samples() {
+        // Another test may have installed it already, which is as good.
+        let _ = tracing_log::LogTracer::init();
+
         let error = Outer(Inner);
         tracing::info!("plain message");
         tracing::warn!(count = 3_u64, delta = -4_i64, ok = true, "with numbers");
@@ -545,6 +570,7 @@ mod tests {
         );
         tracing::debug!(id = 12_u64);
         tracing::info!(unicode = "naïve ✓", "unicode");
+        log::warn!(target: "driver::connection", "from the log crate");
     }
 
     fn capture_ours(style: Style) -> Vec<String> {
@@ -636,6 +662,12 @@ mod tests {
                 serde_json::from_str(their_line).expect("JSON");
             let our_time = our_value["timestamp"].take();
             their_value["timestamp"].take();
+            // tracing-subscriber's JSON also keeps the `log.*` fields of a
+            // `log` record, which these lines leave out.
+            their_value
+                .as_object_mut()
+                .expect("object")
+                .retain(|key, _| !key.starts_with("log."));
             assert_eq!(our_value, their_value);
 
             let our_keys: Vec<&String> = our_value.as_object().expect("object").keys().collect();
