@@ -91,12 +91,16 @@ impl UsageRange {
             ));
         }
         if to - from > MAX_USAGE_RANGE {
+            // The latest allowed `to` says exactly how far to move it, where
+            // a rounded length in hours or days could equal the maximum.
             return Err(Error::invalid(
                 "usage range",
                 format!(
-                    "covers {} hours; the maximum is {} days",
-                    (to - from).whole_hours(),
-                    MAX_USAGE_RANGE.as_secs() / DAY_SECONDS.unsigned_abs()
+                    "to ({}) is more than {} days after from ({}); the latest allowed to is {}",
+                    rfc3339(to),
+                    MAX_USAGE_RANGE.as_secs() / DAY_SECONDS.unsigned_abs(),
+                    rfc3339(from),
+                    rfc3339(from + MAX_USAGE_RANGE)
                 ),
             ));
         }
@@ -393,5 +397,21 @@ mod tests {
         assert!(UsageRange::new(from, from + MAX_USAGE_RANGE).is_ok());
         let over = from + MAX_USAGE_RANGE + Duration::from_secs(1);
         assert!(UsageRange::new(from, over).is_err(), "too long");
+    }
+
+    #[test]
+    fn long_range_error_names_latest_to() {
+        let from = datetime!(2026-11-05 00:00 UTC);
+        let to = datetime!(2026-12-06 00:00:00.001 UTC);
+
+        let message = UsageRange::new(from, to)
+            .expect_err("a millisecond over 31 days")
+            .to_string();
+
+        assert!(
+            message.contains("the latest allowed to is 2026-12-06T00:00:00.000Z"),
+            "{message}"
+        );
+        assert!(message.contains("2026-12-06T00:00:00.001Z"), "{message}");
     }
 }
