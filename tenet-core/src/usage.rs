@@ -91,7 +91,7 @@ impl UsageRange {
             ));
         }
         if to - from > MAX_USAGE_RANGE {
-            // The latest allowed `to` says exactly how far to move it, where
+            // The latest allowed `to` shows exactly how far to move it, where
             // a rounded length in hours or days could equal the maximum.
             return Err(Error::invalid(
                 "usage range",

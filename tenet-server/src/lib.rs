@@ -45,7 +45,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 pub mod auth;
 pub mod body;
@@ -147,19 +147,44 @@ impl App {
     /// `--shutdown-timeout` to finish. The signal handlers are installed
     /// before this returns its future, so that no signal is missed. Call it
     /// inside a tokio runtime, which the handlers need.
+    ///
+    /// A further signal after the server stopped accepting closes the
+    /// connections that still have requests in flight, without waiting
+    /// for the shutdown timeout. Usage counts are written either way.
     pub fn run_until_signal(self) -> impl Future<Output = ()> {
         let signals = lifecycle::Signals::install();
         let state = Arc::clone(&self.state);
         let drain_delay = self.config.drain_delay();
-        self.run_until(async move {
-            lifecycle::stop_after_signal(signals, &state.lifecycle, drain_delay).await;
-        })
+        let (handover, handed_over) = oneshot::channel();
+        let shutdown = async move {
+            let signals =
+                lifecycle::stop_after_signal(signals, &state.lifecycle, drain_delay).await;
+            let _ = handover.send(signals);
+        };
+        let force = async move {
+            match handed_over.await {
+                Ok(signals) => lifecycle::force_after_signal(signals).await,
+                Err(_dropped) => std::future::pending().await,
+            }
+        };
+        self.run_until_forced(shutdown, force)
     }
 
     /// Serves until `shutdown` resolves, then stops accepting connections
     /// and lets in-flight requests finish within the shutdown timeout.
     /// `/readyz` returns 503 from the moment `shutdown` resolves.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
+        self.run_until_forced(shutdown, std::future::pending())
+            .await;
+    }
+
+    /// Serves like [`App::run_until`], and stops waiting for in-flight
+    /// requests when `force` resolves during the shutdown.
+    async fn run_until_forced(
+        self,
+        shutdown: impl Future<Output = ()>,
+        force: impl Future<Output = ()>,
+    ) {
         // Only SQLite keeps anything in the data directory.
         let data_dir = (self.store_kind == setup::StoreKind::Sqlite)
             .then(|| tracing::field::display(self.config.data_dir.display()));
@@ -187,6 +212,15 @@ impl App {
             // An error means the sender is gone, which also means stop.
             let _ = stopped.wait_for(|stop| *stop).await;
         };
+        // Both listeners' drains end together too, when `force` resolves.
+        // Its sender outlives the listeners, so a closed channel never ends
+        // their wait.
+        let (force_all, forced) = watch::channel(false);
+        let wait_for_force = |mut forced: watch::Receiver<bool>| async move {
+            if forced.wait_for(|force| *force).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
 
         let main = server::serve(
             self.listener,
@@ -194,6 +228,7 @@ impl App {
             Arc::clone(&self.state),
             &self.config,
             wait_for_stop(stopped.clone()),
+            wait_for_force(forced.clone()),
         );
         let metrics = async {
             if let Some((listener, _)) = self.metrics_listener {
@@ -203,11 +238,22 @@ impl App {
                     Arc::clone(&self.state),
                     &self.config,
                     wait_for_stop(stopped.clone()),
+                    wait_for_force(forced.clone()),
                 )
                 .await;
             }
         };
-        tokio::join!(trigger, main, metrics);
+        let serving = async {
+            tokio::join!(trigger, main, metrics);
+        };
+        let mut serving = std::pin::pin!(serving);
+        tokio::select! {
+            () = &mut serving => {}
+            () = force => {
+                force_all.send_replace(true);
+                serving.await;
+            }
+        }
 
         // No request is running any more, so this write includes every count.
         flusher.finish().await;

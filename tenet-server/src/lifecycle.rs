@@ -91,18 +91,23 @@ async fn recv(signal: &mut Option<Signal>) -> Option<()> {
     }
 }
 
-/// Resolves when the server should stop accepting connections.
+/// Resolves when the server should stop accepting connections, and hands
+/// the handlers back for [`force_after_signal`].
 ///
 /// The first signal marks `lifecycle` draining. After SIGTERM the future
 /// then waits for `drain_delay`, or until a second signal arrives. After
 /// SIGINT, which a person at a terminal sends, it resolves at once.
-pub async fn stop_after_signal(mut signals: Signals, lifecycle: &Lifecycle, drain_delay: Duration) {
+pub async fn stop_after_signal(
+    mut signals: Signals,
+    lifecycle: &Lifecycle,
+    drain_delay: Duration,
+) -> Signals {
     let received = signals.recv().await;
     lifecycle.start_draining();
 
     if received == StopSignal::Interrupt || drain_delay.is_zero() {
         tracing::info!(signal = received.as_str(), "shutting down");
-        return;
+        return signals;
     }
 
     tracing::info!(
@@ -116,4 +121,17 @@ pub async fn stop_after_signal(mut signals: Signals, lifecycle: &Lifecycle, drai
             tracing::info!(signal = again.as_str(), "second signal; ending the drain delay early");
         }
     }
+    signals
+}
+
+/// Resolves on the next SIGINT or SIGTERM after the server stopped
+/// accepting, which ends the wait for in-flight requests: a person who
+/// presses Ctrl-C twice wants the process gone now, not after the
+/// shutdown timeout.
+pub async fn force_after_signal(mut signals: Signals) {
+    let received = signals.recv().await;
+    tracing::warn!(
+        signal = received.as_str(),
+        "another signal during shutdown; closing the open connections now"
+    );
 }

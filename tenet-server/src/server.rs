@@ -36,13 +36,14 @@ const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 /// `--max-connections` connections are served at once; further ones wait in
 /// the listen backlog. On shutdown the listener is closed, idle connections
 /// are closed, and in-flight requests get up to `--shutdown-timeout` to
-/// finish before their connections are dropped.
+/// finish before their connections are dropped, or until `force` resolves.
 pub async fn serve(
     listener: TcpListener,
     surface: Surface,
     state: Arc<State>,
     config: &Config,
     shutdown: impl Future<Output = ()>,
+    force: impl Future<Output = ()>,
 ) {
     let builder = connection_builder(config);
     let graceful = GracefulShutdown::new();
@@ -97,7 +98,7 @@ pub async fn serve(
 
     drop(listener);
     stopping.send_replace(true);
-    drain(graceful, connections, config.shutdown_timeout()).await;
+    drain(graceful, connections, config.shutdown_timeout(), force).await;
 }
 
 /// Serves one connection until the client closes it or shutdown drains it.
@@ -175,7 +176,12 @@ fn connection_builder(config: &Config) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-async fn drain(graceful: GracefulShutdown, mut connections: JoinSet<()>, timeout: Duration) {
+async fn drain(
+    graceful: GracefulShutdown,
+    mut connections: JoinSet<()>,
+    timeout: Duration,
+    force: impl Future<Output = ()>,
+) {
     let open = graceful.count();
     tracing::info!(
         open_connections = open,
@@ -183,15 +189,22 @@ async fn drain(graceful: GracefulShutdown, mut connections: JoinSet<()>, timeout
         "stopped accepting connections; draining"
     );
 
-    match tokio::time::timeout(timeout, graceful.shutdown()).await {
-        Ok(()) => tracing::info!("all connections closed"),
-        Err(_elapsed) => {
-            tracing::warn!(
+    tokio::select! {
+        drained = tokio::time::timeout(timeout, graceful.shutdown()) => match drained {
+            Ok(()) => {
+                tracing::info!("all connections closed");
+                return;
+            }
+            Err(_elapsed) => tracing::warn!(
                 open_connections = connections.len(),
                 timeout_s = timeout.as_secs(),
                 "connections still open after the shutdown timeout; dropping them"
-            );
-            connections.shutdown().await;
-        }
+            ),
+        },
+        () = force => tracing::warn!(
+            open_connections = connections.len(),
+            "dropping the connections still open"
+        ),
     }
+    connections.shutdown().await;
 }

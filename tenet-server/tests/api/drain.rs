@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::TcpStream;
 
 use crate::helpers::{ADMIN_TOKEN, BINARY_TIMEOUT, BinaryServer};
 
@@ -218,4 +220,50 @@ async fn responses_close_connections_while_draining() {
         .await
         .expect("wait ends");
     assert_eq!(status.code(), Some(0), "exit status {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_signal_ends_wait_for_requests() {
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    // Far longer than the test may take, so that only the second signal
+    // can end the wait.
+    let mut server = BinaryServer::start(
+        data_dir.path(),
+        &[
+            ("TENET_ADMIN_TOKEN", ADMIN_TOKEN),
+            ("TENET_SHUTDOWN_TIMEOUT", "600"),
+        ],
+    );
+
+    // A request whose body never arrives stays in flight.
+    let mut stalled = TcpStream::connect(server.addr).await.expect("connects");
+    let head = format!(
+        "POST /tenants HTTP/1.1\r\nHost: tenet\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+    );
+    stalled
+        .write_all(head.as_bytes())
+        .await
+        .expect("request head sent");
+    // Time for the server to read the head and start the handler.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    server.interrupt();
+    server.wait_for_line("stopped accepting connections; draining");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        server.try_wait().is_none(),
+        "the server exited with a request in flight"
+    );
+
+    server.interrupt();
+    let status = tokio::task::spawn_blocking(move || {
+        let status = server.wait();
+        server.wait_for_line("dropping the connections still open");
+        status
+    })
+    .await
+    .expect("wait ends");
+    assert_eq!(status.code(), Some(0), "exit status {status}");
+    drop(stalled);
 }

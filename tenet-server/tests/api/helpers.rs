@@ -282,11 +282,43 @@ impl BinaryServer {
 
     /// Sends SIGTERM through `kill(1)`.
     pub fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends SIGINT, as Ctrl-C at a terminal does, through `kill(1)`.
+    pub fn interrupt(&self) {
+        self.signal("INT");
+    }
+
+    fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
+            .args([&format!("-{name}"), &self.pid().to_string()])
             .status()
             .expect("kill runs");
-        assert!(status.success(), "kill -TERM failed");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Returns the exit status when the process has exited.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("waitable child")
+    }
+
+    /// Waits until a log line contains `text`, within [`BINARY_TIMEOUT`].
+    pub fn wait_for_line(&self, text: &str) {
+        let deadline = Instant::now() + BINARY_TIMEOUT;
+        loop {
+            let logged = self
+                .logs
+                .lock()
+                .expect("log lines")
+                .iter()
+                .any(|line| line.contains(text));
+            if logged {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no log line contains {text:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Waits for the process to exit, within [`BINARY_TIMEOUT`].
