@@ -20,7 +20,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tenet_core::AdminTokenDigest;
 use tenet_core::key::KEY_PREFIX;
-use uuid::Uuid;
+use uuid::{NoContext, Timestamp, Uuid};
 
 tokio::task_local! {
     static CURRENT: HeaderValue;
@@ -127,8 +127,12 @@ pub fn current() -> Option<HeaderValue> {
 }
 
 fn generate() -> HeaderValue {
+    // Without a context, the bits after the millisecond are random.
+    // `Uuid::now_v7` would instead order the ids of one millisecond through
+    // a process-wide mutex, which every request of every worker would take.
+    let uuid = Uuid::new_v7(Timestamp::now(NoContext));
     let mut buffer = Uuid::encode_buffer();
-    let text = Uuid::now_v7().hyphenated().encode_lower(&mut buffer);
+    let text = uuid.hyphenated().encode_lower(&mut buffer);
     let mut id = [0; uuid::fmt::Hyphenated::LENGTH];
     id.copy_from_slice(text.as_bytes());
     // An owned array makes one shared allocation, so the clones for the
