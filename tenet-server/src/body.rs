@@ -1,11 +1,15 @@
-//! Reading JSON request bodies within the size limit.
+//! Reading JSON request bodies within the size and time limits.
 //!
 //! No more than the limit is ever read: a `Content-Length` over it is
 //! rejected before reading, and a body that grows past it while being read
-//! is rejected then (both 413). A non-empty body needs
+//! is rejected then (both 413). A body that has not arrived in full within
+//! the read timeout is rejected with 408, so that a client cannot hold a
+//! connection slot by sending its body slowly or not at all. A non-empty body needs
 //! `Content-Type: application/json` (415). Parsing rejects trailing bytes,
 //! unknown and duplicate fields, wrong types and anything but an object
 //! (`invalid_json`).
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, header};
@@ -18,13 +22,22 @@ use crate::error::Error;
 /// The UTF-8 encoding of U+FEFF, the byte order mark.
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
+/// The size and time limits of a request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimits {
+    /// Largest accepted body, in bytes.
+    pub max_bytes: u64,
+    /// Time from the start of reading to the end of the body.
+    pub read_timeout: Duration,
+}
+
 /// Reads and parses a JSON body that the route requires.
 pub async fn read_json<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: Incoming,
-    limit: u64,
+    limits: BodyLimits,
 ) -> Result<T, Error> {
-    let bytes = read_limited(body, limit).await?;
+    let bytes = read_limited(body, limits).await?;
     if bytes.is_empty() {
         return Err(Error::InvalidJson(
             "the request body is empty; send a JSON object".to_owned(),
@@ -38,9 +51,9 @@ pub async fn read_json<T: DeserializeOwned>(
 pub async fn read_optional_json<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: Incoming,
-    limit: u64,
+    limits: BodyLimits,
 ) -> Result<Option<T>, Error> {
-    read_optional_json_explained(headers, body, limit, |_| None).await
+    read_optional_json_explained(headers, body, limits, |_| None).await
 }
 
 /// Reads an optional JSON body like [`read_optional_json`]. When parsing
@@ -49,10 +62,10 @@ pub async fn read_optional_json<T: DeserializeOwned>(
 pub async fn read_optional_json_explained<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: Incoming,
-    limit: u64,
+    limits: BodyLimits,
     explain: fn(&[u8]) -> Option<Error>,
 ) -> Result<Option<T>, Error> {
-    let bytes = read_limited(body, limit).await?;
+    let bytes = read_limited(body, limits).await?;
     if bytes.is_empty() {
         return Ok(None);
     }
@@ -64,15 +77,19 @@ pub async fn read_optional_json_explained<T: DeserializeOwned>(
         .map(Some)
 }
 
-// TODO: bound the time to read a body; today a client that sends its body
-// slowly keeps the request open until the connection drops.
-async fn read_limited(body: Incoming, limit: u64) -> Result<Bytes, Error> {
+async fn read_limited(body: Incoming, limits: BodyLimits) -> Result<Bytes, Error> {
+    let limit = limits.max_bytes;
     if body.size_hint().lower() > limit {
         return Err(Error::BodyTooLarge { limit });
     }
 
     let max = usize::try_from(limit).unwrap_or(usize::MAX);
-    match Limited::new(body, max).collect().await {
+    let collected = tokio::time::timeout(limits.read_timeout, Limited::new(body, max).collect())
+        .await
+        .map_err(|_elapsed| Error::BodyTimeout {
+            seconds: limits.read_timeout.as_secs(),
+        })?;
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(err) if err.is::<LengthLimitError>() => Err(Error::BodyTooLarge { limit }),
         Err(err) => match err.downcast::<hyper::Error>() {

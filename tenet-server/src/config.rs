@@ -120,7 +120,8 @@ pub struct Config {
     pub max_connections: u32,
 
     /// Sets how long a client may take to send a request head, in seconds;
-    /// the connection is closed after that.
+    /// the connection is closed after that. A request body gets the same
+    /// time once a route reads it, or the response is 408 `body_timeout`.
     #[arg(
         long,
         env = "TENET_HEADER_READ_TIMEOUT",

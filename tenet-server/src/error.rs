@@ -138,6 +138,10 @@ pub enum Error {
     #[error("failed to read the request body")]
     BodyRead(#[source] hyper::Error),
 
+    /// The body did not arrive in full within the read timeout, in seconds.
+    #[error("request body not received within {seconds} s")]
+    BodyTimeout { seconds: u64 },
+
     /// The store did not respond in time; retrying later may succeed.
     #[error("store unavailable")]
     StoreUnavailable(#[source] tenet_core::Error),
@@ -400,6 +404,16 @@ impl Error {
                 "invalid_body",
                 "failed to read the request body",
             ),
+            Error::BodyTimeout { seconds } => {
+                return (
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    format!(
+                        "the request body did not arrive within {seconds} s; send it \
+                         right after the request head"
+                    ),
+                );
+            }
             Error::StoreUnavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store_unavailable",

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tenet_core::{AdminToken, AdminTokenDigest, Pepper, PostgresStore, SqliteStore, Store, Tenet};
 
+use crate::body::BodyLimits;
 use crate::config::{Config, PEPPER_ENV};
 use crate::data_dir::{self, DataDirLock};
 use crate::error::Error;
@@ -34,8 +35,8 @@ pub struct State {
     pub tenet: Tenet,
     /// Digest of the management API's bearer token.
     pub admin: AdminTokenDigest,
-    /// Largest accepted request body, in bytes.
-    pub max_body_bytes: u64,
+    /// Size and time limits of request bodies.
+    pub body_limits: BodyLimits,
     pub metrics: Metrics,
     /// Decides which requests get an access log line.
     pub access_log: AccessLog,
@@ -199,7 +200,10 @@ pub async fn build_state(config: &Config, settings: Settings) -> Result<State, E
         metrics: Metrics::new(tenet.clone()),
         tenet,
         admin,
-        max_body_bytes: config.max_body_bytes,
+        body_limits: BodyLimits {
+            max_bytes: config.max_body_bytes,
+            read_timeout: config.header_read_timeout(),
+        },
         access_log: AccessLog::new(config.access_log_sample),
         lifecycle: Lifecycle::default(),
         limiter,

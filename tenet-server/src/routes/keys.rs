@@ -78,7 +78,7 @@ pub async fn issue(
     let request: IssueKeyRequest = read_optional_json_explained(
         &parts.headers,
         body,
-        state.max_body_bytes,
+        state.body_limits,
         explain_malformed_expiry,
     )
     .await?
@@ -222,7 +222,7 @@ pub async fn rotate(
     let (tenant, caller) = authorize(state, &parts.headers, tenant).await?;
     let key = parse_key_id(state, tenant, key).await?;
 
-    let request: RotateKeyRequest = read_optional_json(&parts.headers, body, state.max_body_bytes)
+    let request: RotateKeyRequest = read_optional_json(&parts.headers, body, state.body_limits)
         .await?
         .unwrap_or_default();
     let grace = match request.grace_seconds {

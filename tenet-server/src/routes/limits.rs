@@ -41,7 +41,7 @@ pub async fn put(
     require_admin(&parts.headers, &state.admin)?;
     let tenant = parse_tenant_id(tenant)?;
 
-    let request: TenantLimitsBody = read_json(&parts.headers, body, state.max_body_bytes).await?;
+    let request: TenantLimitsBody = read_json(&parts.headers, body, state.body_limits).await?;
     let limits = request.to_limits()?;
     let limits = state.tenet.set_tenant_limits(tenant, limits).await?;
     state.limiter.cache.forget_tenant(tenant);
@@ -83,7 +83,7 @@ pub async fn put_key(
     let (tenant, caller) = authorize(state, &parts.headers, tenant).await?;
     let key = KeyId::parse(key).map_err(|_| Error::KeyNotFound)?;
 
-    let request: KeyLimitBody = read_json(&parts.headers, body, state.max_body_bytes).await?;
+    let request: KeyLimitBody = read_json(&parts.headers, body, state.body_limits).await?;
     let limit = request
         .limit
         .as_ref()

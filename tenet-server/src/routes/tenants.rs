@@ -24,8 +24,7 @@ pub async fn create(state: &State, request: Request<Incoming>) -> Result<Respons
     let (parts, body) = request.into_parts();
     require_admin(&parts.headers, &state.admin)?;
 
-    let request: CreateTenantRequest =
-        read_json(&parts.headers, body, state.max_body_bytes).await?;
+    let request: CreateTenantRequest = read_json(&parts.headers, body, state.body_limits).await?;
     let name = TenantName::parse(&request.name)?;
     let tenant = state.tenet.create_tenant(name).await?;
 
@@ -77,8 +76,7 @@ pub async fn rename(
     require_admin(&parts.headers, &state.admin)?;
     let tenant = parse_tenant_id(tenant)?;
 
-    let request: RenameTenantRequest =
-        read_json(&parts.headers, body, state.max_body_bytes).await?;
+    let request: RenameTenantRequest = read_json(&parts.headers, body, state.body_limits).await?;
     let name = TenantName::parse(&request.name)?;
     let tenant = state.tenet.rename_tenant(tenant, name).await?;
 
@@ -104,8 +102,7 @@ pub async fn suspend(
     let (parts, body) = request.into_parts();
     require_admin(&parts.headers, &state.admin)?;
     let tenant = parse_tenant_id(tenant)?;
-    let _: Option<NoFields> =
-        read_optional_json(&parts.headers, body, state.max_body_bytes).await?;
+    let _: Option<NoFields> = read_optional_json(&parts.headers, body, state.body_limits).await?;
 
     let tenant = state.tenet.suspend_tenant(tenant).await?;
 
@@ -123,8 +120,7 @@ pub async fn resume(
     let (parts, body) = request.into_parts();
     require_admin(&parts.headers, &state.admin)?;
     let tenant = parse_tenant_id(tenant)?;
-    let _: Option<NoFields> =
-        read_optional_json(&parts.headers, body, state.max_body_bytes).await?;
+    let _: Option<NoFields> = read_optional_json(&parts.headers, body, state.body_limits).await?;
 
     let tenant = state.tenet.resume_tenant(tenant).await?;
 

@@ -47,7 +47,7 @@ pub async fn post(
     .await?;
     let (parts, body) = request.into_parts();
 
-    let request: VerifyRequest = read_json(&parts.headers, body, state.max_body_bytes).await?;
+    let request: VerifyRequest = read_json(&parts.headers, body, state.body_limits).await?;
     let required = Scope::parse_list(&request.scopes)?;
     let required: Vec<&str> = required.iter().map(Scope::as_str).collect();
 

@@ -225,13 +225,14 @@ async fn responses_close_connections_while_draining() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_signal_ends_wait_for_requests() {
     let data_dir = tempfile::tempdir().expect("temporary directory");
-    // Far longer than the test may take, so that only the second signal
-    // can end the wait.
+    // Both far longer than the test may take, so that only the second
+    // signal can end the wait for the stalled request.
     let mut server = BinaryServer::start(
         data_dir.path(),
         &[
             ("TENET_ADMIN_TOKEN", ADMIN_TOKEN),
             ("TENET_SHUTDOWN_TIMEOUT", "600"),
+            ("TENET_HEADER_READ_TIMEOUT", "3600"),
         ],
     );
 

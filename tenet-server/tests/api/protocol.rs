@@ -183,3 +183,37 @@ async fn allow_lists_head_for_get_routes() {
         assert_eq!(response.headers()["allow"], allow, "{path}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_body_gets_408() {
+    let server = TestServer::start_with(&["--header-read-timeout", "1"]).await;
+    let mut stream = TcpStream::connect(server.addr).await.expect("connected");
+
+    // The head promises 100 bytes of body, and only one arrives.
+    let head = format!(
+        "POST /tenants HTTP/1.1\r\nHost: tenet\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+    );
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .expect("request written");
+    let mut raw = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        stream.read_to_end(&mut raw),
+    )
+    .await
+    .expect("the server answers and closes the connection")
+    .expect("response read");
+
+    let text = String::from_utf8(raw).expect("UTF-8 response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a header block");
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    let body: serde_json::Value = serde_json::from_str(body).expect("JSON body");
+    assert_eq!(body["error"]["code"], "body_timeout");
+}
