@@ -174,9 +174,12 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// Binding the listening socket failed.
-    #[error("failed to listen on {address}")]
+    /// Binding a listening socket failed; `setting` names the flag and
+    /// environment variable that set `address`, so that the user knows
+    /// which one to change.
+    #[error("failed to listen on {address}, the {setting} address")]
     Bind {
+        setting: &'static str,
         address: std::net::SocketAddr,
         #[source]
         source: std::io::Error,

@@ -715,3 +715,40 @@ fn skip_migrations_accepts_boolean_words() {
     assert!(stderr.contains("--skip-migrations"), "{stderr}");
     assert!(stderr.contains("maybe"), "{stderr}");
 }
+
+#[test]
+fn port_in_use_names_the_flag() {
+    let occupied = std::net::TcpListener::bind("127.0.0.1:0").expect("port bound");
+    let occupied_addr = occupied.local_addr().expect("bound address").to_string();
+    let cases = [
+        (
+            "main listener",
+            vec!["--listen", occupied_addr.as_str()],
+            "--listen (TENET_LISTEN)",
+        ),
+        (
+            "metrics listener",
+            vec![
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                occupied_addr.as_str(),
+            ],
+            "--metrics-listen (TENET_METRICS_LISTEN)",
+        ),
+    ];
+
+    for (description, flags, named) in cases {
+        let data_dir = tempfile::tempdir().expect("temporary directory");
+        let data_dir_arg = data_dir.path().display().to_string();
+        let mut args: Vec<&str> = flags.clone();
+        args.extend(["--data-dir", data_dir_arg.as_str()]);
+
+        let output = run_binary(&args, &[]);
+
+        assert_eq!(output.status.code(), Some(1), "{description}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(&occupied_addr), "{description}: {stderr}");
+        assert!(stderr.contains(named), "{description}: {stderr}");
+    }
+}
