@@ -134,6 +134,11 @@ pub enum Error {
     #[error("unsupported content type")]
     UnsupportedMediaType,
 
+    /// A body came with a `Content-Encoding` other than `identity`, which
+    /// the server does not decode; `encoding` is the first such coding.
+    #[error("unsupported content encoding {encoding}")]
+    UnsupportedContentEncoding { encoding: String },
+
     /// The connection failed while the body was read.
     #[error("failed to read the request body")]
     BodyRead(#[source] hyper::Error),
@@ -398,6 +403,16 @@ impl Error {
                 "unsupported_media_type",
                 "send the body as application/json",
             ),
+            Error::UnsupportedContentEncoding { encoding } => {
+                return (
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    format!(
+                        "the server does not decode a request body with Content-Encoding \
+                         {encoding}; send the body unencoded, without Content-Encoding"
+                    ),
+                );
+            }
             Error::BodyRead(_) => (
                 StatusCode::BAD_REQUEST,
                 "invalid_body",
@@ -471,6 +486,14 @@ impl Error {
             }
             Error::TenantSuspended { tenant } => {
                 response.extensions_mut().insert(LogTenant(tenant));
+            }
+            // RFC 7694: a 415 for a content coding lists the codings that
+            // the server accepts.
+            Error::UnsupportedContentEncoding { .. } => {
+                response.headers_mut().insert(
+                    header::ACCEPT_ENCODING,
+                    HeaderValue::from_static("identity"),
+                );
             }
             _ => {}
         }
