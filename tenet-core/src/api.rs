@@ -63,8 +63,13 @@ pub struct IssueKeyRequest {
     /// The key's lifetime from now, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_seconds: Option<u64>,
-    /// The key's scopes; see [`Scope::parse`](crate::Scope::parse).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// The key's scopes; see [`Scope::parse`](crate::Scope::parse). A
+    /// `null` reads as no scopes, like the other optional fields' `null`.
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub scopes: Vec<String>,
     /// A rate limit of the key's own, applied together with the tenant's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -73,6 +78,16 @@ pub struct IssueKeyRequest {
     /// [`KeyMetadata::parse`](crate::KeyMetadata::parse).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Value>,
+}
+
+/// Reads a JSON `null` as an empty list, and any other value as a list.
+fn null_as_empty<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    let list = Option::<Vec<T>>::deserialize(deserializer)?;
+    Ok(list.unwrap_or_default())
 }
 
 /// A rate limit in a request or response body: `rate` requests per
@@ -874,6 +889,14 @@ mod tests {
                 message: "tenant not found".to_owned(),
             },
         });
+    }
+
+    #[test]
+    fn null_scopes_read_as_none() {
+        let request: IssueKeyRequest =
+            serde_json::from_str(r#"{"scopes": null}"#).expect("null scopes");
+
+        assert_eq!(request, IssueKeyRequest::default());
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! rejected before reading, and a body that grows past it while being read
 //! is rejected then (both 413). A body that has not arrived in full within
 //! the read timeout is rejected with 408, so that a client cannot hold a
-//! connection slot by sending its body slowly or not at all. A non-empty body needs
-//! `Content-Type: application/json` (415). Parsing rejects trailing bytes,
+//! connection slot by sending its body slowly or not at all. A non-empty
+//! body needs `Content-Type: application/json` and no `Content-Encoding`
+//! other than `identity` (415). Parsing rejects trailing bytes,
 //! unknown and duplicate fields, wrong types and anything but an object
 //! (`invalid_json`).
 
@@ -101,6 +102,7 @@ async fn read_limited(body: Incoming, limits: BodyLimits) -> Result<Bytes, Error
 
 fn parse<T: DeserializeOwned>(headers: &HeaderMap, bytes: &[u8]) -> Result<T, Error> {
     check_content_type(headers)?;
+    check_content_encoding(headers)?;
 
     // RFC 8259 forbids senders to add a byte order mark, and serde_json
     // rejects one. The message names it, because some editors and Windows
@@ -142,6 +144,30 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), Error> {
     }
 }
 
+/// Accepts a body without `Content-Encoding`, or with `identity` only. The
+/// server decodes no content coding, and parsing a gzip body as JSON would
+/// fail with a misleading `invalid_json`.
+fn check_content_encoding(headers: &HeaderMap) -> Result<(), Error> {
+    for value in headers.get_all(header::CONTENT_ENCODING) {
+        let Ok(text) = value.to_str() else {
+            return Err(Error::UnsupportedContentEncoding {
+                encoding: String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            });
+        };
+
+        let unsupported = text
+            .split(',')
+            .map(str::trim)
+            .find(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case("identity"));
+        if let Some(coding) = unsupported {
+            return Err(Error::UnsupportedContentEncoding {
+                encoding: coding.to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn is_json_media_type(text: &str) -> bool {
     let mut parts = text.split(';');
     let essence = parts.next().unwrap_or_default().trim();
@@ -164,6 +190,45 @@ fn is_json_media_type(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn content_encodings_other_than_identity_are_rejected() {
+        let accepted: [&[&str]; 4] = [&[], &["identity"], &["Identity"], &["identity, identity"]];
+        let rejected: [(&[&str], &str); 4] = [
+            (&["gzip"], "gzip"),
+            (&["identity, br"], "br"),
+            (&["identity", "deflate"], "deflate"),
+            (&["x-custom"], "x-custom"),
+        ];
+
+        for values in accepted {
+            let headers = encoding_headers(values);
+            assert!(
+                check_content_encoding(&headers).is_ok(),
+                "rejected {values:?}"
+            );
+        }
+        for (values, named) in rejected {
+            let headers = encoding_headers(values);
+            match check_content_encoding(&headers) {
+                Err(Error::UnsupportedContentEncoding { encoding }) => {
+                    assert_eq!(encoding, named, "{values:?}");
+                }
+                other => panic!("{values:?} gave {other:?}"),
+            }
+        }
+    }
+
+    fn encoding_headers(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(
+                header::CONTENT_ENCODING,
+                http::HeaderValue::from_str(value).expect("valid header value"),
+            );
+        }
+        headers
+    }
 
     #[test]
     fn json_media_types_are_recognised() {

@@ -1,8 +1,12 @@
 //! Command-line and environment configuration.
 //!
 //! Every flag has an environment fallback; a flag given on the command line
-//! wins. The key pepper is read from `TENET_KEY_PEPPER` only, never from a
-//! flag, so that it does not show in the process list.
+//! wins. An environment variable that is set but empty counts as unset, so
+//! that `TENET_X=` in a shell or a deployment file leaves the default in
+//! place instead of failing to parse. Boolean variables accept `true`,
+//! `yes`, `on` and `1`, or `false`, `no`, `off` and `0`. The key pepper is
+//! read from `TENET_KEY_PEPPER` only, never from a flag, so that it does
+//! not show in the process list.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -10,7 +14,8 @@ use std::path::PathBuf;
 use std::str::FromStr as _;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::builder::BoolishValueParser;
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, ValueEnum};
 use tenet_core::{CacheOptions, Limit, PostgresOptions, RedisOptions};
 
 use crate::forwarded::TrustedProxies;
@@ -230,8 +235,9 @@ pub struct Config {
     pub database_schema: Option<String>,
 
     /// Skips applying Postgres schema migrations at start; use it when a
-    /// separate `tenet-server migrate` job applies them.
-    #[arg(long, env = "TENET_SKIP_MIGRATIONS")]
+    /// separate `tenet-server migrate` job applies them. The environment
+    /// variable accepts true, yes, on or 1, and false, no, off or 0.
+    #[arg(long, env = "TENET_SKIP_MIGRATIONS", value_parser = BoolishValueParser::new())]
     pub skip_migrations: bool,
 
     /// Sets the Redis URL of the cache shared by replicas, for example
@@ -416,13 +422,18 @@ pub enum LogFormat {
 
 impl Config {
     /// Parses the command line and the environment, and reads the pepper
-    /// from `TENET_KEY_PEPPER`.
+    /// from `TENET_KEY_PEPPER`. Empty environment variables, the pepper's
+    /// included, count as unset.
     ///
     /// Exits the process with clap's message and code 2 on an invalid flag,
     /// and with code 0 after `--help` or `--version`.
     pub fn load() -> Self {
-        let mut config = Self::parse();
-        config.key_pepper = std::env::var(PEPPER_ENV).ok();
+        let command = without_empty_env(Self::command(), |name| std::env::var_os(name));
+        let matches = command.get_matches();
+        let mut config = Self::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+        config.key_pepper = std::env::var(PEPPER_ENV)
+            .ok()
+            .filter(|text| !text.is_empty());
         config
     }
 
@@ -503,6 +514,29 @@ impl Config {
     pub fn drain_delay(&self) -> Duration {
         Duration::from_secs(self.drain_delay)
     }
+}
+
+/// Removes the environment fallback of every argument whose variable
+/// `lookup` returns as empty, so that clap uses the argument's default.
+///
+/// clap reads each variable when the argument is defined and offers no
+/// filter of its own. Changing the parsed command instead of the process
+/// environment avoids `std::env::remove_var`, which is unsafe while other
+/// threads may read the environment.
+///
+/// NOTE: `--help` omits the `[env: ...]` note of an argument while its
+/// variable is set but empty.
+pub fn without_empty_env(
+    command: clap::Command,
+    lookup: impl Fn(&std::ffi::OsStr) -> Option<std::ffi::OsString>,
+) -> clap::Command {
+    command.mut_args(|arg| {
+        let empty = arg
+            .get_env()
+            .and_then(&lookup)
+            .is_some_and(|value| value.is_empty());
+        if empty { arg.env(None::<&str>) } else { arg }
+    })
 }
 
 /// Parses a count that must be at least 1. clap's `range(1..)` would
@@ -605,6 +639,34 @@ mod tests {
 
         assert_eq!(config.access_log_sample, u64::MAX);
         assert_eq!(config.max_connections, u32::MAX);
+    }
+
+    #[test]
+    fn empty_env_drops_only_that_fallback() {
+        let lookup =
+            |name: &std::ffi::OsStr| (name == "TENET_METRICS_LISTEN").then(std::ffi::OsString::new);
+
+        let command = without_empty_env(Config::command(), lookup);
+
+        let env_of = |id: &str| {
+            command
+                .get_arguments()
+                .find(|arg| arg.get_id() == id)
+                .expect("argument exists")
+                .get_env()
+                .map(ToOwned::to_owned)
+        };
+        assert_eq!(env_of("metrics_listen"), None);
+        assert_eq!(env_of("listen"), Some("TENET_LISTEN".into()));
+        assert_eq!(env_of("database_url"), Some("TENET_DATABASE_URL".into()));
+    }
+
+    #[test]
+    fn skip_migrations_is_a_plain_flag() {
+        let config = Config::try_parse_from(["tenet-server", "--skip-migrations"])
+            .expect("flag without a value");
+
+        assert!(config.skip_migrations);
     }
 
     #[test]

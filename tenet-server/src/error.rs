@@ -134,6 +134,11 @@ pub enum Error {
     #[error("unsupported content type")]
     UnsupportedMediaType,
 
+    /// A body came with a `Content-Encoding` other than `identity`, which
+    /// the server does not decode; `encoding` is the first such coding.
+    #[error("unsupported content encoding {encoding}")]
+    UnsupportedContentEncoding { encoding: String },
+
     /// The connection failed while the body was read.
     #[error("failed to read the request body")]
     BodyRead(#[source] hyper::Error),
@@ -178,9 +183,12 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// Binding the listening socket failed.
-    #[error("failed to listen on {address}")]
+    /// Binding a listening socket failed; `setting` names the flag and
+    /// environment variable that set `address`, so that the user knows
+    /// which one to change.
+    #[error("failed to listen on {address}, the {setting} address")]
     Bind {
+        setting: &'static str,
         address: std::net::SocketAddr,
         #[source]
         source: std::io::Error,
@@ -399,6 +407,16 @@ impl Error {
                 "unsupported_media_type",
                 "send the body as application/json",
             ),
+            Error::UnsupportedContentEncoding { encoding } => {
+                return (
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    format!(
+                        "the server does not decode a request body with Content-Encoding \
+                         {encoding}; send the body unencoded, without Content-Encoding"
+                    ),
+                );
+            }
             Error::BodyRead(_) => (
                 StatusCode::BAD_REQUEST,
                 "invalid_body",
@@ -482,6 +500,14 @@ impl Error {
             }
             Error::TenantSuspended { tenant } => {
                 response.extensions_mut().insert(LogTenant(tenant));
+            }
+            // RFC 7694: a 415 for a content coding lists the codings that
+            // the server accepts.
+            Error::UnsupportedContentEncoding { .. } => {
+                response.headers_mut().insert(
+                    header::ACCEPT_ENCODING,
+                    HeaderValue::from_static("identity"),
+                );
             }
             _ => {}
         }

@@ -109,9 +109,9 @@ impl App {
         let settings = setup::Settings::check(&config)?;
         let store_kind = settings.store_kind();
 
-        let (listener, local_addr) = bind(config.listen).await?;
+        let (listener, local_addr) = bind("--listen (TENET_LISTEN)", config.listen).await?;
         let metrics_listener = match config.metrics_listen {
-            Some(address) => Some(bind(address).await?),
+            Some(address) => Some(bind("--metrics-listen (TENET_METRICS_LISTEN)", address).await?),
             None => None,
         };
 
@@ -263,12 +263,17 @@ impl App {
 }
 
 /// Binds a listening socket and returns it with its bound address.
-async fn bind(address: SocketAddr) -> Result<(TcpListener, SocketAddr), Error> {
-    let listener = TcpListener::bind(address)
-        .await
-        .map_err(|source| Error::Bind { address, source })?;
-    let local_addr = listener
-        .local_addr()
-        .map_err(|source| Error::Bind { address, source })?;
+/// `setting` names the flag that set `address`, for the error message.
+async fn bind(
+    setting: &'static str,
+    address: SocketAddr,
+) -> Result<(TcpListener, SocketAddr), Error> {
+    let bind_error = |source| Error::Bind {
+        setting,
+        address,
+        source,
+    };
+    let listener = TcpListener::bind(address).await.map_err(bind_error)?;
+    let local_addr = listener.local_addr().map_err(bind_error)?;
     Ok((listener, local_addr))
 }

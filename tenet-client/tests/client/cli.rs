@@ -138,6 +138,29 @@ async fn rotate_prints_the_new_key() {
 }
 
 #[tokio::test]
+async fn rotate_without_grace_prints_revoked() {
+    let server = TestServer::start().await;
+    let (tenant, old) = server.tenant_with_key().await;
+    let tenant_id = tenant.id.to_string();
+    let old_id = old.id.to_string();
+    let args = ["keys", "rotate", &tenant_id, &old_id, "--grace", "0"];
+
+    let output = run(tenet(&server.url()), &args).await;
+
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    let old_line = text
+        .lines()
+        .find(|line| line.starts_with("old key"))
+        .expect("old key line");
+    assert!(
+        old_line.starts_with(&format!("old key {old_id} revoked: 20")),
+        "{text}"
+    );
+    assert!(!old_line.contains("expires"), "{text}");
+}
+
+#[tokio::test]
 async fn verify_reads_the_key_from_stdin() {
     let server = TestServer::start().await;
     let (tenant, issued) = server.tenant_with_key().await;

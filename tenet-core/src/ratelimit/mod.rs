@@ -42,6 +42,17 @@ const MICROS_PER_SECOND: i64 = 1_000_000;
 /// years), so that sums of times stay exact in Redis Lua doubles.
 const MAX_TOLERANCE_MICROS: i64 = 1 << 45;
 
+/// Formats a period in seconds for an error message: whole seconds as the
+/// exact integer, because an `f64` rounds values above 2^53 and a request
+/// gives `period_seconds` as an integer; a fraction as a decimal.
+fn format_seconds(period: Duration) -> String {
+    if period.subsec_nanos() == 0 {
+        period.as_secs().to_string()
+    } else {
+        period.as_secs_f64().to_string()
+    }
+}
+
 /// A rate (`rate` requests per `period`) with a burst allowance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limit {
@@ -64,7 +75,7 @@ impl Limit {
             burst,
             shadow: false,
         };
-        let seconds = period.as_secs_f64();
+        let seconds = format_seconds(period);
         if rate == 0 || burst == 0 || period.is_zero() {
             return Err(Error::invalid(
                 "rate limit",

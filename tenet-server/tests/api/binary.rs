@@ -661,3 +661,94 @@ async fn readable_admin_token_file_is_warned_on_restart() {
 
     assert!(warned, "no warning names {}", token_file.display());
 }
+
+#[test]
+fn empty_environment_variables_count_as_unset() {
+    let empty = [
+        ("TENET_DATABASE_URL", ""),
+        ("TENET_METRICS_LISTEN", ""),
+        ("TENET_LOG_FORMAT", ""),
+        ("TENET_SKIP_MIGRATIONS", ""),
+        ("TENET_REDIS_URL", ""),
+        ("TENET_KEY_PEPPER", ""),
+    ];
+
+    // With TENET_DATABASE_URL unset, `migrate` fails on the missing URL
+    // (status 1) rather than on parsing (status 2) or connecting.
+    let output = run_binary(&["migrate"], &empty);
+
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("missing --database-url"), "{stderr}");
+
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let server = BinaryServer::start(data_dir.path(), &empty);
+    let logs = server.logs.lock().expect("log lines").clone();
+    let started = logs
+        .iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|event| event["message"] == "tenet-server started")
+        .expect("a start line");
+    assert_eq!(started["store"], "sqlite");
+    assert!(started.get("metrics_address").is_none(), "{started}");
+    assert!(data_dir.path().join("pepper").exists());
+    server.stop();
+}
+
+#[test]
+fn skip_migrations_accepts_boolean_words() {
+    for value in ["true", "false", "1", "0", "yes", "no", "on", "off", "YES"] {
+        let output = run_binary(&["migrate"], &[("TENET_SKIP_MIGRATIONS", value)]);
+
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{value}: {stderr}");
+        assert!(
+            stderr.contains("missing --database-url"),
+            "{value}: {stderr}"
+        );
+    }
+
+    let output = run_binary(&["migrate"], &[("TENET_SKIP_MIGRATIONS", "maybe")]);
+
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--skip-migrations"), "{stderr}");
+    assert!(stderr.contains("maybe"), "{stderr}");
+}
+
+#[test]
+fn port_in_use_names_the_flag() {
+    let occupied = std::net::TcpListener::bind("127.0.0.1:0").expect("port bound");
+    let occupied_addr = occupied.local_addr().expect("bound address").to_string();
+    let cases = [
+        (
+            "main listener",
+            vec!["--listen", occupied_addr.as_str()],
+            "--listen (TENET_LISTEN)",
+        ),
+        (
+            "metrics listener",
+            vec![
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                occupied_addr.as_str(),
+            ],
+            "--metrics-listen (TENET_METRICS_LISTEN)",
+        ),
+    ];
+
+    for (description, flags, named) in cases {
+        let data_dir = tempfile::tempdir().expect("temporary directory");
+        let data_dir_arg = data_dir.path().display().to_string();
+        let mut args: Vec<&str> = flags.clone();
+        args.extend(["--data-dir", data_dir_arg.as_str()]);
+
+        let output = run_binary(&args, &[]);
+
+        assert_eq!(output.status.code(), Some(1), "{description}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(&occupied_addr), "{description}: {stderr}");
+        assert!(stderr.contains(named), "{description}: {stderr}");
+    }
+}

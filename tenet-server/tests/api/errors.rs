@@ -1,7 +1,7 @@
 //! Every client error status, table-driven: each row checks the status,
 //! the stable code, the JSON content type, and that nothing was created.
 
-use reqwest::header::{ALLOW, CONTENT_TYPE};
+use reqwest::header::{ACCEPT_ENCODING, ALLOW, CONTENT_ENCODING, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tenet_core::{KeyId, TenantId};
@@ -390,4 +390,48 @@ async fn suspend_body_must_have_no_fields() {
     assert_eq!(status_after_field, "active");
     assert_eq!(empty_object.status(), StatusCode::OK);
     assert_eq!(no_body.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encoded_body_is_rejected_naming_the_encoding() {
+    let server = TestServer::start().await;
+    let create = |encoding: &'static str| {
+        server
+            .client
+            .post(server.url("/tenants"))
+            .bearer_auth(ADMIN_TOKEN)
+            .header(CONTENT_TYPE, "application/json")
+            .header(CONTENT_ENCODING, encoding)
+            .body(r#"{"name":"encoded"}"#)
+            .send()
+    };
+
+    for encoding in ["gzip", "br", "identity, deflate"] {
+        let response = create(encoding).await.expect("request sent");
+
+        assert_eq!(
+            response.status(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{encoding}"
+        );
+        assert_eq!(
+            response.headers()[ACCEPT_ENCODING],
+            "identity",
+            "{encoding}"
+        );
+        let body: Value = response.json().await.expect("JSON error body");
+        assert_eq!(
+            body["error"]["code"], "unsupported_media_type",
+            "{encoding}"
+        );
+        let message = body["error"]["message"].as_str().expect("message");
+        let named = encoding.rsplit(", ").next().expect("a coding");
+        assert!(message.contains(named), "{encoding}: {message}");
+        assert!(message.contains("unencoded"), "{encoding}: {message}");
+    }
+    assert!(server.admin().tenants().await.is_empty());
+
+    let identity = create("identity").await.expect("request sent");
+
+    assert_eq!(identity.status(), StatusCode::CREATED);
 }

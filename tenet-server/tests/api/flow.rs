@@ -216,6 +216,36 @@ async fn key_issue_accepts_empty_body() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_issue_reads_null_as_absent() {
+    let server = TestServer::start().await;
+    let tenant = server.admin().create_tenant("Acme").await;
+    let url = server.url(&format!("/tenants/{}/keys", tenant.id));
+    let body = serde_json::json!({
+        "name": null,
+        "expires_at": null,
+        "ttl_seconds": null,
+        "scopes": null,
+        "limit": null,
+        "metadata": null,
+    });
+
+    let response = server
+        .client
+        .post(&url)
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .expect("request sent");
+
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let issued: Value = response.json().await.expect("key JSON");
+    assert_eq!(issued["scopes"], serde_json::json!([]));
+    assert!(issued["name"].is_null());
+    assert!(issued["expires_at"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoking_twice_is_no_content() {
     let server = TestServer::start().await;
     let admin = server.admin();

@@ -212,6 +212,10 @@ async fn invalid_limit_message_gives_seconds() {
             json!({"limit": {"rate": 1, "period_seconds": 86400, "burst": 4_000_000}}),
             "per 86400 s",
         ),
+        (
+            json!({"limit": {"rate": 1, "period_seconds": u64::MAX, "burst": 1}}),
+            "per 18446744073709551615 s",
+        ),
     ];
 
     for (body, expected) in cases {

@@ -262,12 +262,24 @@ async fn keys(
             if json {
                 return Ok(output::json(out, &rotated)?);
             }
-            writeln!(
-                out,
-                "old key {} expires: {}",
-                rotated.old_key.id,
-                output::optional(rotated.old_key.expires_at.map(output::time))
-            )?;
+
+            // A grace of 0 revokes the old key at once, and its expiry is
+            // then empty, which would read as "never expires".
+            let old_key = &rotated.old_key;
+            match old_key.revoked_at {
+                Some(revoked_at) => writeln!(
+                    out,
+                    "old key {} revoked: {}",
+                    old_key.id,
+                    output::time(revoked_at)
+                )?,
+                None => writeln!(
+                    out,
+                    "old key {} expires: {}",
+                    old_key.id,
+                    output::optional(old_key.expires_at.map(output::time))
+                )?,
+            }
             print_issued(out, false, &rotated.new_key)
         }
         KeysCommand::List { tenant } => {
