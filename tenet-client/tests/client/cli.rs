@@ -210,6 +210,15 @@ fn tenet_with_env_token(server_url: &str, token: &str) -> Command {
 }
 
 #[tokio::test]
+async fn empty_url_variable_means_default() {
+    let output = run(tenet(""), &["ready"]).await;
+
+    let text = stderr(&output);
+    assert_ne!(output.status.code(), Some(2), "stderr: {text}");
+    assert!(!text.contains("invalid"), "stderr: {text}");
+}
+
+#[tokio::test]
 async fn invalid_url_is_a_usage_error() {
     for url in ["nope", "ftp://127.0.0.1:8080"] {
         let output = run(tenet(url), &["tenants", "list"]).await;

@@ -11,7 +11,7 @@ use time::macros::{format_description, time};
 #[derive(Debug, Parser)]
 #[command(name = "tenet", version)]
 pub struct Cli {
-    /// Base URL of the Tenet server.
+    /// Base URL of the Tenet server. An empty TENET_URL counts as unset.
     #[arg(
         long,
         env = "TENET_URL",
@@ -308,11 +308,24 @@ pub struct RangeArgs {
 /// were required, so every command's usage is fixed to its generic form,
 /// which shows them as `[OPTIONS]`.
 pub fn parse() -> Cli {
-    let mut command = Cli::command();
+    let mut command = without_empty_env(Cli::command());
     command.build();
     let command = with_generic_usage(command);
     let matches = command.get_matches();
     <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|err| err.exit())
+}
+
+/// Drops the environment fallback of every argument whose variable is set
+/// but empty, so that `TENET_URL=` means the default URL, as an empty
+/// variable means the default for tenet-server.
+fn without_empty_env(command: clap::Command) -> clap::Command {
+    command.mut_args(|arg| {
+        let empty = arg
+            .get_env()
+            .and_then(std::env::var_os)
+            .is_some_and(|value| value.is_empty());
+        if empty { arg.env(None::<&str>) } else { arg }
+    })
 }
 
 fn with_generic_usage(mut command: clap::Command) -> clap::Command {
