@@ -409,19 +409,7 @@ async fn suspended_tenant_lines_carry_the_tenant() {
     let verified: Value = verified.json().await.expect("verify JSON");
     assert_eq!(verified["code"], "tenant_suspended");
 
-    // The log thread writes lines in batches, so wait for the last one.
-    let deadline = Instant::now() + BINARY_TIMEOUT;
-    let lines = loop {
-        let lines = wait_for_log(&server, "request");
-        if !request_lines(&lines, "/verify").is_empty() {
-            break lines;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the /verify request was not logged"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let lines = wait_for_requests(&server, "/verify", 1);
     let protected = request_lines(&lines, "/protected");
     let verify = request_lines(&lines, "/verify");
 
@@ -467,23 +455,8 @@ async fn rate_limited_lines_carry_the_tenant() {
         "a burst of 1 passes one request"
     );
 
-    // The log thread writes lines in batches, so wait for the last one.
-    let deadline = Instant::now() + BINARY_TIMEOUT;
-    let protected = loop {
-        let lines = wait_for_log(&server, "request");
-        let protected: Vec<Value> = request_lines(&lines, "/protected")
-            .into_iter()
-            .cloned()
-            .collect();
-        if protected.len() >= 2 {
-            break protected;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the /protected requests were not logged: {protected:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let lines = wait_for_requests(&server, "/protected", 2);
+    let protected = request_lines(&lines, "/protected");
 
     assert_eq!(protected.len(), 2, "{protected:?}");
     assert_eq!(protected[1]["status"], 429);
@@ -528,18 +501,7 @@ async fn debug_logs_omit_postgres_parameters() {
         // tokio-postgres logs "executing statement s1 with parameters:
         // [...]" before it sends a statement, so the lines of the key
         // lookup come before the request line of /protected.
-        let deadline = Instant::now() + BINARY_TIMEOUT;
-        let lines = loop {
-            let lines = wait_for_log(&server, "request");
-            if !request_lines(&lines, "/protected").is_empty() {
-                break lines;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the /protected request was not logged"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let lines = wait_for_requests(&server, "/protected", 1);
         let with_parameters = lines
             .iter()
             .filter(|line| {
@@ -602,6 +564,24 @@ fn request_lines<'a>(lines: &'a [Value], route: &str) -> Vec<&'a Value> {
 
 /// Waits until the binary has logged a line with `message`, and returns
 /// every JSON log line so far.
+/// Waits until the log has `count` request lines of `route`, and returns
+/// every line. The log thread writes lines in batches, so a request's line
+/// may arrive a little after its response.
+fn wait_for_requests(server: &BinaryServer, route: &str, count: usize) -> Vec<Value> {
+    let deadline = Instant::now() + BINARY_TIMEOUT;
+    loop {
+        let lines = wait_for_log(server, "request");
+        if request_lines(&lines, route).len() >= count {
+            return lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {count} {route} requests were logged"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn wait_for_log(server: &BinaryServer, message: &str) -> Vec<Value> {
     let deadline = Instant::now() + BINARY_TIMEOUT;
     loop {
