@@ -211,6 +211,15 @@ pub enum Error {
         #[source]
         source: tenet_core::Error,
     },
+
+    /// The final write at shutdown failed, so `what` since the last
+    /// periodic write is lost.
+    #[error("failed to write the {what} at shutdown; those since the last write are lost")]
+    FinalWrite {
+        what: &'static str,
+        #[source]
+        source: tenet_core::Error,
+    },
 }
 
 impl From<tenet_core::Error> for Error {
@@ -448,7 +457,8 @@ impl Error {
             | Error::Io { .. }
             | Error::Bind { .. }
             | Error::DataDirLocked { .. }
-            | Error::OpenStore { .. } => (
+            | Error::OpenStore { .. }
+            | Error::FinalWrite { .. } => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
                 "internal server error",

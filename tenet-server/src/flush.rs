@@ -5,6 +5,8 @@
 //! every `--usage-flush-interval` and writes key uses every
 //! `--key-use-flush-interval`. A failed write keeps its data in memory for
 //! the next tick, so only a crash loses data: at most one interval of each.
+//! The final write at shutdown retries a failing store for up to
+//! [`FINAL_WRITE_RETRY_FOR`] and reports what it could not write.
 
 use std::time::Duration;
 
@@ -13,7 +15,15 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior, interval_at};
 
-use crate::error::cause_chain;
+use crate::error::{Error, cause_chain};
+
+/// How long the final write at shutdown retries a store that fails, such
+/// as a Postgres primary that is failing over.
+pub const FINAL_WRITE_RETRY_FOR: Duration = Duration::from_secs(10);
+
+/// The pause before the second attempt of the final write; it doubles
+/// after each further failure.
+const FINAL_WRITE_FIRST_PAUSE: Duration = Duration::from_millis(250);
 
 /// The running flush task; [`Flusher::finish`] stops it and writes what is
 /// left.
@@ -39,19 +49,65 @@ impl Flusher {
 
     /// Stops the periodic writes and writes the counts and key uses that
     /// are still in memory. Call it after the last request has finished.
-    pub async fn finish(self) {
+    ///
+    /// A failing write is retried for up to [`FINAL_WRITE_RETRY_FOR`].
+    /// Returns [`Error::FinalWrite`] when the usage counts or the key uses
+    /// still could not be written; they are lost with the process.
+    pub async fn finish(self) -> Result<(), Error> {
         let _ = self.stop.send(());
         if let Err(err) = self.task.await {
             tracing::error!(error = %err, "the flush task failed");
         }
 
-        let rows = flush_usage(&self.tenet).await;
-        let keys = flush_key_uses(&self.tenet).await;
-        tracing::info!(
-            usage_rows = rows,
-            key_uses = keys,
-            "wrote usage counts and key uses at shutdown"
-        );
+        let deadline = Instant::now() + FINAL_WRITE_RETRY_FOR;
+        let mut pause = FINAL_WRITE_FIRST_PAUSE;
+        let mut usage_rows = None;
+        let mut key_uses = None;
+        loop {
+            let mut failures = Vec::new();
+            if usage_rows.is_none() {
+                match self.tenet.flush_usage().await {
+                    Ok(rows) => usage_rows = Some(rows),
+                    Err(err) => failures.push(("usage counts", err)),
+                }
+            }
+            if key_uses.is_none() {
+                match self.tenet.flush_key_uses().await {
+                    Ok(keys) => key_uses = Some(keys),
+                    Err(err) => failures.push(("key uses", err)),
+                }
+            }
+
+            if failures.is_empty() {
+                tracing::info!(
+                    usage_rows,
+                    key_uses,
+                    "wrote usage counts and key uses at shutdown"
+                );
+                return Ok(());
+            }
+            if Instant::now() + pause > deadline {
+                // Both may have failed; the error reports the first and
+                // the log line the other.
+                let (what, source) = failures.remove(0);
+                for (what, err) in failures {
+                    tracing::error!(
+                        error = %cause_chain(&err),
+                        "failed to write the {what} at shutdown; those since the last write are lost"
+                    );
+                }
+                return Err(Error::FinalWrite { what, source });
+            }
+            for (what, err) in &failures {
+                tracing::warn!(
+                    error = %cause_chain(err),
+                    retry_in_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX),
+                    "failed to write the {what} at shutdown; retrying"
+                );
+            }
+            tokio::time::sleep(pause).await;
+            pause *= 2;
+        }
     }
 }
 

@@ -12,7 +12,7 @@
 //! let config = Config::parse_from(["tenet-server", "--listen", "127.0.0.1:0"]);
 //! let app = App::build(config).await?;
 //! println!("listening on {}", app.local_addr());
-//! app.run_until(async { tokio::signal::ctrl_c().await.ok(); }).await;
+//! app.run_until(async { tokio::signal::ctrl_c().await.ok(); }).await?;
 //! # Ok(())
 //! # }
 //! ```
@@ -150,8 +150,9 @@ impl App {
     ///
     /// A further signal after the server stopped accepting closes the
     /// connections that still have requests in flight, without waiting
-    /// for the shutdown timeout. Usage counts are written either way.
-    pub fn run_until_signal(self) -> impl Future<Output = ()> {
+    /// for the shutdown timeout. Usage counts are written either way, and
+    /// an error means they could not be (see [`App::run_until`]).
+    pub fn run_until_signal(self) -> impl Future<Output = Result<(), Error>> {
         let signals = lifecycle::Signals::install();
         let state = Arc::clone(&self.state);
         let drain_delay = self.config.drain_delay();
@@ -173,9 +174,13 @@ impl App {
     /// Serves until `shutdown` resolves, then stops accepting connections
     /// and lets in-flight requests finish within the shutdown timeout.
     /// `/readyz` returns 503 from the moment `shutdown` resolves.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
+    ///
+    /// Last, it writes the usage counts and key uses still in memory, and
+    /// returns [`Error::FinalWrite`] when the store fails that write for
+    /// [`flush::FINAL_WRITE_RETRY_FOR`]: those counts are then lost.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         self.run_until_forced(shutdown, std::future::pending())
-            .await;
+            .await
     }
 
     /// Serves like [`App::run_until`], and stops waiting for in-flight
@@ -184,7 +189,7 @@ impl App {
         self,
         shutdown: impl Future<Output = ()>,
         force: impl Future<Output = ()>,
-    ) {
+    ) -> Result<(), Error> {
         // Only SQLite keeps anything in the data directory.
         let data_dir = (self.store_kind == setup::StoreKind::Sqlite)
             .then(|| tracing::field::display(self.config.data_dir.display()));
@@ -256,9 +261,10 @@ impl App {
         }
 
         // No request is running any more, so this write includes every count.
-        flusher.finish().await;
+        let written = flusher.finish().await;
 
         tracing::info!(address = %self.local_addr, "tenet-server stopped");
+        written
     }
 }
 

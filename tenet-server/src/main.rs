@@ -40,6 +40,12 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
+            let failure = match err {
+                tenet_server::Error::FinalWrite { .. } => {
+                    "tenet-server stopped with data unwritten"
+                }
+                _ => failure,
+            };
             logging::report_fatal(log_format, failure, &cause_chain(&err));
             ExitCode::FAILURE
         }
@@ -51,6 +57,5 @@ async fn run(config: Config) -> Result<(), tenet_server::Error> {
         return tenet_server::migrate(&config).await;
     }
     let app = App::build(config).await?;
-    app.run_until_signal().await;
-    Ok(())
+    app.run_until_signal().await
 }

@@ -22,7 +22,7 @@ const PEPPER: &str = "client-test-pepper-0123456789abcdefghijklmnopqrstu";
 pub struct TestServer {
     pub addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    task: Option<JoinHandle<Result<(), tenet_server::Error>>>,
     _data_dir: tempfile::TempDir,
 }
 
@@ -89,7 +89,9 @@ impl TestServer {
             let _ = shutdown.send(());
         }
         if let Some(task) = self.task.take() {
-            task.await.expect("server task ends without panicking");
+            task.await
+                .expect("server task ends without panicking")
+                .expect("usage counts and key uses written at shutdown");
         }
     }
 

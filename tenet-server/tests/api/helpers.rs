@@ -35,7 +35,7 @@ pub struct TestServer {
     pub metrics_addr: Option<SocketAddr>,
     pub client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    task: Option<JoinHandle<Result<(), tenet_server::Error>>>,
     /// `None` only after [`TestServer::stop_keeping_data`] took it.
     data_dir: Option<tempfile::TempDir>,
 }
@@ -91,13 +91,23 @@ impl TestServer {
         format!("http://{}{path}", self.addr)
     }
 
-    /// Stops the server and waits until it has drained.
-    pub async fn stop(mut self) {
+    /// Stops the server and waits until it has drained and written what
+    /// it counted in memory.
+    pub async fn stop(self) {
+        self.stop_reporting()
+            .await
+            .expect("usage counts and key uses written at shutdown");
+    }
+
+    /// Stops the server like [`TestServer::stop`] and returns the result
+    /// of its final write.
+    pub async fn stop_reporting(mut self) -> Result<(), tenet_server::Error> {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
-        if let Some(task) = self.task.take() {
-            task.await.expect("server task ends without panicking");
+        match self.task.take() {
+            Some(task) => task.await.expect("server task ends without panicking"),
+            None => Ok(()),
         }
     }
 
@@ -417,6 +427,15 @@ impl TestSchema {
             .await
             .expect("test schema created");
         Some(Self { database_url, name })
+    }
+
+    /// Runs `sql` on the test database, outside the server's connections.
+    pub async fn execute(&self, sql: &str) {
+        connect(&self.database_url)
+            .await
+            .batch_execute(sql)
+            .await
+            .unwrap_or_else(|err| panic!("{sql}: {err}"));
     }
 }
 

@@ -10,7 +10,7 @@ use tenet_core::api::{IssuedKeyResponse, TenantResponse, UsageRecord, UsageRespo
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::helpers::{ADMIN_TOKEN, TestServer, protected_status};
+use crate::helpers::{ADMIN_TOKEN, TestSchema, TestServer, protected_status};
 
 /// Flags that keep the periodic flushes out of a test.
 const HOURLY_FLUSH: [&str; 4] = [
@@ -446,4 +446,38 @@ async fn deleted_tenant_usage_stays_readable() {
     let usage: UsageResponse = serde_json::from_str(&body).expect("usage JSON");
     assert_eq!(usage.totals.accepted, 2);
     assert_eq!(unknown, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_final_write_is_an_error() {
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    let mut flags = vec![
+        "--database-url",
+        &schema.database_url,
+        "--database-schema",
+        &schema.name,
+    ];
+    flags.extend(HOURLY_FLUSH);
+    let server = TestServer::start_with(&flags).await;
+    let tenant = server.admin().create_tenant("Acme").await;
+    let key = server.admin().issue_key(&tenant).await;
+    let status = protected_status(&server, &[("x-api-key", &key.api_key)]).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // The table of usage counts goes away, so every write of the counts
+    // fails until the retries at shutdown give up.
+    schema
+        .execute(&format!(
+            "ALTER TABLE {}.usage_hourly RENAME TO usage_hourly_gone",
+            schema.name
+        ))
+        .await;
+    let stopped = server.stop_reporting().await;
+
+    match stopped {
+        Err(tenet_server::Error::FinalWrite { what, .. }) => assert_eq!(what, "usage counts"),
+        other => panic!("expected a failed final write, got {other:?}"),
+    }
 }
