@@ -92,15 +92,17 @@ impl UsageRange {
         }
         if to - from > MAX_USAGE_RANGE {
             // The latest allowed `to` shows exactly how far to move it, where
-            // a rounded length in hours or days could equal the maximum.
+            // a rounded length in hours or days could equal the maximum. The
+            // times keep every fractional digit the request gave, because at
+            // milliseconds a `to` just past the limit would read as equal.
             return Err(Error::invalid(
                 "usage range",
                 format!(
                     "to ({}) is more than {} days after from ({}); the latest allowed to is {}",
-                    rfc3339(to),
+                    precise(to),
                     MAX_USAGE_RANGE.as_secs() / DAY_SECONDS.unsigned_abs(),
-                    rfc3339(from),
-                    rfc3339(from + MAX_USAGE_RANGE)
+                    precise(from),
+                    precise(from + MAX_USAGE_RANGE)
                 ),
             ));
         }
@@ -296,6 +298,13 @@ pub(crate) fn rfc3339(at: OffsetDateTime) -> String {
     crate::timestamp::format(at)
 }
 
+/// Formats `at` in RFC 3339 with as many fractional digits as it has, up
+/// to nanoseconds.
+fn precise(at: OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| rfc3339(at))
+}
+
 /// Returns the UTC time of `seconds` rounded down to a multiple of
 /// `period` seconds.
 fn floor(seconds: i64, period: i64) -> OffsetDateTime {
@@ -409,9 +418,21 @@ mod tests {
             .to_string();
 
         assert!(
-            message.contains("the latest allowed to is 2026-12-06T00:00:00.000Z"),
+            message.contains("the latest allowed to is 2026-12-06T00:00:00Z"),
             "{message}"
         );
-        assert!(message.contains("2026-12-06T00:00:00.001Z"), "{message}");
+        assert!(
+            message.contains("to (2026-12-06T00:00:00.001Z)"),
+            "{message}"
+        );
+
+        let just_over = datetime!(2026-12-06 00:00:00.000_000_001 UTC);
+        let message = UsageRange::new(from, just_over)
+            .expect_err("a nanosecond over 31 days")
+            .to_string();
+        assert!(
+            message.contains("to (2026-12-06T00:00:00.000000001Z)"),
+            "{message}"
+        );
     }
 }

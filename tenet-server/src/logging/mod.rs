@@ -61,9 +61,18 @@ pub fn init(format: LogFormat) -> LogGuard {
     let shared = Arc::new(Shared::default());
     let thread = spawn_log_thread(Arc::clone(&shared));
     let writer = BatchWriter(Arc::clone(&shared));
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    let secret_filter = secret_crates_filter(std::env::var("RUST_LOG").ok().as_deref());
+    // An empty RUST_LOG counts as unset, like the empty TENET_* variables.
+    // EnvFilter would read it as a filter without directives, which logs
+    // nothing.
+    let rust_log = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|value| !value.trim().is_empty());
+    let (filter, invalid_filter) = match rust_log.as_deref().map(EnvFilter::try_new) {
+        None => (EnvFilter::new(DEFAULT_FILTER), None),
+        Some(Ok(filter)) => (filter, None),
+        Some(Err(err)) => (EnvFilter::new(DEFAULT_FILTER), Some(err)),
+    };
+    let secret_filter = secret_crates_filter(rust_log.as_deref());
 
     let ansi = std::io::stdout().is_terminal();
 
@@ -97,6 +106,14 @@ pub fn init(format: LogFormat) -> LogGuard {
             .finish()
             .with(secret_filter)
             .init(),
+    }
+    // Logged once the subscriber is installed, so that it is not lost.
+    if let Some(err) = invalid_filter {
+        tracing::warn!(
+            error = %err,
+            filter = DEFAULT_FILTER,
+            "RUST_LOG is invalid, so it is ignored; fix the directive it names"
+        );
     }
     LogGuard {
         shared,

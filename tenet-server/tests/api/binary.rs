@@ -752,3 +752,21 @@ fn port_in_use_names_the_flag() {
         assert!(stderr.contains(named), "{description}: {stderr}");
     }
 }
+
+#[test]
+fn empty_or_invalid_rust_log_keeps_info_lines() {
+    for (rust_log, warned) in [("", false), ("tenet_server=debug,foo=bar", true)] {
+        let data_dir = tempfile::tempdir().expect("temporary directory");
+
+        // `start` waits for the info line that the server logs at start.
+        let server = BinaryServer::start(data_dir.path(), &[("RUST_LOG", rust_log)]);
+
+        let logs = server.logs.lock().expect("log lines").join("\n");
+        assert_eq!(
+            logs.contains("RUST_LOG is invalid"),
+            warned,
+            "RUST_LOG={rust_log:?}: {logs}"
+        );
+        server.stop();
+    }
+}
