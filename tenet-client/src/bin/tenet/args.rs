@@ -317,11 +317,14 @@ pub fn parse() -> Cli {
 
 /// Drops the environment fallback of every argument whose variable is set
 /// but empty, so that `TENET_URL=` means the default URL, as an empty
-/// variable means the default for tenet-server.
+/// variable means the default for tenet-server. `TENET_ADMIN_TOKEN` keeps
+/// its fallback: an empty token gets its own message, which points at a
+/// variable that was set from an empty file or command.
 fn without_empty_env(command: clap::Command) -> clap::Command {
     command.mut_args(|arg| {
         let empty = arg
             .get_env()
+            .filter(|name| *name != "TENET_ADMIN_TOKEN")
             .and_then(std::env::var_os)
             .is_some_and(|value| value.is_empty());
         if empty { arg.env(None::<&str>) } else { arg }
