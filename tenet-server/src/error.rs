@@ -212,11 +212,11 @@ pub enum Error {
         source: tenet_core::Error,
     },
 
-    /// The final write at shutdown failed, so `what` since the last
-    /// periodic write is lost.
-    #[error("failed to write the {what} at shutdown; those since the last write are lost")]
+    /// The final write at shutdown failed, so the `data` (usage counts or
+    /// key uses) since the last periodic write is lost.
+    #[error("failed to write the {data} at shutdown; those since the last write are lost")]
     FinalWrite {
-        what: &'static str,
+        data: &'static str,
         #[source]
         source: tenet_core::Error,
     },

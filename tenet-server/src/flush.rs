@@ -52,7 +52,8 @@ impl Flusher {
     ///
     /// A failing write is retried for up to [`FINAL_WRITE_RETRY_FOR`].
     /// Returns [`Error::FinalWrite`] when the usage counts or the key uses
-    /// still could not be written; they are lost with the process.
+    /// still could not be written, so that the process can report their
+    /// loss.
     pub async fn finish(self) -> Result<(), Error> {
         let _ = self.stop.send(());
         if let Err(err) = self.task.await {
@@ -89,20 +90,20 @@ impl Flusher {
             if Instant::now() + pause > deadline {
                 // Both may have failed; the error reports the first and
                 // the log line the other.
-                let (what, source) = failures.remove(0);
-                for (what, err) in failures {
+                let (data, source) = failures.remove(0);
+                for (data, err) in failures {
                     tracing::error!(
                         error = %cause_chain(&err),
-                        "failed to write the {what} at shutdown; those since the last write are lost"
+                        "failed to write the {data} at shutdown; those since the last write are lost"
                     );
                 }
-                return Err(Error::FinalWrite { what, source });
+                return Err(Error::FinalWrite { data, source });
             }
-            for (what, err) in &failures {
+            for (data, err) in &failures {
                 tracing::warn!(
                     error = %cause_chain(err),
                     retry_in_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX),
-                    "failed to write the {what} at shutdown; retrying"
+                    "failed to write the {data} at shutdown; retrying"
                 );
             }
             tokio::time::sleep(pause).await;

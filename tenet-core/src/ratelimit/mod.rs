@@ -42,9 +42,9 @@ const MICROS_PER_SECOND: i64 = 1_000_000;
 /// years), so that sums of times stay exact in Redis Lua doubles.
 const MAX_TOLERANCE_MICROS: i64 = 1 << 45;
 
-/// Formats a period in seconds for an error message: whole seconds as the
-/// exact integer, because an `f64` rounds values above 2^53 and a request
-/// gives `period_seconds` as an integer; a fraction as a decimal.
+/// Formats a period in seconds for an error message. Whole seconds print
+/// as the exact integer that the request gave as `period_seconds`, because
+/// an `f64` rounds values above 2^53. A fraction prints as a decimal.
 fn format_seconds(period: Duration) -> String {
     if period.subsec_nanos() == 0 {
         period.as_secs().to_string()

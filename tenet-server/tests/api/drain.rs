@@ -7,10 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use tokio::io::AsyncWriteExt as _;
-use tokio::net::TcpStream;
 
-use crate::helpers::{ADMIN_TOKEN, BINARY_TIMEOUT, BinaryServer};
+use crate::helpers::{ADMIN_TOKEN, BINARY_TIMEOUT, BinaryServer, stalled_request};
 
 /// Drain delay of the server under test.
 const DRAIN_DELAY: Duration = Duration::from_secs(3);
@@ -236,16 +234,7 @@ async fn second_signal_ends_wait_for_requests() {
         ],
     );
 
-    // A request whose body never arrives stays in flight.
-    let mut stalled = TcpStream::connect(server.addr).await.expect("connects");
-    let head = format!(
-        "POST /tenants HTTP/1.1\r\nHost: tenet\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
-         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
-    );
-    stalled
-        .write_all(head.as_bytes())
-        .await
-        .expect("request head sent");
+    let stalled = stalled_request(server.addr).await;
     // Time for the server to read the head and start the handler.
     tokio::time::sleep(Duration::from_millis(500)).await;
 

@@ -471,3 +471,23 @@ async fn connect(url: &str) -> tokio_postgres::Client {
     tokio::spawn(connection);
     client
 }
+
+/// Connects to `addr` and sends the head of a `POST /tenants` that
+/// promises 100 bytes of body, and one byte of it. The request stays in
+/// flight until the server times out the body or the connection closes.
+pub async fn stalled_request(addr: SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt as _;
+
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connects");
+    let head = format!(
+        "POST /tenants HTTP/1.1\r\nHost: tenet\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+    );
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .expect("request head sent");
+    stream
+}

@@ -323,10 +323,13 @@ async fn request_log_lines_carry_request_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_log_lines_carry_the_tenant() {
-    let data_dir = tempfile::tempdir().expect("temporary directory");
-    let server = BinaryServer::start(data_dir.path(), &[("TENET_ADMIN_TOKEN", ADMIN_TOKEN)]);
-    let client = reqwest::Client::new();
-    let (tenant_id, key) = tenant_with_key(&client, &server, ADMIN_TOKEN, "Logged tenant").await;
+    let KeyedServer {
+        server,
+        client,
+        tenant_id,
+        key,
+        _data_dir,
+    } = KeyedServer::start("Logged tenant").await;
     let tenant_id = tenant_id.as_str();
 
     let accepted = client
@@ -378,10 +381,13 @@ async fn request_log_lines_carry_the_tenant() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn suspended_tenant_lines_carry_the_tenant() {
-    let data_dir = tempfile::tempdir().expect("temporary directory");
-    let server = BinaryServer::start(data_dir.path(), &[("TENET_ADMIN_TOKEN", ADMIN_TOKEN)]);
-    let client = reqwest::Client::new();
-    let (tenant_id, key) = tenant_with_key(&client, &server, ADMIN_TOKEN, "Suspended").await;
+    let KeyedServer {
+        server,
+        client,
+        tenant_id,
+        key,
+        _data_dir,
+    } = KeyedServer::start("Suspended").await;
     let tenant_id = tenant_id.as_str();
     let suspended = client
         .post(server.url(&format!("/tenants/{tenant_id}/suspend")))
@@ -423,10 +429,13 @@ async fn suspended_tenant_lines_carry_the_tenant() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limited_lines_carry_the_tenant() {
-    let data_dir = tempfile::tempdir().expect("temporary directory");
-    let server = BinaryServer::start(data_dir.path(), &[("TENET_ADMIN_TOKEN", ADMIN_TOKEN)]);
-    let client = reqwest::Client::new();
-    let (tenant_id, key) = tenant_with_key(&client, &server, ADMIN_TOKEN, "Limited").await;
+    let KeyedServer {
+        server,
+        client,
+        tenant_id,
+        key,
+        _data_dir,
+    } = KeyedServer::start("Limited").await;
     let tenant_id = tenant_id.as_str();
     let limited = client
         .put(server.url(&format!("/tenants/{tenant_id}/limits")))
@@ -516,6 +525,33 @@ async fn debug_logs_omit_postgres_parameters() {
 
     assert_eq!(parameter_lines[0], ("debug", 0), "{parameter_lines:?}");
     assert!(parameter_lines[1].1 > 0, "{parameter_lines:?}");
+}
+
+/// A binary server started with [`ADMIN_TOKEN`], and one tenant with a key.
+struct KeyedServer {
+    server: BinaryServer,
+    client: reqwest::Client,
+    tenant_id: String,
+    /// The plaintext key.
+    key: String,
+    /// Dropped last, after the server has stopped.
+    _data_dir: tempfile::TempDir,
+}
+
+impl KeyedServer {
+    async fn start(tenant_name: &str) -> Self {
+        let data_dir = tempfile::tempdir().expect("temporary directory");
+        let server = BinaryServer::start(data_dir.path(), &[("TENET_ADMIN_TOKEN", ADMIN_TOKEN)]);
+        let client = reqwest::Client::new();
+        let (tenant_id, key) = tenant_with_key(&client, &server, ADMIN_TOKEN, tenant_name).await;
+        Self {
+            server,
+            client,
+            tenant_id,
+            key,
+            _data_dir: data_dir,
+        }
+    }
 }
 
 /// Creates a tenant named `name` through a binary server and issues it a

@@ -5,7 +5,7 @@ use tenet_core::api::PrincipalResponse;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use crate::helpers::{ADMIN_TOKEN, TestServer};
+use crate::helpers::{ADMIN_TOKEN, TestServer, stalled_request};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_prior_knowledge_works() {
@@ -187,17 +187,7 @@ async fn allow_lists_head_for_get_routes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_body_gets_408() {
     let server = TestServer::start_with(&["--header-read-timeout", "1"]).await;
-    let mut stream = TcpStream::connect(server.addr).await.expect("connected");
-
-    // The head promises 100 bytes of body, and only one arrives.
-    let head = format!(
-        "POST /tenants HTTP/1.1\r\nHost: tenet\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
-         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
-    );
-    stream
-        .write_all(head.as_bytes())
-        .await
-        .expect("request written");
+    let mut stream = stalled_request(server.addr).await;
     let mut raw = Vec::new();
     tokio::time::timeout(
         std::time::Duration::from_secs(30),

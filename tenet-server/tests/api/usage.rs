@@ -477,7 +477,7 @@ async fn failed_final_write_is_an_error() {
     let stopped = server.stop_reporting().await;
 
     match stopped {
-        Err(tenet_server::Error::FinalWrite { what, .. }) => assert_eq!(what, "usage counts"),
+        Err(tenet_server::Error::FinalWrite { data, .. }) => assert_eq!(data, "usage counts"),
         other => panic!("expected a failed final write, got {other:?}"),
     }
 }
