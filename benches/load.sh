@@ -4,10 +4,14 @@
 # Builds both in release mode, starts each on loopback, loads it with wrk
 # and prints requests per second, p50 and p99 latency for each scenario,
 # with the throughput as a ratio to the bare server measured in the same
-# run. With Postgres, it also runs `pgbench -S` at each concurrency of the
-# Postgres-only scenario. With Redis, it measures `/protected` with a tenant
-# rate limit decided in Redis, as a ratio to the same server without
-# limits and to `redis-benchmark` of the limiter's script. Then it prints
+# run. The bare server also runs with `--key-check`, the key check that
+# no server answering /protected can skip, and the report gives warm
+# /protected as a ratio to it too: the cost of everything else that
+# tenet-server does per request. With Postgres, it also runs `pgbench -S`
+# at each concurrency of the Postgres-only scenario. With Redis, it
+# measures `/protected` with a tenant rate limit decided in Redis, as a
+# ratio to the same server without limits and to `redis-benchmark` of the
+# limiter's script. Then it prints
 # the server's idle resident memory and runs `cache_rss` for the memory per
 # cached key. The bare server runs once more at the end, and the report
 # shows how far its rate moved during the run.
@@ -192,10 +196,13 @@ create_database() {
     CREATED_DBS+=("$1")
 }
 
-# Waits up to 10 s for a 200 from URL.
+# Waits up to 10 s for a 200 from URL (or a 401 when READY is 401).
+# Usage: wait_ready URL ERROR_FILE [READY]
 wait_ready() {
+    local code
     for _ in $(seq 100); do
-        if curl -fsS -o /dev/null --max-time 1 "$1" 2>/dev/null; then
+        code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 1 "$1" 2>/dev/null || true)
+        if [[ "$code" == 200 || ("$code" == 401 && "${3:-}" == 401) ]]; then
             return 0
         fi
         kill -0 "$SERVER_PID" 2>/dev/null || fail "the server exited at start; see $2"
@@ -222,22 +229,32 @@ start_tenet() {
     wait_ready "http://$HOST:$PORT/healthz" "$WORK/$name.err"
 }
 
+# Starts the bare server with ARGS after its address.
 start_bare() {
-    "$BARE_BIN" "$HOST:$BARE_PORT" >/dev/null 2>"$WORK/bare.err" &
+    "$BARE_BIN" "$HOST:$BARE_PORT" "$@" >/dev/null 2>"$WORK/bare.err" &
     SERVER_PID=$!
     STOP_SIGNAL=TERM
-    wait_ready "http://$HOST:$BARE_PORT/" "$WORK/bare.err"
+    local ready=200
+    if [[ "${1:-}" == --key-check ]]; then
+        # Without a key, the key check answers 401.
+        ready=401
+    fi
+    wait_ready "http://$HOST:$BARE_PORT/" "$WORK/bare.err" "$ready"
 }
 
-# Issues a key over the API and writes a wrk script that sends it.
+# Issues a key over the API and writes a wrk script that sends it, and
+# the key alone to valid.key for the bare server's key check.
 issue_key_script() {
     local base="http://$HOST:$PORT" tenant
     tenant=$(curl -fsS --max-time 10 -H @"$WORK/admin.header" \
         -H 'Content-Type: application/json' -d '{"name":"Bench"}' "$base/tenants" |
         jq -r .id) || fail "creating a tenant failed"
-    curl -fsS --max-time 10 -H @"$WORK/admin.header" -X POST "$base/tenants/$tenant/keys" |
-        jq -r '"wrk.headers[\"X-API-Key\"] = \"" + .api_key + "\""' >"$WORK/valid.lua" ||
-        fail "issuing a key to tenant $tenant failed"
+    curl -fsS --max-time 10 -H @"$WORK/admin.header" -X POST "$base/tenants/$tenant/keys" \
+        >"$WORK/issued.json" || fail "issuing a key to tenant $tenant failed"
+    jq -r .api_key "$WORK/issued.json" >"$WORK/valid.key"
+    jq -r '"wrk.headers[\"X-API-Key\"] = \"" + .api_key + "\""' "$WORK/issued.json" \
+        >"$WORK/valid.lua"
+    rm -f "$WORK/issued.json"
     TENANT_ID=$tenant
 }
 
@@ -289,6 +306,8 @@ EOF
 # --- Measurement -----------------------------------------------------------
 
 RESULTS=()
+WARM_RPS=
+FLOOR_RPS=
 declare -A BARE_RPS=()
 LAST_RPS=
 # Concurrencies of the Postgres-only scenario and pgbench, and the
@@ -373,9 +392,18 @@ if has_flag --cache-capacity; then
     issue_key_script
     measure "/protected valid key, warm cache (SQLite)" "$PROTECTED" "$WORK/valid.lua" \
         "$CONNECTIONS" 2xx
+    WARM_RPS=$LAST_RPS
     measure "/protected unknown key, cached miss" "$PROTECTED" "$WORK/unknown.lua" \
         "$CONNECTIONS" non-2xx
     LOADED_KIB=$(resident_kib "$SERVER_PID")
+    stop_server
+
+    # The least any server answering /protected does: the bare server
+    # with the key check of the criterion floor and the same JSON body.
+    start_bare --key-check "$WORK/valid.key"
+    measure "bare hyper + key check floor" "http://$HOST:$BARE_PORT/protected" \
+        "$WORK/valid.lua" "$CONNECTIONS" 2xx
+    FLOOR_RPS=$LAST_RPS
     stop_server
 
     # The same warm path without the per-request log line, which shows
@@ -514,6 +542,10 @@ awk -v first="${BARE_RPS[$CONNECTIONS]}" -v last="$BARE_END_RPS" 'BEGIN {
     if (drift < 0.9 || drift > 1.1) printf "; the host load changed, so rerun on a quieter machine"
     printf "\n"
 }'
+if [[ -n "$FLOOR_RPS" ]]; then
+    awk -v warm="$WARM_RPS" -v floor="$FLOOR_RPS" \
+        'BEGIN { printf "warm /protected: %.2f of the bare server with the key check floor\n", warm / floor }'
+fi
 echo "tenet-server VmRSS: $((IDLE_KIB / 1024)) MiB idle, $((LOADED_KIB / 1024)) MiB after load"
 
 if [[ "$RSS_KEYS" != 0 ]]; then

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use tenet_core::{KeyDigest, Pepper, Principal};
+use tenet_core::{KeyDigest, Pepper, Principal, Rejection};
 
 /// Digests of issued keys in a plain `HashMap` (SipHash, no locks, no
 /// expiry), with the pepper they were digested under.
@@ -25,15 +25,21 @@ impl Floor {
     ///
     /// Panics if a key is malformed, because the fixture issued them all.
     pub fn new<'a>(pepper: Pepper, keys: impl IntoIterator<Item = (&'a str, Principal)>) -> Self {
+        Self::try_new(pepper, keys).expect("the fixture issued only well-formed keys")
+    }
+
+    /// Indexes `keys` like [`Floor::new`], or returns why a key is
+    /// malformed.
+    pub fn try_new<'a>(
+        pepper: Pepper,
+        keys: impl IntoIterator<Item = (&'a str, Principal)>,
+    ) -> Result<Self, Rejection> {
         let keys = keys.into_iter();
         let mut principals = HashMap::with_capacity(keys.size_hint().0);
         for (key, principal) in keys {
-            let digest = pepper
-                .digest_presented(key)
-                .expect("the fixture issued only well-formed keys");
-            principals.insert(digest, principal);
+            principals.insert(pepper.digest_presented(key)?, principal);
         }
-        Self { pepper, principals }
+        Ok(Self { pepper, principals })
     }
 
     /// Decodes `presented`, digests it and looks the digest up; `None` for a

@@ -7,6 +7,7 @@
 //! at debug level with at most the key's display prefix.
 
 use std::net::IpAddr;
+use std::pin::Pin;
 
 use http::HeaderValue;
 use http::header::{self, HeaderMap, HeaderName};
@@ -80,11 +81,15 @@ pub fn require_admin(headers: &HeaderMap, admin: &AdminTokenDigest) -> Result<()
 /// [`crate::forwarded::TrustedProxies::client_address`]). Behind a proxy
 /// that `--trusted-proxies` omits, that is the proxy's address, so the
 /// limit then applies to all clients together.
+///
+/// The attempt comes pinned by the caller (`std::pin::pin!`), so it is
+/// stored once, in the caller's future. Taken by value, it would be stored
+/// twice in this one, as the argument and as the awaited future.
 pub async fn guard_failures<T, B>(
     state: &State,
     request: &http::Request<B>,
     peer: IpAddr,
-    attempt: impl Future<Output = Result<T, Error>>,
+    attempt: Pin<&mut impl Future<Output = Result<T, Error>>>,
 ) -> Result<T, Error> {
     let client = state
         .trusted_proxies

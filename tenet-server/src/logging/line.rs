@@ -254,10 +254,7 @@ impl Visit for TextFields<'_> {
         }
         if field.name() == "message" {
             push_escaped_controls(self.line, value);
-        } else if value
-            .bytes()
-            .all(|byte| matches!(byte, b' '..=b'~') && byte != b'"' && byte != b'\\')
-        {
+        } else if needs_no_escaping(value.as_bytes()) {
             self.line.push('"');
             self.line.push_str(value);
             self.line.push('"');
@@ -416,6 +413,20 @@ fn has_control_byte(bytes: &[u8]) -> bool {
         }
     }
     chunks.remainder().iter().any(|&byte| flagged(byte))
+}
+
+/// Returns whether `bytes` are all printable ASCII other than `"` and `\`,
+/// which a text line writes between quotes as they are.
+fn needs_no_escaping(bytes: &[u8]) -> bool {
+    let plain = |byte: u8| (b' '..=b'~').contains(&byte) & (byte != b'"') & (byte != b'\\');
+    // Folded in chunks without an early exit, like `has_control_byte`.
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        if !chunk.iter().fold(true, |all, &byte| all & plain(byte)) {
+            return false;
+        }
+    }
+    chunks.remainder().iter().all(|&byte| plain(byte))
 }
 
 fn is_control(ch: char) -> bool {
@@ -701,6 +712,22 @@ mod tests {
                     text.replace_range(at..=at, control);
 
                     assert!(has_control_byte(text.as_bytes()), "{text:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn text_values_that_need_escaping_are_found_at_every_position() {
+        for length in 0..=25 {
+            let clean = "a".repeat(length);
+            assert!(needs_no_escaping(clean.as_bytes()), "length {length}");
+            for at in 0..length {
+                for special in ["\"", "\\", "\n", "\x7f", "é"] {
+                    let mut text = clean.clone();
+                    text.replace_range(at..=at, special);
+
+                    assert!(!needs_no_escaping(text.as_bytes()), "{text:?}");
                 }
             }
         }

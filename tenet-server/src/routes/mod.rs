@@ -295,59 +295,71 @@ impl From<Response> for Handled {
 /// `/protected` request whose key is valid (accepted or over a limit), or
 /// the [`LogTenant`] that a handler or
 /// [`Error::TenantSuspended`] attached to the response.
-pub async fn dispatch(
+///
+/// It returns an `async move` block rather than being an `async fn`,
+/// because an `async fn` keeps a second copy of its by-value arguments in
+/// its future, which would take the future past the size that the
+/// allocator serves from its per-thread cache when the caller boxes it.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would hold its by-value arguments twice"
+)]
+pub fn dispatch(
     state: &State,
     route: Option<Route>,
     peer: IpAddr,
     request: Request<Incoming>,
-) -> Handled {
-    let Some(route) = route else {
-        return Error::RouteNotFound.into_response().into();
-    };
-    let (methods, allow) = route.methods();
-    if !serves(methods, request.method()) {
-        return Error::MethodNotAllowed { allow }.into_response().into();
+) -> impl Future<Output = Handled> + Send + '_ {
+    async move {
+        // A reference, because a moved `Route` would be a second copy in
+        // this future.
+        let Some(route) = &route else {
+            return Error::RouteNotFound.into_response().into();
+        };
+        let (methods, allow) = route.methods();
+        if !serves(methods, request.method()) {
+            return Error::MethodNotAllowed { allow }.into_response().into();
+        }
+
+        let path_tenant = route
+            .tenant_segment()
+            .and_then(|segment| TenantId::parse(segment).ok());
+
+        // HEAD reaches the GET handler through the arms that match any
+        // method; the caller drops the body.
+        let (result, key_tenant) = match route {
+            Route::Protected => protected::get(state, &request, peer).await,
+            Route::Healthz => (Ok(health::live()), None),
+            // Boxed, because the other routes' futures take up to several
+            // kilobytes, which the hot routes above would otherwise copy on
+            // every request.
+            route => (
+                Box::pin(other_route(state, route.clone(), peer, request)).await,
+                None,
+            ),
+        };
+
+        let mut response = result.unwrap_or_else(Error::into_response);
+        // An empty extension map costs nothing to search, and only the cold
+        // routes fill it.
+        let tenant = path_tenant.or(key_tenant).or_else(|| {
+            response
+                .extensions_mut()
+                .remove::<LogTenant>()
+                .map(|LogTenant(id)| id)
+        });
+        Handled { response, tenant }
     }
-
-    let path_tenant = route
-        .tenant_segment()
-        .and_then(|segment| TenantId::parse(segment).ok());
-
-    // HEAD reaches the GET handler through the arms that match any method;
-    // the caller drops the body.
-    let method = request.method().clone();
-    let (result, key_tenant) = match (route, method) {
-        (Route::Protected, _) => protected::get(state, &request, peer).await,
-        (Route::Healthz, _) => (Ok(health::live()), None),
-        // Boxed, because the other routes' futures take up to several
-        // kilobytes, which the hot routes above would otherwise copy on
-        // every request.
-        (route, method) => (
-            Box::pin(other_route(state, route, method, peer, request)).await,
-            None,
-        ),
-    };
-
-    let mut response = result.unwrap_or_else(Error::into_response);
-    // An empty extension map costs nothing to search, and only the cold
-    // routes fill it.
-    let tenant = path_tenant.or(key_tenant).or_else(|| {
-        response
-            .extensions_mut()
-            .remove::<LogTenant>()
-            .map(|LogTenant(id)| id)
-    });
-    Handled { response, tenant }
 }
 
 /// Serves the routes that [`dispatch`] does not serve itself.
 async fn other_route(
     state: &State,
     route: Route,
-    method: Method,
     peer: IpAddr,
     request: Request<Incoming>,
 ) -> Result<Response, Error> {
+    let method = request.method().clone();
     match (route, method) {
         (Route::Tenants, Method::POST) => tenants::create(state, request).await,
         (Route::Tenants, _) => tenants::list(state, &request).await,

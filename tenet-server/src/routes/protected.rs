@@ -2,6 +2,7 @@
 //! whom the key acts for, within the key's and its tenant's limits.
 
 use std::net::IpAddr;
+use std::pin::pin;
 
 use http::Request;
 use hyper::body::Incoming;
@@ -27,10 +28,16 @@ pub async fn get(
     request: &Request<Incoming>,
     peer: IpAddr,
 ) -> (Result<Response, Error>, Option<TenantId>) {
-    let authenticated = guard_failures(state, request, peer, async {
-        authenticate_metered(request.headers(), &state.tenet, &state.metrics).await
-    })
-    .await;
+    // In a block, so that the attempt's future is not kept in this future
+    // while the limits are checked.
+    let authenticated = {
+        let attempt = pin!(authenticate_metered(
+            request.headers(),
+            &state.tenet,
+            &state.metrics
+        ));
+        guard_failures(state, request, peer, attempt).await
+    };
     let principal = match authenticated {
         Ok(principal) => principal,
         Err(err) => return (Err(err), None),

@@ -1,6 +1,7 @@
 //! `/verify`: checks a key for another service and returns why it fails.
 
 use std::net::IpAddr;
+use std::pin::pin;
 
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
@@ -34,17 +35,16 @@ pub async fn post(
     request: Request<Incoming>,
     peer: IpAddr,
 ) -> Result<Response, Error> {
-    guard_failures(state, &request, peer, async {
-        require_admin_or_scope(
+    {
+        let attempt = pin!(require_admin_or_scope(
             request.headers(),
             &state.admin,
             &state.tenet,
             &state.metrics,
             VERIFY_SCOPE,
-        )
-        .await
-    })
-    .await?;
+        ));
+        guard_failures(state, &request, peer, attempt).await?;
+    }
     let (parts, body) = request.into_parts();
 
     let request: VerifyRequest = read_json(&parts.headers, body, state.body_limits).await?;
