@@ -425,15 +425,28 @@ impl Config {
     /// from `TENET_KEY_PEPPER`. Empty environment variables, the pepper's
     /// included, count as unset.
     ///
-    /// Exits the process with clap's message and code 2 on an invalid flag,
-    /// and with code 0 after `--help` or `--version`.
+    /// Exits the process with clap's message and code 2 on an invalid flag
+    /// or a pepper that is not valid UTF-8, and with code 0 after `--help`
+    /// or `--version`.
     pub fn load() -> Self {
         let command = without_empty_env(Self::command(), |name| std::env::var_os(name));
         let matches = command.get_matches();
         let mut config = Self::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
-        config.key_pepper = std::env::var(PEPPER_ENV)
-            .ok()
-            .filter(|text| !text.is_empty());
+        config.key_pepper = match std::env::var(PEPPER_ENV) {
+            Ok(text) => Some(text).filter(|text| !text.is_empty()),
+            Err(std::env::VarError::NotPresent) => None,
+            // Treating it as unset would generate a pepper file and issue
+            // keys under a pepper that the operator never chose.
+            Err(std::env::VarError::NotUnicode(_)) => Self::command()
+                .error(
+                    clap::error::ErrorKind::InvalidUtf8,
+                    format!(
+                        "{PEPPER_ENV} is not valid UTF-8. Set it to text of at least 32 \
+                         bytes, such as the output of `openssl rand -base64 32`"
+                    ),
+                )
+                .exit(),
+        };
         config
     }
 

@@ -261,6 +261,20 @@ impl LocalQuota {
         count.take(quota, mode)
     }
 
+    /// Marks `subject`'s count to be read from the store again at its next
+    /// seeded request. The read keeps the larger of the stored count and
+    /// this one, so nothing counted here is lost.
+    ///
+    /// The store counts a tenant's accepted requests also while the tenant
+    /// has no quota, and this process does not. Calling this when the quota
+    /// changes makes a quota set again count those requests, except the
+    /// ones not flushed to the store yet.
+    pub fn reseed(&self, subject: &str) {
+        if let Some(count) = self.lock().0.get_mut(subject) {
+            count.seed = Seed::Missing;
+        }
+    }
+
     fn lock(&self) -> Counts<'_> {
         Counts(self.counts.lock().unwrap_or_else(PoisonError::into_inner))
     }
@@ -473,6 +487,39 @@ mod tests {
 
         assert_eq!(peeked.used, 2);
         assert_eq!(taken.used, 3);
+    }
+
+    #[tokio::test]
+    async fn reseed_reads_the_stored_count_again() {
+        let quota = LocalQuota::new();
+        take_one_of_five(&quota, NOW, async { Ok(0) }).await;
+
+        quota.reseed("tenant:a");
+        let over = take_one_of_five(&quota, NOW, async { Ok(6) }).await;
+
+        assert!(!over.allowed, "6 stored requests exceed the quota of 5");
+        assert_eq!(over.used, 6);
+    }
+
+    #[tokio::test]
+    async fn reseed_keeps_a_larger_local_count() {
+        let quota = LocalQuota::new();
+        take_one_of_five(&quota, NOW, async { Ok(0) }).await;
+        take_one_of_five(&quota, NOW, async { panic!("read twice") }).await;
+
+        quota.reseed("tenant:a");
+        let taken = take_one_of_five(&quota, NOW, async { Ok(1) }).await;
+
+        assert_eq!(taken.used, 3, "2 counted here, then this request");
+    }
+
+    #[test]
+    fn reseed_of_an_unknown_subject_adds_no_count() {
+        let quota = LocalQuota::new();
+
+        quota.reseed("tenant:a");
+
+        assert!(quota.lock().0.is_empty());
     }
 
     #[test]

@@ -314,7 +314,7 @@ impl Limiter {
         metrics: &Metrics,
     ) -> QuotaOutcome {
         let now = OffsetDateTime::now_utc();
-        let subject = format!("tenant:{tenant}");
+        let subject = quota_subject(tenant);
         let Some(redis) = &self.redis else {
             return self
                 .local_quota
@@ -342,6 +342,13 @@ impl Limiter {
         }
     }
 
+    /// Makes the next request of `tenant` under a quota read the stored
+    /// count again; see [`LocalQuota::reseed`]. Call it when the tenant's
+    /// limits change.
+    pub fn reseed_quota(&self, tenant: TenantId) {
+        self.local_quota.reseed(&quota_subject(tenant));
+    }
+
     /// Logs the switch to the in-process fallback and back, once each.
     fn note_redis_result(&self, error: Option<&tenet_core::Error>, metrics: &Metrics) {
         let failing = error.is_some();
@@ -358,6 +365,11 @@ impl Limiter {
             None => tracing::info!("Redis rate limiting responds again; using Redis"),
         }
     }
+}
+
+/// Returns the name of a tenant's quota count, in process and in Redis.
+fn quota_subject(tenant: TenantId) -> String {
+    format!("tenant:{tenant}")
 }
 
 impl RequestLimit {

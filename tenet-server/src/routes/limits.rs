@@ -45,6 +45,7 @@ pub async fn put(
     let limits = request.to_limits()?;
     let limits = state.tenet.set_tenant_limits(tenant, limits).await?;
     state.limiter.cache.forget_tenant(tenant);
+    state.limiter.reseed_quota(tenant);
     tracing::info!(tenant_id = %tenant, "changed tenant limits");
 
     Ok(json(StatusCode::OK, &TenantLimitsBody::from(&limits)))

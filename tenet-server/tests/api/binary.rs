@@ -717,6 +717,28 @@ fn skip_migrations_accepts_boolean_words() {
 }
 
 #[test]
+fn non_utf8_pepper_exits_2_naming_it() {
+    use std::os::unix::ffi::OsStrExt as _;
+
+    let pepper = std::ffi::OsStr::from_bytes(&[0xff; 40]);
+
+    // With TENET_DATABASE_URL unset, `migrate` fails on the missing URL
+    // (status 1) unless a setting fails parsing first (status 2).
+    let output = Command::new(env!("CARGO_BIN_EXE_tenet-server"))
+        .arg("migrate")
+        .env_remove("TENET_ADMIN_TOKEN")
+        .env_remove("TENET_DATABASE_URL")
+        .env("TENET_KEY_PEPPER", pepper)
+        .output()
+        .expect("binary runs");
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("TENET_KEY_PEPPER"), "{stderr}");
+    assert!(stderr.contains("UTF-8"), "{stderr}");
+}
+
+#[test]
 fn port_in_use_names_the_flag() {
     let occupied = std::net::TcpListener::bind("127.0.0.1:0").expect("port bound");
     let occupied_addr = occupied.local_addr().expect("bound address").to_string();

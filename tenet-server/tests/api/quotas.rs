@@ -1,5 +1,6 @@
-//! Monthly quotas across a restart without Redis: the new server starts
-//! each tenant's month from the accepted requests in the stored usage.
+//! Monthly quotas without Redis: after a restart, and when a quota is set
+//! again, the server starts each tenant's month from the accepted requests
+//! in the stored usage.
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -14,11 +15,15 @@ const FLUSH_AT_SHUTDOWN: [&str; 2] = ["--usage-flush-interval", "3600"];
 const QUOTA: usize = 5;
 
 async fn set_quota(server: &TestServer, tenant: &TenantResponse) {
+    put_limits(server, tenant, json!({ "monthly_quota": QUOTA })).await;
+}
+
+async fn put_limits(server: &TestServer, tenant: &TenantResponse, limits: Value) {
     let response = server
         .client
         .put(server.url(&format!("/tenants/{}/limits", tenant.id)))
         .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({ "monthly_quota": QUOTA }))
+        .json(&limits)
         .send()
         .await
         .expect("request sent");
@@ -121,4 +126,38 @@ async fn quota_survives_a_restart_on_postgres() {
         TestServer::start_with(&flags).await
     })
     .await;
+}
+
+/// A quota set again after a time without one starts from the stored
+/// usage, which also counts the requests accepted in between, as it does
+/// after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_set_again_counts_requests_without_it() {
+    let server = TestServer::start_with(&["--usage-flush-interval", "1"]).await;
+    let tenant = server.admin().create_tenant("Acme").await;
+    let key = server.admin().issue_key(&tenant).await;
+    set_quota(&server, &tenant).await;
+    let (first, _) = protected(&server, &key.api_key).await;
+
+    put_limits(&server, &tenant, json!({})).await;
+    let mut unlimited = Vec::new();
+    for _ in 0..QUOTA {
+        unlimited.push(protected(&server, &key.api_key).await.0);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while accepted_this_month(&server, &tenant).await < QUOTA as u64 + 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "usage counts flushed within 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    set_quota(&server, &tenant).await;
+    let (status, code) = protected(&server, &key.api_key).await;
+
+    assert_eq!(first, StatusCode::OK);
+    assert_eq!(unlimited, [StatusCode::OK; QUOTA]);
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "quota set again");
+    assert_eq!(code.as_deref(), Some("quota_exceeded"));
+    server.stop().await;
 }
