@@ -11,7 +11,9 @@
 # at each concurrency of the Postgres-only scenario. With Redis, it
 # measures `/protected` with a tenant rate limit decided in Redis, as a
 # ratio to the same server without limits and to `redis-benchmark` of the
-# limiter's script. Then it prints
+# limiter's script. Paired rounds then measure the bare server and the
+# headline scenarios one after the other, several times, and the report
+# gives the median of each round's ratios. Then it prints
 # the server's idle resident memory and runs `cache_rss` for the memory per
 # cached key. The bare server runs once more at the end, and the report
 # shows how far its rate moved during the run.
@@ -44,6 +46,8 @@
 #                        key prefix of this run that is deleted afterwards.
 #                        Set it empty to skip that scenario.
 #   RSS_KEYS=1000000     cached keys for the memory measurement; 0 skips it
+#   ROUNDS=3             paired rounds of the headline scenarios (see
+#                        "Paired rounds" below); 0 skips them
 #
 # Usage: benches/load.sh   (from anywhere inside the repository)
 
@@ -59,6 +63,7 @@ BENCH_PG_URL=${BENCH_PG_URL-postgres://postgres@127.0.0.1:5432}
 BENCH_PG_ADMIN_DB=${BENCH_PG_ADMIN_DB:-postgres}
 BENCH_REDIS_URL=${BENCH_REDIS_URL-redis://127.0.0.1:6379}
 RSS_KEYS=${RSS_KEYS:-1000000}
+ROUNDS=${ROUNDS:-3}
 
 PGBENCH_DB=tenet_bench
 SERVER_DB=tenet_bench_server
@@ -362,6 +367,23 @@ measure() {
     echo "${RESULTS[-1]}" >&2
 }
 
+# Runs wrk against URL with SCRIPT (or none) at CONNECTIONS, after the
+# warm-up, and prints the requests per second. Every response must be 2xx.
+rate() {
+    local url=$1 script=$2
+    local args=(-t "$THREADS" -c "$CONNECTIONS")
+    if [[ -n "$script" ]]; then
+        args+=(-s "$script")
+    fi
+    timeout 600 wrk "${args[@]}" -d "${WARMUP}s" "$url" >/dev/null
+    local out="$WORK/rate.txt"
+    timeout 600 wrk "${args[@]}" -d "${DURATION}s" "$url" >"$out"
+    if grep -q 'Non-2xx or 3xx responses:\|Socket errors:' "$out"; then
+        note "$url: $(grep -m1 'Non-2xx or 3xx responses:\|Socket errors:' "$out")"
+    fi
+    awk '/^Requests\/sec:/ { print $2 }' "$out"
+}
+
 note "date: $(date -u '+%Y-%m-%d %H:%M UTC'); nproc: $(nproc);" \
     "CPU: $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
 note "wrk -t $THREADS, ${WARMUP}s warm-up then ${DURATION}s measured per scenario"
@@ -502,6 +524,67 @@ if [[ -n "$BENCH_PG_URL" ]]; then
     done
 fi
 
+# --- Paired rounds ---------------------------------------------------------
+#
+# On a shared machine the bare server's rate moves by a tenth between runs
+# a few minutes apart, and every ratio above moves with it. Each round
+# measures warm /protected, the key check floor and warm /protected on
+# Postgres and Redis (when both are set) between two runs of the bare
+# server, each as a ratio to the mean of those two runs. The report gives
+# the median and the range of each ratio over the rounds.
+ROUND_NAMES=("bare hyper + key check floor" "/protected warm (SQLite)")
+ROUND_PG_REDIS=
+if [[ -n "$BENCH_PG_URL" && -n "$BENCH_REDIS_URL" ]] && has_flag --database-url &&
+    has_flag --redis-url && has_flag --redis-key-prefix; then
+    ROUND_PG_REDIS=1
+    ROUND_NAMES+=("/protected warm (Postgres+Redis)")
+    [[ " ${CREATED_DBS[*]} " == *" $SERVER_DB "* ]] || create_database "$SERVER_DB"
+fi
+declare -A ROUND_RATIOS=()
+# Measures the bare server and records its rate in BARE_ROUND_RPS.
+bare_round() {
+    start_bare
+    BARE_ROUND_RPS+=("$(rate "http://$HOST:$BARE_PORT/" "")")
+    stop_server
+}
+BARE_ROUND_RPS=()
+declare -A ROUND_RPS=()
+if [[ "$ROUNDS" -gt 0 ]] && has_flag --cache-capacity; then
+    note "paired rounds: $ROUNDS"
+    bare_round
+    for round in $(seq "$ROUNDS"); do
+        start_tenet "round-$round" "${NO_AUTH_FAILURE_LIMIT[@]}"
+        issue_key_script
+        ROUND_RPS[1,$round]=$(rate "$PROTECTED" "$WORK/valid.lua")
+        stop_server
+
+        start_bare --key-check "$WORK/valid.key"
+        ROUND_RPS[0,$round]=$(rate "http://$HOST:$BARE_PORT/" "$WORK/valid.lua")
+        stop_server
+
+        if [[ -n "$ROUND_PG_REDIS" ]]; then
+            start_tenet "round-$round-pg-redis" --database-url "$BENCH_PG_URL/$SERVER_DB" \
+                --redis-url "$BENCH_REDIS_URL" --redis-key-prefix "$REDIS_PREFIX"
+            issue_key_script
+            ROUND_RPS[2,$round]=$(rate "$PROTECTED" "$WORK/valid.lua")
+            stop_server
+        fi
+        bare_round
+
+        # The round's bare rate is the mean of the runs before and after it.
+        bare_rps=$(awk -v a="${BARE_ROUND_RPS[$((round - 1))]}" -v b="${BARE_ROUND_RPS[$round]}" \
+            'BEGIN { printf "%.2f", (a + b) / 2 }')
+        line="round $round: bare $bare_rps/s"
+        for i in "${!ROUND_NAMES[@]}"; do
+            ratio=$(awk -v rps="${ROUND_RPS[$i,$round]}" -v bare="$bare_rps" \
+                'BEGIN { printf "%.2f", rps / bare }')
+            ROUND_RATIOS[$i]+="$ratio "
+            line+=", ${ROUND_NAMES[$i]} $ratio"
+        done
+        note "$line"
+    done
+fi
+
 # The bare server once more, at the end: a rate far from the first one
 # means the host's load changed during the run, and the ratios with it.
 start_bare
@@ -542,6 +625,18 @@ awk -v first="${BARE_RPS[$CONNECTIONS]}" -v last="$BARE_END_RPS" 'BEGIN {
     if (drift < 0.9 || drift > 1.1) printf "; the host load changed, so rerun on a quieter machine"
     printf "\n"
 }'
+if [[ -n "${ROUND_RATIOS[0]:-}" ]]; then
+    echo "paired rounds ($ROUNDS; ratio to the mean of the bare runs before and after each):"
+    for i in "${!ROUND_NAMES[@]}"; do
+        # shellcheck disable=SC2086 # the ratios are space-separated numbers
+        printf '%s\n' ${ROUND_RATIOS[$i]} | sort -n | awk -v name="${ROUND_NAMES[$i]}" '
+            { ratio[NR] = $1 }
+            END {
+                median = NR % 2 ? ratio[(NR + 1) / 2] : (ratio[NR / 2] + ratio[NR / 2 + 1]) / 2
+                printf "  %-40s median %.2f (%.2f to %.2f)\n", name, median, ratio[1], ratio[NR]
+            }'
+    done
+fi
 if [[ -n "$FLOOR_RPS" ]]; then
     awk -v warm="$WARM_RPS" -v floor="$FLOOR_RPS" \
         'BEGIN { printf "warm /protected: %.2f of the bare server with the key check floor\n", warm / floor }'
