@@ -7,7 +7,8 @@
 //! ```
 //!
 //! `TENET_URL` sets the Tenet server (default `http://127.0.0.1:8080`) and
-//! `LISTEN` this service's address (default `127.0.0.1:3000`).
+//! `LISTEN` this service's address (default `127.0.0.1:3000`); empty
+//! values count as unset.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -25,9 +26,16 @@ use tower::{Layer as _, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let tenet_url =
-        std::env::var("TENET_URL").unwrap_or_else(|_| "http://127.0.0.1:8080".to_owned());
-    let listen = std::env::var("LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
+    // Empty variables count as unset, as they do for `tenet` and
+    // tenet-server.
+    let setting = |name: &str, default: &str| {
+        std::env::var(name)
+            .ok()
+            .filter(|value| !value.is_empty())
+            .unwrap_or_else(|| default.to_owned())
+    };
+    let tenet_url = setting("TENET_URL", "http://127.0.0.1:8080");
+    let listen = setting("LISTEN", "127.0.0.1:3000");
 
     let client = Client::builder(&tenet_url)
         .timeout(Duration::from_secs(2))

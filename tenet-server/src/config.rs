@@ -426,10 +426,18 @@ impl Config {
     /// included, count as unset.
     ///
     /// Exits the process with clap's message and code 2 on an invalid flag
-    /// or a pepper that is not valid UTF-8, and with code 0 after `--help`
-    /// or `--version`.
+    /// or an environment value that is not valid UTF-8, and with code 0
+    /// after `--help` or `--version`.
     pub fn load() -> Self {
-        let command = without_empty_env(Self::command(), |name| std::env::var_os(name));
+        let mut command = without_empty_env(Self::command(), |name| std::env::var_os(name));
+        if let Some(name) = non_utf8_env(&command, |name| std::env::var_os(name)) {
+            command
+                .error(
+                    clap::error::ErrorKind::InvalidUtf8,
+                    format!("{name} is not valid UTF-8. Set it to UTF-8 text, or unset it"),
+                )
+                .exit();
+        }
         let matches = command.get_matches();
         let mut config = Self::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
         config.key_pepper = match std::env::var(PEPPER_ENV) {
@@ -552,6 +560,22 @@ pub fn without_empty_env(
     })
 }
 
+/// Returns the name of the first environment variable of `command`'s
+/// arguments whose value, as `lookup` returns it, is not UTF-8.
+///
+/// clap rejects such a value with "invalid UTF-8 was detected in one or
+/// more arguments", which names neither the variable nor the flag.
+pub fn non_utf8_env(
+    command: &clap::Command,
+    lookup: impl Fn(&std::ffi::OsStr) -> Option<std::ffi::OsString>,
+) -> Option<String> {
+    command
+        .get_arguments()
+        .filter_map(clap::Arg::get_env)
+        .find(|name| lookup(name).is_some_and(|value| value.to_str().is_none()))
+        .map(|name| name.to_string_lossy().into_owned())
+}
+
 /// Parses a count that must be at least 1. clap's `range(1..)` would
 /// reject 0 with "0 is not in 1..18446744073709551615", naming the type's
 /// maximum as if it were a documented limit.
@@ -672,6 +696,22 @@ mod tests {
         assert_eq!(env_of("metrics_listen"), None);
         assert_eq!(env_of("listen"), Some("TENET_LISTEN".into()));
         assert_eq!(env_of("database_url"), Some("TENET_DATABASE_URL".into()));
+    }
+
+    #[test]
+    fn non_utf8_env_names_the_variable() {
+        use std::os::unix::ffi::OsStringExt as _;
+
+        let lookup = |name: &std::ffi::OsStr| match name.to_str() {
+            Some("TENET_LISTEN") => Some("127.0.0.1:0".into()),
+            Some("TENET_ADMIN_TOKEN") => Some(std::ffi::OsString::from_vec(vec![0xff; 40])),
+            _ => None,
+        };
+
+        let found = non_utf8_env(&Config::command(), lookup);
+
+        assert_eq!(found.as_deref(), Some("TENET_ADMIN_TOKEN"));
+        assert_eq!(non_utf8_env(&Config::command(), |_| None), None);
     }
 
     #[test]

@@ -219,6 +219,26 @@ async fn empty_url_variable_means_default() {
 }
 
 #[tokio::test]
+async fn non_utf8_token_variable_is_named() {
+    use std::os::unix::ffi::OsStrExt as _;
+
+    let mut command = tenet(&format!("http://{}", closed_port().await));
+    command.env(
+        "TENET_ADMIN_TOKEN",
+        std::ffi::OsStr::from_bytes(&[0xff; 40]),
+    );
+
+    let output = run(command, &["tenants", "list"]).await;
+
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "stderr: {text}");
+    assert!(
+        text.contains("TENET_ADMIN_TOKEN is not valid UTF-8"),
+        "stderr: {text}"
+    );
+}
+
+#[tokio::test]
 async fn invalid_url_is_a_usage_error() {
     for url in ["nope", "ftp://127.0.0.1:8080"] {
         let output = run(tenet(url), &["tenants", "list"]).await;

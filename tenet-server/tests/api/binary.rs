@@ -739,6 +739,28 @@ fn non_utf8_pepper_exits_2_naming_it() {
 }
 
 #[test]
+fn non_utf8_admin_token_exits_2_naming_it() {
+    use std::os::unix::ffi::OsStrExt as _;
+
+    let token = std::ffi::OsStr::from_bytes(&[0xff; 40]);
+
+    let output = Command::new(env!("CARGO_BIN_EXE_tenet-server"))
+        .arg("migrate")
+        .env_remove("TENET_DATABASE_URL")
+        .env_remove("TENET_KEY_PEPPER")
+        .env("TENET_ADMIN_TOKEN", token)
+        .output()
+        .expect("binary runs");
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("TENET_ADMIN_TOKEN is not valid UTF-8"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn port_in_use_names_the_flag() {
     let occupied = std::net::TcpListener::bind("127.0.0.1:0").expect("port bound");
     let occupied_addr = occupied.local_addr().expect("bound address").to_string();

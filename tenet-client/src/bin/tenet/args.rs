@@ -309,6 +309,20 @@ pub struct RangeArgs {
 /// which shows them as `[OPTIONS]`.
 pub fn parse() -> Cli {
     let mut command = without_empty_env(Cli::command());
+    // clap would reject such a value without naming the variable.
+    let non_utf8 = command
+        .get_arguments()
+        .filter_map(clap::Arg::get_env)
+        .find(|name| std::env::var_os(name).is_some_and(|value| value.to_str().is_none()));
+    if let Some(name) = non_utf8 {
+        let message = format!(
+            "{} is not valid UTF-8. Set it to UTF-8 text, or unset it",
+            name.to_string_lossy()
+        );
+        command
+            .error(clap::error::ErrorKind::InvalidUtf8, message)
+            .exit();
+    }
     command.build();
     let command = with_generic_usage(command);
     let matches = command.get_matches();
