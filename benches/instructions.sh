@@ -138,7 +138,7 @@ protected=$(measure protected "http://$HOST:$PORT/protected" "$WORK/valid.lua")
 stop_server
 
 # The bare server with the key check that /protected cannot skip (see
-# src/bin/bare.rs). Without a key it answers 401, so readiness is checked
+# src/bin/bare.rs). Without a key it returns 401, so readiness is checked
 # with the key.
 valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out.%p" \
     "$target_dir/release/bare" "$HOST:$BARE_PORT" --key-check "$WORK/valid.key" \

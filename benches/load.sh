@@ -5,7 +5,7 @@
 # and prints requests per second, p50 and p99 latency for each scenario,
 # with the throughput as a ratio to the bare server measured in the same
 # run. The bare server also runs with `--key-check`, the key check that
-# no server answering /protected can skip, and the report gives warm
+# no server of /protected can skip, and the report gives warm
 # /protected as a ratio to it too: the cost of everything else that
 # tenet-server does per request. With Postgres, it also runs `pgbench -S`
 # at each concurrency of the Postgres-only scenario. With Redis, it
@@ -241,7 +241,7 @@ start_bare() {
     STOP_SIGNAL=TERM
     local ready=200
     if [[ "${1:-}" == --key-check ]]; then
-        # Without a key, the key check answers 401.
+        # Without a key, the key check returns 401.
         ready=401
     fi
     wait_ready "http://$HOST:$BARE_PORT/" "$WORK/bare.err" "$ready"
@@ -420,7 +420,7 @@ if has_flag --cache-capacity; then
     LOADED_KIB=$(resident_kib "$SERVER_PID")
     stop_server
 
-    # The least any server answering /protected does: the bare server
+    # The least that any server of /protected does: the bare server
     # with the key check of the criterion floor and the same JSON body.
     start_bare --key-check "$WORK/valid.key"
     measure "bare hyper + key check floor" "http://$HOST:$BARE_PORT/protected" \

@@ -100,7 +100,7 @@ fn hello_world_answers_every_request() {
 }
 
 #[test]
-fn key_check_accepts_the_keys_of_its_file_only() {
+fn key_check_accepts_file_keys_only() {
     let key = issued_key();
     let directory = tempfile::tempdir().expect("temporary directory");
     let file = write_key_file(directory.path(), &format!("{key}\n"));

@@ -75,9 +75,9 @@ pub fn handle(
         // Boxed, so that the future that hyper keeps for each connection
         // takes 530 bytes instead of 1.4 KB while the connection is idle.
         // The routes' future takes 900 bytes and exists only while a request
-        // is served. Below glibc's per-thread cache limit of 1,032 bytes,
-        // the box costs about 100 instructions per request in a callgrind
-        // count of a release build; above it, it cost 600. It is made in
+        // is served. It stays below glibc's per-thread cache limit of 1,032
+        // bytes, so the box costs about 100 instructions per request in a
+        // callgrind count of a release build. Above the limit it cost 600. It is made in
         // its own statement, because as a temporary of the awaited
         // expression the unboxed future would stay in this future's state
         // across the await.

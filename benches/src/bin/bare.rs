@@ -8,7 +8,7 @@
 //! With `--key-check`, it does the floor of key verification on every
 //! request instead (see [`Floor`]): it reads the `X-API-Key` header, decodes
 //! the key, digests it and looks the digest up among 10,000 keys, then
-//! answers 200 with the key's tenant and key id as JSON, the body that
+//! responds 200 with the key's tenant and key id as JSON, the body that
 //! tenet-server's `/protected` returns, or 401. The keys are those in
 //! KEY_FILE (one per line, such as a key that tenet-server issued) and
 //! generated ones up to 10,000. This server is the least that any server
@@ -46,15 +46,15 @@ const DEFAULT_ADDRESS: &str = "127.0.0.1:8090";
 /// tenet-server's default `--header-read-timeout`.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Keys that `--key-check` looks a presented key up among: the size of the
-/// map in the issue's floor figures and in the criterion floor.
+/// Keys that `--key-check` looks a presented key up among, as many as in
+/// the criterion floor's smaller map.
 const FLOOR_KEYS: usize = 10_000;
 
 /// The length of the JSON body of `--key-check`: two UUIDs in their
 /// hyphenated form.
 const PRINCIPAL_JSON_LEN: usize = r#"{"tenant_id":"","key_id":""}"#.len() + 2 * 36;
 
-/// What the server answers.
+/// What the server responds with.
 enum Mode {
     Hello,
     KeyCheck(Arc<Floor>),
@@ -198,7 +198,7 @@ async fn hello(_request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Inf
     Ok(response)
 }
 
-/// Answers with whom the request's `X-API-Key` acts for, or 401.
+/// Responds with whom the request's `X-API-Key` acts for, or with 401.
 fn key_check(
     floor: &Floor,
     request: &Request<Incoming>,

@@ -718,7 +718,7 @@ mod tests {
     }
 
     #[test]
-    fn text_values_that_need_escaping_are_found_at_every_position() {
+    fn escaping_check_finds_every_position() {
         for length in 0..=25 {
             let clean = "a".repeat(length);
             assert!(needs_no_escaping(clean.as_bytes()), "length {length}");

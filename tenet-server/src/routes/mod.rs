@@ -298,7 +298,7 @@ impl From<Response> for Handled {
 ///
 /// It returns an `async move` block rather than being an `async fn`,
 /// because an `async fn` keeps a second copy of its by-value arguments in
-/// its future, which would take the future past the size that the
+/// its future. That copy would take the future past the size that the
 /// allocator serves from its per-thread cache when the caller boxes it.
 #[expect(
     clippy::manual_async_fn,
