@@ -162,13 +162,15 @@ pub async fn build_state(config: &Config, settings: Settings) -> Result<State, E
         admin,
         limiter,
     } = settings;
+    // The store opens first, so that a store that fails to open (a
+    // corrupt database file, say) leaves no generated pepper behind.
+    let store = open_store(config).await?;
     let pepper_path = config.data_dir.join(PEPPER_FILE);
     let (pepper, generated_pepper) = match pepper {
         Some(pepper) => (pepper, false),
         None => pepper_from_file(&pepper_path)?,
     };
 
-    let store = open_store(config).await?;
     let mut builder = Tenet::builder(store, pepper);
     if let Some(cache) = config.cache() {
         builder = builder.cache(cache);

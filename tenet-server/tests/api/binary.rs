@@ -596,6 +596,29 @@ fn failed_start_writes_no_files() {
 }
 
 #[test]
+fn corrupt_database_leaves_no_pepper() {
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    std::fs::write(
+        data_dir.path().join("tenet.db"),
+        b"not a database file, only text",
+    )
+    .expect("database file written");
+    let data_dir_arg = data_dir.path().display().to_string();
+
+    let output = run_binary(
+        &["--listen", "127.0.0.1:0", "--data-dir", &data_dir_arg],
+        &[],
+    );
+
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        !data_dir.path().join("pepper").exists(),
+        "wrote {:?}",
+        entries(data_dir.path())
+    );
+}
+
+#[test]
 fn second_server_on_data_dir_fails() {
     let data_dir = tempfile::tempdir().expect("temporary directory");
     let data_dir_arg = data_dir.path().display().to_string();
