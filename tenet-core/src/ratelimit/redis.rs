@@ -217,6 +217,11 @@ impl RedisLimiter {
     /// clocks disagree around midnight at a month's end count a few
     /// requests into different months.
     ///
+    /// NOTE: the count starts at the month's first request under a quota.
+    /// Unlike the in-process count, which starts from the stored usage, it
+    /// leaves out requests accepted that month while the tenant had no
+    /// quota.
+    ///
     /// # Errors
     /// Like [`RedisLimiter::decide`], [`Error::Unavailable`] when Redis
     /// fails, is slow or is paused.
