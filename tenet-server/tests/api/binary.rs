@@ -740,47 +740,30 @@ fn skip_migrations_accepts_boolean_words() {
 }
 
 #[test]
-fn non_utf8_pepper_exits_2_naming_it() {
+fn non_utf8_variables_exit_2_naming_them() {
     use std::os::unix::ffi::OsStrExt as _;
 
-    let pepper = std::ffi::OsStr::from_bytes(&[0xff; 40]);
+    let value = std::ffi::OsStr::from_bytes(&[0xff; 40]);
 
-    // With TENET_DATABASE_URL unset, `migrate` fails on the missing URL
-    // (status 1) unless a setting fails parsing first (status 2).
-    let output = Command::new(env!("CARGO_BIN_EXE_tenet-server"))
-        .arg("migrate")
-        .env_remove("TENET_ADMIN_TOKEN")
-        .env_remove("TENET_DATABASE_URL")
-        .env("TENET_KEY_PEPPER", pepper)
-        .output()
-        .expect("binary runs");
+    for name in ["TENET_KEY_PEPPER", "TENET_ADMIN_TOKEN"] {
+        // With TENET_DATABASE_URL unset, `migrate` fails on the missing URL
+        // (status 1) unless a setting fails parsing first (status 2).
+        let output = Command::new(env!("CARGO_BIN_EXE_tenet-server"))
+            .arg("migrate")
+            .env_remove("TENET_ADMIN_TOKEN")
+            .env_remove("TENET_DATABASE_URL")
+            .env_remove("TENET_KEY_PEPPER")
+            .env(name, value)
+            .output()
+            .expect("binary runs");
 
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("TENET_KEY_PEPPER"), "{stderr}");
-    assert!(stderr.contains("UTF-8"), "{stderr}");
-}
-
-#[test]
-fn non_utf8_admin_token_exits_2_naming_it() {
-    use std::os::unix::ffi::OsStrExt as _;
-
-    let token = std::ffi::OsStr::from_bytes(&[0xff; 40]);
-
-    let output = Command::new(env!("CARGO_BIN_EXE_tenet-server"))
-        .arg("migrate")
-        .env_remove("TENET_DATABASE_URL")
-        .env_remove("TENET_KEY_PEPPER")
-        .env("TENET_ADMIN_TOKEN", token)
-        .output()
-        .expect("binary runs");
-
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("TENET_ADMIN_TOKEN is not valid UTF-8"),
-        "{stderr}"
-    );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{name}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{name} is not valid UTF-8")),
+            "{name}: {stderr}"
+        );
+    }
 }
 
 #[test]
