@@ -4,6 +4,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 use time::OffsetDateTime;
+use unicode_width::UnicodeWidthStr as _;
 
 /// Writes `value` as pretty JSON and a line break.
 pub fn json(out: &mut impl Write, value: &impl Serialize) -> io::Result<()> {
@@ -12,11 +13,14 @@ pub fn json(out: &mut impl Write, value: &impl Serialize) -> io::Result<()> {
 }
 
 /// Writes rows under a header, each column as wide as its widest cell.
+///
+/// Widths are terminal columns, so that names with wide characters (most
+/// CJK characters and emoji take two columns) keep the columns aligned.
 pub fn table(out: &mut impl Write, header: &[&str], rows: &[Vec<String>]) -> io::Result<()> {
-    let mut widths: Vec<usize> = header.iter().map(|cell| cell.chars().count()).collect();
+    let mut widths: Vec<usize> = header.iter().map(|cell| cell.width()).collect();
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
+            *width = (*width).max(cell.width());
         }
     }
 
@@ -34,7 +38,7 @@ fn write_row(out: &mut impl Write, widths: &[usize], row: &[String]) -> io::Resu
         if index == last {
             write!(out, "{cell}")?;
         } else {
-            let padding = width - cell.chars().count();
+            let padding = width - cell.width();
             write!(out, "{cell}{:padding$}  ", "")?;
         }
     }
@@ -68,6 +72,25 @@ pub fn optional(value: Option<impl ToString>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wide_characters_keep_columns_aligned() {
+        let rows = vec![
+            vec!["東京".to_owned(), "a".to_owned()],
+            vec!["ab".to_owned(), "b".to_owned()],
+        ];
+        let mut out = Vec::new();
+
+        table(&mut out, &["NAME", "ID"], &rows).expect("written");
+
+        let text = String::from_utf8(out).expect("UTF-8");
+        // The terminal column where the last cell of each line starts.
+        let columns: Vec<usize> = text
+            .lines()
+            .map(|line| line[..line.rfind(' ').expect("a separator") + 1].width())
+            .collect();
+        assert_eq!(columns, [6, 6, 6], "{text}");
+    }
 
     #[test]
     fn times_keep_three_fractional_digits() {
