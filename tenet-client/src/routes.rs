@@ -3,12 +3,14 @@
 //! Each method names its route in its documentation; the request and
 //! response bodies are the `tenet_core::api` types that the server uses.
 
-use reqwest::Method;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
 use tenet_core::api::{
     AuditListResponse, CreateTenantRequest, HealthResponse, IssueKeyRequest, IssuedKeyResponse,
-    KeyLimitBody, KeyListResponse, PrincipalResponse, RenameTenantRequest, RotateKeyRequest,
-    RotateKeyResponse, TenantLimitsBody, TenantListResponse, TenantResponse, UsageRecord,
-    UsageResponse, ValidKeyResponse, VerifyRequest, VerifyResponse,
+    KeyLimitBody, KeyListResponse, LimitStateResponse, PrincipalResponse, RenameTenantRequest,
+    RotateKeyRequest, RotateKeyResponse, TenantLimitsBody, TenantListResponse, TenantResponse,
+    UsageRecord, UsageResponse, ValidKeyResponse, VerifyRequest, VerifyResponse,
 };
 use tenet_core::{Granularity, KeyId, TenantId};
 use time::format_description::well_known::Rfc3339;
@@ -17,7 +19,7 @@ use zeroize::Zeroize;
 
 use crate::client::Client;
 use crate::credential::Credential;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, ServerError};
 use crate::principal::Principal;
 
 impl Client {
@@ -252,8 +254,11 @@ impl Client {
         self.call(Method::POST, "verify").json(request).send().await
     }
 
-    /// Verifies an API key presented to your service and returns its
-    /// principal; a rejected key is [`Error::KeyRejected`].
+    /// Verifies an API key presented to your service, counting the call as
+    /// a request of that key, and returns its principal. A rejected key is
+    /// [`Error::KeyRejected`], and a valid key over its own or its tenant's
+    /// rate limit or monthly quota is [`Error::Limited`], with the wait in
+    /// [`Error::retry_after`].
     ///
     /// A client with a credential calls `POST /verify`, which reports the
     /// key's scopes and why a key is rejected; [`Error::Unauthorized`] then
@@ -284,6 +289,12 @@ impl Client {
     /// and fails with [`Error::MissingCredential`] without one.
     pub async fn verify_key_with(&self, key: &Credential, scopes: &[String]) -> Result<Principal> {
         let valid = self.check_key(key, scopes, true).await?;
+        // `POST /verify` reports a key over a limit as valid, with the
+        // decision in `rate_limit`, where `GET /protected` returns 429.
+        // Both paths of `verify_key` return the same error for it.
+        if let Some(state) = valid.rate_limit.as_ref().filter(|state| !state.allowed) {
+            return Err(self.limited_error(state));
+        }
         Ok(Principal {
             tenant_id: valid.tenant_id,
             key_id: valid.key_id,
@@ -292,13 +303,46 @@ impl Client {
         })
     }
 
+    /// Builds the [`Error::Limited`] of a verified key that a rate limit or
+    /// the quota rejected, with the code of the server's 429 from
+    /// `GET /protected` and a message like its own.
+    fn limited_error(&self, state: &LimitStateResponse) -> Error {
+        let code = state
+            .code
+            .clone()
+            .unwrap_or_else(|| "rate_limited".to_owned());
+        let retry = state.retry_after_seconds;
+        let quota_reset = state.quota_resets_at.filter(|_| code == "quota_exceeded");
+        let message = if let Some(resets_at) = quota_reset {
+            format!(
+                "the monthly quota is used up; it resets at {}",
+                tenet_core::timestamp::format(resets_at)
+            )
+        } else if let Some(seconds) = retry {
+            let plural = if seconds == 1 { "" } else { "s" };
+            format!("rate limit exceeded; retry after {seconds} second{plural}")
+        } else {
+            "rate limit exceeded".to_owned()
+        };
+        Error::Limited {
+            request: format!("POST {}verify", self.base_url()),
+            error: ServerError {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                code,
+                message,
+            },
+            retry_after: retry.map(Duration::from_secs),
+        }
+    }
+
     /// `POST /verify`: verifies an API key like [`Client::verify_key_with`]
     /// and returns the whole response, with the key's limit state. With
     /// `consume` set to `false` the server checks the limits and quota
     /// without counting this request against them.
     ///
     /// Needs a client with a credential, like [`Client::verify_key_with`];
-    /// a rejected key is [`Error::KeyRejected`].
+    /// a rejected key is [`Error::KeyRejected`]. A key over a limit is a
+    /// success here, with `allowed` false in `rate_limit`.
     pub async fn check_key(
         &self,
         key: &Credential,

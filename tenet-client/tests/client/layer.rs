@@ -231,6 +231,53 @@ async fn key_over_its_rate_limit_gets_the_server_429() {
 }
 
 #[tokio::test]
+async fn verifier_layer_gives_429_over_a_limit() {
+    let server = TestServer::start().await;
+    let admin = server.admin();
+    let tenant = admin.create_tenant("Acme").await.expect("created");
+    let verifier = admin
+        .issue_key(
+            tenant.id,
+            &IssueKeyRequest {
+                scopes: vec!["tenet:verify".to_owned()],
+                ..IssueKeyRequest::default()
+            },
+        )
+        .await
+        .expect("issued");
+    let caller = admin
+        .issue_key(
+            tenant.id,
+            &IssueKeyRequest {
+                limit: Some(LimitBody {
+                    rate: 1,
+                    period_seconds: 60,
+                    burst: 1,
+                    shadow: false,
+                }),
+                ..IssueKeyRequest::default()
+            },
+        )
+        .await
+        .expect("issued");
+    let client = Client::new(&server.url(), verifier.api_key.as_str()).expect("valid client");
+    let url = protected_service(VerifyLayer::new(client).cache_capacity(0)).await;
+
+    let (first, _, _) = get(&url, &[("x-api-key", &caller.api_key)]).await;
+    let (second, headers, body) = get(&url, &[("x-api-key", &caller.api_key)]).await;
+
+    assert_eq!(first, StatusCode::OK);
+    assert_eq!(second, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"]["code"], "rate_limited");
+    let wait: u64 = headers["retry-after"]
+        .to_str()
+        .expect("text")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&wait), "{wait}");
+}
+
+#[tokio::test]
 async fn verifier_key_adds_scopes_to_the_principal() {
     let server = TestServer::start().await;
     let admin = server.admin();

@@ -294,6 +294,63 @@ async fn verify_key_with_checks_scopes() {
 }
 
 #[tokio::test]
+async fn verify_key_over_a_limit_is_limited() {
+    let server = TestServer::start().await;
+    let admin = server.admin();
+    let tenant = admin.create_tenant("Acme").await.expect("created");
+    let limited = IssueKeyRequest {
+        limit: Some(LimitBody {
+            rate: 1,
+            period_seconds: 60,
+            burst: 1,
+            shadow: false,
+        }),
+        ..IssueKeyRequest::default()
+    };
+    let issued = admin.issue_key(tenant.id, &limited).await.expect("issued");
+    let key = Credential::new(issued.api_key.as_str());
+
+    let first = admin.verify_key(&key).await.expect("within the limit");
+    let second = admin.verify_key(&key).await.expect_err("over the limit");
+    let checked = admin
+        .check_key(&key, &[], false)
+        .await
+        .expect("check_key reports the limit state");
+
+    assert_eq!(first.key_id, issued.id);
+    assert!(second.is_limited(), "{second:?}");
+    assert_eq!(second.code(), Some("rate_limited"));
+    let wait = second.retry_after().expect("a wait before the retry");
+    assert!((1..=60).contains(&wait.as_secs()), "{wait:?}");
+    let state = checked.rate_limit.expect("limit state");
+    assert!(!state.allowed);
+}
+
+#[tokio::test]
+async fn verify_key_over_the_quota_is_limited() {
+    let server = TestServer::start().await;
+    let admin = server.admin();
+    let (tenant, issued) = server.tenant_with_key().await;
+    let quota = TenantLimitsBody {
+        limit: None,
+        monthly_quota: Some(1),
+    };
+    admin
+        .set_limits(tenant.id, &quota)
+        .await
+        .expect("quota set");
+    let key = Credential::new(issued.api_key.as_str());
+
+    admin.verify_key(&key).await.expect("within the quota");
+    let over = admin.verify_key(&key).await.expect_err("over the quota");
+
+    assert!(over.is_limited(), "{over:?}");
+    assert_eq!(over.code(), Some("quota_exceeded"));
+    assert!(over.retry_after().is_some(), "{over:?}");
+    assert!(over.to_string().contains("resets at"), "{over}");
+}
+
+#[tokio::test]
 async fn limits_set_get_and_key_limit() {
     let server = TestServer::start().await;
     let admin = server.admin();
