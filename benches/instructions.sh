@@ -38,9 +38,22 @@ fail() {
     exit 1
 }
 
-for tool in valgrind callgrind_control wrk cargo curl jq; do
+for tool in valgrind callgrind_control wrk cargo curl jq ss; do
     command -v "$tool" >/dev/null ||
         fail "$tool is missing; install it (valgrind and wrk are Debian packages)"
+done
+
+# The servers started here take their settings from this script alone. A
+# TENET_* variable of the caller's shell, such as TENET_DATABASE_URL, would
+# point them at another store, and RUST_LOG would change their log lines.
+while read -r name; do
+    unset "$name"
+done < <(compgen -e | grep -E '^(TENET_|RUST_LOG$)' || true)
+
+for port in "$PORT" "$BARE_PORT"; do
+    if [[ -n "$(ss -ltnH "sport = :$port")" ]]; then
+        fail "port $port is in use; set PORT to a free port (PORT and PORT+1 are used)"
+    fi
 done
 
 # KEEP may be relative to the caller's directory, which the cd below leaves.
@@ -75,16 +88,20 @@ ADMIN_TOKEN=$(random_secret)
 printf 'Authorization: Bearer %s\n' "$ADMIN_TOKEN" >"$WORK/admin.header"
 
 # Waits up to 60 s (valgrind starts slowly) for a 200 from URL, requested
-# with the curl arguments that follow it.
+# with the curl arguments that follow ERROR_FILE. On a failure it shows the
+# end of ERROR_FILE, the server's standard error, because the cleanup
+# deletes that file.
+# Usage: wait_ready URL ERROR_FILE [CURL_ARGUMENT...]
 wait_ready() {
-    local url=$1
-    shift
+    local url=$1 errors=$2
+    shift 2
     for _ in $(seq 300); do
         curl -fsS -o /dev/null --max-time 2 "$@" "$url" 2>/dev/null && return 0
-        kill -0 "$SERVER_PID" 2>/dev/null || fail "the server exited at start; see $WORK"
+        kill -0 "$SERVER_PID" 2>/dev/null ||
+            fail "the server exited at start: $(tail -n 5 "$errors")"
         sleep 0.2
     done
-    fail "no 200 from $url within 60 s"
+    fail "no 200 from $url within 60 s; its standard error: $(tail -n 5 "$errors")"
 }
 
 stop_server() {
@@ -115,7 +132,7 @@ measure() {
 valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out.%p" \
     "$target_dir/release/bare" "$HOST:$BARE_PORT" >/dev/null 2>"$WORK/bare.err" &
 SERVER_PID=$!
-wait_ready "http://$HOST:$BARE_PORT/"
+wait_ready "http://$HOST:$BARE_PORT/" "$WORK/bare.err"
 bare=$(measure bare "http://$HOST:$BARE_PORT/")
 stop_server
 
@@ -124,7 +141,7 @@ TENET_KEY_PEPPER=$PEPPER TENET_ADMIN_TOKEN=$ADMIN_TOKEN \
     "$target_dir/release/tenet-server" --listen "$HOST:$PORT" --data-dir "$WORK/data" \
     >/dev/null 2>"$WORK/tenet.err" &
 SERVER_PID=$!
-wait_ready "http://$HOST:$PORT/healthz"
+wait_ready "http://$HOST:$PORT/healthz" "$WORK/tenet.err"
 tenant=$(curl -fsS --max-time 10 -H @"$WORK/admin.header" -H 'Content-Type: application/json' \
     -d '{"name":"Bench"}' "http://$HOST:$PORT/tenants" | jq -r .id) ||
     fail "creating a tenant failed"
@@ -145,7 +162,7 @@ valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out.%p" \
     >/dev/null 2>"$WORK/floor.err" &
 SERVER_PID=$!
 { printf 'X-API-Key: '; cat "$WORK/valid.key"; } >"$WORK/key.header"
-wait_ready "http://$HOST:$BARE_PORT/" -H @"$WORK/key.header"
+wait_ready "http://$HOST:$BARE_PORT/" "$WORK/floor.err" -H @"$WORK/key.header"
 floor=$(measure floor "http://$HOST:$BARE_PORT/" "$WORK/valid.lua")
 stop_server
 
@@ -155,5 +172,5 @@ for row in "bare hyper + key check floor:$floor" "/healthz:$healthz" \
     "/protected valid key, warm cache:$protected"; do
     name=${row%:*}
     value=${row##*:}
-    printf '%-36s %12d %8.2f\n' "$name" "$value" "$(echo "$value / $bare" | bc -l)"
+    printf '%-36s %12d %8.2f\n' "$name" "$value" "$(awk -v value="$value" -v bare="$bare" 'BEGIN { print value / bare }')"
 done

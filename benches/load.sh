@@ -86,6 +86,13 @@ for tool in cargo curl jq python3 ss; do
     command -v "$tool" >/dev/null || fail "$tool is missing; install it and run again"
 done
 
+# The servers started here take their settings from this script alone. A
+# TENET_* variable of the caller's shell, such as TENET_DATABASE_URL, would
+# point them at another store, and RUST_LOG would change their log lines.
+while read -r name; do
+    unset "$name"
+done < <(compgen -e | grep -E '^(TENET_|RUST_LOG$)' || true)
+
 # Returns success when a URL's host is a loopback address.
 is_loopback_url() {
     local rest=${1#*://}
@@ -201,7 +208,9 @@ create_database() {
     CREATED_DBS+=("$1")
 }
 
-# Waits up to 10 s for a 200 from URL (or a 401 when READY is 401).
+# Waits up to 10 s for a 200 from URL (or a 401 when READY is 401). On a
+# failure it shows the end of ERROR_FILE, the server's standard error,
+# because the cleanup deletes that file.
 # Usage: wait_ready URL ERROR_FILE [READY]
 wait_ready() {
     local code
@@ -210,10 +219,11 @@ wait_ready() {
         if [[ "$code" == 200 || ("$code" == 401 && "${3:-}" == 401) ]]; then
             return 0
         fi
-        kill -0 "$SERVER_PID" 2>/dev/null || fail "the server exited at start; see $2"
+        kill -0 "$SERVER_PID" 2>/dev/null ||
+            fail "the server exited at start: $(tail -n 5 "$2")"
         sleep 0.1
     done
-    fail "no 200 from $1 within 10 s; see $2"
+    fail "no 200 from $1 within 10 s; its standard error: $(tail -n 5 "$2")"
 }
 
 resident_kib() {
