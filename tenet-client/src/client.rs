@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::retry::RetryPolicy;
 
 /// Time a request may take, connecting included, unless the builder sets
-/// another.
+/// another: 10 seconds.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A client of one Tenet server.

@@ -58,6 +58,16 @@ impl std::fmt::Display for ServerError {
     }
 }
 
+/// Returns the advice that ends an [`Error::Unauthorized`] message: none
+/// for a suspended tenant, whose credential is valid.
+fn unauthorized_hint(error: &ServerError) -> &'static str {
+    if error.code == "tenant_suspended" {
+        ""
+    } else {
+        "; check the admin token or API key"
+    }
+}
+
 /// Everything a client call can fail with.
 ///
 /// `request` is the method and URL, such as `GET http://host/tenants`; URLs
@@ -67,7 +77,7 @@ impl std::fmt::Display for ServerError {
 #[non_exhaustive]
 pub enum Error {
     /// The server rejected the admin token or API key (401 or 403).
-    #[error("{request} failed: {error}; check the admin token or API key")]
+    #[error("{request} failed: {error}{}", unauthorized_hint(error))]
     Unauthorized { request: String, error: ServerError },
 
     /// `verify_key` found the presented API key invalid; `code` gives the
@@ -146,7 +156,10 @@ pub enum Error {
     InvalidUrl { url: String, reason: String },
 
     /// The credential contains bytes that an HTTP header cannot carry.
-    #[error("invalid credential: it contains bytes that an HTTP header cannot carry")]
+    #[error(
+        "invalid credential: it contains bytes that an HTTP header cannot carry, such as a \
+         line break; trim a token read from a file"
+    )]
     InvalidCredential,
 
     /// A call that needs the client's own credential was made on a client
@@ -364,6 +377,27 @@ fn connection_detail(source: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn suspended_tenant_gets_no_credential_hint() {
+        let error = |code: &str| Error::Unauthorized {
+            request: "GET http://127.0.0.1:8080/whoami".to_owned(),
+            error: ServerError {
+                status: StatusCode::FORBIDDEN,
+                code: code.to_owned(),
+                message: "some message".to_owned(),
+            },
+        };
+
+        let suspended = error("tenant_suspended").to_string();
+        let rejected = error("unauthorized").to_string();
+
+        assert!(!suspended.contains("check the admin token"), "{suspended}");
+        assert!(
+            rejected.ends_with("; check the admin token or API key"),
+            "{rejected}"
+        );
+    }
 
     #[test]
     fn statuses_map_to_kinds() {

@@ -131,8 +131,9 @@ impl Client {
         .await
     }
 
-    /// `POST /tenants/{id}/keys`: issues a key; needs the admin token. The
-    /// response is the only one that carries the plaintext key.
+    /// `POST /tenants/{id}/keys`: issues a key; needs the admin token or a
+    /// `tenet:admin` key of the tenant. The response is the only one that
+    /// carries the plaintext key.
     pub async fn issue_key(
         &self,
         tenant: TenantId,
@@ -146,7 +147,8 @@ impl Client {
 
     /// `GET /tenants/{id}/keys`: lists a tenant's keys, revoked ones
     /// included, without secrets, following `next_cursor` page by page;
-    /// needs the admin token. The result's `next_cursor` is `None`.
+    /// needs the admin token or a `tenet:admin` key of the tenant. The
+    /// result's `next_cursor` is `None`.
     pub async fn list_keys(&self, tenant: TenantId) -> Result<KeyListResponse> {
         let mut all = self.list_keys_page(tenant, None).await?;
         while let Some(cursor) = all.next_cursor.take() {
@@ -159,7 +161,7 @@ impl Client {
 
     /// `GET /tenants/{id}/keys?limit=100&cursor=...`: lists one page of up
     /// to 100 of a tenant's keys, the first page for a `cursor` of `None`;
-    /// needs the admin token.
+    /// needs the admin token or a `tenet:admin` key of the tenant.
     pub async fn list_keys_page(
         &self,
         tenant: TenantId,
@@ -174,7 +176,8 @@ impl Client {
     }
 
     /// `DELETE /tenants/{id}/keys/{key_id}`: revokes a key; succeeds also
-    /// when it was revoked before. Needs the admin token.
+    /// when it was revoked before. Needs the admin token or a
+    /// `tenet:admin` key of the tenant.
     pub async fn revoke_key(&self, tenant: TenantId, key: KeyId) -> Result<()> {
         self.call(Method::DELETE, &format!("tenants/{tenant}/keys/{key}"))
             .send_empty()
@@ -183,7 +186,8 @@ impl Client {
 
     /// `POST /tenants/{id}/keys/{key_id}/rotate`: issues a key with the old
     /// key's name and scopes, and ends the old key after the grace period
-    /// (one day unless `request` sets one). Needs the admin token. The
+    /// (one day unless `request` sets one). Needs the admin token or a
+    /// `tenet:admin` key of the tenant. The
     /// response is the only one that carries the new plaintext key.
     pub async fn rotate_key(
         &self,

@@ -50,11 +50,11 @@ pub use extract::API_KEY_HEADER;
 use cache::VerificationCache;
 
 /// Time a verified key is trusted without asking the server again, unless
-/// set otherwise. A key revoked at the server keeps passing this layer for
-/// up to this long.
+/// set otherwise: 10 seconds. A key revoked at the server keeps passing
+/// this layer for up to this long.
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(10);
 
-/// Verified keys remembered at once, unless set otherwise.
+/// Verified keys remembered at once, unless set otherwise: 10,000.
 pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
 
 /// Wraps a service in [`VerifyService`]; clones share one cache.
