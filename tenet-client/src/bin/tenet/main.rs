@@ -5,7 +5,7 @@
 //! invalid arguments exit with status 2. A reader that closes standard
 //! output early, such as `head`, ends the command quietly with status 0.
 
-use std::io::{self, Write as _};
+use std::io::{self, IsTerminal as _, Write as _};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -81,6 +81,7 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
         .init();
 }
 

@@ -32,17 +32,16 @@ pub fn table(out: &mut impl Write, header: &[&str], rows: &[Vec<String>]) -> io:
     Ok(())
 }
 
+/// Writes one row, with no spaces after its last cell even when that cell
+/// is empty.
 fn write_row(out: &mut impl Write, widths: &[usize], row: &[String]) -> io::Result<()> {
-    let last = row.len().saturating_sub(1);
-    for (index, (cell, width)) in row.iter().zip(widths).enumerate() {
-        if index == last {
-            write!(out, "{cell}")?;
-        } else {
-            let padding = width - cell.width();
-            write!(out, "{cell}{:padding$}  ", "")?;
-        }
+    let mut line = String::new();
+    for (cell, width) in row.iter().zip(widths) {
+        line.push_str(cell);
+        let padding = width - cell.width();
+        line.extend(std::iter::repeat_n(' ', padding + 2));
     }
-    writeln!(out)
+    writeln!(out, "{}", line.trim_end())
 }
 
 /// Writes `label: value` lines, with the values aligned.
@@ -53,7 +52,8 @@ pub fn fields(out: &mut impl Write, pairs: &[(&str, String)]) -> io::Result<()> 
         .max()
         .unwrap_or(0);
     for (label, value) in pairs {
-        writeln!(out, "{:width$} {value}", format!("{label}:"))?;
+        let line = format!("{:width$} {value}", format!("{label}:"));
+        writeln!(out, "{}", line.trim_end())?;
     }
     Ok(())
 }
@@ -90,6 +90,26 @@ mod tests {
             .map(|line| line[..line.rfind(' ').expect("a separator") + 1].width())
             .collect();
         assert_eq!(columns, [6, 6, 6], "{text}");
+    }
+
+    #[test]
+    fn lines_end_without_spaces() {
+        let mut out = Vec::new();
+
+        table(
+            &mut out,
+            &["NAME", "SCOPES"],
+            &[vec!["a".to_owned(), String::new()]],
+        )
+        .expect("written");
+        fields(
+            &mut out,
+            &[("name", "a".to_owned()), ("scopes", String::new())],
+        )
+        .expect("written");
+
+        let text = String::from_utf8(out).expect("UTF-8");
+        assert_eq!(text, "NAME  SCOPES\na\nname:   a\nscopes:\n");
     }
 
     #[test]
