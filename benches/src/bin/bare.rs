@@ -6,10 +6,10 @@
 //! until killed.
 //!
 //! With `--key-check`, it does the floor of key verification on every
-//! request instead (see [`Floor`]): it reads the `X-API-Key` header, decodes
-//! the key, digests it and looks the digest up among 10,000 keys, then
-//! responds 200 with the key's tenant and key id as JSON, the body that
-//! tenet-server's `/protected` returns, or 401. The keys are those in
+//! request instead (see [`Floor`]). It reads the `X-API-Key` header,
+//! decodes the key, digests it and looks the digest up among 10,000 keys.
+//! Then it responds 200 with the key's tenant and key id as JSON, the body
+//! that tenet-server's `/protected` returns, or 401. The keys are those in
 //! KEY_FILE (one per line, such as a key that tenet-server issued) and
 //! generated ones up to 10,000. This server is the least that any server
 //! answering `/protected` must do, so tenet-server's rate over its rate is
@@ -54,7 +54,7 @@ const FLOOR_KEYS: usize = 10_000;
 /// hyphenated form.
 const PRINCIPAL_JSON_LEN: usize = r#"{"tenant_id":"","key_id":""}"#.len() + 2 * 36;
 
-/// What the server responds with.
+/// The response of every request: hello world, or the key check.
 enum Mode {
     Hello,
     KeyCheck(Arc<Floor>),

@@ -220,14 +220,7 @@ async fn key_over_its_rate_limit_gets_the_server_429() {
     let (second, headers, body) = get(&url, &[("x-api-key", &issued.api_key)]).await;
 
     assert_eq!(first, StatusCode::OK);
-    assert_eq!(second, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(body["error"]["code"], "rate_limited");
-    let wait: u64 = headers["retry-after"]
-        .to_str()
-        .expect("text")
-        .parse()
-        .expect("seconds");
-    assert!((1..=60).contains(&wait), "{wait}");
+    assert_rate_limited(second, &headers, &body);
 }
 
 #[tokio::test]
@@ -267,7 +260,13 @@ async fn verifier_layer_gives_429_over_a_limit() {
     let (second, headers, body) = get(&url, &[("x-api-key", &caller.api_key)]).await;
 
     assert_eq!(first, StatusCode::OK);
-    assert_eq!(second, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_rate_limited(second, &headers, &body);
+}
+
+/// Asserts a 429 `rate_limited` response with a `Retry-After` of 1 to 60
+/// seconds.
+fn assert_rate_limited(status: StatusCode, headers: &reqwest::header::HeaderMap, body: &Value) {
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
     assert_eq!(body["error"]["code"], "rate_limited");
     let wait: u64 = headers["retry-after"]
         .to_str()
