@@ -219,6 +219,15 @@ async fn empty_url_variable_means_default() {
 }
 
 #[tokio::test]
+async fn empty_url_flag_is_a_usage_error() {
+    let output = run(tenet(""), &["--url", "", "ready"]).await;
+
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "stderr: {text}");
+    assert!(text.contains("--url"), "stderr: {text}");
+}
+
+#[tokio::test]
 async fn non_utf8_token_variable_is_named() {
     use std::os::unix::ffi::OsStrExt as _;
 

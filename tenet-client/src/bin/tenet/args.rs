@@ -16,6 +16,7 @@ pub struct Cli {
         long,
         env = "TENET_URL",
         default_value = "http://127.0.0.1:8080",
+        value_parser = clap::builder::NonEmptyStringValueParser::new(),
         global = true
     )]
     pub url: String,
