@@ -438,7 +438,13 @@ impl Config {
                 )
                 .exit();
         }
-        let matches = command.get_matches();
+        let matches = command.clone().try_get_matches().unwrap_or_else(|err| {
+            let on_command_line: Vec<String> = std::env::args_os()
+                .skip(1)
+                .filter_map(|arg| arg.into_string().ok())
+                .collect();
+            with_env_source(err, &command, &on_command_line).exit()
+        });
         let mut config = Self::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
         config.key_pepper = match std::env::var(PEPPER_ENV) {
             Ok(text) => Some(text).filter(|text| !text.is_empty()),
@@ -574,6 +580,46 @@ pub fn non_utf8_env(
         .filter_map(clap::Arg::get_env)
         .find(|name| lookup(name).is_some_and(|value| value.to_str().is_none()))
         .map(|name| name.to_string_lossy().into_owned())
+}
+
+/// Adds the environment variable to a clap error about an invalid value
+/// that came from that variable, because clap names only the flag, which
+/// the operator may never have typed.
+///
+/// The value came from the variable when the flag is not among `arguments`
+/// (the command line after the program name), as `--flag value` or
+/// `--flag=value`, and clap read the variable: an error names only
+/// arguments that have a value.
+pub fn with_env_source(
+    mut err: clap::Error,
+    command: &clap::Command,
+    arguments: &[String],
+) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue};
+
+    let Some(ContextValue::String(shown)) = err.get(ContextKind::InvalidArg) else {
+        return err;
+    };
+    let flag = shown.split([' ', '=']).next().unwrap_or_default();
+    let Some(env) = command
+        .get_arguments()
+        .find(|arg| {
+            arg.get_long()
+                .is_some_and(|long| flag == format!("--{long}"))
+        })
+        .and_then(clap::Arg::get_env)
+    else {
+        return err;
+    };
+    let typed = arguments
+        .iter()
+        .any(|arg| arg == flag || arg.starts_with(&format!("{flag}=")));
+    if typed {
+        return err;
+    }
+    let named = format!("{shown}' from '{}", env.to_string_lossy());
+    err.insert(ContextKind::InvalidArg, ContextValue::String(named));
+    err
 }
 
 /// Parses a count that must be at least 1. clap's `range(1..)` would
@@ -712,6 +758,38 @@ mod tests {
 
         assert_eq!(found.as_deref(), Some("TENET_ADMIN_TOKEN"));
         assert_eq!(non_utf8_env(&Config::command(), |_| None), None);
+    }
+
+    #[test]
+    fn invalid_env_value_names_the_variable() {
+        let command =
+            Config::command().mut_arg("listen", |arg| arg.env("TENET_TEST_LISTEN_SOURCE"));
+        let err = command
+            .clone()
+            .try_get_matches_from(["tenet-server", "--listen", "nonsense"])
+            .expect_err("invalid address");
+
+        let from_env = with_env_source(err, &command, &[]).to_string();
+
+        assert!(
+            from_env.contains("'--listen <ADDR>' from 'TENET_TEST_LISTEN_SOURCE'"),
+            "{from_env}"
+        );
+    }
+
+    #[test]
+    fn invalid_typed_value_names_only_the_flag() {
+        let command = Config::command();
+        let typed = ["--listen".to_owned(), "nonsense".to_owned()];
+        let err = command
+            .clone()
+            .try_get_matches_from(["tenet-server", "--listen", "nonsense"])
+            .expect_err("invalid address");
+
+        let message = with_env_source(err, &command, &typed).to_string();
+
+        assert!(!message.contains("TENET_LISTEN"), "{message}");
+        assert!(message.contains("--listen"), "{message}");
     }
 
     #[test]

@@ -767,6 +767,21 @@ fn non_utf8_variables_exit_2_naming_them() {
 }
 
 #[test]
+fn invalid_env_value_names_the_variable() {
+    let output = Command::new(env!("CARGO_BIN_EXE_tenet-server"))
+        .env("TENET_LISTEN", "nonsense")
+        .output()
+        .expect("binary runs");
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("'--listen <ADDR>' from 'TENET_LISTEN'"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn port_in_use_names_the_flag() {
     let occupied = std::net::TcpListener::bind("127.0.0.1:0").expect("port bound");
     let occupied_addr = occupied.local_addr().expect("bound address").to_string();
