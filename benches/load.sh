@@ -430,8 +430,8 @@ if has_flag --cache-capacity; then
     LOADED_KIB=$(resident_kib "$SERVER_PID")
     stop_server
 
-    # The least that any server of /protected does: the bare server
-    # with the key check of the criterion floor and the same JSON body.
+    # The minimum work of any server of /protected: the bare server with
+    # the key check of the criterion floor and the same JSON body.
     start_bare --key-check "$WORK/valid.key"
     measure "bare hyper + key check floor" "http://$HOST:$BARE_PORT/protected" \
         "$WORK/valid.lua" "$CONNECTIONS" 2xx

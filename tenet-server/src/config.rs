@@ -617,6 +617,8 @@ pub fn with_env_source(
     if typed {
         return err;
     }
+    // clap writes the argument between quotes, so the message reads
+    // "for '--listen <ADDR>' from 'TENET_LISTEN'".
     let named = format!("{shown}' from '{}", env.to_string_lossy());
     err.insert(ContextKind::InvalidArg, ContextValue::String(named));
     err

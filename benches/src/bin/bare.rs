@@ -11,9 +11,9 @@
 //! Then it responds 200 with the key's tenant and key id as JSON, the body
 //! that tenet-server's `/protected` returns, or 401. The keys are those in
 //! KEY_FILE (one per line, such as a key that tenet-server issued) and
-//! generated ones up to 10,000. This server is the least that any server
-//! answering `/protected` must do, so tenet-server's rate over its rate is
-//! the cost of everything else tenet-server does per request.
+//! generated ones up to 10,000. This is the minimum work of any server of
+//! `/protected`. tenet-server's rate as a ratio to this server's rate thus
+//! shows the cost of everything else that tenet-server does per request.
 //!
 //! It matches tenet-server where that changes throughput: tokio's
 //! multi-thread runtime with the default worker count (one per CPU, as

@@ -508,9 +508,9 @@ mod tests {
         take_one_of_five(&quota, NOW, async { panic!("read twice") }).await;
 
         quota.reseed("tenant:a");
-        let taken = take_one_of_five(&quota, NOW, async { Ok(1) }).await;
+        let outcome = take_one_of_five(&quota, NOW, async { Ok(1) }).await;
 
-        assert_eq!(taken.used, 3, "2 counted here, then this request");
+        assert_eq!(outcome.used, 3, "2 counted here, then this request");
     }
 
     #[test]
