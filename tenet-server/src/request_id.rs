@@ -126,6 +126,12 @@ pub fn current() -> Option<HeaderValue> {
     CURRENT.try_with(HeaderValue::clone).ok()
 }
 
+/// Runs `f` with `id` as the current request id, like [`scope`] for
+/// synchronous code.
+pub fn sync_scope<R>(id: HeaderValue, f: impl FnOnce() -> R) -> R {
+    CURRENT.sync_scope(id, f)
+}
+
 fn generate() -> HeaderValue {
     // Without a context, the bits after the millisecond are random.
     // `Uuid::now_v7` would instead order the ids of one millisecond through

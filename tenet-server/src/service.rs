@@ -1,21 +1,25 @@
 //! The per-request service: routing, the request id, panic
 //! safety, request metrics and the request log line.
 
+use std::any::Any;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::IpAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::FutureExt as _;
+use futures_util::future::{self, Either};
 use http::{HeaderValue, Method, Request, Version, header};
 use http_body_util::Full;
 use hyper::body::{Body as _, Incoming};
 
 use crate::error::{Error, panic_message};
+use crate::logging::{self, Access};
 use crate::request_id::{self, REQUEST_ID_HEADER};
 use crate::response::Response;
 use crate::routes::{self, Handled, Route};
@@ -52,41 +56,88 @@ impl Surface {
 /// (never the raw path, which may carry ids of any shape), the status, the
 /// latency in microseconds and the tenant id when one is known. An HTTP/1
 /// error response to a request with a body closes the connection.
+///
+/// The route's future is polled once here, before hyper gets the future
+/// this returns. A request that needs no I/O, such as `/protected` with a
+/// cached key, is then answered and dropped before hyper reads the
+/// connection again. hyper's parsed request shares hyper's read buffer,
+/// and while it lives, that read reallocates the buffer: about 400
+/// instructions per request, as much as the limits check. A route that
+/// waits for I/O goes on in the returned future, whose first poll
+/// registers the connection task's waker in place of the no-op one used
+/// here.
 pub fn handle(
     state: Arc<State>,
     surface: Surface,
     peer: IpAddr,
     request: Request<Incoming>,
 ) -> impl Future<Output = Result<Response, Infallible>> + Send + 'static {
-    // A plain function around one `async move` block, because each async
-    // layer holds its own copy of the request and is copied once more per
-    // request, and an `async fn` would hold the request twice, as its
-    // argument and as its local.
     let request_id = request_id::resolve(request.headers(), &state.admin);
-    request_id::scope(request_id.clone(), async move {
-        let started = Instant::now();
-        let method = request.method().clone();
-        let route = Route::from_path(request.uri().path()).filter(|route| surface.serves(route));
-        let template = route.as_ref().map_or(UNMATCHED, Route::template);
+    let started = Instant::now();
+    let route = Route::from_path(request.uri().path()).filter(|route| surface.serves(route));
+    let is_http1 = request.version() < Version::HTTP_2;
+    let finish = Finish {
+        started,
+        method: request.method().clone(),
+        template: route.as_ref().map_or(UNMATCHED, Route::template),
+        is_http1,
+        may_leave_body_unread: is_http1 && !request.body().is_end_stream(),
+    };
 
-        let is_http1 = request.version() < Version::HTTP_2;
-        let may_leave_body_unread = is_http1 && !request.body().is_end_stream();
+    // Boxed, so that the future that hyper keeps for each connection
+    // takes 530 bytes instead of 1.4 KB while the connection is idle. The
+    // routes' future takes 900 bytes and exists only while a request is
+    // served. It stays below glibc's per-thread cache limit of 1,032 bytes,
+    // so the box costs about 100 instructions per request in a callgrind
+    // count of a release build. Above the limit it cost 600.
+    let mut routed = Box::pin(routes::dispatch(Arc::clone(&state), route, peer, request));
+    let first = request_id::sync_scope(request_id.clone(), || {
+        std::panic::catch_unwind(AssertUnwindSafe(|| {
+            routed
+                .as_mut()
+                .poll(&mut Context::from_waker(Waker::noop()))
+        }))
+    });
+    let ready = match first {
+        Ok(Poll::Ready(handled)) => Some(handled),
+        Ok(Poll::Pending) => None,
+        Err(payload) => Some(panic_response(payload.as_ref())),
+    };
+    match ready {
+        Some(handled) => {
+            drop(routed);
+            let response = request_id::sync_scope(request_id.clone(), || {
+                finish.run(&state, request_id, handled)
+            });
+            Either::Left(future::ready(Ok(response)))
+        }
+        None => Either::Right(request_id::scope(request_id.clone(), async move {
+            let handled = catch_panic(routed).await;
+            Ok(finish.run(&state, request_id, handled))
+        })),
+    }
+}
 
-        // Boxed, so that the future that hyper keeps for each connection
-        // takes 530 bytes instead of 1.4 KB while the connection is idle.
-        // The routes' future takes 900 bytes and exists only while a request
-        // is served. It stays below glibc's per-thread cache limit of 1,032
-        // bytes, so the box costs about 100 instructions per request in a
-        // callgrind count of a release build. Above the limit it cost 600. It is made in
-        // its own statement, because as a temporary of the awaited
-        // expression the unboxed future would stay in this future's state
-        // across the await.
-        let dispatched = Box::pin(routes::dispatch(&state, route, peer, request));
+/// What [`handle`] keeps of a request to complete its response and log it
+/// once the route has answered.
+struct Finish {
+    started: Instant,
+    method: Method,
+    template: &'static str,
+    is_http1: bool,
+    may_leave_body_unread: bool,
+}
+
+impl Finish {
+    /// Adds the request id and the connection headers to the route's
+    /// response, counts it in the metrics and logs its access line. Runs
+    /// with the request id set for the log line.
+    fn run(self, state: &State, request_id: HeaderValue, handled: Handled) -> Response {
         let Handled {
             mut response,
             tenant,
-        } = catch_panic(dispatched).await;
-        if method == Method::HEAD {
+        } = handled;
+        if self.method == Method::HEAD {
             response = without_body(response);
         }
         response.headers_mut().insert(REQUEST_ID_HEADER, request_id);
@@ -99,36 +150,29 @@ pub fn handle(
         // While draining, HTTP/1 responses close their connection, so clients
         // reconnect through the load balancer instead of reusing a connection
         // that the end of the drain would close under their next request.
-        let draining = is_http1 && state.lifecycle.is_draining();
-        if (may_leave_body_unread && failed) || draining {
+        let draining = self.is_http1 && state.lifecycle.is_draining();
+        if (self.may_leave_body_unread && failed) || draining {
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
 
-        let elapsed = started.elapsed();
+        let elapsed = self.started.elapsed();
         state
             .metrics
-            .observe_request(template, &method, response.status(), elapsed);
+            .observe_request(self.template, &self.method, response.status(), elapsed);
 
-        if !state.access_log.includes(response.status()) {
-            return Ok(response);
+        if state.access_log.includes(response.status()) {
+            logging::log_access(&Access {
+                method: &self.method,
+                route: self.template,
+                status: response.status(),
+                latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                tenant_id: tenant,
+            });
         }
-        // The message, the method and the tenant id go in as `&str` fields,
-        // which the log formatter copies. As `Display` values they would go
-        // through `core::fmt` on every request.
-        let mut tenant_text = [0; 36];
-        let tenant_id = tenant.map(|id| id.encode(&mut tenant_text));
-        tracing::info!(
-            message = "request",
-            method = method.as_str(),
-            route = template,
-            status = response.status().as_u16(),
-            latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-            tenant_id,
-        );
-        Ok(response)
-    })
+        response
+    }
 }
 
 /// Drops the body of a response to HEAD and keeps its headers, with the
@@ -179,13 +223,17 @@ impl AccessLog {
 async fn catch_panic(handler: impl Future<Output = Handled>) -> Handled {
     match AssertUnwindSafe(handler).catch_unwind().await {
         Ok(handled) => handled,
-        Err(payload) => {
-            let message = panic_message(payload.as_ref());
-            Error::Internal(format!("request handler panicked: {message}").into())
-                .into_response()
-                .into()
-        }
+        Err(payload) => panic_response(payload.as_ref()),
     }
+}
+
+/// The 500 with the generic body for a handler that panicked with
+/// `payload`, logged with the panic message.
+fn panic_response(payload: &(dyn Any + Send)) -> Handled {
+    let message = panic_message(payload);
+    Error::Internal(format!("request handler panicked: {message}").into())
+        .into_response()
+        .into()
 }
 
 #[cfg(test)]

@@ -29,6 +29,9 @@ use tracing_subscriber::fmt::FmtContext;
 use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
 use tracing_subscriber::registry::LookupSpan;
 
+use http::{Method, StatusCode};
+use tenet_core::TenantId;
+
 use crate::request_id;
 
 /// The shape of a log line.
@@ -103,21 +106,10 @@ fn write_text(
     request_id: Option<&str>,
     now: SystemTime,
 ) {
-    push_timestamp(line, now);
-    line.push(' ');
-    line.push_str(padded_level(*metadata.level()));
-    line.push(' ');
-    line.push_str(metadata.target());
-    line.push_str(": ");
-
+    start_text(line, *metadata.level(), metadata.target(), now);
     let mut fields = TextFields { line, first: true };
     event.record(&mut fields);
-
-    if let Some(id) = request_id {
-        line.push_str(" request_id=");
-        line.push_str(id);
-    }
-    line.push('\n');
+    end_text(line, request_id);
 }
 
 /// Writes one JSON line for `event`, with the level and target of
@@ -129,6 +121,159 @@ fn write_json(
     request_id: Option<&str>,
     now: SystemTime,
 ) {
+    start_json(line, *metadata.level(), request_id, now);
+    event.record(&mut JsonFields { line: &mut *line });
+    end_json(line, metadata.target());
+}
+
+/// Target of access lines: the module that logs them, as when they were
+/// `tracing` events, so that `RUST_LOG` directives select them by it.
+pub const ACCESS_TARGET: &str = "tenet_server::service";
+
+/// The fields of one request's access line.
+///
+/// [`write_access`] writes the line that [`Access::emit`] would log through
+/// `tracing`, with the same fields in the same order, at a fraction of the
+/// cost: no field visitor, no callsite lookups, no escaping scans and no
+/// second copy of the line in tracing-subscriber's buffer. The field types
+/// keep every value free of characters that need escaping: `http` accepts
+/// only token characters in a method, route templates are constants, and
+/// the tenant id is a UUID.
+#[derive(Debug, Clone, Copy)]
+pub struct Access<'a> {
+    pub method: &'a Method,
+    /// A route template such as `/tenants/{id}`, or `unmatched`.
+    pub route: &'static str,
+    pub status: StatusCode,
+    pub latency_us: u64,
+    pub tenant_id: Option<TenantId>,
+}
+
+impl Access<'_> {
+    /// Logs the line as an info event of [`ACCESS_TARGET`], for a
+    /// subscriber that does not write access lines itself.
+    pub fn emit(&self) {
+        let mut tenant = [0; 36];
+        tracing::info!(
+            target: ACCESS_TARGET,
+            message = "request",
+            method = self.method.as_str(),
+            route = self.route,
+            status = self.status.as_u16(),
+            latency_us = self.latency_us,
+            tenant_id = self.tenant_id.map(|id| id.encode(&mut tenant)),
+        );
+    }
+}
+
+/// Writes the access line of `access` in `style`, ending in a newline.
+pub fn write_access(
+    line: &mut String,
+    style: Style,
+    access: &Access<'_>,
+    request_id: Option<&str>,
+    now: SystemTime,
+) {
+    debug_assert!(needs_no_escaping(access.route.as_bytes()));
+    let mut tenant = [0; 36];
+    let tenant = access.tenant_id.map(|id| id.encode(&mut tenant));
+    let status = access.status.as_str();
+    let mut latency = itoa::Buffer::new();
+    let latency = latency.format(access.latency_us);
+
+    match style {
+        Style::Text => {
+            start_text(line, Level::INFO, ACCESS_TARGET, now);
+            push_access_fields(line, &TEXT_ACCESS, access, status, latency, tenant);
+            end_text(line, request_id);
+        }
+        Style::Json => {
+            start_json(line, Level::INFO, request_id, now);
+            push_access_fields(line, &JSON_ACCESS, access, status, latency, tenant);
+            end_json(line, ACCESS_TARGET);
+        }
+    }
+}
+
+/// The constant text around the values of an access line's fields, each
+/// piece ending where the next value starts.
+struct AccessPieces {
+    method: &'static str,
+    route: &'static str,
+    status: &'static str,
+    latency: &'static str,
+    tenant: &'static str,
+    end_tenant: &'static str,
+}
+
+const TEXT_ACCESS: AccessPieces = AccessPieces {
+    method: "request method=\"",
+    route: "\" route=\"",
+    status: "\" status=",
+    latency: " latency_us=",
+    tenant: " tenant_id=\"",
+    end_tenant: "\"",
+};
+
+const JSON_ACCESS: AccessPieces = AccessPieces {
+    method: ",\"message\":\"request\",\"method\":\"",
+    route: "\",\"route\":\"",
+    status: "\",\"status\":",
+    latency: ",\"latency_us\":",
+    tenant: ",\"tenant_id\":\"",
+    end_tenant: "\"",
+};
+
+/// Appends the fields of an access line. Each value goes between its
+/// pieces as it is (see [`Access`]). Inlined into each caller, so that the
+/// pieces' lengths are constants there and their copies need no calls.
+#[inline(always)]
+fn push_access_fields(
+    line: &mut String,
+    pieces: &AccessPieces,
+    access: &Access<'_>,
+    status: &str,
+    latency: &str,
+    tenant: Option<&str>,
+) {
+    line.push_str(pieces.method);
+    line.push_str(access.method.as_str());
+    line.push_str(pieces.route);
+    line.push_str(access.route);
+    line.push_str(pieces.status);
+    line.push_str(status);
+    line.push_str(pieces.latency);
+    line.push_str(latency);
+    if let Some(tenant) = tenant {
+        line.push_str(pieces.tenant);
+        line.push_str(tenant);
+        line.push_str(pieces.end_tenant);
+    }
+}
+
+/// Writes the start of a text line, up to the first field:
+/// `<timestamp> <LEVEL> <target>: `.
+fn start_text(line: &mut String, level: Level, target: &str, now: SystemTime) {
+    push_timestamp(line, now);
+    line.push(' ');
+    line.push_str(padded_level(level));
+    line.push(' ');
+    line.push_str(target);
+    line.push_str(": ");
+}
+
+/// Ends a text line: the request id when there is one, and the newline.
+fn end_text(line: &mut String, request_id: Option<&str>) {
+    if let Some(id) = request_id {
+        line.push_str(" request_id=");
+        line.push_str(id);
+    }
+    line.push('\n');
+}
+
+/// Writes the start of a JSON line, up to the first field: the request id
+/// when there is one, the timestamp and the level.
+fn start_json(line: &mut String, level: Level, request_id: Option<&str>, now: SystemTime) {
     line.push('{');
     if let Some(id) = request_id {
         line.push_str("\"span\":{\"request_id\":\"");
@@ -138,13 +283,14 @@ fn write_json(
     line.push_str("\"timestamp\":\"");
     push_timestamp(line, now);
     line.push_str("\",\"level\":\"");
-    line.push_str(metadata.level().as_str());
+    line.push_str(level.as_str());
     line.push('"');
+}
 
-    event.record(&mut JsonFields { line: &mut *line });
-
+/// Ends a JSON line: the target, the closing brace and the newline.
+fn end_json(line: &mut String, target: &str) {
     line.push_str(",\"target\":");
-    push_json_str(line, metadata.target());
+    push_json_str(line, target);
     line.push_str("}\n");
 }
 
@@ -254,14 +400,8 @@ impl Visit for TextFields<'_> {
         }
         if field.name() == "message" {
             push_escaped_controls(self.line, value);
-        } else if needs_no_escaping(value.as_bytes()) {
-            self.line.push('"');
-            self.line.push_str(value);
-            self.line.push('"');
         } else {
-            // `Debug` quotes the string and escapes every control
-            // character, like tracing-subscriber's format.
-            let _ = write!(self.line, "{value:?}");
+            push_text_str(self.line, value);
         }
     }
 
@@ -371,6 +511,20 @@ impl Visit for JsonFields<'_> {
             let _ = write!(JsonEscaper(self.line), "{value:?}");
             self.line.push('"');
         }
+    }
+}
+
+/// Appends a string field's value to a text line: between quotes, with
+/// quotes, backslashes and control characters escaped.
+fn push_text_str(line: &mut String, value: &str) {
+    if needs_no_escaping(value.as_bytes()) {
+        line.push('"');
+        line.push_str(value);
+        line.push('"');
+    } else {
+        // `Debug` quotes the string and escapes every control character,
+        // like tracing-subscriber's format.
+        let _ = write!(line, "{value:?}");
     }
 }
 
@@ -691,6 +845,94 @@ mod tests {
             )
             .expect("RFC 3339 timestamp");
         }
+    }
+
+    /// Writes `access` with [`write_access`], and logs it with
+    /// [`Access::emit`] through this format, both with `request_id`.
+    fn both_access_lines(style: Style, access: &Access<'_>, request_id: &str) -> (String, String) {
+        let mut direct = String::new();
+        write_access(
+            &mut direct,
+            style,
+            access,
+            Some(request_id),
+            SystemTime::now(),
+        );
+
+        let capture = Capture::default();
+        let builder = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(capture.clone());
+        let id = http::HeaderValue::from_str(request_id).expect("valid request id");
+        match style {
+            Style::Text => {
+                let subscriber = builder
+                    .event_format(LineFormat {
+                        style,
+                        ansi: false,
+                        fallback: format::format().with_ansi(false),
+                    })
+                    .finish();
+                tracing::subscriber::with_default(subscriber, || {
+                    request_id::sync_scope(id, || access.emit());
+                });
+            }
+            Style::Json => {
+                let subscriber = builder
+                    .fmt_fields(TracingJsonFields::new())
+                    .event_format(LineFormat {
+                        style,
+                        ansi: false,
+                        fallback: format::format().json().flatten_event(true),
+                    })
+                    .finish();
+                tracing::subscriber::with_default(subscriber, || {
+                    request_id::sync_scope(id, || access.emit());
+                });
+            }
+        }
+        let emitted = capture.lines().concat() + "\n";
+        (direct, emitted)
+    }
+
+    #[test]
+    fn access_lines_match_their_tracing_events() {
+        let with_tenant = Access {
+            method: &Method::GET,
+            route: "/protected",
+            status: StatusCode::OK,
+            latency_us: 1_234,
+            tenant_id: Some(TenantId::generate()),
+        };
+        let extension = Method::from_bytes(b"PURGE").expect("valid method");
+        let without_tenant = Access {
+            method: &extension,
+            route: "unmatched",
+            status: StatusCode::NOT_FOUND,
+            latency_us: u64::MAX,
+            tenant_id: None,
+        };
+        for access in [with_tenant, without_tenant] {
+            let (direct, emitted) = both_access_lines(Style::Text, &access, "req-1");
+            assert_eq!(split_timestamp(&direct).1, split_timestamp(&emitted).1);
+
+            let (direct, emitted) = both_access_lines(Style::Json, &access, "req-1");
+            serde_json::from_str::<serde_json::Value>(&direct).expect("JSON line");
+            assert_eq!(
+                without_json_timestamp(&direct),
+                without_json_timestamp(&emitted)
+            );
+        }
+    }
+
+    /// Returns a JSON line with its timestamp's value left out, so that two
+    /// lines compare byte for byte, field order included.
+    fn without_json_timestamp(line: &str) -> String {
+        let (before, rest) = line
+            .split_once("\"timestamp\":\"")
+            .expect("a timestamp field");
+        let (_, after) = rest.split_once('"').expect("the timestamp's closing quote");
+        format!("{before}\"timestamp\":\"{after}")
     }
 
     #[test]

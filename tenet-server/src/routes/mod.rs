@@ -8,6 +8,7 @@
 //! `not_found`.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use http::{Method, Request};
 use hyper::body::Incoming;
@@ -305,12 +306,13 @@ impl From<Response> for Handled {
     reason = "an async fn would hold its by-value arguments twice"
 )]
 pub fn dispatch(
-    state: &State,
+    state: Arc<State>,
     route: Option<Route>,
     peer: IpAddr,
     request: Request<Incoming>,
-) -> impl Future<Output = Handled> + Send + '_ {
+) -> impl Future<Output = Handled> + Send + 'static {
     async move {
+        let state = &*state;
         // A reference, because a moved `Route` would be a second copy in
         // this future.
         let Some(route) = &route else {
