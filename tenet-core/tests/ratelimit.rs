@@ -220,6 +220,38 @@ fn allows_agrees_with_peek_decisions() {
 }
 
 #[test]
+fn allows_reads_entries_until_every_one_has_drained() {
+    let clock = ManualClock::starting_at(START_MILLIS);
+    let limiter = clock.limiter();
+    let guessing = Check::client("192.0.2.7".parse().unwrap(), per_second(1, 2));
+    let other = Check::client("192.0.2.8".parse().unwrap(), per_second(1, 2));
+    for _ in 0..3 {
+        limiter
+            .decide(std::slice::from_ref(&guessing), Mode::Consume)
+            .unwrap();
+    }
+
+    assert!(!limiter.allows(&guessing));
+    assert!(limiter.allows(&other));
+
+    // One interval refills one request of the burst; after three, the
+    // entry has drained and decides like a client never seen.
+    clock.advance(1_000);
+    assert!(limiter.allows(&guessing));
+    clock.advance(2_000);
+    assert!(limiter.allows(&guessing));
+    assert_eq!(limiter.len(), 1, "drained entries stay until a sweep");
+
+    for _ in 0..3 {
+        limiter
+            .decide(std::slice::from_ref(&other), Mode::Consume)
+            .unwrap();
+    }
+    assert!(!limiter.allows(&other));
+    assert!(limiter.allows(&guessing));
+}
+
+#[test]
 fn shadow_reports_without_rejecting_locally() {
     let clock = ManualClock::starting_at(START_MILLIS);
     let limiter = clock.limiter();

@@ -1,6 +1,7 @@
 //! The in-process limiter.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -46,6 +47,10 @@ const FIRST_SWEEP_AT: usize = 1024;
 pub struct LocalLimiter {
     clock: Arc<dyn Clock>,
     state: Mutex<State>,
+    /// The latest TAT ever stored, in microseconds. Once it has passed,
+    /// every stored entry is drained and decides like a missing one, so
+    /// [`LocalLimiter::allows`] needs neither the lock nor a lookup.
+    latest_tat: AtomicI64,
 }
 
 #[derive(Debug)]
@@ -82,6 +87,7 @@ impl LocalLimiter {
                 tats: HashMap::new(),
                 sweep_at: FIRST_SWEEP_AT,
             }),
+            latest_tat: AtomicI64::new(i64::MIN),
         }
     }
 
@@ -106,6 +112,7 @@ impl LocalLimiter {
         for (check, write) in checks.iter().zip(writes) {
             if let Some(tat) = write {
                 state.tats.insert(check.subject().clone(), tat);
+                self.latest_tat.fetch_max(tat, Ordering::Relaxed);
             }
         }
         if state.tats.len() >= state.sweep_at {
@@ -125,14 +132,23 @@ impl LocalLimiter {
     /// It builds no [`Decision`], so it allocates nothing; the server runs
     /// it on every authenticated request, and builds the decision only for
     /// a rejection.
+    ///
+    /// While no stored entry can decide (every TAT has passed, as when no
+    /// limit has been hit for a while), it takes no lock, so that the
+    /// server's workers do not contend for it on every request. A TAT that
+    /// another thread stores meanwhile orders this check before that
+    /// write.
     pub fn allows(&self, check: &Check) -> bool {
         let now = self.now_micros();
-        let state = self
-            .state
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        let stored = state.tats.get(check.subject()).copied();
-        drop(state);
+        let stored = if self.latest_tat.load(Ordering::Relaxed) <= now {
+            None
+        } else {
+            let state = self
+                .state
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            state.tats.get(check.subject()).copied()
+        };
 
         let (_, _, conforms) = step(check.limit(), stored, now);
         conforms || check.limit().shadow

@@ -33,36 +33,28 @@ pub struct LimitCache {
 
 /// Keyed by ids that the server generated, so the fast hasher needs no
 /// defence against chosen keys; SipHash took about a third of a lookup.
-type Entries<K, V> = Mutex<HashMap<K, Arc<Slot<V>>, foldhash::fast::RandomState>>;
+type Entries<K, V> = Mutex<HashMap<K, Cached<V>, foldhash::fast::RandomState>>;
 
 /// One cached value, with the time it was read.
 ///
-/// Requests read the value under a plain mutex, held only to clone it,
-/// because every authenticated request reads two of them. A request that
-/// refreshes the value holds the async mutex across the store read, so
-/// that concurrent requests for the same subject wait for that read
-/// instead of starting their own.
-#[derive(Debug, Default)]
-struct Slot<V> {
-    value: Mutex<Option<(V, Instant)>>,
-    refreshing: tokio::sync::Mutex<()>,
+/// Requests read the value under the map's mutex, held only to clone it,
+/// because every authenticated request reads two of them: one lock per
+/// value, which the server's workers would otherwise contend for twice. A
+/// request that refreshes the value holds the entry's async mutex across
+/// the store read, so that concurrent requests for the same subject wait
+/// for that read instead of starting their own.
+#[derive(Debug)]
+struct Cached<V> {
+    value: Option<(V, Instant)>,
+    refreshing: Arc<tokio::sync::Mutex<()>>,
 }
 
-impl<V: Clone> Slot<V> {
-    /// Returns the value when it was read less than `refresh` before `now`.
-    fn fresh(&self, refresh: Duration, now: Instant) -> Option<V> {
-        let value = lock(&self.value);
-        let (value, read_at) = value.as_ref()?;
-        (now.saturating_duration_since(*read_at) < refresh).then(|| value.clone())
-    }
-
-    /// Returns the value, however old.
-    fn last(&self) -> Option<V> {
-        lock(&self.value).as_ref().map(|(value, _)| value.clone())
-    }
-
-    fn set(&self, value: V) {
-        *lock(&self.value) = Some((value, Instant::now()));
+impl<V> Default for Cached<V> {
+    fn default() -> Self {
+        Self {
+            value: None,
+            refreshing: Arc::default(),
+        }
     }
 }
 
@@ -88,12 +80,14 @@ impl LimitCache {
             return limits;
         }
 
-        let tenant_slot = slot(&self.tenants, tenant);
-        let key_slot = slot(&self.keys, key);
         let tenant_limits = self
-            .read(&tenant_slot, || tenet.store().tenant_limits(tenant))
+            .read(&self.tenants, tenant, || {
+                tenet.store().tenant_limits(tenant)
+            })
             .await;
-        let key_limit = self.read(&key_slot, || tenet.store().key_limit(key)).await;
+        let key_limit = self
+            .read(&self.keys, key, || tenet.store().key_limit(key))
+            .await;
         (tenant_limits, key_limit)
     }
 
@@ -101,7 +95,7 @@ impl LimitCache {
     /// and fresh, without waiting.
     ///
     /// Every authenticated request calls this, and both values are almost always
-    /// fresh, so this reads them without the per-slot async lock or a
+    /// fresh, so this reads them without the per-entry async lock or a
     /// reference count.
     pub fn fresh_limits(
         &self,
@@ -132,25 +126,30 @@ impl LimitCache {
         id: K,
         now: Instant,
     ) -> Option<V> {
-        lock(entries).get(&id)?.fresh(self.refresh, now)
+        let entries = lock(entries);
+        let (value, read_at) = entries.get(&id)?.value.as_ref()?;
+        (now.saturating_duration_since(*read_at) < self.refresh).then(|| value.clone())
     }
 
-    async fn read<V, F>(&self, slot: &Slot<V>, fetch: impl FnOnce() -> F) -> V
+    /// Returns the value of `id`, read from the store unless another
+    /// request has just read it.
+    async fn read<K, V, F>(&self, entries: &Entries<K, V>, id: K, fetch: impl FnOnce() -> F) -> V
     where
+        K: Eq + Hash + Copy,
         V: Clone + Default,
         F: Future<Output = tenet_core::Result<V>>,
     {
-        let _refreshing = slot.refreshing.lock().await;
-        if let Some(value) = slot.fresh(self.refresh, Instant::now()) {
+        let refreshing = refresh_lock(entries, id);
+        let _refreshing = refreshing.lock().await;
+        if let Some(value) = self.fresh(entries, id, Instant::now()) {
             return value;
         }
 
-        match fetch().await {
+        let value = match fetch().await {
             Ok(value) => {
                 if self.failing.swap(false, Ordering::AcqRel) {
                     tracing::info!("reading rate limits from the store again");
                 }
-                slot.set(value.clone());
                 value
             }
             Err(err) => {
@@ -164,24 +163,106 @@ impl LimitCache {
                         "failed to read rate limits; keeping the last known ones"
                     );
                 }
-                let value = slot.last().unwrap_or_default();
-                slot.set(value.clone());
-                value
+                lock(entries)
+                    .get(&id)
+                    .and_then(|entry| entry.value.as_ref())
+                    .map(|(value, _)| value.clone())
+                    .unwrap_or_default()
             }
+        };
+        // An entry that was forgotten or evicted during the read is not
+        // brought back, so that a value read before a limits change does
+        // not outlive the change.
+        let mut entries = lock(entries);
+        if let Some(entry) = entries
+            .get_mut(&id)
+            .filter(|entry| Arc::ptr_eq(&entry.refreshing, &refreshing))
+        {
+            entry.value = Some((value.clone(), Instant::now()));
         }
+        value
     }
 }
 
-fn slot<K: Eq + Hash + Copy, V: Default>(entries: &Entries<K, V>, id: K) -> Arc<Slot<V>> {
+/// Returns the async mutex that a refresh of `id` holds, adding an entry
+/// for `id`. A full map is emptied first, which bounds its memory.
+fn refresh_lock<K: Eq + Hash + Copy, V>(
+    entries: &Entries<K, V>,
+    id: K,
+) -> Arc<tokio::sync::Mutex<()>> {
     let mut entries = lock(entries);
     if entries.len() >= MAX_ENTRIES && !entries.contains_key(&id) {
         entries.clear();
     }
-    Arc::clone(entries.entry(id).or_default())
+    Arc::clone(&entries.entry(id).or_default().refreshing)
 }
 
-/// Locks a map or a slot's value. No code panics while it holds either,
-/// so a poisoned lock still guards a consistent value.
+/// Locks a map. No code panics while it holds one, so a poisoned lock
+/// still guards a consistent map.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::pin;
+
+    use futures_util::FutureExt as _;
+
+    use super::*;
+
+    fn limit() -> Limit {
+        Limit::new(5, Duration::from_secs(1), 10).expect("valid limit")
+    }
+
+    #[tokio::test]
+    async fn read_value_stays_fresh_for_the_refresh_interval() {
+        let cache = LimitCache::new(Duration::from_secs(60));
+        let key = KeyId::generate();
+
+        let value = cache
+            .read(&cache.keys, key, || async { Ok(Some(limit())) })
+            .await;
+
+        assert_eq!(value, Some(limit()));
+        let now = Instant::now();
+        assert_eq!(cache.fresh(&cache.keys, key, now), Some(Some(limit())));
+        let later = now + Duration::from_secs(61);
+        assert_eq!(cache.fresh(&cache.keys, key, later), None);
+    }
+
+    #[tokio::test]
+    async fn value_read_across_a_forget_is_not_kept() {
+        let cache = LimitCache::new(Duration::from_secs(60));
+        let key = KeyId::generate();
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let mut read = pin!(cache.read(&cache.keys, key, || async move {
+            released.await.expect("the test releases the read");
+            Ok(Some(limit()))
+        }));
+        assert!(read.as_mut().now_or_never().is_none(), "the read waits");
+
+        cache.forget_key(key);
+        release.send(()).expect("the read is waiting");
+
+        assert_eq!(read.await, Some(limit()));
+        assert_eq!(cache.fresh(&cache.keys, key, Instant::now()), None);
+    }
+
+    #[tokio::test]
+    async fn failed_read_keeps_the_last_value() {
+        let cache = LimitCache::new(Duration::ZERO);
+        let key = KeyId::generate();
+        cache
+            .read(&cache.keys, key, || async { Ok(Some(limit())) })
+            .await;
+
+        let value = cache
+            .read(&cache.keys, key, || async {
+                Err(tenet_core::Error::Unavailable("store down".into()))
+            })
+            .await;
+
+        assert_eq!(value, Some(limit()));
+    }
 }
