@@ -563,7 +563,7 @@ if [[ "$ROUNDS" -gt 0 ]] && has_flag --cache-capacity; then
     note "paired rounds: $ROUNDS"
     bare_round
     for round in $(seq "$ROUNDS"); do
-        start_tenet "round-$round" "${NO_AUTH_FAILURE_LIMIT[@]}"
+        start_tenet "round-$round"
         issue_key_script
         ROUND_RPS[1,$round]=$(rate "$PROTECTED" "$WORK/valid.lua")
         stop_server

@@ -21,7 +21,9 @@
 //! - key expiry is exact: [`crate::expiry::Expiry::has_passed`] reads the
 //!   coarse wall clock and reads the exact one only within
 //!   [`EXACT_EXPIRY_WINDOW`] of the expiry, far more than one tick;
-//! - recorded uses (`last_used_at`) may read up to one tick early.
+//! - recorded uses (`last_used_at`) may read up to one tick early;
+//! - a usage count may fall in the hour before its request's, when the
+//!   request came within one tick after the hour started.
 //!
 //! Elsewhere than Linux both clocks fall back to the exact ones, with a
 //! tick of zero.

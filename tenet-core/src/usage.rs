@@ -15,9 +15,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::api::{KeyUsage, UsagePeriod, UsageTotals};
+use crate::clock::unix_coarse_millis;
 use crate::error::{Error, Result};
 use crate::id::{KeyId, TenantId};
-use crate::key_use::unix_millis_now;
 
 /// Maximum range that a usage query or export may cover: 31 days.
 pub const MAX_USAGE_RANGE: Duration = Duration::from_secs(31 * 24 * 60 * 60);
@@ -236,7 +236,9 @@ impl Default for UsageRecorder {
 impl UsageRecorder {
     /// Counts one request of `key` in the current hour.
     pub(crate) fn record(&self, tenant: TenantId, key: KeyId, outcome: Outcome) {
-        let hour = unix_millis_now().div_euclid(1000);
+        // The coarse clock, because the hour is all that counts: a request
+        // within one tick after an hour starts may count in the hour before.
+        let hour = i64::try_from(unix_coarse_millis() / 1000).unwrap_or(i64::MAX);
         let slot = Slot {
             tenant_id: tenant,
             key_id: key,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use redis::AsyncCommands as _;
 use tenet_core::RedisOptions;
-use tenet_core::ratelimit::{Check, Decision, Limit, LocalLimiter, Mode, RedisLimiter};
+use tenet_core::ratelimit::{Check, Clock, Decision, Limit, LocalLimiter, Mode, RedisLimiter};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -249,6 +249,45 @@ fn allows_reads_entries_until_every_one_has_drained() {
     }
     assert!(!limiter.allows(&other));
     assert!(limiter.allows(&guessing));
+}
+
+/// A clock whose cheap reading trails the exact one by `lag` milliseconds,
+/// as the coarse system clock trails by up to one tick.
+struct LaggingClock {
+    now: Arc<AtomicU64>,
+    lag: u64,
+}
+
+impl Clock for LaggingClock {
+    fn now_millis(&self) -> u64 {
+        self.now.load(Ordering::SeqCst)
+    }
+
+    fn lagging_millis(&self) -> u64 {
+        self.now_millis() - self.lag
+    }
+}
+
+#[test]
+fn allows_reads_the_exact_time_while_the_lagging_one_has_not_passed() {
+    let now = Arc::new(AtomicU64::new(START_MILLIS));
+    let limiter = LocalLimiter::with_clock(Arc::new(LaggingClock {
+        now: Arc::clone(&now),
+        lag: 5_000,
+    }));
+    let client = Check::client("192.0.2.9".parse().unwrap(), per_second(1, 1));
+    let checks = [client.clone()];
+    limiter.decide(&checks, Mode::Consume).unwrap();
+    limiter.decide(&checks, Mode::Consume).unwrap();
+    assert!(!limiter.allows(&client));
+
+    // The exact time has passed the entry's TAT, the lagging one has not.
+    now.fetch_add(2_000, Ordering::SeqCst);
+    assert!(limiter.allows(&client));
+    assert_eq!(
+        limiter.allows(&client),
+        limiter.decide(&checks, Mode::Peek).unwrap().allowed
+    );
 }
 
 #[test]

@@ -13,6 +13,13 @@ use crate::error::Result;
 pub trait Clock: Send + Sync {
     /// Returns the current time in milliseconds since the Unix epoch.
     fn now_millis(&self) -> u64;
+
+    /// Returns a time never later than [`Clock::now_millis`], from a
+    /// cheaper source where there is one. The limiter reads it to find
+    /// that nothing it stores can decide, and the exact time otherwise.
+    fn lagging_millis(&self) -> u64 {
+        self.now_millis()
+    }
 }
 
 impl<F: Fn() -> u64 + Send + Sync> Clock for F {
@@ -33,6 +40,19 @@ impl Clock for SystemClock {
                 u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
             })
     }
+
+    /// The coarse wall clock, which lags the exact one by less than one
+    /// timer tick and reads no time stamp counter.
+    fn lagging_millis(&self) -> u64 {
+        crate::clock::unix_coarse_millis()
+    }
+}
+
+/// Converts a clock reading to microseconds, the unit of the stored TATs.
+fn micros(millis: u64) -> i64 {
+    i64::try_from(millis)
+        .unwrap_or(i64::MAX / 1000)
+        .saturating_mul(1000)
 }
 
 /// Entries kept before the first sweep for drained TATs.
@@ -139,15 +159,19 @@ impl LocalLimiter {
     /// another thread stores meanwhile orders this check before that
     /// write.
     pub fn allows(&self, check: &Check) -> bool {
-        let now = self.now_micros();
-        let stored = if self.latest_tat.load(Ordering::Relaxed) <= now {
-            None
+        // A lagging time that has passed every TAT proves the exact one
+        // has too. Whether a subject without an entry conforms depends on
+        // its limit alone, not on the time.
+        let lagging = micros(self.clock.lagging_millis());
+        let (stored, now) = if self.latest_tat.load(Ordering::Relaxed) <= lagging {
+            (None, lagging)
         } else {
+            let now = self.now_micros();
             let state = self
                 .state
                 .lock()
                 .unwrap_or_else(|poison| poison.into_inner());
-            state.tats.get(check.subject()).copied()
+            (state.tats.get(check.subject()).copied(), now)
         };
 
         let (_, _, conforms) = step(check.limit(), stored, now);
@@ -156,9 +180,7 @@ impl LocalLimiter {
 
     /// The clock's time in microseconds, the unit of the stored TATs.
     fn now_micros(&self) -> i64 {
-        i64::try_from(self.clock.now_millis())
-            .unwrap_or(i64::MAX / 1000)
-            .saturating_mul(1000)
+        micros(self.clock.now_millis())
     }
 
     /// Returns the number of subjects currently stored.

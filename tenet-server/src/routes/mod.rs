@@ -55,6 +55,14 @@ pub enum Route {
 impl Route {
     /// Matches a request path; `None` when no route has this path.
     pub fn from_path(path: &str) -> Option<Self> {
+        // The routes that clients call on every request, matched whole
+        // before the path is split.
+        match path {
+            "/protected" => return Some(Route::Protected),
+            "/verify" => return Some(Route::Verify),
+            "/healthz" => return Some(Route::Healthz),
+            _ => {}
+        }
         let rest = path.strip_prefix('/')?;
         // The longest route has five segments. The segments go into an
         // array, because every request resolves its route and a `Vec` would
