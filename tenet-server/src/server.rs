@@ -141,7 +141,7 @@ async fn serve_connection(
     }
 
     let service = service_fn(move |request: http::Request<Incoming>| {
-        service::handle(Arc::clone(&state), surface, peer.ip(), request)
+        service::handle(&state, surface, peer.ip(), request)
     });
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     if let Err(err) = watcher.watch(connection).await {

@@ -67,11 +67,11 @@ impl Surface {
 /// registers the connection task's waker in place of the no-op one used
 /// here.
 pub fn handle(
-    state: Arc<State>,
+    state: &Arc<State>,
     surface: Surface,
     peer: IpAddr,
     request: Request<Incoming>,
-) -> impl Future<Output = Result<Response, Infallible>> + Send + 'static {
+) -> impl Future<Output = Result<Response, Infallible>> + Send + use<> {
     let request_id = request_id::resolve(request.headers(), &state.admin);
     let started = Instant::now();
     let route = Route::from_path(request.uri().path()).filter(|route| surface.serves(route));
@@ -90,7 +90,7 @@ pub fn handle(
     // served. It stays below glibc's per-thread cache limit of 1,032 bytes,
     // so the box costs about 100 instructions per request in a callgrind
     // count of a release build. Above the limit it cost 600.
-    let mut routed = Box::pin(routes::dispatch(Arc::clone(&state), route, peer, request));
+    let mut routed = Box::pin(routes::dispatch(Arc::clone(state), route, peer, request));
     let first = request_id::sync_scope(request_id.clone(), || {
         std::panic::catch_unwind(AssertUnwindSafe(|| {
             routed
@@ -106,15 +106,15 @@ pub fn handle(
     match ready {
         Some(handled) => {
             drop(routed);
-            let response = request_id::sync_scope(request_id.clone(), || {
-                finish.run(&state, request_id, handled)
-            });
-            Either::Left(future::ready(Ok(response)))
+            Either::Left(future::ready(Ok(finish.run(state, request_id, handled))))
         }
-        None => Either::Right(request_id::scope(request_id.clone(), async move {
-            let handled = catch_panic(routed).await;
-            Ok(finish.run(&state, request_id, handled))
-        })),
+        None => {
+            let state = Arc::clone(state);
+            Either::Right(request_id::scope(request_id.clone(), async move {
+                let handled = catch_panic(routed).await;
+                Ok(finish.run(&state, request_id, handled))
+            }))
+        }
     }
 }
 
@@ -130,8 +130,7 @@ struct Finish {
 
 impl Finish {
     /// Adds the request id and the connection headers to the route's
-    /// response, counts it in the metrics and logs its access line. Runs
-    /// with the request id set for the log line.
+    /// response, counts it in the metrics and logs its access line.
     fn run(self, state: &State, request_id: HeaderValue, handled: Handled) -> Response {
         let Handled {
             mut response,
@@ -140,7 +139,6 @@ impl Finish {
         if self.method == Method::HEAD {
             response = without_body(response);
         }
-        response.headers_mut().insert(REQUEST_ID_HEADER, request_id);
 
         // An error response may be sent before the request body is read to its end.
         // hyper then closes the connection unless it can drain the rest, and a
@@ -163,14 +161,16 @@ impl Finish {
             .observe_request(self.template, &self.method, response.status(), elapsed);
 
         if state.access_log.includes(response.status()) {
-            logging::log_access(&Access {
+            let access = Access {
                 method: &self.method,
                 route: self.template,
                 status: response.status(),
                 latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
                 tenant_id: tenant,
-            });
+            };
+            logging::log_access(&access, &request_id);
         }
+        response.headers_mut().insert(REQUEST_ID_HEADER, request_id);
         response
     }
 }

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
+use http::HeaderValue;
 use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::{FilterFn, filter_fn};
@@ -193,9 +194,9 @@ fn in_module(target: &str, module: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
 }
 
-/// Logs the access line of one request: an info line of
-/// [`ACCESS_TARGET`] with the message `request`, subject to `RUST_LOG`
-/// like any event of that target.
+/// Logs the access line of one request, whose id is `request_id`: an info
+/// line of [`ACCESS_TARGET`] with the message `request`, subject to
+/// `RUST_LOG` like any event of that target.
 ///
 /// After [`init`] without colours, the line is written straight into the
 /// log thread's buffer, the same bytes that the subscriber would write for
@@ -203,22 +204,18 @@ fn in_module(target: &str, module: &str) -> bool {
 /// that the access log samples writes one, so this is the one line whose
 /// cost the server's throughput shows. Without that sink (coloured output,
 /// or another subscriber, as in tests) the line is a `tracing` event.
-pub fn log_access(access: &Access<'_>) {
+pub fn log_access(access: &Access<'_>, request_id: &HeaderValue) {
     let Some(sink) = ACCESS_SINK.get() else {
-        access.emit();
+        request_id::sync_scope(request_id.clone(), || access.emit());
         return;
     };
     if !sink.enabled {
         return;
     }
 
-    let request_id = request_id::current();
     // `resolve` lets through only `[A-Za-z0-9._:-]`, which needs no
     // escaping in JSON or text.
-    let request_id = request_id
-        .as_ref()
-        .and_then(|id| id.to_str().ok())
-        .filter(|id| !id.is_empty());
+    let request_id = request_id.to_str().ok().filter(|id| !id.is_empty());
     with_line(|line| {
         write_access(line, sink.style, access, request_id, SystemTime::now());
         sink.shared.append(line.as_bytes());
