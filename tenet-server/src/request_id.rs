@@ -84,6 +84,9 @@ pub fn is_valid(id: &[u8]) -> bool {
 /// `Authorization` value such as `Bearer <token>` or `Basic <secret>` needs
 /// no rule of its own: its space already makes it invalid. UUIDs, shorter
 /// hex ids and dotted or colon-separated ids of short parts pass.
+// NOTE: the server keeps only the admin token's digest, so a configured
+// token shorter than `MIN_CREDENTIAL_SHAPED_LEN` is found as the whole id
+// or as a whole part, not inside a longer part such as `x<token>`.
 pub fn may_be_credential(id: &HeaderValue, admin: &AdminTokenDigest) -> bool {
     let bytes = id.as_bytes();
     let prefix = KEY_PREFIX.as_bytes();

@@ -166,6 +166,11 @@ fn connection_builder(config: &Config) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout())
         .keep_alive(true)
+        // A client may shut down its side of the connection once its
+        // request is sent (`nc -N` does). Without half-close support,
+        // hyper closes the connection at that end of input, before the
+        // response is written.
+        .half_close(true)
         .max_buf_size(max_header_bytes);
     builder
         .http2()

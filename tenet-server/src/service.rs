@@ -140,16 +140,18 @@ impl Finish {
             response = without_body(response);
         }
 
-        // An error response may be sent before the request body is read to its end.
-        // hyper then closes the connection unless it can drain the rest, and a
-        // client that did not see `Connection: close` may send its next request
-        // into the closed socket.
+        // An error response, or any response to a method whose routes read
+        // no body, may be sent before the request body is read to its end.
+        // hyper then closes the connection unless it can drain the rest, and
+        // a client that did not see `Connection: close` may send its next
+        // request into the closed socket.
         let failed = response.status().is_client_error() || response.status().is_server_error();
+        let body_ignored = !matches!(self.method, Method::POST | Method::PUT | Method::PATCH);
         // While draining, HTTP/1 responses close their connection, so clients
         // reconnect through the load balancer instead of reusing a connection
         // that the end of the drain would close under their next request.
         let draining = self.is_http1 && state.lifecycle.is_draining();
-        if (self.may_leave_body_unread && failed) || draining {
+        if (self.may_leave_body_unread && (failed || body_ignored)) || draining {
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -207,3 +207,81 @@ async fn stalled_body_gets_408() {
     let body: serde_json::Value = serde_json::from_str(body).expect("JSON body");
     assert_eq!(body["error"]["code"], "body_timeout");
 }
+
+/// Sends `request` on a new connection, shuts down the writing side, and
+/// returns everything the server sends until it closes.
+async fn exchange_then_half_close(server: &TestServer, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(server.addr).await.expect("connected");
+    stream.write_all(request).await.expect("request written");
+    stream.shutdown().await.expect("writing side shut down");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("response read");
+    String::from_utf8(raw).expect("UTF-8 response")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_closed_connection_gets_its_response() {
+    let server = TestServer::start().await;
+
+    for path in ["/healthz", "/tenants"] {
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: tenet\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\r\n"
+        );
+        let response = exchange_then_half_close(&server, request.as_bytes()).await;
+
+        assert!(response.starts_with("HTTP/1.1 200"), "{path}: {response:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_request_body_closes_the_connection() {
+    let server = TestServer::start().await;
+    let body = "x".repeat(70_000);
+
+    // GET reads no body, whatever its status; an error leaves the body
+    // unread on any method.
+    for (method, path, status) in [
+        ("GET", "/healthz", "200"),
+        ("GET", "/tenants", "200"),
+        ("DELETE", "/tenants/not-an-id", "404"),
+        ("POST", "/tenants", "413"),
+    ] {
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: tenet\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let response = exchange_then_half_close(&server, request.as_bytes()).await;
+
+        let (head, _) = response.split_once("\r\n\r\n").expect("a header block");
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status}")),
+            "{method} {path}: {head}"
+        );
+        assert!(
+            head.to_ascii_lowercase().contains("connection: close"),
+            "{method} {path}: {head}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_request_body_keeps_the_connection() {
+    let server = TestServer::start().await;
+    let body = r#"{"name":"Kept open"}"#;
+    let request = format!(
+        "POST /tenants HTTP/1.1\r\nHost: tenet\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}\
+         GET /healthz HTTP/1.1\r\nHost: tenet\r\n\r\n",
+        body.len()
+    );
+
+    let response = exchange_then_half_close(&server, request.as_bytes()).await;
+
+    assert!(response.starts_with("HTTP/1.1 201"), "{response:?}");
+    assert_eq!(response.matches("HTTP/1.1 ").count(), 2, "{response:?}");
+    assert!(
+        !response.to_ascii_lowercase().contains("connection: close"),
+        "{response:?}"
+    );
+}
