@@ -8,6 +8,7 @@
 //! shutdown flushes them.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -213,7 +214,11 @@ struct Counts {
 /// Counts per tenant, key and hour since the last flush.
 ///
 /// Recording locks one shard for a map update and never awaits while
-/// holding it; a flush drains the maps, which keeps their capacity.
+/// holding it; a flush drains the maps, which keeps their capacity. Each
+/// recording thread has its own shard, so that the server's workers do
+/// not contend for one lock when a single key makes most requests. A
+/// slot may therefore be counted in several shards, which a flush adds
+/// up.
 ///
 /// The maps hash with foldhash rather than SipHash: every verified request
 /// records, and the slots' ids are server-generated, so a client cannot
@@ -252,7 +257,7 @@ impl UsageRecorder {
     }
 
     fn add(&self, slot: Slot, accepted: u64, rejected: u64) {
-        let mut shard = self.shard(slot.key_id);
+        let mut shard = self.shard();
         let counts = shard.entry(slot).or_default();
         counts.accepted = counts.accepted.saturating_add(accepted);
         counts.rejected = counts.rejected.saturating_add(rejected);
@@ -260,18 +265,25 @@ impl UsageRecorder {
 
     /// Removes and returns every count.
     pub(crate) fn take(&self) -> Vec<UsageCount> {
-        let mut counts = Vec::new();
+        let mut merged = Counters::default();
         for shard in self.shards.iter() {
             let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
-            counts.extend(shard.drain().map(|(slot, counts)| UsageCount {
+            for (slot, counts) in shard.drain() {
+                let total = merged.entry(slot).or_default();
+                total.accepted = total.accepted.saturating_add(counts.accepted);
+                total.rejected = total.rejected.saturating_add(counts.rejected);
+            }
+        }
+        merged
+            .into_iter()
+            .map(|(slot, counts)| UsageCount {
                 tenant_id: slot.tenant_id,
                 key_id: slot.key_id,
                 hour: floor(slot.hour, HOUR_SECONDS),
                 accepted: counts.accepted,
                 rejected: counts.rejected,
-            }));
-        }
-        counts
+            })
+            .collect()
     }
 
     /// Adds back counts that a failed flush took.
@@ -286,9 +298,13 @@ impl UsageRecorder {
         }
     }
 
-    fn shard(&self, key: KeyId) -> MutexGuard<'_, Counters> {
-        let index = usize::from(key.as_uuid().as_bytes()[15]) & (SHARDS - 1);
-        self.shards[index]
+    /// Locks the calling thread's shard.
+    fn shard(&self) -> MutexGuard<'_, Counters> {
+        static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+        thread_local! {
+            static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
+        }
+        self.shards[SHARD.with(|index| *index)]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
@@ -349,6 +365,29 @@ mod tests {
         assert_eq!(taken[0].hour.minute(), 0);
         assert_eq!(taken[0].hour.second(), 0);
         assert!(recorder.take().is_empty());
+    }
+
+    #[test]
+    fn counts_of_several_threads_add_up() {
+        let recorder = UsageRecorder::default();
+        let (tenant, key) = (TenantId::generate(), KeyId::generate());
+
+        std::thread::scope(|threads| {
+            for _ in 0..SHARDS + 1 {
+                threads.spawn(|| {
+                    for _ in 0..100 {
+                        recorder.record(tenant, key, Outcome::Accepted);
+                    }
+                    recorder.record(tenant, key, Outcome::Rejected);
+                });
+            }
+        });
+        let taken = recorder.take();
+
+        let threads = u64::try_from(SHARDS + 1).expect("a small count");
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].accepted, 100 * threads);
+        assert_eq!(taken[0].rejected, threads);
     }
 
     #[test]
