@@ -538,17 +538,23 @@ fi
 #
 # On a shared machine the bare server's rate moves by a tenth between runs
 # a few minutes apart, and every ratio above moves with it. Each round
-# measures warm /protected, the key check floor and warm /protected on
-# Postgres and Redis (when both are set) between two runs of the bare
-# server, each as a ratio to the mean of those two runs. The report gives
-# the median and the range of each ratio over the rounds.
+# measures warm /protected, the key check floor, warm /protected on
+# Postgres and Redis (when both are set) and warm /protected with one
+# access line in 100 between two runs of the bare server, each as a ratio
+# to the mean of those two runs. The report gives the median and the range
+# of each ratio over the rounds.
 ROUND_NAMES=("bare hyper + key check floor" "/protected warm (SQLite)")
 ROUND_PG_REDIS=
 if [[ -n "$BENCH_PG_URL" && -n "$BENCH_REDIS_URL" ]] && has_flag --database-url &&
     has_flag --redis-url && has_flag --redis-key-prefix; then
-    ROUND_PG_REDIS=1
+    ROUND_PG_REDIS=${#ROUND_NAMES[@]}
     ROUND_NAMES+=("/protected warm (Postgres+Redis)")
     [[ " ${CREATED_DBS[*]} " == *" $SERVER_DB "* ]] || create_database "$SERVER_DB"
+fi
+ROUND_SAMPLED=
+if has_flag --access-log-sample; then
+    ROUND_SAMPLED=${#ROUND_NAMES[@]}
+    ROUND_NAMES+=("/protected warm, 1 access line in 100")
 fi
 declare -A ROUND_RATIOS=()
 # Measures the bare server and records its rate in BARE_ROUND_RPS.
@@ -576,7 +582,14 @@ if [[ "$ROUNDS" -gt 0 ]] && has_flag --cache-capacity; then
             start_tenet "round-$round-pg-redis" --database-url "$BENCH_PG_URL/$SERVER_DB" \
                 --redis-url "$BENCH_REDIS_URL" --redis-key-prefix "$REDIS_PREFIX"
             issue_key_script
-            ROUND_RPS[2,$round]=$(rate "$PROTECTED" "$WORK/valid.lua")
+            ROUND_RPS[$ROUND_PG_REDIS,$round]=$(rate "$PROTECTED" "$WORK/valid.lua")
+            stop_server
+        fi
+
+        if [[ -n "$ROUND_SAMPLED" ]]; then
+            start_tenet "round-$round-sampled" --access-log-sample 100
+            issue_key_script
+            ROUND_RPS[$ROUND_SAMPLED,$round]=$(rate "$PROTECTED" "$WORK/valid.lua")
             stop_server
         fi
         bare_round
