@@ -738,7 +738,9 @@ mod tests {
         log::warn!(target: "driver::connection", "from the log crate");
     }
 
-    fn capture_ours(style: Style) -> Vec<String> {
+    /// Runs `log` with this format in `style` as the default subscriber,
+    /// at every level, and returns the lines it wrote.
+    fn capture_ours_of(style: Style, log: impl FnOnce()) -> Vec<String> {
         let capture = Capture::default();
         let builder = tracing_subscriber::fmt()
             .with_max_level(Level::TRACE)
@@ -753,7 +755,7 @@ mod tests {
                         fallback: format::format().with_ansi(false),
                     })
                     .finish();
-                tracing::subscriber::with_default(subscriber, log_samples);
+                tracing::subscriber::with_default(subscriber, log);
             }
             Style::Json => {
                 let subscriber = builder
@@ -764,10 +766,14 @@ mod tests {
                         fallback: format::format().json().flatten_event(true),
                     })
                     .finish();
-                tracing::subscriber::with_default(subscriber, log_samples);
+                tracing::subscriber::with_default(subscriber, log);
             }
         }
         capture.lines()
+    }
+
+    fn capture_ours(style: Style) -> Vec<String> {
+        capture_ours_of(style, log_samples)
     }
 
     fn capture_tracing_subscriber(style: Style) -> Vec<String> {
@@ -859,40 +865,11 @@ mod tests {
             SystemTime::now(),
         );
 
-        let capture = Capture::default();
-        let builder = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(capture.clone());
         let id = http::HeaderValue::from_str(request_id).expect("valid request id");
-        match style {
-            Style::Text => {
-                let subscriber = builder
-                    .event_format(LineFormat {
-                        style,
-                        ansi: false,
-                        fallback: format::format().with_ansi(false),
-                    })
-                    .finish();
-                tracing::subscriber::with_default(subscriber, || {
-                    request_id::sync_scope(id, || access.emit());
-                });
-            }
-            Style::Json => {
-                let subscriber = builder
-                    .fmt_fields(TracingJsonFields::new())
-                    .event_format(LineFormat {
-                        style,
-                        ansi: false,
-                        fallback: format::format().json().flatten_event(true),
-                    })
-                    .finish();
-                tracing::subscriber::with_default(subscriber, || {
-                    request_id::sync_scope(id, || access.emit());
-                });
-            }
-        }
-        let emitted = capture.lines().concat() + "\n";
-        (direct, emitted)
+        let emitted = capture_ours_of(style, || {
+            request_id::sync_scope(id, || access.emit());
+        });
+        (direct, emitted.concat() + "\n")
     }
 
     #[test]
