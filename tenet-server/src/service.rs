@@ -54,8 +54,10 @@ impl Surface {
 /// handler becomes a 500 with the generic body, so the connection and the
 /// server keep serving. The log line has the method, the route template
 /// (never the raw path, which may carry ids of any shape), the status, the
-/// latency in microseconds and the tenant id when one is known. An HTTP/1
-/// error response to a request with a body closes the connection.
+/// latency in microseconds and the tenant id when one is known. Over
+/// HTTP/1, a response closes the connection when the request had a body
+/// that may stay unread: an error response, or any response to a method
+/// whose routes read no body.
 ///
 /// The route's future is polled once here, before hyper gets the future
 /// this returns. A request that needs no I/O, such as `/protected` with a
@@ -84,12 +86,12 @@ pub fn handle(
         may_leave_body_unread: is_http1 && !request.body().is_end_stream(),
     };
 
-    // Boxed, so that the future that hyper keeps for each connection
-    // takes 530 bytes instead of 1.4 KB while the connection is idle. The
-    // routes' future takes 900 bytes and exists only while a request is
-    // served. It stays below glibc's per-thread cache limit of 1,032 bytes,
-    // so the box costs about 100 instructions per request in a callgrind
-    // count of a release build. Above the limit it cost 600.
+    // Boxed, so that the future that hyper keeps for each connection stays
+    // small, also while the connection is idle. The routes' future takes
+    // about 900 bytes and exists only while a request is served. It stays
+    // below glibc's per-thread cache limit of 1,032 bytes, so the box costs
+    // about 100 instructions per request in a callgrind count of a release
+    // build. Above the limit it cost 600.
     let mut routed = Box::pin(routes::dispatch(Arc::clone(state), route, peer, request));
     let first = request_id::sync_scope(request_id.clone(), || {
         std::panic::catch_unwind(AssertUnwindSafe(|| {
