@@ -200,7 +200,7 @@ fn in_module(target: &str, module: &str) -> bool {
 ///
 /// After [`init`] without colours, the line is written straight into the
 /// log thread's buffer, the same bytes that the subscriber would write for
-/// [`Access::emit`] at about a quarter of the instructions. Every request
+/// [`Access::emit`] at less than half the instructions. Every request
 /// that the access log samples writes one, so this is the one line whose
 /// cost the server's throughput shows. Without that sink (coloured output,
 /// or another subscriber, as in tests) the line is a `tracing` event.
