@@ -538,11 +538,11 @@ fi
 #
 # On a shared machine the bare server's rate moves by a tenth between runs
 # a few minutes apart, and every ratio above moves with it. Each round
-# measures warm /protected, the key check floor, warm /protected on
-# Postgres and Redis (when both are set) and warm /protected with one
-# access line in 100 between two runs of the bare server, each as a ratio
-# to the mean of those two runs. The report gives the median and the range
-# of each ratio over the rounds.
+# measures these between two runs of the bare server: warm /protected,
+# the key check floor, warm /protected on Postgres and Redis (when both
+# are set) and warm /protected with one access line in 100. Each rate is
+# a ratio to the mean of the two bare runs, and the report gives the
+# median and the range of each ratio over the rounds.
 ROUND_NAMES=("bare hyper + key check floor" "/protected warm (SQLite)")
 ROUND_PG_REDIS=
 if [[ -n "$BENCH_PG_URL" && -n "$BENCH_REDIS_URL" ]] && has_flag --database-url &&

@@ -382,12 +382,12 @@ mod tests {
                 });
             }
         });
-        let taken = recorder.take();
+        let counts = recorder.take();
 
         let threads = u64::try_from(SHARDS + 1).expect("a small count");
-        assert_eq!(taken.len(), 1);
-        assert_eq!(taken[0].accepted, 100 * threads);
-        assert_eq!(taken[0].rejected, threads);
+        assert_eq!(counts.len(), 1);
+        assert_eq!(counts[0].accepted, 100 * threads);
+        assert_eq!(counts[0].rejected, threads);
     }
 
     #[test]

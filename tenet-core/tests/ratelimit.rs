@@ -220,7 +220,7 @@ fn allows_agrees_with_peek_decisions() {
 }
 
 #[test]
-fn allows_reads_entries_until_every_one_has_drained() {
+fn allows_after_entries_drain() {
     let clock = ManualClock::starting_at(START_MILLIS);
     let limiter = clock.limiter();
     let guessing = Check::client("192.0.2.7".parse().unwrap(), per_second(1, 2));
@@ -269,7 +269,7 @@ impl Clock for LaggingClock {
 }
 
 #[test]
-fn allows_reads_the_exact_time_while_the_lagging_one_has_not_passed() {
+fn allows_with_lagging_clock() {
     let now = Arc::new(AtomicU64::new(START_MILLIS));
     let limiter = LocalLimiter::with_clock(Arc::new(LaggingClock {
         now: Arc::clone(&now),

@@ -61,8 +61,8 @@ impl Surface {
 ///
 /// The route's future is polled once here, before hyper gets the future
 /// this returns. A request that needs no I/O, such as `/protected` with a
-/// cached key, is then answered and dropped before hyper reads the
-/// connection again. hyper's parsed request shares hyper's read buffer,
+/// cached key, then gets its response and is dropped before hyper reads
+/// the connection again. hyper's parsed request shares hyper's read buffer,
 /// and while it lives, that read reallocates the buffer: about 400
 /// instructions per request, as much as the limits check. A route that
 /// waits for I/O goes on in the returned future, whose first poll
@@ -121,7 +121,7 @@ pub fn handle(
 }
 
 /// What [`handle`] keeps of a request to complete its response and log it
-/// once the route has answered.
+/// once the route has returned.
 struct Finish {
     started: Instant,
     method: Method,
@@ -231,8 +231,8 @@ async fn catch_panic(handler: impl Future<Output = Handled>) -> Handled {
     }
 }
 
-/// The 500 with the generic body for a handler that panicked with
-/// `payload`, logged with the panic message.
+/// Builds the 500 with the generic body for a handler that panicked with
+/// `payload`, and logs the panic message.
 fn panic_response(payload: &(dyn Any + Send)) -> Handled {
     let message = panic_message(payload);
     Error::Internal(format!("request handler panicked: {message}").into())

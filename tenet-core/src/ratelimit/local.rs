@@ -41,8 +41,8 @@ impl Clock for SystemClock {
             })
     }
 
-    /// The coarse wall clock, which lags the exact one by less than one
-    /// timer tick and reads no time stamp counter.
+    /// Reads the coarse wall clock, which lags the exact one by less than
+    /// one timer tick and reads no time stamp counter.
     fn lagging_millis(&self) -> u64 {
         crate::clock::unix_coarse_millis()
     }

@@ -44,8 +44,9 @@ const WRITE_INTERVAL: Duration = Duration::from_millis(10);
 /// fit is dropped and counted.
 const MAX_PENDING_BYTES: usize = 8 * 1024 * 1024;
 
-/// Where [`log_access`] writes access lines itself. [`init`] sets it when
-/// lines are not coloured; otherwise access lines go through `tracing`.
+/// The buffer and format that [`log_access`] writes access lines in.
+/// [`init`] sets it when lines are not coloured, and otherwise access lines
+/// go through `tracing`.
 static ACCESS_SINK: OnceLock<AccessSink> = OnceLock::new();
 
 #[derive(Debug)]
