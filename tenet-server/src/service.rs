@@ -120,8 +120,8 @@ pub fn handle(
     }
 }
 
-/// What [`handle`] keeps of a request to complete its response and log it
-/// once the route has returned.
+/// The parts of a request that [`handle`] keeps to complete its response
+/// and log it once the route has returned.
 struct Finish {
     started: Instant,
     method: Method,
