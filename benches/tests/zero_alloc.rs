@@ -24,10 +24,10 @@ const KEYS: usize = 1_000;
 
 /// Capacity of the warm tests' caches. The cache splits its capacity over
 /// 64 shards and the keys fall into them at random. At twice the key
-/// count a shard has room for 32 keys, and a shard that gets more evicts
-/// one in each cycle, whose cold verification then allocates: 4 of 300
-/// runs of these tests failed so, and none of 400 at four times the key
-/// count.
+/// count a shard has room for 32 keys. A shard that gets more evicts one
+/// in each cycle, and the cold verification that follows allocates. So 4
+/// of 300 runs of these tests failed, and none of 400 at four times the
+/// key count.
 const CACHE_CAPACITY: usize = KEYS * 4;
 
 thread_local! {

@@ -95,6 +95,23 @@ impl TestServer {
         }
     }
 
+    /// Creates a tenant and issues it a key with `scope`.
+    pub async fn tenant_with_scoped_key(&self, scope: &str) -> (TenantResponse, IssuedKeyResponse) {
+        let admin = self.admin();
+        let tenant = admin.create_tenant("Acme").await.expect("tenant created");
+        let issued = admin
+            .issue_key(
+                tenant.id,
+                &IssueKeyRequest {
+                    scopes: vec![scope.to_owned()],
+                    ..IssueKeyRequest::default()
+                },
+            )
+            .await
+            .expect("key issued");
+        (tenant, issued)
+    }
+
     /// Creates a tenant and issues it a key.
     pub async fn tenant_with_key(&self) -> (TenantResponse, IssuedKeyResponse) {
         let admin = self.admin();

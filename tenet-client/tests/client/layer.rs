@@ -227,17 +227,7 @@ async fn key_over_its_rate_limit_gets_the_server_429() {
 async fn verifier_layer_gives_429_over_a_limit() {
     let server = TestServer::start().await;
     let admin = server.admin();
-    let tenant = admin.create_tenant("Acme").await.expect("created");
-    let verifier = admin
-        .issue_key(
-            tenant.id,
-            &IssueKeyRequest {
-                scopes: vec!["tenet:verify".to_owned()],
-                ..IssueKeyRequest::default()
-            },
-        )
-        .await
-        .expect("issued");
+    let (tenant, verifier) = server.tenant_with_scoped_key("tenet:verify").await;
     let caller = admin
         .issue_key(
             tenant.id,

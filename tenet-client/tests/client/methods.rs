@@ -148,17 +148,7 @@ async fn base_url_path_prefix_is_kept() {
 async fn verify_reports_scopes_and_rejections() {
     let server = TestServer::start().await;
     let admin = server.admin();
-    let tenant = admin.create_tenant("Acme").await.expect("created");
-    let issued = admin
-        .issue_key(
-            tenant.id,
-            &IssueKeyRequest {
-                scopes: vec!["billing:read".to_owned()],
-                ..IssueKeyRequest::default()
-            },
-        )
-        .await
-        .expect("issued");
+    let (tenant, issued) = server.tenant_with_scoped_key("billing:read").await;
     let request = VerifyRequest {
         key: issued.api_key.clone(),
         scopes: vec!["billing:read".to_owned()],
@@ -257,17 +247,7 @@ async fn rotate_key_replaces_the_key() {
 async fn verify_key_with_checks_scopes() {
     let server = TestServer::start().await;
     let admin = server.admin();
-    let tenant = admin.create_tenant("Acme").await.expect("created");
-    let issued = admin
-        .issue_key(
-            tenant.id,
-            &IssueKeyRequest {
-                scopes: vec!["billing:read".to_owned()],
-                ..IssueKeyRequest::default()
-            },
-        )
-        .await
-        .expect("issued");
+    let (_, issued) = server.tenant_with_scoped_key("billing:read").await;
     let key = Credential::new(issued.api_key.as_str());
 
     let held = admin
