@@ -1057,6 +1057,7 @@ impl Tenet {
     /// When the write fails, the counts are kept for the next call, so a
     /// failed flush loses nothing while the process lives.
     pub async fn flush_usage(&self) -> Result<usize> {
+        let _flushing = self.usage.flush_gate.write().await;
         let counts = self.usage.take();
         if counts.is_empty() {
             return Ok(0);
@@ -1086,17 +1087,20 @@ impl Tenet {
         self.store.usage(tenant, range).await
     }
 
-    /// Returns the number of a tenant's requests accepted in `month` that
-    /// the store holds, the count a monthly quota starts from after a
-    /// restart.
+    /// Returns the number of a tenant's requests accepted in `month`: those
+    /// in the store and those this process counted and has not flushed
+    /// yet. A monthly quota's count starts from it, also after a restart.
     ///
-    /// Usage counts reach the store when they are flushed, so requests
-    /// still in memory, here or on other replicas, are not included. After
+    /// Requests still in memory on other replicas are not included. After
     /// a graceful shutdown nothing is missing; after a crash, at most the
-    /// requests of the last usage flush interval are.
+    /// requests of the last usage flush interval are. A flush in progress
+    /// waits for the sum, or the sum for the flush, so that no count is
+    /// missed or added twice.
     pub async fn accepted_in_month(&self, tenant: TenantId, month: QuotaMonth) -> Result<u64> {
         let range = UsageRange::new(month.starts_at(), month.resets_at())?;
-        self.store.accepted_usage(tenant, range).await
+        let _no_flush = self.usage.flush_gate.read().await;
+        let stored = self.store.accepted_usage(tenant, range).await?;
+        Ok(stored.saturating_add(self.usage.accepted_pending(tenant, range)))
     }
 
     /// Returns a tenant's state from the tenant cache, filling it from the

@@ -226,6 +226,11 @@ struct Counts {
 #[derive(Debug)]
 pub(crate) struct UsageRecorder {
     shards: Box<[Mutex<Counters>]>,
+    /// Held for writing by a flush from its [`take`](Self::take) until its
+    /// counts are in the store or restored, and for reading while a quota
+    /// count adds the stored and the pending counts, so that such a sum
+    /// finds every count once: none in flight between the two.
+    pub(crate) flush_gate: tokio::sync::RwLock<()>,
 }
 
 type Counters = HashMap<Slot, Counts, foldhash::fast::RandomState>;
@@ -234,6 +239,7 @@ impl Default for UsageRecorder {
     fn default() -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            flush_gate: tokio::sync::RwLock::default(),
         }
     }
 }
@@ -284,6 +290,22 @@ impl UsageRecorder {
                 rejected: counts.rejected,
             })
             .collect()
+    }
+
+    /// Returns the accepted requests of `tenant` counted here and not yet
+    /// taken, in the hours that start within `range`.
+    pub(crate) fn accepted_pending(&self, tenant: TenantId, range: UsageRange) -> u64 {
+        let (from, to) = (range.from.unix_timestamp(), range.to.unix_timestamp());
+        let mut accepted = 0_u64;
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            for (slot, counts) in shard.iter() {
+                if slot.tenant_id == tenant && (from..to).contains(&slot.hour) {
+                    accepted = accepted.saturating_add(counts.accepted);
+                }
+            }
+        }
+        accepted
     }
 
     /// Adds back counts that a failed flush took.

@@ -88,6 +88,7 @@ macro_rules! backend_suite {
                 usage::usage_adds_to_stored_rows,
                 usage::accepted_usage_sums_one_month,
                 usage::flushed_usage_seeds_a_new_quota_count,
+                usage::unflushed_usage_counts_in_the_month,
                 $($group :: $case,)*
             );
         }

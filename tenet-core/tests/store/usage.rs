@@ -564,3 +564,36 @@ pub async fn flushed_usage_seeds_a_new_quota_count(backend: &TestStore) {
     assert_eq!(last.used, 4);
     assert!(!over.allowed);
 }
+
+/// Checks that a quota count starts from the accepted requests this
+/// process has not flushed yet as well as the stored ones, and counts each
+/// once after a flush.
+pub async fn unflushed_usage_counts_in_the_month(backend: &TestStore) {
+    let tenet = Tenet::open(backend.store(), pepper())
+        .await
+        .expect("service opens");
+    let tenant = create_tenant(&tenet).await;
+    let other = create_tenant(&tenet).await;
+    let key = issue(&tenet, tenant, &[]).await;
+    let other_key = issue(&tenet, other, &[]).await;
+    let month = QuotaMonth::containing(OffsetDateTime::now_utc());
+    for issued in [&key, &key, &other_key] {
+        tenet
+            .verify_metered(issued.api_key.expose_secret(), &[])
+            .await
+            .expect("key verifies");
+    }
+
+    let pending = tenet.accepted_in_month(tenant, month).await;
+    tenet.flush_usage().await.expect("usage flushes");
+    let flushed = tenet.accepted_in_month(tenant, month).await;
+    tenet
+        .verify_metered(key.api_key.expose_secret(), &[])
+        .await
+        .expect("key verifies");
+    let both = tenet.accepted_in_month(tenant, month).await;
+
+    assert_eq!(pending.expect("usage sums"), 2);
+    assert_eq!(flushed.expect("usage sums"), 2);
+    assert_eq!(both.expect("usage sums"), 3);
+}

@@ -1,6 +1,6 @@
 //! Monthly quotas without Redis: after a restart, and when a quota is set
-//! again, the server starts each tenant's month from the accepted requests
-//! in the stored usage.
+//! for the first time or again, the server starts each tenant's month from
+//! the accepted requests in the stored usage and those not flushed yet.
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -158,6 +158,34 @@ async fn quota_set_again_counts_requests_without_it() {
     assert_eq!(first, StatusCode::OK);
     assert_eq!(unlimited, [StatusCode::OK; QUOTA]);
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "quota set again");
+    assert_eq!(code.as_deref(), Some("quota_exceeded"));
+    server.stop().await;
+}
+
+/// A first quota counts the requests accepted before it was set, also
+/// those that the server has not flushed to the store yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_quota_counts_requests_not_flushed_yet() {
+    let server = TestServer::start_with(&FLUSH_AT_SHUTDOWN).await;
+    let tenant = server.admin().create_tenant("Acme").await;
+    let key = server.admin().issue_key(&tenant).await;
+    let mut before = Vec::new();
+    for _ in 0..QUOTA - 1 {
+        before.push(protected(&server, &key.api_key).await.0);
+    }
+
+    set_quota(&server, &tenant).await;
+    let (last, _) = protected(&server, &key.api_key).await;
+    let (over, code) = protected(&server, &key.api_key).await;
+
+    assert_eq!(before, [StatusCode::OK; QUOTA - 1]);
+    assert_eq!(
+        accepted_this_month(&server, &tenant).await,
+        0,
+        "not flushed"
+    );
+    assert_eq!(last, StatusCode::OK);
+    assert_eq!(over, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(code.as_deref(), Some("quota_exceeded"));
     server.stop().await;
 }
