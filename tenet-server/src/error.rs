@@ -536,7 +536,7 @@ fn limited_parts(exceeded: &LimitExceeded) -> (StatusCode, &'static str, String)
                 if retry == 1 { "" } else { "s" }
             ),
         ),
-        LimitExceeded::QuotaExceeded(quota) => {
+        LimitExceeded::QuotaExceeded { quota, .. } => {
             let resets_at = tenet_core::timestamp::format(quota.resets_at);
             (
                 StatusCode::TOO_MANY_REQUESTS,

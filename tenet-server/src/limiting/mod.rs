@@ -84,8 +84,13 @@ pub enum LimitExceeded {
     /// Over the key's or the tenant's rate limit, or over the limit of
     /// failed authentications.
     RateLimited(Decision),
-    /// Over the tenant's monthly quota.
-    QuotaExceeded(QuotaOutcome),
+    /// Over the tenant's monthly quota, with the decision of the rate
+    /// limits that admitted the request before the quota rejected it, or
+    /// `None` when no rate limit applies.
+    QuotaExceeded {
+        quota: QuotaOutcome,
+        decision: Option<Decision>,
+    },
 }
 
 impl Limiter {
@@ -196,7 +201,10 @@ impl Limiter {
         if let Some(quota) = quota.as_ref().filter(|quota| !quota.allowed) {
             metrics.observe_limit(LimitOutcome::QuotaExceeded);
             tracing::debug!(tenant_id = %principal.tenant_id, "tenant over its monthly quota");
-            return Err(LimitExceeded::QuotaExceeded(quota.clone()));
+            return Err(LimitExceeded::QuotaExceeded {
+                quota: quota.clone(),
+                decision,
+            });
         }
 
         if decision.is_some() || quota.is_some() {
@@ -298,13 +306,13 @@ impl Limiter {
     /// when it is configured and responds, otherwise in process.
     ///
     /// Without Redis, the in-process count of a tenant's month starts from
-    /// the accepted requests in the store's usage counts (see
-    /// [`LocalQuota::take_seeded`]), so a restart keeps the month's count up
-    /// to the requests not yet flushed when the process stopped. A graceful
-    /// shutdown flushes them all; a crash loses at most one
-    /// `--usage-flush-interval` of them. Accepted requests are exactly those
-    /// that passed the rate limits and the quota with [`Mode::Consume`], so
-    /// the seed counts what this count counts.
+    /// its accepted requests, stored or not yet flushed (see
+    /// [`Tenet::accepted_in_month`] and [`LocalQuota::take_seeded`]), so a
+    /// restart keeps the month's count up to the requests not yet flushed
+    /// when the process stopped. A graceful shutdown flushes them all; a
+    /// crash loses at most one `--usage-flush-interval` of them. Accepted
+    /// requests are exactly those that passed the rate limits and the quota
+    /// with [`Mode::Consume`], so the seed counts what this count counts.
     async fn take_quota(
         &self,
         tenet: &Tenet,
@@ -413,9 +421,15 @@ impl LimitExceeded {
             LimitExceeded::RateLimited(decision) => {
                 state_of(false, Some("rate_limited"), Some(decision), None)
             }
-            LimitExceeded::QuotaExceeded(quota) => {
-                state_of(false, Some("quota_exceeded"), None, Some(quota))
-            }
+            LimitExceeded::QuotaExceeded { quota, decision } => LimitStateResponse {
+                retry_after_seconds: Some(seconds_until(quota.resets_at)),
+                ..state_of(
+                    false,
+                    Some("quota_exceeded"),
+                    decision.as_ref(),
+                    Some(quota),
+                )
+            },
         }
     }
 
@@ -423,14 +437,19 @@ impl LimitExceeded {
     pub fn retry_after_secs(&self) -> u64 {
         match self {
             LimitExceeded::RateLimited(decision) => decision.retry_after_secs.unwrap_or(1).max(1),
-            LimitExceeded::QuotaExceeded(quota) => seconds_until(quota.resets_at),
+            LimitExceeded::QuotaExceeded { quota, .. } => seconds_until(quota.resets_at),
         }
     }
 
-    /// Sets `Retry-After` and, for a rate limit, the `RateLimit-*` headers.
+    /// Sets `Retry-After` and, when a rate limit applies, the `RateLimit-*`
+    /// headers and the shadow header, as an admitted request gets them.
     pub fn apply(&self, response: &mut Response) {
         insert_number(response, http::header::RETRY_AFTER, self.retry_after_secs());
-        if let LimitExceeded::RateLimited(decision) = self {
+        let decision = match self {
+            LimitExceeded::RateLimited(decision) => Some(decision),
+            LimitExceeded::QuotaExceeded { decision, .. } => decision.as_ref(),
+        };
+        if let Some(decision) = decision {
             set_decision_headers(response, decision);
         }
     }
@@ -535,18 +554,24 @@ mod tests {
     #[test]
     fn quota_retry_after_counts_to_the_reset() {
         let resets_at = OffsetDateTime::now_utc() + time::Duration::seconds(90);
-        let exceeded = LimitExceeded::QuotaExceeded(QuotaOutcome {
-            allowed: false,
-            used: 5,
-            quota: 5,
-            resets_at,
-        });
-        let passed = LimitExceeded::QuotaExceeded(QuotaOutcome {
-            allowed: false,
-            used: 5,
-            quota: 5,
-            resets_at: OffsetDateTime::now_utc() - time::Duration::seconds(1),
-        });
+        let exceeded = LimitExceeded::QuotaExceeded {
+            quota: QuotaOutcome {
+                allowed: false,
+                used: 5,
+                quota: 5,
+                resets_at,
+            },
+            decision: None,
+        };
+        let passed = LimitExceeded::QuotaExceeded {
+            quota: QuotaOutcome {
+                allowed: false,
+                used: 5,
+                quota: 5,
+                resets_at: OffsetDateTime::now_utc() - time::Duration::seconds(1),
+            },
+            decision: None,
+        };
 
         let retry = exceeded.retry_after_secs();
 
@@ -554,6 +579,45 @@ mod tests {
         assert_eq!(passed.retry_after_secs(), 1, "never below 1");
         assert_eq!(exceeded.state().code.as_deref(), Some("quota_exceeded"));
         assert_eq!(exceeded.state().quota_remaining, Some(0));
+    }
+
+    #[test]
+    fn quota_rejection_keeps_the_rate_limit_headers() {
+        let admitted = Decision {
+            allowed: true,
+            shadow_rejected: true,
+            retry_after_secs: None,
+            remaining: 4,
+            ..rejection()
+        };
+        let exceeded = LimitExceeded::QuotaExceeded {
+            quota: QuotaOutcome {
+                allowed: false,
+                used: 5,
+                quota: 5,
+                resets_at: OffsetDateTime::now_utc() + time::Duration::seconds(90),
+            },
+            decision: Some(admitted),
+        };
+        let mut response = empty(StatusCode::TOO_MANY_REQUESTS);
+
+        exceeded.apply(&mut response);
+        let state = exceeded.state();
+
+        let retry = header(&response, "retry-after").expect("retry-after");
+        assert!(["89", "90"].contains(&retry.as_str()), "{retry}");
+        assert_eq!(header(&response, "ratelimit-limit").as_deref(), Some("10"));
+        assert_eq!(
+            header(&response, "ratelimit-remaining").as_deref(),
+            Some("4")
+        );
+        assert_eq!(
+            header(&response, "tenet-shadow-rejected").as_deref(),
+            Some("true")
+        );
+        assert_eq!(state.remaining, Some(4));
+        assert!(state.shadow_rejected);
+        assert!(matches!(state.retry_after_seconds, Some(89..=90)));
     }
 
     #[test]

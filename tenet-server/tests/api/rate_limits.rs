@@ -420,6 +420,35 @@ async fn shadow_limit_only_reports() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_rejection_carries_the_rate_limit_headers() {
+    let server = TestServer::start().await;
+    let tenant = server.admin().create_tenant("Acme").await;
+    let mut limit = hourly(1);
+    limit["shadow"] = json!(true);
+    set_limits(
+        &server,
+        &tenant,
+        json!({"limit": limit, "monthly_quota": 2}),
+    )
+    .await;
+    let key = server.admin().issue_key(&tenant).await;
+
+    let accepted = statuses(&server, &key.api_key, 2).await;
+    let over = protected(&server, &key.api_key).await;
+
+    assert_eq!(accepted, [StatusCode::OK, StatusCode::OK]);
+    assert_eq!(over.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&over, "ratelimit-limit").as_deref(), Some("1"));
+    assert_eq!(header(&over, "ratelimit-remaining").as_deref(), Some("0"));
+    assert_eq!(
+        header(&over, "tenet-shadow-rejected").as_deref(),
+        Some("true")
+    );
+    assert!(header(&over, "retry-after").is_some());
+    assert_eq!(error_code(over).await.0, "quota_exceeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quota_admits_exactly_its_size() {
     let server = TestServer::start().await;
     let tenant = server.admin().create_tenant("Acme").await;
