@@ -109,9 +109,9 @@ impl App {
         let settings = setup::Settings::check(&config)?;
         let store_kind = settings.store_kind();
 
-        let (listener, local_addr) = bind("--listen (TENET_LISTEN)", config.listen).await?;
+        let (listener, local_addr) = bind(config.setting_name("listen"), config.listen).await?;
         let metrics_listener = match config.metrics_listen {
-            Some(address) => Some(bind("--metrics-listen (TENET_METRICS_LISTEN)", address).await?),
+            Some(address) => Some(bind(config.setting_name("metrics_listen"), address).await?),
             None => None,
         };
 
@@ -270,12 +270,9 @@ impl App {
 
 /// Binds a listening socket and returns it with its bound address.
 /// `setting` names the flag that set `address`, for the error message.
-async fn bind(
-    setting: &'static str,
-    address: SocketAddr,
-) -> Result<(TcpListener, SocketAddr), Error> {
+async fn bind(setting: String, address: SocketAddr) -> Result<(TcpListener, SocketAddr), Error> {
     let bind_error = |source| Error::Bind {
-        setting,
+        setting: setting.clone(),
         address,
         source,
     };

@@ -101,11 +101,12 @@ impl Settings {
         // with a bare "address in use".
         if config.metrics_listen == Some(config.listen) && config.listen.port() != 0 {
             return Err(Error::Config {
-                setting: "--metrics-listen (TENET_METRICS_LISTEN)",
+                setting: config.setting_name("metrics_listen"),
                 reason: format!(
-                    "{} is also the --listen address; give the metrics listener a port \
+                    "{} is also the address of {}; give the metrics listener a port \
                      of its own, or leave it unset to serve /metrics on --listen",
-                    config.listen
+                    config.listen,
+                    config.setting_name("listen")
                 ),
             });
         }
@@ -116,7 +117,7 @@ impl Settings {
             .limiter()
             .and_then(Limiter::new)
             .map_err(|err| Error::Config {
-                setting: "rate limits",
+                setting: "rate limits".to_owned(),
                 reason: err.to_string(),
             })?;
         Ok(Self {
@@ -288,7 +289,7 @@ fn configured_pepper(config: &Config, kind: StoreKind) -> Result<Option<Pepper>,
         return Pepper::from_config(text)
             .map(Some)
             .map_err(|err| Error::Config {
-                setting: PEPPER_ENV,
+                setting: PEPPER_ENV.to_owned(),
                 reason: err.to_string(),
             });
     }
@@ -325,7 +326,7 @@ fn pepper_from_file(path: &Path) -> Result<(Pepper, bool), Error> {
         };
 
     let pepper = Pepper::from_config(&text).map_err(|err| Error::Config {
-        setting: "pepper file",
+        setting: "pepper file".to_owned(),
         reason: format!("{}: {err}", path.display()),
     })?;
     Ok((pepper, generated))
@@ -371,7 +372,7 @@ fn configured_admin_token(
     };
 
     let token = AdminToken::from_config(text).map_err(|err| Error::Config {
-        setting: "--admin-token (TENET_ADMIN_TOKEN)",
+        setting: config.setting_name("admin_token"),
         reason: err.to_string(),
     })?;
     Ok(Some(token.digest()))
@@ -442,14 +443,14 @@ fn admin_token_file(path: &Path) -> Result<AdminToken, Error> {
         .map_err(|source| read_error(path, source))?
         .unwrap_or_default();
     AdminToken::from_config(&text).map_err(|err| Error::Config {
-        setting: "admin token file",
+        setting: "admin token file".to_owned(),
         reason: format!("{}: {err}", path.display()),
     })
 }
 
 fn digest_from_setting(stored: &[u8]) -> Result<AdminTokenDigest, Error> {
     let bytes = <[u8; 32]>::try_from(stored).map_err(|_| Error::Config {
-        setting: "stored admin token digest",
+        setting: "stored admin token digest".to_owned(),
         reason: format!(
             "the store's {ADMIN_TOKEN_DIGEST} setting is {} bytes long instead of 32; \
              start with --admin-token, which takes precedence",

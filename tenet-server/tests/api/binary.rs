@@ -206,7 +206,7 @@ fn metrics_listener_on_the_main_address_is_refused() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--metrics-listen"), "{stderr}");
-    assert!(stderr.contains("also the --listen address"), "{stderr}");
+    assert!(stderr.contains("also the address of --listen"), "{stderr}");
 }
 
 #[test]
@@ -787,34 +787,107 @@ fn port_in_use_names_the_flag() {
     let occupied_addr = occupied.local_addr().expect("bound address").to_string();
     let cases = [
         (
-            "main listener",
+            "main listener by flag",
             vec!["--listen", occupied_addr.as_str()],
-            "--listen (TENET_LISTEN)",
+            vec![],
+            "the address of --listen: ",
         ),
         (
-            "metrics listener",
+            "main listener by variable",
+            vec![],
+            vec![("TENET_LISTEN", occupied_addr.as_str())],
+            "the address of --listen from TENET_LISTEN: ",
+        ),
+        (
+            "metrics listener by flag",
             vec![
                 "--listen",
                 "127.0.0.1:0",
                 "--metrics-listen",
                 occupied_addr.as_str(),
             ],
-            "--metrics-listen (TENET_METRICS_LISTEN)",
+            vec![],
+            "the address of --metrics-listen: ",
+        ),
+        (
+            "metrics listener by variable",
+            vec!["--listen", "127.0.0.1:0"],
+            vec![("TENET_METRICS_LISTEN", occupied_addr.as_str())],
+            "the address of --metrics-listen from TENET_METRICS_LISTEN: ",
         ),
     ];
 
-    for (description, flags, named) in cases {
+    for (description, flags, env, named) in cases {
         let data_dir = tempfile::tempdir().expect("temporary directory");
         let data_dir_arg = data_dir.path().display().to_string();
         let mut args: Vec<&str> = flags.clone();
         args.extend(["--data-dir", data_dir_arg.as_str()]);
 
-        let output = run_binary(&args, &[]);
+        let output = run_binary(&args, &env);
 
         assert_eq!(output.status.code(), Some(1), "{description}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(&occupied_addr), "{description}: {stderr}");
         assert!(stderr.contains(named), "{description}: {stderr}");
+        if env.is_empty() {
+            assert!(!stderr.contains("TENET_"), "{description}: {stderr}");
+        }
+    }
+}
+
+#[test]
+fn setup_errors_name_the_variable_only_when_set() {
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let data_dir_arg = data_dir.path().display().to_string();
+    // Both listeners are checked before either is bound, so nothing
+    // listens on this port.
+    let address = "127.0.0.1:19520";
+    let cases = [
+        (
+            "admin token by flag",
+            vec!["--listen", "127.0.0.1:0", "--admin-token", "x"],
+            vec![],
+            "invalid --admin-token: the admin token is 1 character long;",
+        ),
+        (
+            "admin token by variable",
+            vec!["--listen", "127.0.0.1:0"],
+            vec![("TENET_ADMIN_TOKEN", "x")],
+            "invalid --admin-token from TENET_ADMIN_TOKEN: the admin token is 1 character \
+             long;",
+        ),
+        (
+            "metrics address by flags",
+            vec!["--listen", address, "--metrics-listen", address],
+            vec![],
+            "invalid --metrics-listen: 127.0.0.1:19520 is also the address of --listen;",
+        ),
+        (
+            "metrics address by variables",
+            vec![],
+            vec![("TENET_LISTEN", address), ("TENET_METRICS_LISTEN", address)],
+            "invalid --metrics-listen from TENET_METRICS_LISTEN: 127.0.0.1:19520 is also \
+             the address of --listen from TENET_LISTEN;",
+        ),
+    ];
+
+    for (description, flags, env, expected) in cases {
+        let mut args = flags.clone();
+        args.extend(["--data-dir", data_dir_arg.as_str()]);
+
+        let output = run_binary(&args, &env);
+
+        assert_eq!(output.status.code(), Some(1), "{description}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            stderr.trim_end().lines().count(),
+            1,
+            "{description}: {stderr}"
+        );
+        assert!(stderr.contains(expected), "{description}: {stderr}");
+        if env.is_empty() {
+            assert!(!stderr.contains("TENET_"), "{description}: {stderr}");
+        }
     }
 }
 
