@@ -908,3 +908,33 @@ fn empty_or_invalid_rust_log_keeps_info_lines() {
         server.stop();
     }
 }
+
+#[test]
+fn invalid_rust_log_warning_names_the_directive() {
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let rust_log = "info,foo=notalevel,tenet_server=debug";
+
+    let server = BinaryServer::start(data_dir.path(), &[("RUST_LOG", rust_log)]);
+    let logs = server.logs.lock().expect("log lines").clone();
+    server.stop();
+
+    let warning = logs
+        .iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|event| {
+            event["message"]
+                .as_str()
+                .is_some_and(|message| message.starts_with("RUST_LOG is invalid"))
+        })
+        .expect("a warning about RUST_LOG");
+    assert_eq!(warning["level"], "WARN", "{warning}");
+    assert_eq!(warning["rust_log"], rust_log, "{warning}");
+    assert_eq!(warning["directive"], "foo=notalevel", "{warning}");
+    let error = warning["error"].as_str().expect("an error field");
+    assert!(error.contains("level"), "{error}");
+    let message = warning["message"].as_str().expect("a message");
+    assert!(
+        message.contains(r#"the filter "info" is used instead"#),
+        "{message}"
+    );
+}
