@@ -595,6 +595,132 @@ fn failed_start_writes_no_files() {
     }
 }
 
+/// Returns the name and contents of each file in `dir`, sorted by name.
+fn snapshot(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    entries(dir)
+        .into_iter()
+        .map(|name| {
+            let contents = fs::read(dir.join(&name)).expect("readable file");
+            (name, contents)
+        })
+        .collect()
+}
+
+#[test]
+fn invalid_secret_file_changes_nothing() {
+    let valid_token = "valid-admin-token-0123456789abcdefghijklmnop\n";
+    let cases = [
+        (
+            "empty pepper file",
+            vec![("pepper", "")],
+            "invalid pepper file",
+        ),
+        (
+            "short pepper file with a valid token file",
+            vec![("pepper", "short-pepper\n"), ("admin-token", valid_token)],
+            "the key pepper is 12 bytes long",
+        ),
+        (
+            "short admin token file",
+            vec![("admin-token", "short\n")],
+            "invalid admin token file",
+        ),
+        (
+            "admin token file with a space",
+            vec![(
+                "admin-token",
+                "admin token 0123456789abcdefghijklmnopqrstuvwxyz\n",
+            )],
+            "invalid admin token file",
+        ),
+    ];
+
+    for (description, files, expected) in cases {
+        let data_dir = tempfile::tempdir().expect("temporary directory");
+        for (name, contents) in &files {
+            let path = data_dir.path().join(name);
+            fs::write(&path, contents).expect("file written");
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("mode is set");
+        }
+        let before = snapshot(data_dir.path());
+        let data_dir_arg = data_dir.path().display().to_string();
+
+        let output = run_binary(
+            &["--listen", "127.0.0.1:0", "--data-dir", &data_dir_arg],
+            &[],
+        );
+
+        assert_eq!(output.status.code(), Some(1), "{description}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            stderr.trim_end().lines().count(),
+            1,
+            "{description}: {stderr}"
+        );
+        assert!(stderr.contains(expected), "{description}: {stderr}");
+        let mut names: Vec<&str> = files.iter().map(|(name, _)| *name).collect();
+        names.sort_unstable();
+        assert_eq!(entries(data_dir.path()), names, "{description}");
+        assert_eq!(snapshot(data_dir.path()), before, "{description}");
+    }
+}
+
+#[test]
+fn invalid_token_file_beside_database_leaves_no_pepper() {
+    // An empty database file contains no admin token digest, so the
+    // server would use the token in the file.
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let token_file = data_dir.path().join("admin-token");
+    fs::write(data_dir.path().join("tenet.db"), b"").expect("database file written");
+    fs::write(&token_file, "short\n").expect("token file written");
+    fs::set_permissions(&token_file, fs::Permissions::from_mode(0o600)).expect("mode is set");
+    let data_dir_arg = data_dir.path().display().to_string();
+
+    let output = run_binary(
+        &["--listen", "127.0.0.1:0", "--data-dir", &data_dir_arg],
+        &[],
+    );
+
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("invalid admin token file"), "{stderr}");
+    assert!(
+        !data_dir.path().join("pepper").exists(),
+        "wrote {:?}",
+        entries(data_dir.path())
+    );
+    assert_eq!(fs::read(&token_file).expect("token file"), b"short\n");
+}
+
+#[test]
+fn invalid_secret_file_of_running_server_names_it() {
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let data_dir_arg = data_dir.path().display().to_string();
+    let pepper_file = data_dir.path().join("pepper");
+    let first = BinaryServer::start(data_dir.path(), &[]);
+    let first_pid = first.pid();
+    let pepper = fs::read(&pepper_file).expect("pepper file");
+    // A server at its first start may not have written its pepper yet,
+    // which reads like this empty file.
+    fs::write(&pepper_file, b"").expect("pepper file emptied");
+
+    let output = run_binary(
+        &["--listen", "127.0.0.1:0", "--data-dir", &data_dir_arg],
+        &[],
+    );
+
+    fs::write(&pepper_file, &pepper).expect("pepper file restored");
+    first.stop();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "in use by another tenet-server (process {first_pid})"
+        )),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn corrupt_database_leaves_no_pepper() {
     let data_dir = tempfile::tempdir().expect("temporary directory");
