@@ -65,9 +65,9 @@ impl Pepper {
     pub fn from_config(text: &str) -> Result<Self> {
         if text.len() < MIN_SECRET_CONFIG_LEN {
             return Err(Error::Config(format!(
-                "the key pepper is {} bytes long; use at least {MIN_SECRET_CONFIG_LEN} \
-                 random bytes (for example `openssl rand -base64 32`)",
-                text.len()
+                "the key pepper is {}; use at least {MIN_SECRET_CONFIG_LEN} random bytes \
+                 (for example `openssl rand -base64 32`)",
+                length_of(text.len(), "byte")
             )));
         }
         Ok(Self(Zeroizing::new(blake3::derive_key(
@@ -122,10 +122,9 @@ impl AdminToken {
     pub fn from_config(text: &str) -> Result<Self> {
         if text.len() < MIN_SECRET_CONFIG_LEN {
             return Err(Error::Config(format!(
-                "the admin token is {} characters long; use at least \
-                 {MIN_SECRET_CONFIG_LEN} visible ASCII characters without spaces (for \
-                 example `openssl rand -base64 32`)",
-                text.len()
+                "the admin token is {}; use at least {MIN_SECRET_CONFIG_LEN} visible \
+                 ASCII characters without spaces (for example `openssl rand -base64 32`)",
+                length_of(text.chars().count(), "character")
             )));
         }
         // HTTP trims header values and allows few other bytes, so a token
@@ -197,6 +196,13 @@ impl fmt::Debug for AdminTokenDigest {
     }
 }
 
+/// Formats a short secret's length for its error message, as "1 byte
+/// long" or "2 bytes long": the unit is singular only for a count of 1.
+fn length_of(count: usize, unit: &str) -> String {
+    let plural = if count == 1 { "" } else { "s" };
+    format!("{count} {unit}{plural} long")
+}
+
 fn random_text() -> Zeroizing<String> {
     let mut bytes = Zeroizing::new([0u8; 32]);
     getrandom::fill(bytes.as_mut()).expect("the OS random number generator failed");
@@ -213,6 +219,46 @@ mod tests {
 
         assert!(Pepper::from_config(&short).is_err());
         assert!(AdminToken::from_config(&short).is_err());
+    }
+
+    #[test]
+    fn short_secret_messages_give_the_length() {
+        let cases = [
+            (
+                "",
+                "the key pepper is 0 bytes long;",
+                "the admin token is 0 characters long;",
+            ),
+            (
+                "x",
+                "the key pepper is 1 byte long;",
+                "the admin token is 1 character long;",
+            ),
+            (
+                "xy",
+                "the key pepper is 2 bytes long;",
+                "the admin token is 2 characters long;",
+            ),
+            // Two characters of two bytes each: the pepper counts bytes
+            // and the token, which must be ASCII, counts characters.
+            (
+                "éé",
+                "the key pepper is 4 bytes long;",
+                "the admin token is 2 characters long;",
+            ),
+        ];
+
+        for (text, pepper_message, token_message) in cases {
+            let pepper = Pepper::from_config(text)
+                .expect_err("short pepper")
+                .to_string();
+            let token = AdminToken::from_config(text)
+                .expect_err("short token")
+                .to_string();
+
+            assert!(pepper.contains(pepper_message), "{text:?}: {pepper}");
+            assert!(token.contains(token_message), "{text:?}: {token}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! read from `TENET_KEY_PEPPER` only, never from a flag, so that it does
 //! not show in the process list.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,7 +16,8 @@ use std::str::FromStr as _;
 use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
-use clap::{CommandFactory as _, FromArgMatches as _, Parser, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory as _, FromArgMatches as _, Parser, ValueEnum};
 use tenet_core::{CacheOptions, Limit, PostgresOptions, RedisOptions};
 
 use crate::forwarded::TrustedProxies;
@@ -401,6 +403,13 @@ pub struct Config {
     /// [`Config::load`]); `None` reads or generates `<data-dir>/pepper`.
     #[arg(skip)]
     pub key_pepper: Option<String>,
+
+    /// Ids of the arguments whose value came from their environment
+    /// variable, so that [`Config::setting_name`] names the variable only
+    /// then. [`Config::from_matches`] fills it; clap's `Parser` methods
+    /// leave it empty, and messages then name the flag alone.
+    #[arg(skip)]
+    from_env: BTreeSet<String>,
 }
 
 /// Subcommands; without one the server runs.
@@ -445,7 +454,7 @@ impl Config {
                 .collect();
             with_env_source(err, &command, &on_command_line).exit()
         });
-        let mut config = Self::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+        let mut config = Self::from_matches(&matches).unwrap_or_else(|err| err.exit());
         config.key_pepper = match std::env::var(PEPPER_ENV) {
             Ok(text) => Some(text).filter(|text| !text.is_empty()),
             Err(std::env::VarError::NotPresent) => None,
@@ -462,6 +471,44 @@ impl Config {
                 .exit(),
         };
         config
+    }
+
+    /// Builds the configuration from parsed matches, and records which
+    /// arguments took their value from an environment variable.
+    ///
+    /// Fails with clap's error when a value does not fit its field.
+    pub fn from_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut config = Self::from_arg_matches(matches)?;
+        config.from_env = matches
+            .ids()
+            .filter(|id| matches.value_source(id.as_str()) == Some(ValueSource::EnvVariable))
+            .map(|id| id.as_str().to_owned())
+            .collect();
+        Ok(config)
+    }
+
+    /// Returns how messages name the setting of the argument `id`, a field
+    /// name such as `listen`: its flag, as `--listen`, or `--listen from
+    /// TENET_LISTEN` when the value came from the variable. An operator
+    /// who typed the flag may never have set the variable, and one who set
+    /// the variable learns which one to fix.
+    ///
+    /// An `id` that no argument has is returned unchanged.
+    pub fn setting_name(&self, id: &str) -> String {
+        let command = Self::command();
+        let Some(arg) = command.get_arguments().find(|arg| arg.get_id() == id) else {
+            return id.to_owned();
+        };
+        let flag = match arg.get_long() {
+            Some(long) => format!("--{long}"),
+            None => id.to_owned(),
+        };
+        match arg.get_env() {
+            Some(env) if self.from_env.contains(id) => {
+                format!("{flag} from {}", env.to_string_lossy())
+            }
+            _ => flag,
+        }
     }
 
     /// Returns the header read timeout as a duration.
@@ -681,6 +728,7 @@ impl fmt::Debug for Config {
             .field("key_use_flush_interval", &self.key_use_flush_interval)
             .field("command", &self.command)
             .field("key_pepper", &redacted(self.key_pepper.is_some()))
+            .field("from_env", &self.from_env)
             .finish()
     }
 }
@@ -792,6 +840,22 @@ mod tests {
 
         assert!(!message.contains("TENET_LISTEN"), "{message}");
         assert!(message.contains("--listen"), "{message}");
+    }
+
+    #[test]
+    fn setting_name_of_typed_value_is_the_flag() {
+        let matches = Config::command()
+            .try_get_matches_from(["tenet-server", "--admin-token", "x"])
+            .expect("valid flags");
+        let config = Config::from_matches(&matches).expect("valid configuration");
+
+        assert_eq!(config.setting_name("admin_token"), "--admin-token");
+        assert_eq!(config.setting_name("no_such_setting"), "no_such_setting");
+        // The ids that start-up errors name must be argument ids, or the
+        // message would show the id instead of the flag.
+        for id in ["listen", "metrics_listen"] {
+            assert!(config.setting_name(id).starts_with("--"), "{id}");
+        }
     }
 
     #[test]

@@ -70,6 +70,26 @@ impl DataDirLock {
     }
 }
 
+/// Fails with [`Error::DataDirLocked`] when another process holds the lock
+/// on `dir`, like [`DataDirLock::acquire`], but creates and writes no file.
+///
+/// A missing lock file passes, and so does one that cannot be opened or
+/// locked for another reason, which [`DataDirLock::acquire`] reports. A
+/// free lock is taken and released at once, so a start that tries to take
+/// it at that moment fails as if a server held it.
+pub fn check_not_locked(dir: &Path) -> Result<(), Error> {
+    let Ok(mut file) = File::open(dir.join(LOCK_FILE)) else {
+        return Ok(());
+    };
+    match file.try_lock() {
+        Err(TryLockError::WouldBlock) => Err(Error::DataDirLocked {
+            dir: dir.to_path_buf(),
+            holder: read_holder(&mut file),
+        }),
+        Ok(()) | Err(TryLockError::Error(_)) => Ok(()),
+    }
+}
+
 /// Suffixes of the database file and of the files that SQLite keeps next
 /// to it in WAL mode.
 const DATABASE_FILE_SUFFIXES: [&str; 3] = ["", "-wal", "-shm"];
@@ -196,6 +216,26 @@ mod tests {
         }
         drop(first);
         DataDirLock::acquire(dir.path()).expect("lock after release");
+    }
+
+    #[test]
+    fn lock_check_names_the_holder_and_writes_nothing() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+
+        check_not_locked(dir.path()).expect("no lock file");
+        assert!(!dir.path().join(LOCK_FILE).exists());
+
+        let lock = DataDirLock::acquire(dir.path()).expect("lock");
+        match check_not_locked(dir.path()) {
+            Err(Error::DataDirLocked { holder, .. }) => {
+                assert_eq!(holder, Some(std::process::id()));
+            }
+            other => panic!("expected DataDirLocked, got {other:?}"),
+        }
+
+        drop(lock);
+        check_not_locked(dir.path()).expect("released lock");
+        DataDirLock::acquire(dir.path()).expect("lock after the check");
     }
 
     fn mode(path: &Path) -> u32 {

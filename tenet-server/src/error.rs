@@ -160,12 +160,10 @@ pub enum Error {
     Internal(#[source] BoxError),
 
     /// A configuration value is invalid or inconsistent; `setting` names
-    /// the flag or environment variable.
+    /// the flag or environment variable (see [`crate::Config::setting_name`]),
+    /// or the file that contains the value.
     #[error("invalid {setting}: {reason}")]
-    Config {
-        setting: &'static str,
-        reason: String,
-    },
+    Config { setting: String, reason: String },
 
     /// A setting that this configuration needs is not set.
     #[error("missing {setting}: {reason}")]
@@ -183,12 +181,12 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// Binding a listening socket failed; `setting` names the flag and
-    /// environment variable that set `address`, so that the user knows
-    /// which one to change.
-    #[error("failed to listen on {address}, the {setting} address")]
+    /// Binding a listening socket failed. `setting` names the flag that
+    /// set `address`, and its environment variable when the value came
+    /// from there, so that the user knows which one to change.
+    #[error("failed to listen on {address}, the address of {setting}")]
     Bind {
-        setting: &'static str,
+        setting: String,
         address: std::net::SocketAddr,
         #[source]
         source: std::io::Error,

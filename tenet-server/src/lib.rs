@@ -97,21 +97,22 @@ pub struct App {
 }
 
 impl App {
-    /// Checks the settings, binds the listening sockets, locks the data
-    /// directory, opens the store, and resolves the pepper and the admin
-    /// token.
+    /// Checks the settings and the secret files in the data directory,
+    /// binds the listening sockets, locks the data directory, opens the
+    /// store, and resolves the pepper and the admin token.
     ///
-    /// The steps run in this order so that a start that fails on a setting
-    /// or a port in use has written no file. Port 0 binds a free port;
-    /// [`App::local_addr`] and [`App::metrics_addr`] return the bound
-    /// addresses.
+    /// The steps run in this order so that a start that fails on a setting,
+    /// a secret file or a port in use has written no file. Port 0 binds a
+    /// free port; [`App::local_addr`] and [`App::metrics_addr`] return the
+    /// bound addresses.
     pub async fn build(config: Config) -> Result<Self, Error> {
-        let settings = setup::Settings::check(&config)?;
+        let mut settings = setup::Settings::check(&config)?;
+        settings.read_secret_files(&config)?;
         let store_kind = settings.store_kind();
 
-        let (listener, local_addr) = bind("--listen (TENET_LISTEN)", config.listen).await?;
+        let (listener, local_addr) = bind(config.setting_name("listen"), config.listen).await?;
         let metrics_listener = match config.metrics_listen {
-            Some(address) => Some(bind("--metrics-listen (TENET_METRICS_LISTEN)", address).await?),
+            Some(address) => Some(bind(config.setting_name("metrics_listen"), address).await?),
             None => None,
         };
 
@@ -270,12 +271,9 @@ impl App {
 
 /// Binds a listening socket and returns it with its bound address.
 /// `setting` names the flag that set `address`, for the error message.
-async fn bind(
-    setting: &'static str,
-    address: SocketAddr,
-) -> Result<(TcpListener, SocketAddr), Error> {
+async fn bind(setting: String, address: SocketAddr) -> Result<(TcpListener, SocketAddr), Error> {
     let bind_error = |source| Error::Bind {
-        setting,
+        setting: setting.clone(),
         address,
         source,
     };

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use http::HeaderValue;
 use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::filter::{FilterFn, filter_fn};
+use tracing_subscriber::filter::{Directive, FilterFn, ParseError, filter_fn};
 use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields, JsonFields, Writer};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -82,10 +82,10 @@ pub fn init(format: LogFormat) -> LogGuard {
     let rust_log = std::env::var("RUST_LOG")
         .ok()
         .filter(|value| !value.trim().is_empty());
-    let (filter, invalid_filter) = match rust_log.as_deref().map(EnvFilter::try_new) {
+    let (filter, invalid_filter) = match rust_log.as_deref().map(parse_filter) {
         None => (EnvFilter::new(DEFAULT_FILTER), None),
         Some(Ok(filter)) => (filter, None),
-        Some(Err(err)) => (EnvFilter::new(DEFAULT_FILTER), Some(err)),
+        Some(Err(invalid)) => (EnvFilter::new(DEFAULT_FILTER), Some(invalid)),
     };
     let secret_filter = secret_crates_filter(rust_log.as_deref());
 
@@ -136,17 +136,47 @@ pub fn init(format: LogFormat) -> LogGuard {
         });
     }
     // Logged once the subscriber is installed, so that it is not lost.
-    if let Some(err) = invalid_filter {
+    // RUST_LOG contains no secret, so its value is logged whole.
+    if let (Some(invalid), Some(rust_log)) = (invalid_filter, rust_log.as_deref()) {
         tracing::warn!(
-            error = %err,
-            filter = DEFAULT_FILTER,
-            "RUST_LOG is invalid, so it is ignored; fix the directive it names"
+            rust_log,
+            directive = invalid.directive.as_deref(),
+            error = %invalid.error,
+            "RUST_LOG is invalid, so it is ignored and the filter {DEFAULT_FILTER:?} is used \
+             instead; fix the directive, or unset RUST_LOG"
         );
     }
     LogGuard {
         shared,
         thread: thread.ok(),
     }
+}
+
+/// The reason that [`parse_filter`] rejected a `RUST_LOG` value.
+#[derive(Debug)]
+struct InvalidFilter {
+    /// The first directive that fails to parse alone. `None` only if
+    /// `EnvFilter` stops splitting the value as [`parse_filter`] does.
+    directive: Option<String>,
+    error: ParseError,
+}
+
+/// Parses a `RUST_LOG` value into a filter, or names the first directive
+/// that fails, because `EnvFilter`'s error describes the failure without
+/// naming the directive.
+fn parse_filter(rust_log: &str) -> Result<EnvFilter, InvalidFilter> {
+    EnvFilter::try_new(rust_log).map_err(|error| {
+        // `EnvFilter::try_new` splits the value at every comma and parses
+        // each non-empty part as a `Directive` (tracing-subscriber 0.3.23,
+        // `Builder::parse`), so the first part that fails alone is the one
+        // its error is about.
+        let directive = rust_log
+            .split(',')
+            .filter(|part| !part.is_empty())
+            .find(|part| part.parse::<Directive>().is_err())
+            .map(str::to_owned);
+        InvalidFilter { directive, error }
+    })
 }
 
 /// Builds the filter that limits [`SECRET_LOGGING_CRATES`] to info and
@@ -560,6 +590,32 @@ mod tests {
 
         for (rust_log, expected) in cases {
             assert_eq!(passing_events(rust_log), expected, "RUST_LOG={rust_log}");
+        }
+    }
+
+    #[test]
+    fn invalid_filter_names_the_first_failing_directive() {
+        let cases = [
+            ("foo=notalevel", "foo=notalevel"),
+            ("info,foo=notalevel,bar=verbose", "foo=notalevel"),
+            ("info,,tenet_server=debug,foo[span{=x", "foo[span{=x"),
+        ];
+
+        for (rust_log, expected) in cases {
+            let invalid = parse_filter(rust_log).expect_err("invalid filter");
+
+            assert_eq!(
+                invalid.directive.as_deref(),
+                Some(expected),
+                "RUST_LOG={rust_log}"
+            );
+        }
+    }
+
+    #[test]
+    fn valid_filter_parses() {
+        for rust_log in ["info", "info,tenet_server::service=warn", "warn,,debug"] {
+            assert!(parse_filter(rust_log).is_ok(), "RUST_LOG={rust_log}");
         }
     }
 

@@ -206,7 +206,7 @@ fn metrics_listener_on_the_main_address_is_refused() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--metrics-listen"), "{stderr}");
-    assert!(stderr.contains("also the --listen address"), "{stderr}");
+    assert!(stderr.contains("also the address of --listen"), "{stderr}");
 }
 
 #[test]
@@ -595,6 +595,132 @@ fn failed_start_writes_no_files() {
     }
 }
 
+/// Returns the name and contents of each file in `dir`, sorted by name.
+fn snapshot(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    entries(dir)
+        .into_iter()
+        .map(|name| {
+            let contents = fs::read(dir.join(&name)).expect("readable file");
+            (name, contents)
+        })
+        .collect()
+}
+
+#[test]
+fn invalid_secret_file_changes_nothing() {
+    let valid_token = "valid-admin-token-0123456789abcdefghijklmnop\n";
+    let cases = [
+        (
+            "empty pepper file",
+            vec![("pepper", "")],
+            "invalid pepper file",
+        ),
+        (
+            "short pepper file with a valid token file",
+            vec![("pepper", "short-pepper\n"), ("admin-token", valid_token)],
+            "the key pepper is 12 bytes long",
+        ),
+        (
+            "short admin token file",
+            vec![("admin-token", "short\n")],
+            "invalid admin token file",
+        ),
+        (
+            "admin token file with a space",
+            vec![(
+                "admin-token",
+                "admin token 0123456789abcdefghijklmnopqrstuvwxyz\n",
+            )],
+            "invalid admin token file",
+        ),
+    ];
+
+    for (description, files, expected) in cases {
+        let data_dir = tempfile::tempdir().expect("temporary directory");
+        for (name, contents) in &files {
+            let path = data_dir.path().join(name);
+            fs::write(&path, contents).expect("file written");
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("mode is set");
+        }
+        let before = snapshot(data_dir.path());
+        let data_dir_arg = data_dir.path().display().to_string();
+
+        let output = run_binary(
+            &["--listen", "127.0.0.1:0", "--data-dir", &data_dir_arg],
+            &[],
+        );
+
+        assert_eq!(output.status.code(), Some(1), "{description}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            stderr.trim_end().lines().count(),
+            1,
+            "{description}: {stderr}"
+        );
+        assert!(stderr.contains(expected), "{description}: {stderr}");
+        let mut names: Vec<&str> = files.iter().map(|(name, _)| *name).collect();
+        names.sort_unstable();
+        assert_eq!(entries(data_dir.path()), names, "{description}");
+        assert_eq!(snapshot(data_dir.path()), before, "{description}");
+    }
+}
+
+#[test]
+fn invalid_token_file_beside_database_leaves_no_pepper() {
+    // An empty database file contains no admin token digest, so the
+    // server would use the token in the file.
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let token_file = data_dir.path().join("admin-token");
+    fs::write(data_dir.path().join("tenet.db"), b"").expect("database file written");
+    fs::write(&token_file, "short\n").expect("token file written");
+    fs::set_permissions(&token_file, fs::Permissions::from_mode(0o600)).expect("mode is set");
+    let data_dir_arg = data_dir.path().display().to_string();
+
+    let output = run_binary(
+        &["--listen", "127.0.0.1:0", "--data-dir", &data_dir_arg],
+        &[],
+    );
+
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("invalid admin token file"), "{stderr}");
+    assert!(
+        !data_dir.path().join("pepper").exists(),
+        "wrote {:?}",
+        entries(data_dir.path())
+    );
+    assert_eq!(fs::read(&token_file).expect("token file"), b"short\n");
+}
+
+#[test]
+fn invalid_secret_file_of_running_server_names_it() {
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let data_dir_arg = data_dir.path().display().to_string();
+    let pepper_file = data_dir.path().join("pepper");
+    let first = BinaryServer::start(data_dir.path(), &[]);
+    let first_pid = first.pid();
+    let pepper = fs::read(&pepper_file).expect("pepper file");
+    // A server at its first start may not have written its pepper yet,
+    // which reads like this empty file.
+    fs::write(&pepper_file, b"").expect("pepper file emptied");
+
+    let output = run_binary(
+        &["--listen", "127.0.0.1:0", "--data-dir", &data_dir_arg],
+        &[],
+    );
+
+    fs::write(&pepper_file, &pepper).expect("pepper file restored");
+    first.stop();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "in use by another tenet-server (process {first_pid})"
+        )),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn corrupt_database_leaves_no_pepper() {
     let data_dir = tempfile::tempdir().expect("temporary directory");
@@ -787,34 +913,107 @@ fn port_in_use_names_the_flag() {
     let occupied_addr = occupied.local_addr().expect("bound address").to_string();
     let cases = [
         (
-            "main listener",
+            "main listener by flag",
             vec!["--listen", occupied_addr.as_str()],
-            "--listen (TENET_LISTEN)",
+            vec![],
+            "the address of --listen: ",
         ),
         (
-            "metrics listener",
+            "main listener by variable",
+            vec![],
+            vec![("TENET_LISTEN", occupied_addr.as_str())],
+            "the address of --listen from TENET_LISTEN: ",
+        ),
+        (
+            "metrics listener by flag",
             vec![
                 "--listen",
                 "127.0.0.1:0",
                 "--metrics-listen",
                 occupied_addr.as_str(),
             ],
-            "--metrics-listen (TENET_METRICS_LISTEN)",
+            vec![],
+            "the address of --metrics-listen: ",
+        ),
+        (
+            "metrics listener by variable",
+            vec!["--listen", "127.0.0.1:0"],
+            vec![("TENET_METRICS_LISTEN", occupied_addr.as_str())],
+            "the address of --metrics-listen from TENET_METRICS_LISTEN: ",
         ),
     ];
 
-    for (description, flags, named) in cases {
+    for (description, flags, env, named) in cases {
         let data_dir = tempfile::tempdir().expect("temporary directory");
         let data_dir_arg = data_dir.path().display().to_string();
         let mut args: Vec<&str> = flags.clone();
         args.extend(["--data-dir", data_dir_arg.as_str()]);
 
-        let output = run_binary(&args, &[]);
+        let output = run_binary(&args, &env);
 
         assert_eq!(output.status.code(), Some(1), "{description}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(&occupied_addr), "{description}: {stderr}");
         assert!(stderr.contains(named), "{description}: {stderr}");
+        if env.is_empty() {
+            assert!(!stderr.contains("TENET_"), "{description}: {stderr}");
+        }
+    }
+}
+
+#[test]
+fn setup_errors_name_the_variable_only_when_set() {
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let data_dir_arg = data_dir.path().display().to_string();
+    // Both listeners are checked before either is bound, so nothing
+    // listens on this port.
+    let address = "127.0.0.1:19520";
+    let cases = [
+        (
+            "admin token by flag",
+            vec!["--listen", "127.0.0.1:0", "--admin-token", "x"],
+            vec![],
+            "invalid --admin-token: the admin token is 1 character long;",
+        ),
+        (
+            "admin token by variable",
+            vec!["--listen", "127.0.0.1:0"],
+            vec![("TENET_ADMIN_TOKEN", "x")],
+            "invalid --admin-token from TENET_ADMIN_TOKEN: the admin token is 1 character \
+             long;",
+        ),
+        (
+            "metrics address by flags",
+            vec!["--listen", address, "--metrics-listen", address],
+            vec![],
+            "invalid --metrics-listen: 127.0.0.1:19520 is also the address of --listen;",
+        ),
+        (
+            "metrics address by variables",
+            vec![],
+            vec![("TENET_LISTEN", address), ("TENET_METRICS_LISTEN", address)],
+            "invalid --metrics-listen from TENET_METRICS_LISTEN: 127.0.0.1:19520 is also \
+             the address of --listen from TENET_LISTEN;",
+        ),
+    ];
+
+    for (description, flags, env, expected) in cases {
+        let mut args = flags.clone();
+        args.extend(["--data-dir", data_dir_arg.as_str()]);
+
+        let output = run_binary(&args, &env);
+
+        assert_eq!(output.status.code(), Some(1), "{description}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            stderr.trim_end().lines().count(),
+            1,
+            "{description}: {stderr}"
+        );
+        assert!(stderr.contains(expected), "{description}: {stderr}");
+        if env.is_empty() {
+            assert!(!stderr.contains("TENET_"), "{description}: {stderr}");
+        }
     }
 }
 
@@ -834,4 +1033,34 @@ fn empty_or_invalid_rust_log_keeps_info_lines() {
         );
         server.stop();
     }
+}
+
+#[test]
+fn invalid_rust_log_warning_names_the_directive() {
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let rust_log = "info,foo=notalevel,tenet_server=debug";
+
+    let server = BinaryServer::start(data_dir.path(), &[("RUST_LOG", rust_log)]);
+    let logs = server.logs.lock().expect("log lines").clone();
+    server.stop();
+
+    let warning = logs
+        .iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|event| {
+            event["message"]
+                .as_str()
+                .is_some_and(|message| message.starts_with("RUST_LOG is invalid"))
+        })
+        .expect("a warning about RUST_LOG");
+    assert_eq!(warning["level"], "WARN", "{warning}");
+    assert_eq!(warning["rust_log"], rust_log, "{warning}");
+    assert_eq!(warning["directive"], "foo=notalevel", "{warning}");
+    let error = warning["error"].as_str().expect("an error field");
+    assert!(error.contains("level"), "{error}");
+    let message = warning["message"].as_str().expect("a message");
+    assert!(
+        message.contains(r#"the filter "info" is used instead"#),
+        "{message}"
+    );
 }
