@@ -4,11 +4,12 @@
 //! rejected before reading, and a body that grows past it while being read
 //! is rejected then (both 413). A body that has not arrived in full within
 //! the read timeout is rejected with 408, so that a client cannot hold a
-//! connection slot by sending its body slowly or not at all. A non-empty
-//! body needs `Content-Type: application/json` and no `Content-Encoding`
-//! other than `identity` (415). Parsing rejects trailing bytes,
-//! unknown and duplicate fields, wrong types and anything but an object
-//! (`invalid_json`).
+//! connection slot by sending its body slowly or not at all. A body sent
+//! with a transfer coding other than `chunked` is rejected before reading
+//! (501). A non-empty body needs `Content-Type: application/json` and no
+//! `Content-Encoding` other than `identity` (415). Parsing rejects trailing
+//! bytes, unknown and duplicate fields, wrong types and anything but an
+//! object (`invalid_json`).
 
 use std::time::Duration;
 
@@ -38,7 +39,7 @@ pub async fn read_json<T: DeserializeOwned>(
     body: Incoming,
     limits: BodyLimits,
 ) -> Result<T, Error> {
-    let bytes = read_limited(body, limits).await?;
+    let bytes = read_limited(headers, body, limits).await?;
     if bytes.is_empty() {
         return Err(Error::InvalidJson(
             "the request body is empty; send a JSON object".to_owned(),
@@ -66,7 +67,7 @@ pub async fn read_optional_json_explained<T: DeserializeOwned>(
     limits: BodyLimits,
     explain: fn(&[u8]) -> Option<Error>,
 ) -> Result<Option<T>, Error> {
-    let bytes = read_limited(body, limits).await?;
+    let bytes = read_limited(headers, body, limits).await?;
     if bytes.is_empty() {
         return Ok(None);
     }
@@ -78,7 +79,15 @@ pub async fn read_optional_json_explained<T: DeserializeOwned>(
         .map(Some)
 }
 
-async fn read_limited(body: Incoming, limits: BodyLimits) -> Result<Bytes, Error> {
+/// Reads the whole body within `limits`, once its transfer coding is one
+/// that the server decodes.
+async fn read_limited(
+    headers: &HeaderMap,
+    body: Incoming,
+    limits: BodyLimits,
+) -> Result<Bytes, Error> {
+    check_transfer_encoding(headers)?;
+
     let limit = limits.max_bytes;
     if body.size_hint().lower() > limit {
         return Err(Error::BodyTooLarge { limit });
@@ -142,6 +151,49 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), Error> {
     } else {
         Err(Error::UnsupportedMediaType)
     }
+}
+
+/// Accepts a body without `Transfer-Encoding`, or with `chunked` alone in
+/// any letter case, the one transfer coding that hyper decodes.
+///
+/// hyper rejects a request whose last transfer coding is not `chunked`
+/// with a bare 400, but passes one such as `gzip, chunked` to the route
+/// after removing only the chunked framing. Reading that body as JSON would
+/// ignore the gzip: a compressed body would fail with a misleading
+/// `invalid_json`, and an uncompressed one would be taken as it is. HTTP
+/// (RFC 9112) has a server answer a transfer coding that it does not
+/// implement with 501, so this rejects the body before reading it. A
+/// second `chunked` (RFC 9112 forbids applying it twice) is rejected as
+/// well, because its framing would stay in the body. hyper rejects
+/// `Transfer-Encoding` over HTTP/1.0, and HTTP/2 has no such header.
+fn check_transfer_encoding(headers: &HeaderMap) -> Result<(), Error> {
+    let mut chunked = 0_usize;
+    let mut other = false;
+    for value in headers.get_all(header::TRANSFER_ENCODING) {
+        let Ok(text) = value.to_str() else {
+            other = true;
+            break;
+        };
+        for coding in text.split(',').map(str::trim) {
+            if coding.eq_ignore_ascii_case("chunked") {
+                chunked += 1;
+            } else if !coding.is_empty() {
+                other = true;
+            }
+        }
+    }
+    if !other && chunked <= 1 {
+        return Ok(());
+    }
+
+    let lines: Vec<String> = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+        .collect();
+    Err(Error::UnsupportedTransferEncoding {
+        value: lines.join(", "),
+    })
 }
 
 /// Accepts a body without `Content-Encoding`, or with `identity` only. The
@@ -219,11 +271,51 @@ mod tests {
         }
     }
 
+    #[test]
+    fn non_chunked_transfer_codings_are_rejected() {
+        let accepted: [&[&str]; 5] = [
+            &[],
+            &["chunked"],
+            &["Chunked"],
+            &["CHUNKED"],
+            &[" chunked "],
+        ];
+        let rejected: [(&[&str], &str); 6] = [
+            (&["gzip, chunked"], "gzip, chunked"),
+            (&["deflate, chunked"], "deflate, chunked"),
+            (&["GZIP, Chunked"], "GZIP, Chunked"),
+            (&["gzip", "chunked"], "gzip, chunked"),
+            (&["chunked, chunked"], "chunked, chunked"),
+            (&["identity, chunked"], "identity, chunked"),
+        ];
+
+        for values in accepted {
+            let headers = headers_with(header::TRANSFER_ENCODING, values);
+            assert!(
+                check_transfer_encoding(&headers).is_ok(),
+                "rejected {values:?}"
+            );
+        }
+        for (values, named) in rejected {
+            let headers = headers_with(header::TRANSFER_ENCODING, values);
+            match check_transfer_encoding(&headers) {
+                Err(Error::UnsupportedTransferEncoding { value }) => {
+                    assert_eq!(value, named, "{values:?}");
+                }
+                other => panic!("{values:?} gave {other:?}"),
+            }
+        }
+    }
+
     fn encoding_headers(values: &[&str]) -> HeaderMap {
+        headers_with(header::CONTENT_ENCODING, values)
+    }
+
+    fn headers_with(name: header::HeaderName, values: &[&str]) -> HeaderMap {
         let mut headers = HeaderMap::new();
         for value in values {
             headers.append(
-                header::CONTENT_ENCODING,
+                name.clone(),
                 http::HeaderValue::from_str(value).expect("valid header value"),
             );
         }
