@@ -139,6 +139,13 @@ pub enum Error {
     #[error("unsupported content encoding {encoding}")]
     UnsupportedContentEncoding { encoding: String },
 
+    /// A body came with a `Transfer-Encoding` other than `chunked` alone,
+    /// such as `gzip, chunked`, and the server decodes no other transfer
+    /// coding. `value` is the header as received, its lines joined with
+    /// ", ".
+    #[error("unsupported transfer encoding {value}")]
+    UnsupportedTransferEncoding { value: String },
+
     /// The connection failed while the body was read.
     #[error("failed to read the request body")]
     BodyRead(#[source] hyper::Error),
@@ -424,6 +431,18 @@ impl Error {
                     ),
                 );
             }
+            Error::UnsupportedTransferEncoding { value } => {
+                return (
+                    StatusCode::NOT_IMPLEMENTED,
+                    "unsupported_transfer_encoding",
+                    format!(
+                        "the server does not decode a request body with Transfer-Encoding \
+                         {value}, because chunked, applied once, is the only transfer coding \
+                         it decodes; send the body uncompressed, with Transfer-Encoding \
+                         chunked alone or with Content-Length"
+                    ),
+                );
+            }
             Error::BodyRead(_) => (
                 StatusCode::BAD_REQUEST,
                 "invalid_body",
@@ -470,8 +489,14 @@ impl Error {
     pub fn into_response(self) -> Response {
         let (status, code, message) = self.parts();
 
-        // Shutting down is expected, so the probes it fails log nothing.
-        if status.is_server_error() && !matches!(self, Error::ShuttingDown) {
+        // Shutting down is expected, so the probes it fails log nothing. A
+        // 501 for a transfer coding is caused by the client's request, not
+        // by a failure of the server, so it logs nothing either.
+        let logged = !matches!(
+            self,
+            Error::ShuttingDown | Error::UnsupportedTransferEncoding { .. }
+        );
+        if status.is_server_error() && logged {
             let cause = cause_chain(&self);
             if status == StatusCode::SERVICE_UNAVAILABLE {
                 tracing::warn!(code, error = %cause, "request failed");
@@ -643,6 +668,22 @@ mod tests {
             let description = core.to_string();
             assert_eq!(Error::from(core).parts().1, code, "{description}");
         }
+    }
+
+    #[test]
+    fn transfer_encoding_maps_to_501() {
+        let err = Error::UnsupportedTransferEncoding {
+            value: "gzip, chunked".to_owned(),
+        };
+
+        let (status, code, message) = err.parts();
+
+        assert_eq!(status, StatusCode::NOT_IMPLEMENTED);
+        assert_eq!(code, "unsupported_transfer_encoding");
+        assert!(
+            message.contains("Transfer-Encoding gzip, chunked"),
+            "{message}"
+        );
     }
 
     #[test]

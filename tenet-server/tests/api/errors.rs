@@ -435,3 +435,100 @@ async fn encoded_body_is_rejected_naming_the_encoding() {
 
     assert_eq!(identity.status(), StatusCode::CREATED);
 }
+
+/// Sends `body` as a JSON `POST /tenants` and returns the status, code
+/// and message of the response.
+async fn create_with_body(server: &TestServer, body: &[u8]) -> (StatusCode, String, String) {
+    let response = server
+        .client
+        .post(server.url("/tenants"))
+        .bearer_auth(ADMIN_TOKEN)
+        .header(CONTENT_TYPE, "application/json")
+        .body(body.to_vec())
+        .send()
+        .await
+        .expect("request sent");
+    let status = response.status();
+    let body: Value = response.json().await.expect("JSON error body");
+    let code = body["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let message = body["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    (status, code, message)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_object_body_message_names_cause() {
+    let server = TestServer::start().await;
+    let cases: [(&[u8], &str); 7] = [
+        (
+            b"hello",
+            "the request body is not valid JSON: expected value at line 1 column 1",
+        ),
+        (
+            b"x",
+            "the request body is not valid JSON: expected value at line 1 column 1",
+        ),
+        (
+            b"\xff\xfe",
+            "the request body is not valid JSON: expected value at line 1 column 1",
+        ),
+        (
+            b"{\"name\":\"\xff\"}",
+            "the request body is not valid JSON: invalid unicode code point",
+        ),
+        (b"1", "the request body must be a JSON object, not a number"),
+        (
+            b"\" \"",
+            "the request body must be a JSON object, not a string",
+        ),
+        (
+            b"[\"a\"]",
+            "the request body must be a JSON object, not an array",
+        ),
+    ];
+
+    for (body, expected) in cases {
+        let (status, code, message) = create_with_body(&server, body).await;
+
+        let body = String::from_utf8_lossy(body);
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body:?}");
+        assert_eq!(code, "invalid_json", "{body:?}");
+        assert!(message.starts_with(expected), "{body:?}: {message}");
+    }
+    assert!(server.admin().tenants().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whitespace_body_is_answered_as_an_empty_one() {
+    let server = TestServer::start().await;
+    let tenant = server.admin().create_tenant("Acme").await;
+
+    let (_, empty_code, empty_message) = create_with_body(&server, b"").await;
+    for body in [" ", "\r\n", " \t\n "] {
+        let (status, code, message) = create_with_body(&server, body.as_bytes()).await;
+
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body:?}");
+        assert_eq!(code, empty_code, "{body:?}");
+        assert_eq!(message, empty_message, "{body:?}");
+    }
+    assert!(empty_message.contains("empty"), "{empty_message}");
+
+    // Like an empty body, a blank one needs no content type where the body
+    // is optional.
+    let suspended = server
+        .client
+        .post(server.url(&format!("/tenants/{}/suspend", tenant.id)))
+        .bearer_auth(ADMIN_TOKEN)
+        .body(" \n")
+        .send()
+        .await
+        .expect("request sent");
+
+    assert_eq!(suspended.status(), StatusCode::OK);
+    assert_eq!(server.admin().tenants().await.len(), 1);
+}

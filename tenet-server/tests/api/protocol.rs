@@ -285,3 +285,149 @@ async fn read_request_body_keeps_the_connection() {
         "{response:?}"
     );
 }
+
+/// `{"name":"Compressed"}` compressed with gzip, as `gzip -n` writes it.
+const GZIPPED_CREATE: &[u8] = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\x03\xab\x56\xca\x4b\xcc\x4d\
+\x55\xb2\x52\x72\xce\xcf\x2d\x28\x4a\x2d\x2e\x4e\x4d\x51\xaa\x05\x00\x0c\xdf\xc8\x26\x15\x00\x00\x00";
+
+/// Returns the head of a `POST /tenants` over HTTP/1.1 with one
+/// `Transfer-Encoding` line for each of `codings`.
+fn create_head(codings: &[&str]) -> String {
+    let mut head = format!(
+        "POST /tenants HTTP/1.1\r\nHost: tenet\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+         Content-Type: application/json\r\n"
+    );
+    for coding in codings {
+        head.push_str(&format!("Transfer-Encoding: {coding}\r\n"));
+    }
+    head.push_str("\r\n");
+    head
+}
+
+/// Returns a `POST /tenants` with `body` in one chunk and the last chunk.
+fn chunked_create(codings: &[&str], body: &[u8]) -> Vec<u8> {
+    let mut request = create_head(codings).into_bytes();
+    request.extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
+    request.extend_from_slice(body);
+    request.extend_from_slice(b"\r\n0\r\n\r\n");
+    request
+}
+
+/// Checks that `response` is the 501 for a transfer coding, naming
+/// `value`, and that it closes the connection.
+fn assert_transfer_coding_rejected(response: &str, value: &str) {
+    let (head, body) = response.split_once("\r\n\r\n").expect("a header block");
+    assert!(head.starts_with("HTTP/1.1 501 "), "{value}: {head}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{value}: {head}"
+    );
+    let body: serde_json::Value = serde_json::from_str(body).expect("JSON body");
+    assert_eq!(
+        body["error"]["code"], "unsupported_transfer_encoding",
+        "{value}"
+    );
+    let message = body["error"]["message"].as_str().expect("message");
+    assert!(
+        message.contains(&format!("Transfer-Encoding {value},")),
+        "{value}: {message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_coding_before_chunked_gets_501() {
+    let server = TestServer::start().await;
+    let plain = br#"{"name":"Plain"}"#;
+    let cases: [(&[&str], &[u8], &str); 6] = [
+        (&["gzip, chunked"], GZIPPED_CREATE, "gzip, chunked"),
+        (&["gzip, chunked"], plain, "gzip, chunked"),
+        (&["deflate, chunked"], plain, "deflate, chunked"),
+        (&["GZIP, Chunked"], plain, "GZIP, Chunked"),
+        (&["gzip", "chunked"], plain, "gzip, chunked"),
+        (&["chunked, chunked"], plain, "chunked, chunked"),
+    ];
+
+    for (codings, body, value) in cases {
+        let request = chunked_create(codings, body);
+
+        let response = exchange_then_half_close(&server, &request).await;
+
+        assert_transfer_coding_rejected(&response, value);
+    }
+    assert!(server.admin().tenants().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_coding_rejected_before_body_arrives() {
+    let server = TestServer::start().await;
+    let mut stream = TcpStream::connect(server.addr).await.expect("connected");
+    stream
+        .write_all(create_head(&["deflate, chunked"]).as_bytes())
+        .await
+        .expect("request head written");
+
+    // The body is never sent, and the server responds and closes the
+    // connection anyway.
+    let mut raw = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_end(&mut raw),
+    )
+    .await
+    .expect("the server answers without waiting for the body")
+    .expect("response read");
+
+    let response = String::from_utf8(raw).expect("UTF-8 response");
+    assert_transfer_coding_rejected(&response, "deflate, chunked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_alone_is_decoded_in_any_letter_case() {
+    let server = TestServer::start().await;
+
+    for coding in ["chunked", "Chunked", "CHUNKED"] {
+        let body = format!(r#"{{"name":"{coding}"}}"#);
+        let request = chunked_create(&[coding], body.as_bytes());
+
+        let response = exchange_then_half_close(&server, &request).await;
+
+        assert!(
+            response.starts_with("HTTP/1.1 201 "),
+            "{coding}: {response}"
+        );
+    }
+    let mut names: Vec<String> = server
+        .admin()
+        .tenants()
+        .await
+        .into_iter()
+        .map(|tenant| tenant.name)
+        .collect();
+    names.sort();
+    assert_eq!(names, ["CHUNKED", "Chunked", "chunked"]);
+}
+
+/// hyper rejects these requests with a bare 400 before they reach the
+/// routes, as the README's limits section states.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_chunked_last_coding_gets_hyper_400() {
+    let server = TestServer::start().await;
+    let http10 = String::from_utf8(chunked_create(&["chunked"], b"{}"))
+        .expect("UTF-8 request")
+        .replacen("HTTP/1.1", "HTTP/1.0", 1)
+        .into_bytes();
+    let requests = [
+        chunked_create(&["gzip"], b"{}"),
+        chunked_create(&["chunked, gzip"], b"{}"),
+        http10,
+    ];
+
+    for request in &requests {
+        let response = exchange_then_half_close(&server, request).await;
+
+        let (head, body) = response.split_once("\r\n\r\n").expect("a header block");
+        assert!(head.starts_with("HTTP/1.1 400 "), "{head}");
+        assert!(body.is_empty(), "{body}");
+    }
+    assert!(server.admin().tenants().await.is_empty());
+}
