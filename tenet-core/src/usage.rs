@@ -228,7 +228,7 @@ pub(crate) struct UsageRecorder {
     shards: Box<[Mutex<Counters>]>,
     /// Held for writing by a flush from its [`take`](Self::take) until its
     /// counts are in the store or restored. A quota count that adds the
-    /// stored and the pending counts holds it for reading, so that no count
+    /// stored and the pending counts takes it for reading, so that no count
     /// is in flight between the two and the sum finds each one once.
     pub(crate) flush_gate: tokio::sync::RwLock<()>,
 }

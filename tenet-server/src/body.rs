@@ -186,9 +186,9 @@ fn not_an_object(bytes: &[u8]) -> Error {
     ))
 }
 
-/// Builds the error for a syntax or end-of-input error of the parser. The nesting limit
-/// is a syntax error to serde_json, but the body may well be valid JSON,
-/// so its message names the limit instead of calling the body invalid.
+/// Builds the error for a syntax or end-of-input error of the parser.
+/// serde_json reports its nesting limit as a syntax error, but the body
+/// may well be valid JSON, so that message names the limit instead.
 /// serde_json has no public error code for it, so its text is matched; a
 /// unit test fails if that text changes.
 fn not_json(err: &serde_json::Error) -> Error {
@@ -226,9 +226,9 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), Error> {
 /// with a bare 400, but passes one such as `gzip, chunked` to the route
 /// after removing only the chunked framing. Reading that body as JSON would
 /// ignore the gzip: a compressed body would fail with a misleading
-/// `invalid_json`, and an uncompressed one would be taken as it is. HTTP
-/// (RFC 9112) has a server answer a transfer coding that it does not
-/// implement with 501, so this rejects the body before reading it. A
+/// `invalid_json`, and an uncompressed one would be taken as it is. RFC
+/// 9112 says that a server should respond with 501 to a transfer coding it
+/// does not implement, so this rejects the body before reading it. A
 /// second `chunked` (RFC 9112 forbids applying it twice) is rejected as
 /// well, because its framing would stay in the body. hyper rejects
 /// `Transfer-Encoding` over HTTP/1.0, and HTTP/2 has no such header.
