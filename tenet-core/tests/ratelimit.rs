@@ -382,6 +382,53 @@ async fn tenant_limit_spans_keys_locally() {
     .await;
 }
 
+/// The limits of the changed-limit scenario: one request an hour, then
+/// 100 a minute with a burst of 50.
+fn hourly_then_raised() -> (Limit, Limit) {
+    let hourly = Limit::new(1, Duration::from_secs(3600), 1).expect("valid limit");
+    let raised = Limit::new(100, Duration::from_secs(60), 50).expect("valid limit");
+    (hourly, raised)
+}
+
+/// Runs the changed-limit scenario against any limiter: `decide` takes
+/// the tenant's limit and returns the decision of one request.
+async fn assert_changed_limit_starts_afresh<F, Fut>(decide: F)
+where
+    F: Fn(Limit) -> Fut,
+    Fut: Future<Output = Decision>,
+{
+    let (hourly, raised) = hourly_then_raised();
+
+    let first = decide(hourly.clone()).await;
+    let over = decide(hourly.clone()).await;
+    let watched = decide(raised.clone().shadow()).await;
+    let raised_first = decide(raised.clone()).await;
+    let enforced = decide(raised).await;
+
+    assert!(first.allowed);
+    assert!(!over.allowed, "the hourly limit holds");
+    assert!(watched.allowed);
+    assert_eq!(watched.remaining, 49, "the new limit starts with its burst");
+    assert!(raised_first.allowed, "enforcing the watched limit goes on");
+    assert_eq!(raised_first.remaining, 48, "from the watched state");
+    assert!(enforced.allowed);
+    assert_eq!(enforced.remaining, 47);
+}
+
+#[tokio::test]
+async fn changed_limit_starts_afresh_locally() {
+    let clock = ManualClock::starting_at(START_MILLIS);
+    let limiter = clock.limiter();
+
+    assert_changed_limit_starts_afresh(|limit| {
+        let decision = limiter
+            .decide(&[Check::tenant("t1", limit)], Mode::Consume)
+            .unwrap();
+        async move { decision }
+    })
+    .await;
+}
+
 #[test]
 fn drained_entries_are_dropped() {
     let clock = ManualClock::starting_at(START_MILLIS);
@@ -884,5 +931,24 @@ async fn limiter_replaces_a_silent_connection() {
         "the call after a timeout uses a new connection: {next:?}"
     );
     assert_eq!(proxy.accepted(), 2);
+    cleanup(&url, &options.key_prefix).await;
+}
+
+#[tokio::test]
+async fn changed_limit_starts_afresh_on_redis() {
+    let Some(url) = redis_url() else { return };
+    let options = options(&url);
+    let limiter = RedisLimiter::new(options.clone()).unwrap();
+
+    assert_changed_limit_starts_afresh(|limit| {
+        let limiter = &limiter;
+        async move {
+            limiter
+                .decide(&[Check::tenant("t1", limit)], Mode::Consume)
+                .await
+                .unwrap()
+        }
+    })
+    .await;
     cleanup(&url, &options.key_prefix).await;
 }

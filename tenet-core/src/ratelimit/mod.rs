@@ -201,8 +201,9 @@ pub struct Check {
     limit: Limit,
 }
 
-/// What a [`Check`] limits. Its `Display` form, `tenant:<id>`, `key:<id>`
-/// or `client:<address>`, names it in Redis keys.
+/// What a [`Check`] limits. Its `Display` form names it in Redis keys:
+/// `tenant:<id>:<interval>:<burst>` and `key:<id>:<interval>:<burst>`, with
+/// the limit's emission interval in microseconds, or `client:<address>`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Subject {
     /// A tenant or a key, by its full name.
@@ -224,18 +225,34 @@ impl std::fmt::Display for Subject {
 
 impl Check {
     /// Applies `limit` to the tenant `tenant_id`.
+    ///
+    /// The subject names the limit's interval and burst too, so that a
+    /// tenant whose limit changes starts the new one with its full burst.
+    /// A stored TAT is in the old limit's terms: a backlog that one request
+    /// makes under 1 an hour would block a limit of 100 a minute for the
+    /// rest of the hour. Switching `shadow` alone keeps the state, so that
+    /// enforcing a watched limit goes on from what it watched.
     pub fn tenant(tenant_id: impl std::fmt::Display, limit: Limit) -> Self {
         Self {
-            subject: Subject::Named(format!("tenant:{tenant_id}")),
+            subject: Subject::Named(format!(
+                "tenant:{tenant_id}:{}:{}",
+                limit.interval_micros(),
+                limit.burst
+            )),
             limit,
         }
     }
 
-    /// Applies `limit` to the key `key_id`. Pass the key id, never the API
-    /// key itself, because the id becomes part of a Redis key name.
+    /// Applies `limit` to the key `key_id`, with the limit in the subject
+    /// as for [`Check::tenant`]. Pass the key id, never the API key itself,
+    /// because the id becomes part of a Redis key name.
     pub fn key(key_id: impl std::fmt::Display, limit: Limit) -> Self {
         Self {
-            subject: Subject::Named(format!("key:{key_id}")),
+            subject: Subject::Named(format!(
+                "key:{key_id}:{}:{}",
+                limit.interval_micros(),
+                limit.burst
+            )),
             limit,
         }
     }

@@ -420,6 +420,26 @@ async fn shadow_limit_only_reports() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raised_limit_applies_at_once() {
+    let server = TestServer::start().await;
+    let tenant = server.admin().create_tenant("Acme").await;
+    let key = server.admin().issue_key(&tenant).await;
+    set_limits(&server, &tenant, json!({"limit": hourly(1)})).await;
+
+    let first = protected(&server, &key.api_key).await;
+    let over = protected(&server, &key.api_key).await;
+    let raised = json!({"rate": 100, "period_seconds": 60, "burst": 50});
+    set_limits(&server, &tenant, json!({"limit": raised})).await;
+    let after = protected(&server, &key.api_key).await;
+
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(over.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(after.status(), StatusCode::OK);
+    assert_eq!(header(&after, "ratelimit-limit").as_deref(), Some("50"));
+    assert_eq!(header(&after, "ratelimit-remaining").as_deref(), Some("49"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quota_rejection_carries_the_rate_limit_headers() {
     let server = TestServer::start().await;
     let tenant = server.admin().create_tenant("Acme").await;
