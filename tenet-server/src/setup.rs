@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tenet_core::{AdminToken, AdminTokenDigest, Pepper, PostgresStore, SqliteStore, Store, Tenet};
+use tenet_core::{
+    AdminToken, AdminTokenDigest, Pepper, PostgresStore, RedisOptions, SqliteStore, Store, Tenet,
+};
 
 use crate::body::BodyLimits;
 use crate::config::{Config, PEPPER_ENV};
@@ -114,6 +116,7 @@ impl Settings {
                 ),
             });
         }
+        check_urls(config)?;
         let kind = StoreKind::of(config);
         let pepper = configured_pepper(config, kind)?;
         let admin = configured_admin_token(config, kind)?;
@@ -178,6 +181,25 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// Parses `--database-url` and `--redis-url` without connecting, so that a
+/// malformed one is named by its setting. Neither message contains the
+/// URL, which may carry a password.
+fn check_urls(config: &Config) -> Result<(), Error> {
+    if let Some(url) = config.database_url.as_deref() {
+        PostgresStore::check_url(url).map_err(|err| Error::Config {
+            setting: config.setting_name("database_url"),
+            reason: err.to_string(),
+        })?;
+    }
+    if let Some(url) = config.redis_url.as_deref() {
+        RedisOptions::check_url(url).map_err(|err| Error::Config {
+            setting: config.setting_name("redis_url"),
+            reason: err.to_string(),
+        })?;
+    }
+    Ok(())
 }
 
 /// Creates the SQLite data directory with mode 0700 unless it exists,

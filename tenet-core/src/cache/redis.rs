@@ -89,6 +89,17 @@ impl RedisOptions {
             probe_interval: Duration::from_secs(1),
         }
     }
+
+    /// Checks that `url` parses as a Redis URL, without connecting, so that
+    /// a caller can reject a malformed one before anything else. Fails
+    /// with [`Error::Config`], whose message does not contain the URL.
+    pub fn check_url(url: &str) -> Result<()> {
+        redis::Client::open(url).map(drop).map_err(|err| {
+            Error::Config(format!(
+                "invalid Redis URL: {err}; expected redis://HOST:PORT"
+            ))
+        })
+    }
 }
 
 /// A Redis connection pool with a circuit breaker.

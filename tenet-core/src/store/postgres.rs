@@ -397,6 +397,14 @@ impl PostgresStore {
     /// database to.
     pub const SCHEMA_VERSION: u32 = migrations::LATEST_VERSION.unsigned_abs();
 
+    /// Checks that `url` parses as a Postgres URL, without connecting, so
+    /// that a caller can reject a malformed one before anything else.
+    /// Fails with [`Error::Config`] like [`PostgresStore::connect`]; the
+    /// message never contains the URL's password.
+    pub fn check_url(url: &str) -> Result<()> {
+        parse_url(url).map(drop)
+    }
+
     /// Creates the pool for `url` (such as
     /// `postgres://tenet:secret@db.internal:5432/tenet`) and opens one
     /// connection to check that the server accepts it.
@@ -408,14 +416,7 @@ impl PostgresStore {
     /// No message contains the URL's password.
     pub async fn connect(url: &str, options: PostgresOptions) -> Result<Self> {
         options.validate()?;
-        let mut config = tokio_postgres::Config::from_str(url).map_err(|err| {
-            let redactor = Redactor::for_unparsed_url(url);
-            Error::Config(format!(
-                "invalid Postgres URL: {}; expected \
-                 postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE",
-                redactor.describe(&err)
-            ))
-        })?;
+        let mut config = parse_url(url)?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(options.connect_timeout);
         }
@@ -1473,4 +1474,17 @@ impl Store for PostgresStore {
         })
         .await
     }
+}
+
+/// Parses a Postgres URL. The error names what is wrong without the
+/// password, which the URL may carry.
+fn parse_url(url: &str) -> Result<tokio_postgres::Config> {
+    tokio_postgres::Config::from_str(url).map_err(|err| {
+        let redactor = Redactor::for_unparsed_url(url);
+        Error::Config(format!(
+            "invalid Postgres URL: {}; expected \
+             postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE",
+            redactor.describe(&err)
+        ))
+    })
 }

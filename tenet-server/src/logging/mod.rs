@@ -79,9 +79,9 @@ pub fn init(format: LogFormat) -> LogGuard {
     // An empty RUST_LOG counts as unset, like the empty TENET_* variables.
     // EnvFilter would read it as a filter without directives, which logs
     // nothing.
-    let rust_log = std::env::var("RUST_LOG")
-        .ok()
-        .filter(|value| !value.trim().is_empty());
+    let rust_log_var = std::env::var("RUST_LOG");
+    let rust_log_not_unicode = matches!(rust_log_var, Err(std::env::VarError::NotUnicode(_)));
+    let rust_log = rust_log_var.ok().filter(|value| !value.trim().is_empty());
     let (filter, invalid_filter) = match rust_log.as_deref().map(parse_filter) {
         None => (EnvFilter::new(DEFAULT_FILTER), None),
         Some(Ok(filter)) => (filter, None),
@@ -137,6 +137,12 @@ pub fn init(format: LogFormat) -> LogGuard {
     }
     // Logged once the subscriber is installed, so that it is not lost.
     // RUST_LOG contains no secret, so its value is logged whole.
+    if rust_log_not_unicode {
+        tracing::warn!(
+            "RUST_LOG is not valid UTF-8, so it is ignored and the filter {DEFAULT_FILTER:?} is \
+             used instead; set it to ASCII directives such as tenet_server=debug, or unset it"
+        );
+    }
     if let (Some(invalid), Some(rust_log)) = (invalid_filter, rust_log.as_deref()) {
         tracing::warn!(
             rust_log,

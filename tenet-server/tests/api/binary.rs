@@ -1018,6 +1018,72 @@ fn setup_errors_name_the_variable_only_when_set() {
 }
 
 #[test]
+fn malformed_urls_name_their_setting() {
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let data_dir_arg = data_dir.path().display().to_string();
+    let valid_database = "postgres://postgres@127.0.0.1:5432/test";
+    let cases = [
+        (
+            "database URL by flag",
+            vec!["--database-url", "postgres://tenet:sekrit@db:99999/tenet"],
+            vec![],
+            "invalid --database-url: invalid Postgres URL:",
+        ),
+        (
+            "database URL by variable",
+            vec![],
+            vec![("TENET_DATABASE_URL", "notaurl")],
+            "invalid --database-url from TENET_DATABASE_URL: invalid Postgres URL:",
+        ),
+        (
+            "Redis URL by flag",
+            vec![
+                "--database-url",
+                valid_database,
+                "--redis-url",
+                "redis://:sekrit@cache:port",
+            ],
+            vec![],
+            "invalid --redis-url: invalid Redis URL:",
+        ),
+    ];
+
+    for (description, flags, env, expected) in cases {
+        let mut args = flags.clone();
+        args.extend([
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data_dir_arg.as_str(),
+        ]);
+
+        let output = run_binary(&args, &env);
+
+        assert_eq!(output.status.code(), Some(1), "{description}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{description}: {stderr}");
+        assert!(!stderr.contains("sekrit"), "{description}: {stderr}");
+        if env.is_empty() {
+            assert!(!stderr.contains("TENET_"), "{description}: {stderr}");
+        }
+    }
+}
+
+#[test]
+fn rust_log_that_is_not_utf8_is_warned() {
+    use std::os::unix::ffi::OsStrExt as _;
+
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let rust_log = std::ffi::OsStr::from_bytes(b"tenet_server=\xff");
+
+    let server = BinaryServer::start_with_os_env(data_dir.path(), &[("RUST_LOG", rust_log)]);
+    let logs = server.logs.lock().expect("log lines").join("\n");
+    server.stop();
+
+    assert!(logs.contains("RUST_LOG is not valid UTF-8"), "{logs}");
+}
+
+#[test]
 fn empty_or_invalid_rust_log_keeps_info_lines() {
     for (rust_log, warned) in [("", false), ("tenet_server=debug,foo=bar", true)] {
         let data_dir = tempfile::tempdir().expect("temporary directory");

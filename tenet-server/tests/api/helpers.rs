@@ -1,6 +1,7 @@
 //! Test servers, in process and as the real binary, and API shortcuts.
 
 use std::env;
+use std::ffi::OsStr;
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -248,6 +249,16 @@ impl BinaryServer {
     /// Starts the binary on `data_dir` with the given environment, and
     /// waits for its start line.
     pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        let env: Vec<(&str, &OsStr)> = env
+            .iter()
+            .map(|(name, value)| (*name, OsStr::new(value)))
+            .collect();
+        Self::start_with_os_env(data_dir, &env)
+    }
+
+    /// Starts the binary like [`BinaryServer::start`], with environment
+    /// values that need not be UTF-8.
+    pub fn start_with_os_env(data_dir: &Path, env: &[(&str, &OsStr)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_tenet-server"));
         command
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
