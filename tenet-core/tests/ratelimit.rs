@@ -382,8 +382,8 @@ async fn tenant_limit_spans_keys_locally() {
     .await;
 }
 
-/// The limits of the changed-limit scenario: one request an hour, then
-/// 100 a minute with a burst of 50.
+/// Returns the limits of the changed-limit scenario: one request an hour,
+/// then 100 a minute with a burst of 50.
 fn hourly_then_raised() -> (Limit, Limit) {
     let hourly = Limit::new(1, Duration::from_secs(3600), 1).expect("valid limit");
     let raised = Limit::new(100, Duration::from_secs(60), 50).expect("valid limit");

@@ -201,9 +201,10 @@ pub struct Check {
     limit: Limit,
 }
 
-/// What a [`Check`] limits. Its `Display` form names it in Redis keys:
-/// `tenant:<id>:<interval>:<burst>` and `key:<id>:<interval>:<burst>`, with
-/// the limit's emission interval in microseconds, or `client:<address>`.
+/// The tenant, key or client address that a [`Check`] limits. Its
+/// `Display` form names it in Redis keys: `tenant:<id>:<interval>:<burst>`
+/// or `key:<id>:<interval>:<burst>`, with the limit's emission interval in
+/// microseconds, or `client:<address>`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Subject {
     /// A tenant or a key, by its full name.
