@@ -228,11 +228,13 @@ impl Check {
     /// Applies `limit` to the tenant `tenant_id`.
     ///
     /// The subject names the limit's interval and burst too, so that a
-    /// tenant whose limit changes starts the new one with its full burst.
-    /// A stored TAT is in the old limit's terms: a backlog that one request
-    /// makes under 1 an hour would block a limit of 100 a minute for the
-    /// rest of the hour. Switching `shadow` alone keeps the state, so that
-    /// enforcing a watched limit goes on from what it watched.
+    /// tenant whose limit changes shape starts the new one with its full
+    /// burst. A stored TAT is in the old limit's terms: a backlog that one
+    /// request makes under 1 an hour would block a limit of 100 a minute
+    /// for the rest of the hour. Switching `shadow` alone keeps the state,
+    /// so that enforcing a watched limit goes on from what it watched.
+    /// Going back to an earlier shape finds that shape's state, until it
+    /// drains.
     pub fn tenant(tenant_id: impl std::fmt::Display, limit: Limit) -> Self {
         Self {
             subject: Subject::Named(format!(
