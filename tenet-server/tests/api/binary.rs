@@ -995,34 +995,6 @@ fn setup_errors_name_the_variable_only_when_set() {
             "invalid --metrics-listen from TENET_METRICS_LISTEN: 127.0.0.1:19520 is also \
              the address of --listen from TENET_LISTEN;",
         ),
-    ];
-
-    for (description, flags, env, expected) in cases {
-        let mut args = flags.clone();
-        args.extend(["--data-dir", data_dir_arg.as_str()]);
-
-        let output = run_binary(&args, &env);
-
-        assert_eq!(output.status.code(), Some(1), "{description}");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(
-            stderr.trim_end().lines().count(),
-            1,
-            "{description}: {stderr}"
-        );
-        assert!(stderr.contains(expected), "{description}: {stderr}");
-        if env.is_empty() {
-            assert!(!stderr.contains("TENET_"), "{description}: {stderr}");
-        }
-    }
-}
-
-#[test]
-fn malformed_urls_name_their_setting() {
-    let data_dir = tempfile::tempdir().expect("temporary directory");
-    let data_dir_arg = data_dir.path().display().to_string();
-    let valid_database = "postgres://postgres@127.0.0.1:5432/test";
-    let cases = [
         (
             "database URL by flag",
             vec!["--database-url", "postgres://tenet:sekrit@db:99999/tenet"],
@@ -1039,7 +1011,7 @@ fn malformed_urls_name_their_setting() {
             "Redis URL by flag",
             vec![
                 "--database-url",
-                valid_database,
+                "postgres://postgres@127.0.0.1:5432/test",
                 "--redis-url",
                 "redis://:sekrit@cache:port",
             ],
@@ -1050,17 +1022,17 @@ fn malformed_urls_name_their_setting() {
 
     for (description, flags, env, expected) in cases {
         let mut args = flags.clone();
-        args.extend([
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data_dir_arg.as_str(),
-        ]);
+        args.extend(["--data-dir", data_dir_arg.as_str()]);
 
         let output = run_binary(&args, &env);
 
         assert_eq!(output.status.code(), Some(1), "{description}");
         let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            stderr.trim_end().lines().count(),
+            1,
+            "{description}: {stderr}"
+        );
         assert!(stderr.contains(expected), "{description}: {stderr}");
         assert!(!stderr.contains("sekrit"), "{description}: {stderr}");
         if env.is_empty() {
