@@ -276,7 +276,7 @@ pub async fn build_state(config: &Config, settings: Settings) -> Result<State, E
             let digest = store_admin_token(tenet.store().as_ref(), kind, &token).await?;
             tracing::info!(
                 path = %path.display(),
-                "stored the digest of the admin token in this file"
+                "stored the digest of the admin token read from this file"
             );
             digest
         }

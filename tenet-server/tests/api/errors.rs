@@ -504,7 +504,7 @@ async fn non_object_body_message_names_cause() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn whitespace_body_is_answered_as_an_empty_one() {
+async fn whitespace_body_counts_as_empty() {
     let server = TestServer::start().await;
     let tenant = server.admin().create_tenant("Acme").await;
 
